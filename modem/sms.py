@@ -1,0 +1,775 @@
+"""SMS operations over the AT engine: one readable coroutine per operation.
+
+`Modem` owns a `Port` (kept open, reopened after unplug) and an `AtEngine`.
+On every (re)open it initialises the modem (echo off, numeric errors, SIM/PIN,
+PDU mode, CNMI routing, storage) and sweeps stored messages, so nothing
+received while the gateway was down is lost. Stored SMS are deleted only after
+the caller's callback returned (its content committed elsewhere).
+
+Results are typed (`Submitted`, `StoredSms`, `Signal`, ...), never strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from modem import profiles
+from modem.at import DEFAULT_TIMEOUT_S, AtEngine, Response, Urc
+from modem.errors import AtError, AtTimeout, CmeError, CmsError, ModemError, PduError, TransportError
+from modem.pdu import Address, Deliver, StatusReport, Submit, decode_pdu, encode_submits
+from modem.transport import Port
+
+_LOGGER = logging.getLogger(__name__)
+
+# Consecutive command timeouts after which the port is closed and reopened (reset path).
+TIMEOUTS_BEFORE_REOPEN = 2
+# SIM busy right after boot or PIN entry: retry for this long (ZTE needs ~2 s steps).
+SIM_BUSY_WAIT_S = 10.0
+
+
+class ModemState(enum.StrEnum):
+    """Where the modem connection stands, as the status page shows it."""
+
+    DISCONNECTED = "disconnected"
+    INITIALISING = "initialising"
+    SIM_LOCKED = "sim_locked"  # needs a PIN we do not have, or PUK
+    NO_SIM = "no_sim"
+    READY = "ready"
+
+
+@dataclass(frozen=True)
+class Identity:
+    manufacturer: str
+    model: str
+    revision: str
+    imei: str
+
+
+_REG_TEXT = {0: "not registered", 1: "home", 2: "searching", 3: "denied", 4: "unknown", 5: "roaming"}
+
+
+@dataclass(frozen=True)
+class Registration:
+    """+CREG/+CEREG status (27.007 §7.2): 1 home, 5 roaming are registered."""
+
+    status: int
+    lac: str = ""
+    cell: str = ""
+    act: int | None = None
+
+    @property
+    def registered(self) -> bool:
+        return self.status in (1, 5)
+
+    @property
+    def text(self) -> str:
+        return _REG_TEXT.get(self.status, f"status {self.status}")
+
+    @property
+    def technology(self) -> str:
+        return {0: "GSM", 2: "UMTS", 3: "EDGE", 4: "HSDPA", 5: "HSUPA", 6: "HSPA", 7: "LTE"}.get(
+            self.act if self.act is not None else -1, ""
+        )
+
+
+@dataclass(frozen=True)
+class Signal:
+    """+CSQ (27.007 §8.5): rssi 0..31 maps to -113..-51 dBm, 99 unknown."""
+
+    rssi: int
+    ber: int = 99
+
+    @property
+    def dbm(self) -> int | None:
+        return None if not 0 <= self.rssi <= 31 else -113 + 2 * self.rssi
+
+    @property
+    def bars(self) -> int:
+        """0..5 bars, the usual phone scale."""
+        dbm = self.dbm
+        if dbm is None:
+            return 0
+        return sum(dbm >= t for t in (-107, -99, -91, -83, -75))
+
+
+@dataclass(frozen=True)
+class Storage:
+    memory: str
+    used: int
+    total: int
+
+    @property
+    def full(self) -> bool:
+        return self.total > 0 and self.used >= self.total
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The network accepted one part: its message reference for matching reports."""
+
+    mr: int
+    seq: int = 1
+    total: int = 1
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class StoredSms:
+    """One message read from modem storage."""
+
+    memory: str
+    index: int
+    status: int | None
+    pdu: str
+    message: Deliver | Submit | StatusReport | None  # None: undecodable, logged
+
+
+class SendError(ModemError):
+    """A multipart send stopped at one part; `submitted` holds the parts accepted before it."""
+
+    def __init__(self, cause: ModemError, submitted: list[Submitted]) -> None:
+        super().__init__(f"send stopped after {len(submitted)} part(s): {cause}")
+        self.cause = cause
+        self.submitted = submitted
+
+
+DeliverCallback = Callable[[Deliver], Awaitable[None]]
+ReportCallback = Callable[[StatusReport], Awaitable[None]]
+
+
+@dataclass
+class ModemInfo:
+    """Last known facts about the modem (plain fields; reading them never does I/O)."""
+
+    identity: Identity | None = None
+    sim: str = ""
+    iccid: str = ""
+    registration: Registration | None = None
+    operator: str = ""
+    signal: Signal | None = None
+    storage: Storage | None = None
+    cnmi: str = ""
+    profile: str = ""
+    resets: int = 0
+    reopens: int = 0
+    last_error: str = ""
+
+
+class Modem:
+    """A GSM/LTE modem on one AT port."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 115200,
+        pin: str = "",
+        on_deliver: DeliverCallback | None = None,
+        on_status_report: ReportCallback | None = None,
+        command_timeout_s: float = DEFAULT_TIMEOUT_S,
+        submit_timeout_s: float | None = None,
+    ) -> None:
+        self.url = url
+        self.pin = pin
+        self.info = ModemInfo()
+        self.state = ModemState.DISCONNECTED
+        self.ready = asyncio.Event()
+        self.state_changed = asyncio.Condition()
+        self._on_deliver = on_deliver
+        self._on_status_report = on_status_report
+        self._command_timeout_s = command_timeout_s
+        self._submit_timeout_s = submit_timeout_s
+        self.profile = profiles.GENERIC
+        self._port = Port(url, baudrate=baudrate, on_data=self._data)
+        self._engine = AtEngine(self._port.write)
+        self._engine.on_urc("+CMTI:", self._urc_cmti)
+        self._engine.on_urc("+CDSI:", self._urc_cdsi)
+        self._engine.on_urc("+CMT:", self._urc_cmt)
+        self._engine.on_urc("+CDS:", self._urc_cds)
+        self._engine.on_urc("+CREG:", self._urc_creg)
+        self._engine.on_urc("+CEREG:", self._urc_creg)
+        self._engine.on_urc("RDY", self._urc_reset)
+        self._engine.on_urc("^SYSSTART", self._urc_reset)
+        self._engine.on_urc("", self._urc_other)
+        self._inbox: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._timeouts = 0
+        self._memory = ""  # current <mem1> of CPMS
+        self._concat_ref = random.randrange(256)  # noqa: S311  (not security, spreads refs across restarts)
+        self.sent_parts = 0
+
+    def __repr__(self) -> str:
+        return f"Modem({self.url!r}, state={self.state.value})"
+
+    # --------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Start keeping the port open and initialised, in the background."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._port.run(self._initialise, self._lost))
+            self._spawn(self._inbound_worker())
+
+    async def connect(self) -> None:
+        """Open the port once, without initialising or sweeping (for probing)."""
+        await self._port.open()
+        self._spawn(self._watch_once())
+
+    async def _watch_once(self) -> None:
+        self._lost(await self._port.wait_lost())
+
+    async def stop(self) -> None:
+        """Stop and close the port."""
+        tasks = [t for t in (self._runner, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._runner = None
+        self._tasks.clear()
+        await self._port.close()
+        self._set_state(ModemState.DISCONNECTED)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until the modem is initialised; TimeoutError otherwise."""
+        async with asyncio.timeout(timeout_s):
+            await self.ready.wait()
+
+    async def reopen(self) -> None:
+        """Close the port; the keeper reopens and re-initialises it (hang recovery)."""
+        self.info.reopens += 1
+        await self._port.close()
+
+    async def reset(self) -> None:
+        """Full modem reset (AT+CFUN=1,1); USB modems re-enumerate and the port is reopened."""
+        self.info.resets += 1
+        self._set_state(ModemState.INITIALISING)
+        try:
+            await self.command("AT+CFUN=1,1", timeout_s=15)
+        except (AtError, AtTimeout, TransportError) as exc:
+            _LOGGER.info("reset: %s; reopening the port", exc)
+        await self._port.close()
+
+    # ---------------------------------------------------------------- commands
+    async def command(
+        self, cmd: str, *, timeout_s: float | None = None, prefix: str | None = None
+    ) -> Response:
+        """One AT command through the engine; repeated timeouts make the port reopen."""
+        try:
+            response = await self._engine.command(
+                cmd, timeout_s=timeout_s or self._command_timeout_s, prefix=prefix
+            )
+        except AtTimeout:
+            self._note_timeout()
+            raise
+        self._timeouts = 0
+        return response
+
+    async def read_identity(self) -> Identity:
+        """Manufacturer, model, firmware and IMEI (AT+CGMI/CGMM/CGMR/CGSN)."""
+
+        async def one(cmd: str) -> str:
+            try:
+                lines = (await self.command(cmd)).lines
+            except AtError:
+                return ""  # Wavecom answers ERROR to AT+CGMR
+            text = " ".join(ln.strip() for ln in lines)
+            # Some modems prefix the answer ('+CGMI: ', 'Manufacturer: ').
+            return re.sub(r"^(\+\w+:|\w+:)\s*", "", text).strip().strip('"')
+
+        identity = Identity(
+            manufacturer=await one("AT+CGMI"),
+            model=await one("AT+CGMM"),
+            revision=await one("AT+CGMR"),
+            imei=await one("AT+CGSN"),
+        )
+        self.info.identity = identity
+        return identity
+
+    async def read_sim_state(self) -> str:
+        """'READY', 'SIM PIN', 'SIM PUK', ... or 'NO SIM' (CME 10) / 'SIM FAILURE' (CME 13)."""
+        deadline = asyncio.get_running_loop().time() + SIM_BUSY_WAIT_S
+        while True:
+            try:
+                response = await self.command("AT+CPIN?")
+            except CmeError as exc:
+                if exc.code == 14 and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.5)  # SIM busy after boot: poll, as ModemManager does
+                    continue
+                state = {10: "NO SIM", 13: "SIM FAILURE", 11: "SIM PIN", 12: "SIM PUK"}.get(exc.code or -1)
+                if state is None:
+                    raise
+                self.info.sim = state
+                return state
+            except AtTimeout as exc:
+                # Wavecom sends '+CPIN: READY' with no final OK: take the partial answer.
+                found = [ln for ln in exc.partial if ln.startswith("+CPIN:")]
+                if not found:
+                    raise
+                state = found[0][6:].strip()
+                self.info.sim = state
+                return state
+            state = response.first("+CPIN:").strip('"')
+            self.info.sim = state
+            return state
+
+    async def enter_pin(self, pin: str) -> None:
+        """Unlock the SIM. A wrong PIN raises CmeError(16); never retried here (3 tries lock the SIM)."""
+        if not re.fullmatch(r"\d{4,8}", pin):
+            raise ValueError("a SIM PIN is 4 to 8 digits")
+        await self.command(f'AT+CPIN="{pin}"')
+
+    async def read_iccid(self) -> str:
+        """The SIM's ICCID (AT+CCID, or vendor variants)."""
+        for cmd in ("AT+CCID", "AT+QCCID", "AT+ICCID", "AT^ICCID?"):
+            try:
+                lines = (await self.command(cmd)).lines
+            except AtError:
+                continue
+            for line in lines:
+                digits = re.sub(r"[^0-9A-Fa-f]", "", line.split(":", 1)[-1])
+                if len(digits) >= 18:
+                    self.info.iccid = digits
+                    return digits
+        return ""
+
+    async def read_registration(self) -> Registration:
+        """Network registration, from +CEREG (LTE) when registered there, else +CREG."""
+        best: Registration | None = None
+        for cmd, prefix in (("AT+CREG?", "+CREG:"), ("AT+CEREG?", "+CEREG:")):
+            try:
+                payload = (await self.command(cmd)).prefixed(prefix)
+            except AtError:
+                continue
+            if not payload:
+                continue
+            reg = _parse_registration(payload[0], solicited=True)
+            if reg is not None and (best is None or (reg.registered and not best.registered)):
+                best = reg
+        if best is None:
+            best = Registration(status=4)
+        self.info.registration = best
+        return best
+
+    async def read_operator(self) -> str:
+        """Operator name in long alphanumeric form."""
+        with contextlib.suppress(AtError):
+            await self.command("AT+COPS=3,0")
+        payload = (await self.command("AT+COPS?")).prefixed("+COPS:")
+        name = ""
+        if payload:
+            fields = _split_fields(payload[0])
+            if len(fields) >= 3:
+                name = fields[2]
+        self.info.operator = name
+        return name
+
+    async def read_signal(self) -> Signal:
+        """Received signal strength (AT+CSQ)."""
+        fields = _split_fields((await self.command("AT+CSQ")).first("+CSQ:"))
+        signal = Signal(rssi=int(fields[0]), ber=int(fields[1]) if len(fields) > 1 and fields[1] else 99)
+        self.info.signal = signal
+        return signal
+
+    async def read_storage(self) -> Storage:
+        """Use of the receive memory (AT+CPMS?)."""
+        payload = (await self.command("AT+CPMS?")).first("+CPMS:")
+        fields = _split_fields(payload)
+        storage = Storage(memory=fields[0], used=int(fields[1]), total=int(fields[2]))
+        self.info.storage = storage
+        return storage
+
+    async def select_memory(self, memory: str) -> None:
+        """Make memory the one AT+CMGR/CMGL/CMGD work on."""
+        if memory == self._memory:
+            return
+        await self.command(f'AT+CPMS="{memory}"')
+        self._memory = memory
+
+    async def list_stored(self, memory: str | None = None) -> list[StoredSms]:
+        """Every message in memory (AT+CMGL=4, PDU mode), decoded where possible."""
+        await self.select_memory(memory or self.profile.storage)
+        lines = (await self.command("AT+CMGL=4", timeout_s=max(30.0, self._command_timeout_s))).lines
+        result: list[StoredSms] = []
+        header: list[str] | None = None
+        for line in lines:
+            if line.startswith("+CMGL:"):
+                header = _split_fields(line[6:].strip())
+                continue
+            if header is None:
+                continue
+            try:
+                index = int(header[0])
+                status = int(header[1]) if len(header) > 1 and header[1] else None
+            except ValueError:
+                _LOGGER.warning("skipping malformed +CMGL header %r", header)
+                header = None
+                continue
+            result.append(_stored(self._memory, index, status, line))
+            header = None
+        return result
+
+    async def read_stored(self, index: int, memory: str | None = None) -> StoredSms | None:
+        """One stored message (AT+CMGR), or None when the slot is empty."""
+        await self.select_memory(memory or self.profile.storage)
+        try:
+            lines = (await self.command(f"AT+CMGR={index}")).lines
+        except CmsError as exc:
+            if exc.code in (321, 500):  # empty slot; some modems say 500 (gnokii)
+                return None
+            raise
+        header = next((ln for ln in lines if ln.startswith("+CMGR:")), None)
+        if header is None:
+            return None  # Quectel: bare OK for a slot announced in the wrong memory
+        pdu = lines[lines.index(header) + 1] if lines.index(header) + 1 < len(lines) else ""
+        fields = _split_fields(header[6:].strip())
+        status: int | None = None
+        if len(fields) >= 2 and fields[0].isdigit():
+            status = int(fields[0])
+        return _stored(self._memory, index, status, pdu)
+
+    async def delete_stored(self, index: int, memory: str | None = None) -> None:
+        """Delete one stored message (AT+CMGD)."""
+        await self.select_memory(memory or self.profile.storage)
+        await self.command(f"AT+CMGD={index}")
+
+    def next_concat_ref(self) -> int:
+        """A fresh 8-bit concatenation reference (TS 23.040 9.2.3.24.1)."""
+        self._concat_ref = (self._concat_ref + 1) % 256
+        return self._concat_ref
+
+    async def send_submit(self, submit: Submit) -> Submitted:
+        """Send one SMS-SUBMIT part (AT+CMGS in PDU mode); returns its TP-MR from +CMGS."""
+        timeout_s = self._submit_timeout_s or self.profile.submit_timeout_s
+        try:
+            response = await self._engine.command_with_data(
+                f"AT+CMGS={submit.tpdu_length}", submit.hex(), timeout_s=timeout_s, prefix="+CMGS:"
+            )
+        except AtTimeout:
+            self._note_timeout()
+            raise
+        self._timeouts = 0
+        # '+CMGS: <mr>[,<scts>|<ackpdu>]': the modem's MR, not the one in our PDU (python-gsmmodem#44).
+        mr_text = _split_fields(response.first("+CMGS:"))[0]
+        if not mr_text.isdigit():
+            raise AtError(f"AT+CMGS={submit.tpdu_length}", f"+CMGS: {mr_text}", response.lines)
+        self.sent_parts += 1
+        concat = submit.concat
+        return Submitted(
+            mr=int(mr_text) % 256,
+            seq=concat.seq if concat else 1,
+            total=concat.total if concat else 1,
+        )
+
+    async def send_text(
+        self, to: str, text: str, *, status_report: bool = True, validity_relative: int | None = None
+    ) -> list[Submitted]:
+        """Send text (segmented, one concatenation reference); SendError names the parts already sent."""
+        submits = encode_submits(
+            Address.parse(to),
+            text,
+            concat_ref=self.next_concat_ref(),
+            status_report_request=status_report,
+            validity_relative=validity_relative,
+        )
+        done: list[Submitted] = []
+        for submit in submits:
+            try:
+                done.append(await self.send_submit(submit))
+            except ModemError as exc:
+                if not done:
+                    raise
+                raise SendError(exc, done) from exc
+        return done
+
+    async def sweep(self) -> int:
+        """Hand every stored received SMS and status report to the callbacks; delete each after."""
+        handled = 0
+        memories = [self.profile.storage]
+        if "SR" not in memories:
+            with contextlib.suppress(AtError):
+                await self.select_memory("SR")
+                memories.append("SR")
+        for memory in memories:
+            try:
+                stored = await self.list_stored(memory)
+            except AtError as exc:
+                _LOGGER.info("cannot list %s: %s", memory, exc)
+                continue
+            for sms in stored:
+                if await self._handle_stored(sms):
+                    handled += 1
+        with contextlib.suppress(AtError):
+            await self.select_memory(self.profile.storage)
+        return handled
+
+    # ---------------------------------------------------------------- internals
+    def _data(self, data: bytes) -> None:
+        self._engine.data_received(data)
+
+    def _lost(self, reason: Exception | None) -> None:
+        self._engine.connection_lost(reason)
+        self._memory = ""
+        self.info.reopens = self._port.reopens
+        self._set_state(ModemState.DISCONNECTED)
+
+    def _note_timeout(self) -> None:
+        self._timeouts += 1
+        if self._timeouts >= TIMEOUTS_BEFORE_REOPEN:
+            _LOGGER.warning("%s stopped answering; reopening the port", self.url)
+            self._timeouts = 0
+            self._spawn(self.reopen())
+
+    def _set_state(self, state: ModemState) -> None:
+        self.state = state
+        if state is ModemState.READY:
+            self.ready.set()
+        else:
+            self.ready.clear()
+
+    async def _initialise(self) -> None:
+        """Bring a freshly opened port to READY: the order ModemManager and Gammu use."""
+        self._set_state(ModemState.INITIALISING)
+        self._memory = ""
+        await self._wake()
+        await self.command("ATE0")
+        with contextlib.suppress(AtError):
+            await self.command("AT+CMEE=1")
+        identity = await self.read_identity()
+        self.profile = profiles.choose(identity.manufacturer, identity.model)
+        self.info.profile = self.profile.name
+        for cmd in self.profile.extra_init:
+            with contextlib.suppress(AtError):
+                await self.command(cmd)
+        sim = await self.read_sim_state()
+        if sim == "SIM PIN" and self.pin:
+            await self.enter_pin(self.pin)
+            sim = await self.read_sim_state()
+        if sim != "READY":
+            self._set_state(ModemState.NO_SIM if sim in ("NO SIM", "SIM FAILURE") else ModemState.SIM_LOCKED)
+            self.info.last_error = f"SIM state {sim}" + (": set modem.pin" if sim == "SIM PIN" else "")
+            _LOGGER.error("SIM is %s; not ready", sim)
+            return
+        with contextlib.suppress(AtError):
+            await self.read_iccid()
+        await self.command("AT+CMGF=0")
+        await self._choose_cnmi()
+        with contextlib.suppress(AtError):
+            await self.command(
+                f'AT+CPMS="{self.profile.storage}","{self.profile.storage}","{self.profile.storage}"'
+            )
+            self._memory = self.profile.storage
+        for cmd in ("AT+CREG=2", "AT+CEREG=2"):
+            with contextlib.suppress(AtError):
+                await self.command(cmd)
+        await self.refresh_status()
+        await self.sweep()
+        self.info.last_error = ""
+        self._set_state(ModemState.READY)
+        _LOGGER.info(
+            "modem ready: %s %s, %s, signal %s dBm",
+            identity.manufacturer,
+            identity.model,
+            self.info.registration.text if self.info.registration else "?",
+            self.info.signal.dbm if self.info.signal else "?",
+        )
+
+    async def refresh_status(self) -> None:
+        """Re-read registration, operator, signal and storage into `info`."""
+        for read in (self.read_registration, self.read_operator, self.read_signal, self.read_storage):
+            try:
+                await read()
+            except (AtError, ValueError, IndexError) as exc:
+                _LOGGER.debug("status read failed: %s", exc)
+
+    async def _wake(self) -> None:
+        # After boot a modem may need a moment; some answer +CME ERROR: 515 for a while.
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            try:
+                await self.command("AT", timeout_s=2.0)
+            except (AtTimeout, AtError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                continue
+            return
+
+    async def _choose_cnmi(self) -> None:
+        for value in self.profile.cnmi:
+            try:
+                await self.command(f"AT+CNMI={value}")
+            except AtError:
+                continue
+            self.info.cnmi = value
+            return
+        _LOGGER.warning("modem accepted no CNMI setting: received SMS are found only by sweeps")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _LOGGER.error("modem task failed", exc_info=task.exception())
+
+    async def _handle_stored(self, sms: StoredSms) -> bool:
+        """Give a stored message to its callback, then delete it; False when kept."""
+        msg = sms.message
+        if msg is None:
+            # Undecodable: keep a copy in the log, then free the slot so storage cannot fill.
+            _LOGGER.warning("deleting undecodable stored PDU %s:%d %s", sms.memory, sms.index, sms.pdu)
+        elif isinstance(msg, Deliver):
+            if self._on_deliver is None:
+                return False
+            try:
+                await self._on_deliver(msg)
+            except Exception:
+                _LOGGER.exception("inbound callback failed; keeping %s:%d on the SIM", sms.memory, sms.index)
+                return False
+        elif isinstance(msg, StatusReport):
+            if self._on_status_report is not None:
+                try:
+                    await self._on_status_report(msg)
+                except Exception:
+                    _LOGGER.exception("report callback failed; keeping %s:%d", sms.memory, sms.index)
+                    return False
+        else:
+            return False  # a stored SUBMIT (draft/outbox): not ours to delete
+        await self.delete_stored(sms.index, sms.memory)
+        return True
+
+    async def _inbound_worker(self) -> None:
+        """Read, hand over and delete messages announced by +CMTI/+CDSI, one at a time."""
+        while True:
+            memory, index = await self._inbox.get()
+            try:
+                await self.ready.wait()
+                await self._take_stored(memory, index)
+            except (ModemError, ValueError) as exc:
+                _LOGGER.warning("reading %s:%d failed (%s); the next sweep retries", memory, index, exc)
+
+    async def _take_stored(self, memory: str, index: int) -> None:
+        candidates = [memory] if memory != "SR-ANNOUNCED" else list(self.profile.report_memory_fallback)
+        for mem in candidates:
+            sms = await self.read_stored(index, mem)
+            if sms is None:
+                continue
+            if memory == "SR-ANNOUNCED" and not isinstance(sms.message, StatusReport):
+                continue  # Quectel: wrong memory announced; this slot holds something else
+            await self._handle_stored(sms)
+            return
+
+    # --------------------------------------------------------------------- URCs
+    def _urc_cmti(self, urc: Urc) -> None:
+        mem, index = _parse_mem_index(urc.line)
+        if index is not None:
+            self._inbox.put_nowait((mem or self.profile.storage, index))
+
+    def _urc_cdsi(self, urc: Urc) -> None:
+        _mem, index = _parse_mem_index(urc.line)
+        if index is not None:
+            self._inbox.put_nowait(("SR-ANNOUNCED", index))
+
+    def _urc_cmt(self, urc: Urc) -> None:
+        self._routed(urc, Deliver)
+
+    def _urc_cds(self, urc: Urc) -> None:
+        self._routed(urc, StatusReport)
+
+    def _routed(self, urc: Urc, kind: type[Deliver] | type[StatusReport]) -> None:
+        if urc.pdu is None:
+            _LOGGER.warning("%s without its PDU line; dropped", urc.line)
+            return
+        try:
+            msg = decode_pdu(urc.pdu)
+        except PduError as exc:
+            _LOGGER.warning("malformed PDU in %s (%s): %s", urc.name, exc, urc.pdu)
+            return
+        if isinstance(msg, StatusReport) and self._on_status_report is not None:
+            self._spawn(self._on_status_report(msg))
+        elif isinstance(msg, Deliver) and self._on_deliver is not None:
+            self._spawn(self._on_deliver(msg))
+        else:
+            _LOGGER.warning("%s carried a %s, expected %s", urc.name, type(msg).__name__, kind.__name__)
+
+    def _urc_creg(self, urc: Urc) -> None:
+        reg = _parse_registration(urc.line.split(":", 1)[1], solicited=False)
+        if reg is not None:
+            self.info.registration = reg
+            _LOGGER.info("registration: %s", reg.text)
+
+    def _urc_reset(self, urc: Urc) -> None:
+        if self.state is ModemState.READY:
+            _LOGGER.warning("modem announced a restart (%s); re-initialising", urc.line)
+            self.info.resets += 1
+            self._spawn(self.reopen())
+
+    def _urc_other(self, urc: Urc) -> None:
+        _LOGGER.debug("unsolicited: %s", urc.line)
+
+
+# ------------------------------------------------------------------- parsing
+def _split_fields(text: str) -> list[str]:
+    """Comma-separated fields with quotes removed ('"SM",3' -> ['SM', '3'])."""
+    fields: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            fields.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    fields.append("".join(cur).strip())
+    return fields
+
+
+def _parse_mem_index(line: str) -> tuple[str, int | None]:
+    fields = _split_fields(line.split(":", 1)[1] if ":" in line else "")
+    try:
+        return (fields[0], int(fields[1])) if len(fields) >= 2 else ("", int(fields[0]))
+    except (ValueError, IndexError):
+        _LOGGER.warning("malformed %r", line)
+        return ("", None)
+
+
+def _parse_registration(payload: str, *, solicited: bool) -> Registration | None:
+    """'<n>,<stat>[,lac,ci[,act]]' when solicited; '<stat>[,lac,ci[,act]]' as a URC."""
+    fields = [f.strip().strip('"') for f in payload.split(",")]
+    if solicited:
+        fields = fields[1:]
+    try:
+        status = int(fields[0])
+    except (ValueError, IndexError):
+        return None
+    act: int | None = None
+    if len(fields) >= 4:
+        with contextlib.suppress(ValueError):
+            act = int(fields[3])
+    return Registration(
+        status=status,
+        lac=fields[1] if len(fields) > 1 else "",
+        cell=fields[2] if len(fields) > 2 else "",
+        act=act,
+    )
+
+
+def _stored(memory: str, index: int, status: int | None, pdu: str) -> StoredSms:
+    try:
+        message: Deliver | Submit | StatusReport | None = decode_pdu(pdu)
+    except PduError as exc:
+        _LOGGER.warning("malformed stored PDU %s:%d (%s): %s", memory, index, exc, pdu)
+        message = None
+    return StoredSms(memory=memory, index=index, status=status, pdu=pdu, message=message)

@@ -1,0 +1,134 @@
+"""Byte transport to a modem port: a serial device, a `socket://host:port` URL, or a pty.
+
+Moves bytes and reports connection loss; knows nothing of AT. `Port.run()` keeps
+the port open: when a USB modem vanishes (unplug, AT+CFUN=1,1 re-enumeration)
+it reopens the same stable path (/dev/gsmmodem from udev) once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import serial
+import serial_asyncio_fast
+
+from modem.errors import TransportError
+
+_LOGGER = logging.getLogger(__name__)
+
+# Reopen backoff: a USB modem re-enumerates in 1-15 s; poll quickly at first.
+REOPEN_DELAY_MIN_S = 0.05
+REOPEN_DELAY_MAX_S = 2.0
+
+
+class _Link(asyncio.Protocol):
+    """asyncio protocol that forwards bytes and the loss of the connection."""
+
+    def __init__(self, on_data: Callable[[bytes], None]) -> None:
+        self._on_data = on_data
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class Port:
+    """One modem AT port, opened by URL, reopened after it vanishes."""
+
+    def __init__(self, url: str, *, baudrate: int = 115200, on_data: Callable[[bytes], None]) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self._on_data = on_data
+        self._transport: asyncio.BaseTransport | None = None
+        self._link: _Link | None = None
+        self.connected = asyncio.Event()
+        self.reopens = 0
+
+    def __repr__(self) -> str:
+        return f"Port({self.url!r}, connected={self.connected.is_set()})"
+
+    async def open(self) -> None:
+        """Open the port once; raises TransportError when it is not there."""
+        link = _Link(self._on_data)
+        try:
+            transport, _ = await serial_asyncio_fast.create_serial_connection(
+                asyncio.get_running_loop(),
+                lambda: link,
+                self.url,
+                baudrate=self.baudrate,
+                rtscts=False,
+                exclusive=True,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise TransportError(f"cannot open {self.url}: {exc}") from exc
+        self._transport = transport
+        self._link = link
+        self.connected.set()
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the modem; raises TransportError when the port is closed."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or not self.connected.is_set():
+            raise TransportError(f"{self.url} is not open")
+        assert isinstance(transport, asyncio.WriteTransport)  # noqa: S101  (type narrowing)
+        transport.write(data)
+
+    async def wait_lost(self) -> Exception | None:
+        """Wait until the open port goes away; returns the reason."""
+        if self._link is None:
+            return None
+        return await self._link.lost
+
+    async def close(self) -> None:
+        """Close the port and wait until it is released."""
+        transport, link = self._transport, self._link
+        self._transport = None
+        self.connected.clear()
+        if transport is not None:
+            transport.close()
+            if link is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    async with asyncio.timeout(2):
+                        await link.lost
+
+    async def run(
+        self,
+        on_open: Callable[[], Awaitable[None]],
+        on_lost: Callable[[Exception | None], None],
+    ) -> None:
+        """Keep the port open forever: open, call on_open, wait for loss, reopen with backoff."""
+        delay = REOPEN_DELAY_MIN_S
+        first = True
+        while True:
+            try:
+                await self.open()
+            except TransportError as exc:
+                if first:
+                    _LOGGER.warning("%s; waiting for it to appear", exc)
+                    first = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REOPEN_DELAY_MAX_S)
+                continue
+            delay = REOPEN_DELAY_MIN_S
+            if not first or self.reopens:
+                _LOGGER.info("%s reopened", self.url)
+            first = True
+            lost_task = asyncio.ensure_future(self.wait_lost())
+            try:
+                await on_open()
+            except Exception:
+                _LOGGER.exception("modem initialisation on %s failed; reopening", self.url)
+                await self.close()
+            reason = await lost_task
+            self.connected.clear()
+            self._transport = None
+            self.reopens += 1
+            _LOGGER.warning("%s lost (%s)", self.url, reason or "closed")
+            on_lost(reason)
