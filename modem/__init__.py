@@ -1,0 +1,55 @@
+"""Everything that speaks AT to a GSM/LTE modem; knows nothing of queues, ledgers or HTTP.
+
+Layers, bottom up: `transport` (bytes; reopen after unplug), `at` (parser and
+one-command engine, URC routing), `sms` (operations: send, read, delete,
+status), `pdu` (TS 23.040 codec), `errors` (typed +CMS/+CME tree), `profiles`
+(per-model quirks), `probe` (field check), `simulator` (a modem behind ptys).
+"""
+
+from modem.errors import (
+    AtError,
+    AtTimeout,
+    CmeError,
+    CmsError,
+    ModemError,
+    PduError,
+    Retry,
+    TransportError,
+    UnexpectedResponse,
+)
+from modem.sms import (
+    Identity,
+    Modem,
+    ModemInfo,
+    ModemState,
+    Registration,
+    SendError,
+    Signal,
+    Storage,
+    StoredSms,
+    Submitted,
+    same_subscriber,
+)
+
+__all__ = [
+    "AtError",
+    "AtTimeout",
+    "CmeError",
+    "CmsError",
+    "Identity",
+    "Modem",
+    "ModemError",
+    "ModemInfo",
+    "ModemState",
+    "PduError",
+    "Registration",
+    "Retry",
+    "SendError",
+    "Signal",
+    "Storage",
+    "StoredSms",
+    "Submitted",
+    "TransportError",
+    "UnexpectedResponse",
+    "same_subscriber",
+]

@@ -773,3 +773,33 @@ def _stored(memory: str, index: int, status: int | None, pdu: str) -> StoredSms:
         _LOGGER.warning("malformed stored PDU %s:%d (%s): %s", memory, index, exc, pdu)
         message = None
     return StoredSms(memory=memory, index=index, status=status, pdu=pdu, message=message)
+
+
+# Shortest national significant number we trust for suffix matching (short codes excluded).
+_MIN_SUFFIX_DIGITS = 6
+
+
+def same_subscriber(a: str, b: str) -> bool:
+    """Whether two numbers name the same subscriber, whatever their format.
+
+    Status reports give the recipient as the network chose: '+4915112345678',
+    '4915112345678', '015112345678' (TOA 0x81/0xA1). Without knowing the country
+    code, compare the national significant numbers: strip '+', and a leading
+    trunk '0' or international '00', then one must end with the other.
+    """
+    da, db = _significant(a), _significant(b)
+    if not da or not db:
+        return a == b
+    if da == db:
+        return True
+    short, long_ = sorted((da, db), key=len)
+    return len(short) >= _MIN_SUFFIX_DIGITS and long_.endswith(short)
+
+
+def _significant(number: str) -> str:
+    digits = "".join(c for c in number if c.isdigit())
+    if number.startswith("+"):
+        return digits
+    if digits.startswith("00"):
+        return digits[2:]
+    return digits.removeprefix("0")

@@ -1,0 +1,128 @@
+"""SMS-DELIVER (TS 23.040 9.2.2.1): what the modem shows in +CMT, +CMGR and +CMGL."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from modem.errors import PduError
+from modem.pdu.address import Address
+from modem.pdu.fields import Reader, as_octets, check_octet, decode_timestamp, encode_timestamp
+from modem.pdu.udh import (
+    Concat,
+    Encoding,
+    InformationElement,
+    coerce_dcs,
+    dcs_encoding,
+    decode_user_data,
+    encode_user_data,
+    join_concat,
+    split_concat,
+    text_to_units,
+    units_to_text,
+)
+
+MTI_DELIVER = 0x00
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """An SMS-DELIVER. `user_data` is the raw data after the UDH (GSM-7 codes, UTF-16BE or 8-bit octets).
+
+    Give `text` or `user_data`; the other is derived. When both are given, `encode()` uses `user_data`.
+    """
+
+    sender: Address
+    scts: datetime.datetime  # aware (9.2.3.11)
+    text: str = ""
+    encoding: Encoding = Encoding.GSM7
+    user_data: bytes = b""
+    concat: Concat | None = None
+    extra_ies: tuple[InformationElement, ...] = ()
+    pid: int = 0
+    dcs: int = 0  # replaced by the plain TP-DCS of `encoding` when it selects another alphabet
+    # True when TP-MMS is 0: 9.2.3.2 TP-MMS=0 means "more messages are waiting in the SC".
+    more_messages: bool = False
+    status_report_indication: bool = False
+    smsc: Address | None = None
+    reply_path: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dcs", coerce_dcs(self.dcs, self.encoding))
+        check_octet(self.pid, "TP-PID")
+        if self.encoding is Encoding.GSM7 and any(code > 0x7F for code in self.user_data):
+            raise PduError("GSM-7 user data holds septet codes 0..127")
+        if self.text and not self.user_data:
+            object.__setattr__(self, "user_data", text_to_units(self.text, self.encoding))
+        elif self.user_data and not self.text:
+            object.__setattr__(self, "text", units_to_text(self.user_data, self.encoding))
+
+    @property
+    def first_octet(self) -> int:
+        """TP-MTI, TP-MMS, TP-SRI, TP-UDHI, TP-RP (9.2.2.1)."""
+        udhi = self.concat is not None or bool(self.extra_ies)
+        return (
+            MTI_DELIVER
+            | (0 if self.more_messages else 0x04)
+            | (0x20 if self.status_report_indication else 0)
+            | (0x40 if udhi else 0)
+            | (0x80 if self.reply_path else 0)
+        )
+
+    def encode_tpdu(self) -> bytes:
+        """The TPDU alone (no SMSC field)."""
+        out = bytearray((self.first_octet,))
+        out += self.sender.encode_tp()
+        out += bytes((self.pid, self.dcs))
+        out += encode_timestamp(self.scts)
+        _udhi, ud = encode_user_data(self.user_data, self.encoding, join_concat(self.concat, self.extra_ies))
+        return bytes(out + ud)
+
+    def encode(self) -> bytes:
+        """SMSC field + TPDU, as +CMT/+CMGR print it."""
+        return (self.smsc.encode_smsc() if self.smsc else b"\x00") + self.encode_tpdu()
+
+    def hex(self) -> str:
+        """Upper-case hex of `encode()`."""
+        return self.encode().hex().upper()
+
+    @property
+    def tpdu_length(self) -> int:
+        """Octets after the SMSC field (the <length> of +CMT/+CMGR)."""
+        return len(self.encode_tpdu())
+
+    @classmethod
+    def decode(cls, data: str | bytes, *, smsc: bool = True) -> Deliver:
+        """Parse octets (or hex) of an SMS-DELIVER; `smsc=False` when there is no SMSC field."""
+        reader = Reader(as_octets(data))
+        address = Address.decode_smsc(reader) if smsc else None
+        return cls.read(reader, address)
+
+    @classmethod
+    def read(cls, reader: Reader, smsc: Address | None) -> Deliver:
+        """Parse the TPDU at the reader's position."""
+        first = reader.octet("first octet")
+        if first & 0x03 != MTI_DELIVER:
+            raise PduError(f"TP-MTI {first & 0x03} is not SMS-DELIVER")
+        sender = Address.decode_tp(reader)
+        pid = reader.octet("TP-PID")
+        dcs = reader.octet("TP-DCS")
+        scts = decode_timestamp(reader.take(7, "TP-SCTS"))
+        encoding = dcs_encoding(dcs)
+        ies, units = decode_user_data(reader, encoding, bool(first & 0x40))
+        concat, extra = split_concat(ies)
+        return cls(
+            sender=sender,
+            scts=scts,
+            text=units_to_text(units, encoding),
+            encoding=encoding,
+            user_data=units,
+            concat=concat,
+            extra_ies=extra,
+            pid=pid,
+            dcs=dcs,
+            more_messages=not first & 0x04,
+            status_report_indication=bool(first & 0x20),
+            smsc=smsc,
+            reply_path=bool(first & 0x80),
+        )

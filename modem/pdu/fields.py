@@ -1,0 +1,120 @@
+"""Shared TPDU fields: an octet reader, semi-octets and SCTS timestamps (TS 23.040 9.1.2, 9.2.3.11)."""
+
+from __future__ import annotations
+
+import datetime
+
+from modem.errors import PduError
+
+
+class Reader:
+    """Reads a PDU front to back; running out of octets is a PduError, never an IndexError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def __repr__(self) -> str:
+        return f"Reader(pos={self.pos}, len={len(self.data)})"
+
+    @property
+    def remaining(self) -> int:
+        """Octets not read yet."""
+        return len(self.data) - self.pos
+
+    def octet(self, what: str) -> int:
+        """One octet."""
+        if self.pos >= len(self.data):
+            raise PduError(f"PDU truncated: no octet left for {what} at offset {self.pos}")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def take(self, count: int, what: str) -> bytes:
+        """Exactly `count` octets."""
+        if count > self.remaining:
+            raise PduError(
+                f"PDU truncated: {what} needs {count} octets at offset {self.pos}, {self.remaining} left"
+            )
+        chunk = self.data[self.pos : self.pos + count]
+        self.pos += count
+        return chunk
+
+
+def parse_hex(text: str) -> bytes:
+    """Hex as a modem prints it (either case, whitespace allowed) -> octets."""
+    compact = "".join(text.split())
+    if len(compact) % 2:
+        raise PduError(f"odd number of hex digits ({len(compact)})")
+    try:
+        return bytes.fromhex(compact)
+    except ValueError as exc:
+        raise PduError(f"not hex: {exc}") from None
+
+
+def swap_nibbles(value: int) -> int:
+    """Semi-octet order: the first digit is in the low nibble (9.1.2.3)."""
+    return ((value & 0x0F) << 4) | (value >> 4)
+
+
+def _bcd(octet: int, what: str) -> int:
+    """Two swapped BCD digits -> 0..99."""
+    low, high = octet & 0x0F, octet >> 4
+    if low > 9 or high > 9:
+        raise PduError(f"{what}: semi-octets 0x{octet:02X} are not decimal digits")
+    return low * 10 + high
+
+
+def _to_bcd(value: int) -> int:
+    return swap_nibbles(((value // 10) << 4) | (value % 10))
+
+
+def decode_timestamp(raw: bytes) -> datetime.datetime:
+    """Seven semi-octet octets -> aware datetime (9.2.3.11: YY MM DD hh mm ss TZ)."""
+    if len(raw) != 7:
+        raise PduError(f"timestamp needs 7 octets, got {len(raw)}")
+    year, month, day, hour, minute, second = (_bcd(octet, "timestamp") for octet in raw[:6])
+    tz = raw[6]
+    # 9.2.3.11: quarter hours in two swapped semi-octets; bit 3 of the octet is the sign.
+    tens, units = tz & 0x07, tz >> 4
+    if units > 9:
+        raise PduError(f"timestamp time zone 0x{tz:02X} is not decimal")
+    quarters = tens * 10 + units
+    offset = datetime.timedelta(minutes=15 * quarters) * (-1 if tz & 0x08 else 1)
+    try:
+        return datetime.datetime(
+            2000 + year, month, day, hour, minute, second, tzinfo=datetime.timezone(offset)
+        )
+    except ValueError as exc:
+        raise PduError(f"timestamp is not a valid date/time: {exc}") from None
+
+
+def encode_timestamp(when: datetime.datetime) -> bytes:
+    """Aware datetime in 2000..2099 with a quarter-hour offset -> seven octets."""
+    offset = when.utcoffset()
+    if offset is None:
+        raise PduError("timestamp must be timezone-aware")
+    if not 2000 <= when.year <= 2099:
+        raise PduError(f"timestamp year {when.year} is outside 2000..2099")
+    minutes, rest = divmod(int(offset.total_seconds()), 60)
+    if rest or minutes % 15:
+        raise PduError(f"UTC offset {offset} is not a whole number of quarter hours")
+    quarters = abs(minutes) // 15
+    if quarters > 79:
+        raise PduError(f"UTC offset {offset} does not fit the time zone field")
+    tz = _to_bcd(quarters) | (0x08 if minutes < 0 else 0)
+    fields = (when.year - 2000, when.month, when.day, when.hour, when.minute, when.second)
+    return bytes(_to_bcd(value) for value in fields) + bytes((tz,))
+
+
+def as_octets(data: str | bytes | bytearray | memoryview) -> bytes:
+    """Octets from raw bytes, or from hex text as the modem prints it."""
+    if isinstance(data, str):
+        return parse_hex(data)
+    return bytes(data)
+
+
+def check_octet(value: int, what: str) -> None:
+    """PduError unless 0 <= value <= 255."""
+    if not 0 <= value <= 0xFF:
+        raise PduError(f"{what} must be 0..255, not {value}")
