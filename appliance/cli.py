@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "simulate" in argv:
+        # Everything after the verb belongs to the simulator's own parser.
+        cut = argv.index("simulate") + 1
+        argv, extra = argv[:cut], argv[cut:]
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "simulate":
         from modem.simulator.__main__ import main as simulate  # noqa: PLC0415  (load only what the verb needs)
 
-        return simulate(args.args)
+        return simulate(extra)
     if args.verb == "modem" and args.modem_verb == "probe":
         from modem.probe import main as probe  # noqa: PLC0415
 

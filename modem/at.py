@@ -213,8 +213,9 @@ class _Pending:
 class AtEngine:
     """Writes one AT command at a time and routes unsolicited lines to handlers."""
 
-    def __init__(self, write: Callable[[bytes], None]) -> None:
+    def __init__(self, write: Callable[[bytes], None], *, sync_timeout_s: float = 2.0) -> None:
         self._write = write
+        self._sync_timeout_s = sync_timeout_s
         self._parser = AtParser()
         self._lock = asyncio.Lock()
         self._pending: _Pending | None = None
@@ -367,14 +368,14 @@ class AtEngine:
         self._needs_sync = False
         for _attempt in range(3):
             try:
-                await self._exchange("AT", timeout_s=2.0, prefix=None)
+                await self._exchange("AT", timeout_s=self._sync_timeout_s, prefix=None)
             except AtTimeout:
                 continue
             except AtError:
                 return
             return
         self._needs_sync = True
-        raise AtTimeout("AT", 2.0)
+        raise AtTimeout("AT", self._sync_timeout_s)
 
     def _on_prompt(self) -> None:
         pending = self._pending

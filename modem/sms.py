@@ -189,7 +189,7 @@ class Modem:
         self._submit_timeout_s = submit_timeout_s
         self.profile = profiles.GENERIC
         self._port = Port(url, baudrate=baudrate, on_data=self._data)
-        self._engine = AtEngine(self._port.write)
+        self._engine = AtEngine(self._port.write, sync_timeout_s=min(2.0, command_timeout_s))
         self._engine.on_urc("+CMTI:", self._urc_cmti)
         self._engine.on_urc("+CDSI:", self._urc_cdsi)
         self._engine.on_urc("+CMT:", self._urc_cmt)
@@ -595,7 +595,7 @@ class Modem:
         deadline = asyncio.get_running_loop().time() + 20
         while True:
             try:
-                await self.command("AT", timeout_s=2.0)
+                await self.command("AT", timeout_s=min(2.0, self._command_timeout_s))
             except (AtTimeout, AtError):
                 if asyncio.get_running_loop().time() > deadline:
                     raise

@@ -84,7 +84,8 @@ class Port:
         """Wait until the open port goes away; returns the reason."""
         if self._link is None:
             return None
-        return await self._link.lost
+        # Shielded: cancelling a waiter must not cancel the shared "lost" future.
+        return await asyncio.shield(self._link.lost)
 
     async def close(self) -> None:
         """Close the port and wait until it is released."""
@@ -93,10 +94,10 @@ class Port:
         self.connected.clear()
         if transport is not None:
             transport.close()
-            if link is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
+            if link is not None and not link.lost.done():
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(2):
-                        await link.lost
+                        await asyncio.shield(link.lost)
 
     async def run(
         self,

@@ -8,6 +8,7 @@ shows the raw per-message cost of the engine, pty and simulator together.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
@@ -23,7 +24,9 @@ TARGET_UTILISATION = 0.98
 
 async def _drain(latency_s: float, n: int) -> float:
     with tempfile.TemporaryDirectory(prefix="smsgw-bench-") as tmp:
-        async with Simulator(directory=Path(tmp), submit_latency_s=latency_s, report_delay_s=0.0) as sim:
+        async with Simulator(
+            Path(tmp), submit_latency_s=latency_s, submit_jitter_s=0.0, prompt_delay_s=0.0, report_delay_s=0.0
+        ) as sim:
             modem = Modem(str(sim.primary_path))
             await modem.start()
             try:
@@ -34,6 +37,14 @@ async def _drain(latency_s: float, n: int) -> float:
                 return time.perf_counter() - start
             finally:
                 await modem.stop()
+
+
+async def _timer_baseline(latency_s: float, n: int) -> float:
+    """What the simulator's own waits cost on this machine's event loop: n sleeps of latency_s."""
+    start = time.perf_counter()
+    for _ in range(n):
+        await asyncio.sleep(latency_s)
+    return time.perf_counter() - start
 
 
 async def run() -> None:
@@ -50,3 +61,10 @@ async def run() -> None:
             line += f"  utilisation {util:6.1%} ({verdict} target {TARGET_UTILISATION:.0%})"
         line += f"  overhead {per_msg_ms:.2f} ms/message"
         print(line)
+        if bound:
+            timers = await _timer_baseline(latency_s, MESSAGES)
+            print(
+                f"           baseline: {MESSAGES} bare asyncio sleeps of L take {timers:7.3f} s "
+                f"(timer overshoot {(timers - bound) / MESSAGES * 1000:.2f} ms each); "
+                f"engine wall / baseline = {wall / timers:.4f}"
+            )

@@ -1,0 +1,119 @@
+"""Standalone simulator: `python -m modem.simulator` (also `smsgw simulate`).
+
+Publishes the modem's AT ports as symlinks to pseudo-terminals, optionally a TCP port for
+`socket://` URLs, and the HTTP control interface (see `modem.simulator.control`), then runs
+until SIGINT/SIGTERM and removes the symlinks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from modem.simulator.control import ControlServer
+from modem.simulator.device import MODELS, Simulator, default_directory
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return (host or "127.0.0.1", int(port))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m modem.simulator", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dir", type=Path, default=None, help=f"where the port symlinks go (default {default_directory()})"
+    )
+    parser.add_argument("--model", choices=sorted(MODELS), default="quectel-ec25")
+    parser.add_argument(
+        "--listen", type=_host_port, default=None, help="also serve the primary port over TCP (HOST:PORT)"
+    )
+    parser.add_argument("--control", default="127.0.0.1:8025", help="control interface HOST:PORT, or 'none'")
+    parser.add_argument(
+        "--latency", type=float, default=1.5, help="seconds from Ctrl-Z to +CMGS (plus up to 1 s jitter)"
+    )
+    parser.add_argument(
+        "--report-delay",
+        type=float,
+        default=2.5,
+        help="seconds from +CMGS to the status report (plus jitter)",
+    )
+    parser.add_argument("--pin", default=None, help="the SIM asks for this PIN after power-on")
+    parser.add_argument("--first-mr", type=int, default=0, help="first TP-MR handed out")
+    parser.add_argument("--seed", type=int, default=None, help="seed for jitter, noise and shuffles")
+    parser.add_argument("--fast", action="store_true", help="no delays at all (for scripts and tests)")
+    return parser
+
+
+async def run(args: argparse.Namespace) -> None:
+    fast = args.fast
+    sim = Simulator(
+        args.dir,
+        args.model,
+        listen=args.listen,
+        pin=args.pin,
+        first_mr=args.first_mr,
+        seed=args.seed,
+        submit_latency_s=0 if fast else args.latency,
+        submit_jitter_s=0 if fast else 1.0,
+        report_delay_s=0 if fast else args.report_delay,
+        report_jitter_s=0 if fast else 2.5,
+        prompt_delay_s=0 if fast else 0.08,
+        reset_delay_s=0 if fast else 0.2,
+        reenumerate_delay_s=0 if fast else 1.0,
+        boot_delay_s=0 if fast else 0.5,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with sim:
+        control = None
+        if args.control != "none":
+            host, port = _host_port(args.control)
+            control = ControlServer(sim, host, port)
+            await control.start()
+        print(f"smsgw modem simulator ({sim.profile.key})")
+        print(f"  primary port: {sim.primary_path}")
+        if sim.aux_path is not None:
+            print(f"  aux port:     {sim.aux_path}")
+        if sim.tcp_address is not None:
+            print(f"  tcp:          socket://{sim.tcp_address[0]}:{sim.tcp_address[1]}")
+        if control is not None:
+            base = f"http://{control.address[0]}:{control.address[1]}"
+            print(f"  control:      {base}")
+            print("examples:")
+            print(f"  curl -s {base}/state")
+            print(
+                f'  curl -s {base}/inject -d \'{{"sender": "+4917612345678", "text": "Hello from the network"}}\''
+            )
+            print(f'  curl -s {base}/fault -d \'{{"name": "unplug"}}\'   # then {{"name": "replug"}}')
+            print(f'  curl -s {base}/policy -d \'{{"number": "+4915112345678", "outcome": "fail"}}\'')
+            print(f"  curl -s {base}/phones/+4915112345678/inbox")
+        print(
+            f"  gammu: printf '[gammu]\\ndevice = {sim.primary_path}\\nconnection = at\\n' > rc; gammu -c rc identify"
+        )
+        sys.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            if control is not None:
+                await control.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator until SIGINT/SIGTERM; 0 on a clean exit."""
+    args = build_parser().parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""`smsgw modem probe PORT`, run as the field engineer runs it, against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from modem.simulator import Simulator
+from tests.modem.conftest import SimFactory
+
+
+async def _probe(port: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        "modem",
+        "probe",
+        port,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_probe_of_a_healthy_modem_reports_every_line_ok(simulator: Simulator) -> None:
+    code, out = await _probe(str(simulator.primary_path))
+    assert code == 0, out
+    for name in (
+        "modem",
+        "firmware",
+        "IMEI",
+        "SIM",
+        "ICCID",
+        "registration",
+        "operator",
+        "signal",
+        "SMSC",
+        "PDU mode",
+        "status reports",
+        "storage",
+    ):
+        assert f"[ok  ] {name}" in out, (name, out)
+    assert "Quectel" in out
+    assert "dBm" in out
+    assert "all good" in out
+    # Read-only: nothing stored was touched, routing not changed.
+    assert simulator.state.storage["SM"].used == 0
+
+
+async def test_probe_says_what_to_do_when_the_sim_wants_a_pin(sim_factory: SimFactory) -> None:
+    sim = await sim_factory(pin="1234")
+    code, out = await _probe(str(sim.primary_path))
+    assert code == 1
+    assert "[FAIL] SIM" in out
+    assert "set modem.pin" in out
+
+
+async def test_probe_says_what_to_do_without_network(simulator: Simulator) -> None:
+    simulator.set_registration(False)
+    code, out = await _probe(str(simulator.primary_path))
+    assert code == 1
+    assert "[FAIL] registration" in out
+    assert "antenna" in out
+
+
+async def test_probe_of_a_missing_port_names_the_fix(tmp_path) -> None:
+    code, out = await _probe(str(tmp_path / "gsmmodem"))
+    assert code == 1
+    assert "[FAIL] port" in out
+    assert "dialout" in out
+
+
+async def test_probe_keeps_stored_messages(simulator: Simulator) -> None:
+    await simulator.inject("+4917612345678", "do not touch")
+    code, out = await _probe(str(simulator.primary_path))
+    assert code == 0, out
+    assert "SM 1/" in out
+    assert simulator.state.storage["SM"].used == 1
