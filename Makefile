@@ -29,7 +29,7 @@ system-deps:
 	fi
 
 run: system-deps venv
-	$(BIN)/smsgw simulate
+	./scripts/run-demo
 
 lint: venv
 	$(BIN)/ruff format --check modem appliance watchdog tests

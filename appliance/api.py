@@ -1,0 +1,425 @@
+"""The HTTP API v1 (a contract: paths, fields, status names and the error shape are relied on).
+
+Handlers talk to the ledger and to a `GatewayView`, never to the modem. Every
+refusal is `{"error": {"code", "message"}}` with a 4xx status; an unexpected
+exception is logged and answered with a 500 of the same shape, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from appliance import auth, validation
+from appliance.config import Config
+from appliance.metrics import Metrics
+from appliance.states import State
+from appliance.status import MIN_FREE_BYTES, GatewayView, build_status, disk_usage, ledger_problem
+from appliance.store import (
+    Conflict,
+    IdempotencyMismatch,
+    Message,
+    NotFound,
+    OptedOut,
+    QueueFull,
+    StorageFull,
+    Store,
+    inbound_payload,
+    rfc3339,
+)
+from appliance.validation import ApiError
+
+_LOGGER = logging.getLogger(__name__)
+
+QUEUE_FULL_RETRY_AFTER_S = 30  # long enough for the dispatcher to drain a few messages
+SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def create_app(
+    *,
+    store: Store,
+    config: Config,
+    gateway: GatewayView,
+    metrics: Metrics | None = None,
+    min_free_bytes: int = MIN_FREE_BYTES,
+) -> Starlette:
+    """The API app. The store is already open (the daemon owns its lifecycle): no lifespan needed."""
+    api = _Api(store, config, gateway, metrics or Metrics(), min_free_bytes)
+    routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics_text, methods=["GET"]),
+        Route("/api/v1/messages", api.send, methods=["POST"]),
+        Route("/api/v1/messages", api.list_messages, methods=["GET"]),
+        Route("/api/v1/messages/{id}", api.get_message, methods=["GET"]),
+        Route("/api/v1/messages/{id}/cancel", api.cancel, methods=["POST"]),
+        Route("/api/v1/messages/{id}/resend", api.resend, methods=["POST"]),
+        Route("/api/v1/messages/{id}/abandon", api.abandon, methods=["POST"]),
+        Route("/api/v1/inbound", api.list_inbound, methods=["GET"]),
+        Route("/api/v1/status", api.status, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+    app.add_middleware(_Guard)
+    app.state.metrics = api.metrics
+    return app
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def message_payload(msg: Message) -> dict[str, Any]:
+    """The API's message object (DESIGN.md), plus send_at, expires_at, delivery_report, held."""
+    error = None
+    if msg.error_code and msg.status not in (State.SENT, State.DELIVERED):
+        error = {"code": msg.error_code, "message": msg.error_message or msg.error_code}
+    return {
+        "id": msg.id,
+        "to": msg.to,
+        "body": msg.body,
+        "status": msg.status.value,
+        "segments": msg.segments,
+        "encoding": msg.encoding,
+        "priority": msg.priority.name.lower(),
+        "attempts": msg.attempts,
+        "error": error,
+        "created_at": rfc3339(msg.created_at),
+        "updated_at": rfc3339(msg.updated_at),
+        "sent_at": rfc3339(msg.sent_at),
+        "delivered_at": rfc3339(msg.delivered_at),
+        "metadata": msg.metadata,
+        "parts": [
+            {
+                "seq": p.seq,
+                "total": p.total,
+                "status": p.status.value,
+                "mr": p.mr,
+                "submitted_at": rfc3339(p.submitted_at),
+                "report_status": p.report_status,
+                "report_at": rfc3339(p.report_at),
+            }
+            for p in msg.parts
+        ],
+        "events": [
+            {
+                "at": rfc3339(e.at),
+                "type": e.kind,
+                "from": e.from_status,
+                "to": e.to_status,
+                "detail": e.detail,
+            }
+            for e in msg.events
+        ],
+        "send_at": rfc3339(msg.send_at),
+        "expires_at": rfc3339(msg.expires_at),
+        "status_callback": msg.status_callback,
+        "delivery_report": _delivery_report(msg),
+        "possible_duplicate": msg.ambiguous > 0,
+        "held": msg.held,
+    }
+
+
+class _Api:
+    def __init__(
+        self, store: Store, config: Config, gateway: GatewayView, metrics: Metrics, min_free_bytes: int
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.gateway = gateway
+        self.metrics = metrics
+        self.min_free_bytes = min_free_bytes
+
+    # ---------------------------------------------------------------- probes
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        problem = ledger_problem(self.store, min_free_bytes=self.min_free_bytes)
+        ready, reason = self.gateway.ready()
+        if problem is not None:
+            ready, reason = False, problem
+        if ready:
+            return JSONResponse({"status": "ready", "reason": reason})
+        return JSONResponse(
+            {"status": "not_ready", "reason": reason, "error": {"code": "not_ready", "message": reason}},
+            status_code=503,
+        )
+
+    async def metrics_text(self, request: Request) -> Response:
+        doc = await build_status(self.store, self.gateway, self.config, min_free_bytes=self.min_free_bytes)
+        self.metrics.observe_status(doc)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    # -------------------------------------------------------------- messages
+    async def send(self, request: Request) -> Response:
+        key = await auth.require(request, self.store, "send")
+        _require_json(request)
+        raw = await _read_body(request, self.config.api.max_body_bytes)
+        doc = validation.parse_json(raw)
+        header = request.headers.get("idempotency-key")
+        header_key = None if header is None else validation.parse_idempotency_header(header)
+        new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
+        free, _total = disk_usage(self.store)
+        if free < self.min_free_bytes:
+            raise ApiError(
+                507,
+                "storage_full",
+                f"only {free // 1024} KiB are free on the gateway's disk: no new message is accepted",
+            )
+        try:
+            msg, created = await self.store.accept(new, key_id=key.id, queue_max=self.config.api.queue_max)
+        except IdempotencyMismatch:
+            raise ApiError(
+                422,
+                "idempotency_mismatch",
+                "this idempotency key was already used with a different request; use a new key",
+            ) from None
+        except OptedOut:
+            raise ApiError(
+                422, "opted_out", "the recipient opted out (sent STOP) and receives no messages until START"
+            ) from None
+        except QueueFull:
+            raise ApiError(
+                503,
+                "queue_full",
+                f"{self.config.api.queue_max} messages are already waiting; retry later",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
+            ) from None
+        except StorageFull:
+            raise ApiError(
+                507, "storage_full", "the gateway's disk is full: no new message is accepted"
+            ) from None
+        if not created:
+            return JSONResponse(message_payload(msg), status_code=200)
+        self.metrics.accepted_total.labels(source="api").inc()
+        _LOGGER.info("accepted %s (%d segment(s)) with key %s", msg.id, msg.segments, key.name)
+        self.gateway.wake()
+        return JSONResponse(
+            message_payload(msg), status_code=202, headers={"Location": f"/api/v1/messages/{msg.id}"}
+        )
+
+    async def get_message(self, request: Request) -> Response:
+        await auth.require(request, self.store, "read")
+        return JSONResponse(message_payload(await self._get(request.path_params["id"])))
+
+    async def list_messages(self, request: Request) -> Response:
+        await auth.require(request, self.store, "read")
+        q = request.query_params
+        validation.check_query(q.keys(), ("status", "to", "limit", "cursor"))
+        status = q.get("status")
+        if status is not None and status not in {s.value for s in State}:
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                f"status: {status!r} is not a message status (one of {', '.join(s.value for s in State)})",
+            )
+        to_raw = q.get("to")
+        to = None if to_raw is None else validation.parse_number(to_raw, self.config.gateway.default_region)
+        limit = validation.parse_limit(q.get("limit"))
+        before = validation.decode_cursor(q.get("cursor"))
+        rows = await self.store.list_messages(status=status, to=to, limit=limit + 1, before_seq=before)
+        page = rows[:limit]
+        out = []
+        for row in page:
+            full = await self.store.get(row.id)
+            if full is not None:
+                out.append(message_payload(full))
+        next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
+        return JSONResponse({"messages": out, "next_cursor": next_cursor})
+
+    async def cancel(self, request: Request) -> Response:
+        await auth.require(request, self.store, "send")
+        msg_id = request.path_params["id"]
+        try:
+            msg = await self.store.cancel(msg_id)
+        except NotFound:
+            raise _not_found(msg_id) from None
+        except Conflict:
+            current = await self._get(msg_id)
+            hint = (
+                "; it is held after an interrupted send: POST .../resend or .../abandon (admin)"
+                if current.held
+                else ""
+            )
+            raise ApiError(
+                409,
+                "already_sent",
+                f"message {msg_id} is already {current.status.value}; only queued or scheduled messages can be canceled{hint}",
+            ) from None
+        return JSONResponse(message_payload(msg))
+
+    async def resend(self, request: Request) -> Response:
+        await auth.require(request, self.store, "admin")
+        msg = await self._resolve(request.path_params["id"], "resend")
+        self.gateway.wake()
+        return JSONResponse(message_payload(msg))
+
+    async def abandon(self, request: Request) -> Response:
+        await auth.require(request, self.store, "admin")
+        return JSONResponse(message_payload(await self._resolve(request.path_params["id"], "cancel")))
+
+    # ---------------------------------------------------------- inbound, status
+    async def list_inbound(self, request: Request) -> Response:
+        await auth.require(request, self.store, "read")
+        q = request.query_params
+        validation.check_query(q.keys(), ("since", "limit", "cursor"))
+        since_raw = q.get("since")
+        since = None
+        if since_raw is not None:
+            try:
+                since = validation.parse_rfc3339(since_raw)
+            except ValueError as exc:
+                raise ApiError(422, "invalid_parameter", f"since: {exc}") from None
+        limit = validation.parse_limit(q.get("limit"))
+        before = validation.decode_cursor(q.get("cursor"))
+        rows = await self.store.list_inbound(since=since, limit=limit + 1, before_seq=before)
+        page = rows[:limit]
+        next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
+        return JSONResponse({"messages": [inbound_payload(r) for r in page], "next_cursor": next_cursor})
+
+    async def status(self, request: Request) -> Response:
+        await auth.require(request, self.store, "read")
+        doc = await build_status(self.store, self.gateway, self.config, min_free_bytes=self.min_free_bytes)
+        return JSONResponse(doc)
+
+    # --------------------------------------------------------------- helpers
+    async def _get(self, msg_id: str) -> Message:
+        msg = await self.store.get(msg_id)
+        if msg is None:
+            raise _not_found(msg_id)
+        return msg
+
+    async def _resolve(self, msg_id: str, action: str) -> Message:
+        try:
+            return await self.store.resolve_held(msg_id, action)
+        except NotFound:
+            raise _not_found(msg_id) from None
+        except Conflict:
+            raise ApiError(
+                409,
+                "not_held",
+                f"message {msg_id} is not held: only messages interrupted mid-send await a decision",
+            ) from None
+
+
+def _delivery_report(msg: Message) -> str:
+    if msg.status in (State.DELIVERED, State.UNDELIVERED):
+        return "received"
+    if msg.status is State.SENT:
+        return "expired" if msg.report_expired else "pending"
+    return "none"
+
+
+def _not_found(msg_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no message with id {msg_id!r}")
+
+
+def _require_json(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = media or "none"
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON (Content-Type: application/json), not {shown}",
+        )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes whether or not Content-Length says so."""
+    declared = request.headers.get("content-length")
+    if declared is not None and validation.parse_content_length(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)  # noqa: S101  (registered for ApiError only)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    if exc.status_code == 404:
+        message = f"no such resource: {request.url.path}"
+    elif exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {allow})"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+
+class _Guard:
+    """Outermost layer: security headers on every response; any escaped exception becomes a JSON 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_headers(message: AsgiMessage) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [
+                    h for h in message.get("headers", []) if h[0].lower() not in dict(SECURITY_HEADERS)
+                ]
+                message = {**message, "headers": [*headers, *SECURITY_HEADERS]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:
+            _LOGGER.debug("client went away during %s %s", scope.get("method"), scope.get("path"))
+        except Exception:
+            _LOGGER.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                response = error_response(
+                    500, "internal_error", "the gateway hit an unexpected error; it has been logged"
+                )
+                await response(scope, receive, send_with_headers)
+
+
+__all__ = ["create_app", "error_response", "message_payload"]

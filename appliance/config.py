@@ -1,0 +1,294 @@
+"""The TOML configuration, validated once at start into frozen dataclasses.
+
+Order of precedence: environment (`SMSGW_MODEM__PORT=...`) over the file over
+the defaults. Every error names the key and what is wrong with it, and unknown
+keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/smsgw/smsgw.toml")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    name: str = "smsgw"  # the box's name in alerts and on the status page
+    default_region: str = "DE"  # national numbers ("0151...") are read in this region
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    port: str = "sim"  # a serial device path, "socket://host:port", or "sim"
+    baudrate: int = 115200
+    pin: str = ""
+    name: str = ""  # label in logs and status; defaults to the port
+    rate_per_minute: float = 20.0  # carrier anti-spam: stay well below what gets a SIM blocked
+    command_timeout_s: float = 10.0
+    submit_timeout_s: float = 180.0
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    listen: str = "0.0.0.0:8080"
+    max_body_bytes: int = 65536
+    max_text_chars: int = 1600  # about 10 UCS-2 / 10 GSM-7 segments
+    queue_max: int = 100000
+    status_page_public: bool = True
+    callback_secret: str = ""  # signs per-message status_callback webhooks (Standard Webhooks)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "/var/lib/smsgw/ledger.sqlite3"
+    body_retention_days: int = 30
+    idempotency_retention_hours: int = 48
+    webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    max_attempts: int = 5
+    backoff_base_s: float = 5.0
+    backoff_max_s: float = 900.0
+    per_recipient_per_minute: float = 6.0  # anti-flood for one recipient
+    unknown_outcome: str = "resend"  # after a crash mid-send: "resend" (at-least-once) or "hold"
+    report_timeout_s: float = 172800.0  # no status report after 48 h -> final "sent" is kept, marked expired
+    default_validity_s: int = 86400
+    modem_failures_before_set_aside: int = 5
+    set_aside_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class InboundConfig:
+    reassembly_timeout_s: float = 3600.0
+    stop_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+    start_keywords: tuple[str, ...] = ("START", "UNSTOP", "YES")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str = ""
+    secret: str = ""  # Standard Webhooks secret ("whsec_..." base64, or raw text)
+    events: tuple[str, ...] = ("message.status", "message.received", "gateway.alert")
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    port: str = ""  # its own AT port; empty: take the primary over once the daemon is down
+    oncall: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Used when a modem's port is "sim": the built-in simulated modem."""
+
+    directory: str = ""  # where the pty symlinks go; default under the runtime dir
+    submit_latency_s: float = 1.0
+    report_delay_s: float = 3.0
+    control: str = "127.0.0.1:8025"  # its control interface (inject, faults, phone inboxes); "" = off
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    modems: tuple[ModemConfig, ...] = (ModemConfig(),)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    source: str = "<defaults>"
+
+    @property
+    def modem(self) -> ModemConfig:
+        return self.modems[0]
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "gateway": GatewayConfig,
+    "modem": ModemConfig,
+    "api": ApiConfig,
+    "store": StoreConfig,
+    "dispatcher": DispatcherConfig,
+    "inbound": InboundConfig,
+    "watchdog": WatchdogConfig,
+    "simulator": SimulatorConfig,
+}
+_ARRAYS: dict[str, type[Any]] = {"modems": ModemConfig, "webhooks": WebhookConfig}
+
+
+def load(path: str | Path | None = None, *, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Read, merge with the environment, and validate; ConfigError names the key at fault."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+        source = str(p)
+    _apply_env(raw, env)
+    return from_dict(raw, source=source)
+
+
+def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
+    """Validate a parsed TOML document."""
+    unknown = set(raw) - set(_SECTIONS) - set(_ARRAYS)
+    for key in sorted(unknown):
+        raise ConfigError(f"unknown section [{key}]{_suggest(key, [*_SECTIONS, *_ARRAYS])}")
+    if "modem" in raw and "modems" in raw:
+        raise ConfigError("use either [modem] or [[modems]], not both")
+    values: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        if name == "modem":
+            continue
+        section = raw.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{name}: expected a table [{name}]")
+        values[name] = _build(cls, section, name)
+    if "modems" in raw:
+        items = raw["modems"]
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            raise ConfigError("modems: expected one or more [[modems]] tables")
+        values["modems"] = tuple(_build(ModemConfig, item, f"modems[{i}]") for i, item in enumerate(items))
+    else:
+        section = raw.get("modem", {})
+        if not isinstance(section, dict):
+            raise ConfigError("modem: expected a table [modem]")
+        values["modems"] = (_build(ModemConfig, section, "modem"),)
+    hooks = raw.get("webhooks", [])
+    if not isinstance(hooks, list) or not all(isinstance(i, dict) for i in hooks):
+        raise ConfigError("webhooks: expected [[webhooks]] tables")
+    values["webhooks"] = tuple(_build(WebhookConfig, item, f"webhooks[{i}]") for i, item in enumerate(hooks))
+    config = Config(**values, source=source)
+    _check(config)
+    return config
+
+
+def _build(cls: type[Any], section: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in names:
+            raise ConfigError(f"{where}.{key}: unknown key{_suggest(key, names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if isinstance(hint, types.UnionType):
+        raise ConfigError(f"{key}: unsupported type")  # pragma: no cover  (schema bug)
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _check(config: Config) -> None:
+    """Cross-field and value checks, each naming its key."""
+    import phonenumbers  # noqa: PLC0415  (heavy; only needed when a config is loaded)
+
+    region = config.gateway.default_region
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"gateway.default_region: {region!r} is not a two-letter region code such as 'DE' or 'GB'"
+        )
+    for i, modem in enumerate(config.modems):
+        where = "modem" if len(config.modems) == 1 else f"modems[{i}]"
+        if not modem.port:
+            raise ConfigError(
+                f'{where}.port: must not be empty (a device path, socket://host:port, or "sim")'
+            )
+        if modem.pin and not re.fullmatch(r"\d{4,8}", modem.pin):
+            raise ConfigError(f"{where}.pin: a SIM PIN is 4 to 8 digits")
+        if modem.baudrate <= 0:
+            raise ConfigError(f"{where}.baudrate: must be positive")
+        if modem.rate_per_minute <= 0:
+            raise ConfigError(f"{where}.rate_per_minute: must be positive")
+    ports = [m.port for m in config.modems if m.port != "sim"]
+    if len(set(ports)) != len(ports):
+        raise ConfigError("modems: two modems share one port")
+    host, sep, port = config.api.listen.rpartition(":")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ConfigError(f"api.listen: expected host:port such as 0.0.0.0:8080, got {config.api.listen!r}")
+    if config.dispatcher.unknown_outcome not in ("resend", "hold"):
+        raise ConfigError(
+            f'dispatcher.unknown_outcome: expected "resend" or "hold", got {config.dispatcher.unknown_outcome!r}'
+        )
+    if config.dispatcher.max_attempts < 1:
+        raise ConfigError("dispatcher.max_attempts: must be at least 1")
+    for i, number in enumerate(config.watchdog.oncall):
+        if not re.fullmatch(r"\+[1-9]\d{6,14}", number):
+            raise ConfigError(
+                f"watchdog.oncall[{i}]: {number!r} is not an E.164 number such as +4915112345678"
+            )
+    for i, hook in enumerate(config.webhooks):
+        if not re.match(r"^https?://", hook.url):
+            raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")
+
+
+def _apply_env(raw: dict[str, Any], env: typing.Mapping[str, str]) -> None:
+    """SMSGW_<SECTION>__<KEY>=value overrides [section] key (scalars; parsed as TOML values)."""
+    for name, text in env.items():
+        m = re.fullmatch(r"SMSGW_([A-Z]+)__([A-Z0-9_]+)", name)
+        if not m:
+            continue
+        section, key = m.group(1).lower(), m.group(2).lower()
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # bare strings need no quotes in the environment
+        if section == "modem" and "modems" in raw:
+            raise ConfigError(f"{name}: the file uses [[modems]]; override those in the file")
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: [{section}] is not a table")
+        table[key] = value
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

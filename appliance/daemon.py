@@ -1,0 +1,357 @@
+"""`smsgw serve`: the composition root. Wires config, ledger, modems, dispatcher, webhooks and HTTP.
+
+Start order: ledger (and crash recovery) first, so the API can accept at once;
+then the modems, which may be absent (the daemon accepts and queues, and reports
+not ready until one appears); then the dispatcher, the webhook relay, the
+maintenance loop and the HTTP server. SIGTERM/SIGINT stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from appliance.api import create_app
+from appliance.config import Config, ModemConfig
+from appliance.dispatcher import Dispatcher, ModemWorker
+from appliance.health import Notifier
+from appliance.inbound import Receiver, join, keyword
+from appliance.metrics import Metrics
+from appliance.store import Store, StoreError, WebhookTarget
+from modem import Modem, ModemState
+
+_LOGGER = logging.getLogger(__name__)
+
+HEARTBEAT_S = 2.0  # the watchdog reads this row; stale after a few missed beats
+MAINTENANCE_S = 1.0  # scheduled -> queued, validity expiry
+SLOW_MAINTENANCE_S = 60.0  # report timeouts, stale multipart, retention, modem samples
+# systemd WATCHDOG=1 is withheld when the dispatcher loop has not turned for this long.
+PROGRESS_STALE_S = 30.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT and cleans up."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def default_sim_dir() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "smsgw-sim" if runtime else Path(f"/tmp/smsgw-sim-{os.getuid()}")  # noqa: S108
+
+
+class Gateway:
+    """The running daemon; also the API's view of what the ledger cannot tell (GatewayView)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.store = Store(
+            config.store.path,
+            webhooks=[WebhookTarget(w.url, w.secret, w.events) for w in config.webhooks],
+        )
+        self.notifier = Notifier()
+        self.dispatcher = Dispatcher(self.store, config.dispatcher, self.metrics)
+        self.modem_list: list[tuple[str, ModemConfig, Modem]] = []
+        self.simulator: Any = None
+        self._sim_control: _Server | None = None
+        self._sim_control_task: asyncio.Task[None] | None = None
+        self._started_at = time.time()
+        self._stop = asyncio.Event()
+        self.serving = asyncio.Event()  # set once the HTTP API answers
+        self.server: _Server | None = None
+
+    # ------------------------------------------------------------ GatewayView
+    def modems(self) -> list[dict[str, Any]]:
+        out = []
+        for name, cfg, modem in self.modem_list:
+            info = modem.info
+            ident = info.identity
+            reg = info.registration
+            sig = info.signal
+            sto = info.storage
+            out.append(
+                {
+                    "name": name,
+                    "port": modem.url if cfg.port != "sim" else f"sim ({modem.url})",
+                    "state": modem.state.value,
+                    "manufacturer": ident.manufacturer if ident else "",
+                    "model": ident.model if ident else "",
+                    "revision": ident.revision if ident else "",
+                    "imei": ident.imei if ident else "",
+                    "sim": info.sim,
+                    "iccid": info.iccid,
+                    "operator": info.operator,
+                    "registration": {"status": reg.status, "text": reg.text, "technology": reg.technology}
+                    if reg
+                    else None,
+                    "signal": {"dbm": sig.dbm, "bars": sig.bars} if sig else None,
+                    "storage": {"memory": sto.memory, "used": sto.used, "total": sto.total} if sto else None,
+                    "last_error": info.last_error,
+                    "reopens": info.reopens,
+                    "resets": info.resets,
+                    "sent_parts": modem.sent_parts,
+                }
+            )
+        return out
+
+    def ready(self) -> tuple[bool, str]:
+        ready = [
+            name
+            for name, _cfg, m in self.modem_list
+            if m.state is ModemState.READY
+            and m.info.registration is not None
+            and m.info.registration.registered
+        ]
+        if not ready:
+            states = ", ".join(f"{n}: {m.state.value}" for n, _c, m in self.modem_list)
+            return False, f"no modem ready and registered ({states})"
+        return True, f"{len(ready)} modem(s) ready"
+
+    def wake(self) -> None:
+        self.dispatcher.wake()
+
+    def started_at(self) -> float:
+        return self._started_at
+
+    # ---------------------------------------------------------------- running
+    def stop(self) -> None:
+        """Ask the running daemon to stop (what SIGTERM does)."""
+        self._stop.set()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or stop())."""
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self.store.open()
+        except (StoreError, OSError) as exc:
+            raise SystemExit(f"cannot open the ledger {self.config.store.path}: {exc}") from exc
+        try:
+            await self._run_open()
+        finally:
+            self.notifier.stopping()
+            for _name, _cfg, modem in self.modem_list:
+                await modem.stop()
+            if self._sim_control is not None and self._sim_control_task is not None:
+                self._sim_control.should_exit = True
+                with contextlib.suppress(Exception):
+                    await self._sim_control_task
+            if self.simulator is not None:
+                await self.simulator.stop()
+            await self.store.close()
+            _LOGGER.info("stopped")
+
+    async def _run_open(self) -> None:
+        sock = self._bind()
+        recovered = await self.store.recover_inflight(self.config.dispatcher.unknown_outcome)
+        if recovered:
+            _LOGGER.warning(
+                "%d message(s) were being sent when the gateway stopped; policy %r applied",
+                len(recovered),
+                self.config.dispatcher.unknown_outcome,
+            )
+        await self._start_modems()
+        app = create_app(store=self.store, config=self.config, gateway=self, metrics=self.metrics)
+        host, _, port = self.config.api.listen.rpartition(":")
+        self.server = _Server(
+            uvicorn.Config(
+                app,
+                host=host.strip("[]"),
+                port=int(port),
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                server_header=False,
+            )
+        )
+        async with asyncio.TaskGroup() as tg:
+            serving = tg.create_task(self.server.serve(sockets=[sock]), name="http")
+            tasks = [
+                tg.create_task(self.dispatcher.run(), name="dispatcher"),
+                tg.create_task(self._relay(), name="webhooks"),
+                tg.create_task(self._maintenance(), name="maintenance"),
+                tg.create_task(self._heartbeat(), name="heartbeat"),
+            ]
+            await self._until_serving(serving)
+            self.notifier.ready(await self._status_line())
+            self.serving.set()
+            _LOGGER.warning(
+                "smsgw serving on http://%s (ledger %s)", self.config.api.listen, self.config.store.path
+            )
+            stop = tg.create_task(self._stop.wait())
+            await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+            self.server.should_exit = True
+            for task in (*tasks, stop):
+                task.cancel()
+
+    def _bind(self) -> socket.socket:
+        """Bind the API port before anything else starts, so a busy port fails fast and clearly."""
+        host, _, port = self.config.api.listen.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            sock.close()
+            raise SystemExit(f"smsgw: api.listen {self.config.api.listen}: {exc.strerror}") from None
+        sock.listen(128)
+        sock.set_inheritable(True)
+        return sock
+
+    async def _until_serving(self, serving: asyncio.Task[None]) -> None:
+        assert self.server is not None  # noqa: S101
+        while not self.server.started:
+            if serving.done():
+                serving.result()  # raises the bind error
+                raise SystemExit(f"the HTTP server did not start on {self.config.api.listen}")
+            await asyncio.sleep(0.01)  # uvicorn exposes no event for "started"
+
+    async def _start_modems(self) -> None:
+        sim_cfgs = [m for m in self.config.modems if m.port == "sim"]
+        if sim_cfgs:
+            from modem.simulator import Simulator  # noqa: PLC0415  (only the demo needs it)
+
+            sc = self.config.simulator
+            directory = Path(sc.directory) if sc.directory else default_sim_dir()
+            self.simulator = Simulator(
+                directory, submit_latency_s=sc.submit_latency_s, report_delay_s=sc.report_delay_s
+            )
+            await self.simulator.start()
+            _LOGGER.warning(
+                "simulated modem on %s (aux %s)", self.simulator.primary_path, self.simulator.aux_path
+            )
+            if sc.control:
+                await self._start_sim_control(sc.control)
+        for i, cfg in enumerate(self.config.modems):
+            name = cfg.name or (f"modem{i}" if len(self.config.modems) > 1 else "modem")
+            url = str(self.simulator.primary_path) if cfg.port == "sim" else cfg.port
+            receiver = Receiver(self.store, self.config.inbound, self.metrics, name)
+            modem = Modem(
+                url,
+                baudrate=cfg.baudrate,
+                pin=cfg.pin,
+                on_deliver=receiver.on_deliver,
+                on_status_report=receiver.on_report,
+                command_timeout_s=cfg.command_timeout_s,
+                submit_timeout_s=cfg.submit_timeout_s,
+            )
+            await modem.start()
+            self.modem_list.append((name, cfg, modem))
+            self.dispatcher.workers.append(ModemWorker(self.dispatcher, modem, cfg, name))
+
+    async def _start_sim_control(self, listen: str) -> None:
+        from modem.simulator.control import create_app as control_app  # noqa: PLC0415
+
+        host, _, port = listen.rpartition(":")
+        server = _Server(
+            uvicorn.Config(
+                control_app(self.simulator),
+                host=host,
+                port=int(port),
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+            )
+        )
+        self._sim_control = server
+        self._sim_control_task = asyncio.create_task(server.serve())
+        _LOGGER.warning("simulator control on http://%s", listen)
+
+    async def _relay(self) -> None:
+        from appliance.webhooks import Relay  # noqa: PLC0415
+
+        relay = Relay(
+            self.store,
+            self.metrics,
+            retention_s=self.config.store.webhook_retention_hours * 3600.0,
+            callback_secret=self.config.api.callback_secret,
+        )
+        await relay.run()
+
+    async def _maintenance(self) -> None:
+        last_slow = 0.0
+        cfg = self.config
+        while True:
+            try:
+                if await self.store.promote_and_expire():
+                    self.dispatcher.wake()
+                if time.monotonic() - last_slow >= SLOW_MAINTENANCE_S:
+                    last_slow = time.monotonic()
+                    await self.store.expire_reports(cfg.dispatcher.report_timeout_s)
+                    await self.store.flush_stale_inbound(
+                        cfg.inbound.reassembly_timeout_s,
+                        join=join,
+                        keyword_of=lambda t: keyword(t, cfg.inbound),
+                    )
+                    await self.store.purge_bodies(
+                        cfg.store.body_retention_days, cfg.store.idempotency_retention_hours
+                    )
+                    await self._sample_modems()
+            except StoreError as exc:
+                _LOGGER.error("maintenance: %s", exc)  # noqa: TRY400  (the message says it all)
+            await asyncio.sleep(MAINTENANCE_S)
+
+    async def _sample_modems(self) -> None:
+        for name, _cfg, modem in self.modem_list:
+            if modem.state is ModemState.READY:
+                with contextlib.suppress(Exception):
+                    await modem.refresh_status()
+            reg = modem.info.registration
+            sig = modem.info.signal
+            await self.store.add_modem_sample(
+                name,
+                modem.state.value,
+                bool(reg and reg.registered),
+                sig.dbm if sig else None,
+                modem.info.operator,
+            )
+
+    async def _heartbeat(self) -> None:
+        last_parts = -1
+        while True:
+            parts = sum(m.sent_parts for _n, _c, m in self.modem_list)
+            try:
+                await self.store.heartbeat(
+                    "serve", progress=parts != last_parts, detail=await self._status_line()
+                )
+            except StoreError as exc:
+                _LOGGER.error("heartbeat: %s", exc)  # noqa: TRY400  (the message says it all)
+            last_parts = parts
+            if time.monotonic() - self.dispatcher.last_progress < PROGRESS_STALE_S:
+                self.notifier.watchdog()
+            else:
+                _LOGGER.error(
+                    "dispatcher made no progress for %.0f s: withholding WATCHDOG=1",
+                    time.monotonic() - self.dispatcher.last_progress,
+                )
+            self.notifier.status(await self._status_line())
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _status_line(self) -> str:
+        stats = await self.store.stats()
+        depth = sum(stats.by_status.get(s, 0) for s in ("queued", "scheduled", "sending"))
+        modems = ", ".join(f"{n} {m.state.value}" for n, _c, m in self.modem_list)
+        return f"queue {depth}; {modems}"
+
+
+def serve(config: Config) -> int:
+    """Run the daemon in the foreground; returns the exit status."""
+    asyncio.run(Gateway(config).run())
+    return 0

@@ -1,0 +1,81 @@
+"""What the modem hands over: received SMS and status reports, committed to the ledger.
+
+The modem deletes a stored SMS only after `on_deliver` returned, i.e. after the
+commit here: nothing received is lost if the gateway dies in between (at worst
+it is read twice, and the (sender, ref, seq) key makes the second a no-op).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+from appliance.config import InboundConfig
+from appliance.metrics import Metrics
+from appliance.store import Store
+from modem.pdu import Deliver, Encoding, StatusReport
+from modem.pdu.udh import units_to_text
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def join(encoding: str, chunks: Sequence[bytes]) -> str:
+    """Decode the joined raw user data of parts (a surrogate pair may be split across two)."""
+    return units_to_text(b"".join(chunks), Encoding(encoding))
+
+
+def keyword(text: str, cfg: InboundConfig) -> str | None:
+    """'stop' or 'start' when the whole message is one opt-out/opt-in keyword (case, spaces, '!' ignored)."""
+    word = re.sub(r"[\s.!]+", "", text).upper()
+    if word in cfg.stop_keywords:
+        return "stop"
+    if word in cfg.start_keywords:
+        return "start"
+    return None
+
+
+class Receiver:
+    """The modem's callbacks, bound to the ledger."""
+
+    def __init__(self, store: Store, cfg: InboundConfig, metrics: Metrics, modem_name: str) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.metrics = metrics
+        self.modem_name = modem_name
+
+    async def on_deliver(self, msg: Deliver) -> None:
+        """Commit one received part; returns only once it is on disk."""
+        concat = msg.concat
+        sender = msg.sender.number
+        inbound = await self.store.add_inbound_part(
+            sender=sender,
+            encoding=msg.encoding.value
+            if msg.encoding is not Encoding.EIGHT_BIT
+            else Encoding.EIGHT_BIT.value,
+            user_data=msg.user_data,
+            ref=concat.ref if concat else None,
+            total=concat.total if concat else 1,
+            seq=concat.seq if concat else 1,
+            sent_at=msg.scts.timestamp(),
+            join=join,
+            keyword_of=lambda text: keyword(text, self.cfg),
+        )
+        if inbound is not None:
+            self.metrics.inbound_total.inc()
+            _LOGGER.info(
+                "received %s (%d part(s)%s)",
+                inbound.id,
+                inbound.parts,
+                f", {inbound.keyword}" if inbound.keyword else "",
+            )
+
+    async def on_report(self, report: StatusReport) -> None:
+        """Match a status report to its part; unmatched ones are kept for a later match."""
+        outcome = await self.store.apply_report(report.mr, report.recipient.number, report.status)
+        cls = "trying" if not report.is_final else ("delivered" if report.is_success else "failed")
+        self.metrics.reports_total.labels(status_class=cls if outcome.matched else "unmatched").inc()
+        if not outcome.matched:
+            _LOGGER.info(
+                "status report MR %d from %s: no part yet (kept for matching)", report.mr, self.modem_name
+            )

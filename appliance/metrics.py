@@ -1,0 +1,167 @@
+"""Prometheus metrics: `smsgw_` names with units, `_total` counters, never a phone number in a label.
+
+`Metrics` owns one CollectorRegistry per app (tests build several apps). It holds
+the event counters the dispatcher, inbound handler and webhook sender increment,
+plus ledger-derived series that are taken from the status document at scrape
+time, so `/metrics` and `/api/v1/status` never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from appliance.states import FINAL, State
+from appliance.status import registered as is_registered
+
+# Statuses a message passes at most once: counts of messages that reached them only grow.
+_REACHED = {
+    State.SENT: (State.SENT, State.DELIVERED, State.UNDELIVERED),
+    **{s: (s,) for s in FINAL},
+}
+
+
+class Metrics:
+    """Counters others increment (`metrics.sends_total.labels(result="ok").inc()`)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.accepted_total = Counter(
+            "smsgw_messages_accepted",
+            "Messages committed to the ledger, by source (api, alertmanager, twilio, ...).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.sends_total = Counter(
+            "smsgw_sends",
+            "Send attempts of one message, by result (ok, transient, permanent, modem_down).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.send_errors_total = Counter(
+            "smsgw_send_errors",
+            "Failed send attempts by error code (cms_38, timeout, ...).",
+            ["code"],
+            registry=self.registry,
+        )
+        self.reports_total = Counter(
+            "smsgw_reports",
+            "Status reports received, by class (delivered, trying, failed, unmatched).",
+            ["status_class"],
+            registry=self.registry,
+        )
+        self.inbound_total = Counter(
+            "smsgw_inbound_messages", "Received messages committed to the ledger.", registry=self.registry
+        )
+        self.webhook_deliveries_total = Counter(
+            "smsgw_webhook_deliveries",
+            "Webhook delivery attempts, by result (ok, retry, abandoned).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("ok", "transient", "permanent"):
+            self.sends_total.labels(result=result)
+        for result in ("ok", "retry", "abandoned"):
+            self.webhook_deliveries_total.labels(result=result)
+        for status_class in ("delivered", "trying", "failed", "unmatched"):
+            self.reports_total.labels(status_class=status_class)
+        self.accepted_total.labels(source="api")
+        self._snapshot = _StatusCollector()
+        self.registry.register(self._snapshot)
+
+    def observe_status(self, status: dict[str, Any]) -> None:
+        """Take ledger and modem figures from a status document (appliance.status.build_status)."""
+        self._snapshot.status = status
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)
+
+
+class _StatusCollector(Collector):
+    """Series derived from the last status document; empty until one is observed."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, Any] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unchecked collector: its families depend on the document
+
+    def collect(self) -> Iterable[Metric]:
+        doc = self.status
+        if doc is None:
+            return
+        queue = doc["queue"]
+        by_status: dict[str, int] = queue["by_status"]
+        current = GaugeMetricFamily(
+            "smsgw_ledger_messages", "Messages in the ledger by current status.", labels=["status"]
+        )
+        for status, n in sorted(by_status.items()):
+            current.add_metric([status], n)
+        yield current
+        reached = CounterMetricFamily(
+            "smsgw_messages",
+            "Messages in the ledger that reached a status (sent, or a final one).",
+            labels=["status"],
+        )
+        for status, members in _REACHED.items():
+            reached.add_metric([status.value], sum(by_status.get(m.value, 0) for m in members))
+        yield reached
+        yield GaugeMetricFamily(
+            "smsgw_queue_depth", "Messages waiting (queued, scheduled or sending).", value=queue["depth"]
+        )
+        oldest = queue["oldest_age_s"]
+        yield GaugeMetricFamily(
+            "smsgw_queue_oldest_age_seconds",
+            "Age of the oldest queued or sending message (0 when none).",
+            value=0.0 if oldest is None else float(oldest),
+        )
+        yield CounterMetricFamily(
+            "smsgw_ambiguous_sends",
+            "Parts whose outcome was unknown after a crash (maybe sent twice).",
+            value=queue["ambiguous_total"],
+        )
+        yield GaugeMetricFamily(
+            "smsgw_webhook_backlog", "Webhook deliveries waiting.", value=doc["webhooks"]["backlog"]
+        )
+        up = GaugeMetricFamily("smsgw_modem_up", "1 when the modem is ready.", labels=["modem"])
+        registered = GaugeMetricFamily(
+            "smsgw_modem_registered", "1 when the modem is registered on a network.", labels=["modem"]
+        )
+        signal = GaugeMetricFamily("smsgw_modem_signal_dbm", "Signal strength in dBm.", labels=["modem"])
+        for i, modem in enumerate(doc["modems"]):
+            name = str(modem.get("name") or modem.get("port") or f"modem{i}")
+            up.add_metric([name], 1.0 if modem.get("state") == "ready" else 0.0)
+            registered.add_metric([name], 1.0 if is_registered(modem) else 0.0)
+            dbm = (modem.get("signal") or {}).get("dbm")
+            if isinstance(dbm, int | float):
+                signal.add_metric([name], float(dbm))
+        yield up
+        yield registered
+        yield signal
+        last = doc["throughput"].get("last_sent_age_s")
+        if last is not None:
+            yield GaugeMetricFamily(
+                "smsgw_last_send_age_seconds",
+                "Seconds since a part was last accepted by the network.",
+                value=last,
+            )
+        yield GaugeMetricFamily(
+            "smsgw_disk_free_bytes", "Free bytes on the ledger's filesystem.", value=doc["disk"]["free_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "smsgw_uptime_seconds", "Seconds since the daemon started.", value=doc["gateway"]["uptime_s"]
+        )
+        verdict = GaugeMetricFamily(
+            "smsgw_verdict", "1 for the current verdict (healthy, degraded, down).", labels=["state"]
+        )
+        for state in ("healthy", "degraded", "down"):
+            verdict.add_metric([state], 1.0 if doc["verdict"]["state"] == state else 0.0)
+        yield verdict
+        info = GaugeMetricFamily("smsgw_build_info", "Build of this smsgw.", labels=["version"])
+        info.add_metric([doc["gateway"]["version"]], 1.0)
+        yield info

@@ -1,0 +1,190 @@
+"""The one status document: `/api/v1/status`, the status page and `/metrics` all read it.
+
+Built from the ledger (queue, throughput, webhook backlog) and a `GatewayView` the
+daemon implements (modem facts, readiness, start time), so the places that show
+the gateway's health can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from appliance.config import Config
+from appliance.states import State
+from appliance.store import Store, rfc3339
+
+MIN_FREE_BYTES = 5 * 1024 * 1024  # below this the API refuses new messages (507): a commit could fail
+WEAK_SIGNAL_DBM = -105  # below this, submits start to time out on most networks
+MAX_WEBHOOK_BACKLOG = 1000
+MAX_QUEUED_AGE_S = 600.0  # the watchdog's default stall threshold is longer; warn earlier here
+
+WAITING = (State.QUEUED, State.SCHEDULED, State.SENDING)
+
+
+class GatewayView(Protocol):
+    """What the API needs from the running daemon that the ledger cannot tell."""
+
+    def modems(self) -> list[dict[str, Any]]:
+        """Per modem: name, port, state ("ready"/"disconnected"/...), manufacturer, model, revision,
+        imei, sim, iccid, operator, registration {"status","text","technology"}, signal {"dbm","bars"},
+        storage {"memory","used","total"}, last_error, reopens, resets."""
+        ...
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz: a modem ready (registered) and the ledger writable."""
+        ...
+
+    def wake(self) -> None:
+        """A message was committed: start the dispatcher now."""
+        ...
+
+    def started_at(self) -> float:
+        """Unix time the daemon started."""
+        ...
+
+
+def version() -> str:
+    try:
+        return metadata.version("smsgw")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def disk_usage(store: Store) -> tuple[int, int]:
+    """(free_bytes, total_bytes) of the filesystem holding the ledger."""
+    where = Path(store.path).parent if store.path != ":memory:" else Path()
+    usage = shutil.disk_usage(where)
+    return usage.free, usage.total
+
+
+def ledger_problem(store: Store, *, min_free_bytes: int = MIN_FREE_BYTES) -> str | None:
+    """Why the ledger cannot take a write now (a sentence), or None when it can."""
+    try:
+        _ = store.db
+    except RuntimeError:
+        return "The ledger is not open."
+    if store.path != ":memory:":
+        path = Path(store.path)
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            return f"The ledger {path} is not writable by this process."
+        free, _total = disk_usage(store)
+        if free < min_free_bytes:
+            return (
+                f"Only {free // 1024} KiB are free on the ledger's disk: new messages are refused "
+                "until space is freed."
+            )
+    return None
+
+
+async def build_status(
+    store: Store,
+    gateway: GatewayView,
+    config: Config,
+    *,
+    now: float | None = None,
+    min_free_bytes: int = MIN_FREE_BYTES,
+) -> dict[str, Any]:
+    """The `/api/v1/status` document."""
+    now = time.time() if now is None else now
+    stats = await store.stats()
+    backlog = await store.webhook_backlog()
+    modems = gateway.modems()
+    by_status = {state.value: stats.by_status.get(state.value, 0) for state in State}
+    oldest_age_s = None if stats.oldest_queued_at is None else max(0.0, now - stats.oldest_queued_at)
+    free, total = disk_usage(store)
+    started = gateway.started_at()
+    return {
+        "gateway": {
+            "name": config.gateway.name,
+            "version": version(),
+            "uptime_s": round(max(0.0, now - started), 3),
+            "started_at": rfc3339(started),
+        },
+        "verdict": judge(
+            modems=modems,
+            ledger_problem=ledger_problem(store, min_free_bytes=min_free_bytes),
+            webhook_backlog=backlog,
+            oldest_queued_age_s=oldest_age_s,
+        ),
+        "modems": modems,
+        "queue": {
+            "depth": sum(by_status[s.value] for s in WAITING),
+            "by_status": by_status,
+            "oldest_age_s": None if oldest_age_s is None else round(oldest_age_s, 3),
+            "ambiguous_total": stats.ambiguous_total,
+        },
+        "throughput": {
+            "last_sent_at": rfc3339(stats.last_sent_at),
+            "last_sent_age_s": None
+            if stats.last_sent_at is None
+            else round(max(0.0, now - stats.last_sent_at), 3),
+        },
+        "webhooks": {"backlog": backlog},
+        "watchdog": {"incidents": []},
+        "disk": {"free_bytes": free, "total_bytes": total},
+    }
+
+
+def registered(modem: dict[str, Any]) -> bool:
+    """Whether a modem's registration (27.007 +CREG status: 1 home, 5 roaming) lets it send."""
+    status = (modem.get("registration") or {}).get("status")
+    return status in (1, 5, "home", "roaming")
+
+
+def usable(modem: dict[str, Any]) -> bool:
+    """Ready and registered: this modem can send now."""
+    return modem.get("state") == "ready" and registered(modem)
+
+
+def judge(
+    *,
+    modems: list[dict[str, Any]],
+    ledger_problem: str | None,
+    webhook_backlog: int,
+    oldest_queued_age_s: float | None,
+) -> dict[str, Any]:
+    """healthy / degraded / down, with one sentence per reason."""
+    down: list[str] = []
+    degraded: list[str] = []
+    ready = [m for m in modems if usable(m)]
+    if ledger_problem is not None:
+        down.append(ledger_problem)
+    if not modems:
+        down.append("No modem is configured or detected.")
+    elif not ready:
+        down.append("No modem is ready: nothing can be sent.")
+    for modem in modems:
+        name = modem.get("name") or modem.get("port") or "modem"
+        if not usable(modem):
+            if modem.get("state") == "ready":
+                reg = modem.get("registration") or {}
+                what = f"not registered on a network ({reg.get('text') or 'no registration'})"
+            else:
+                what = str(modem.get("state", "in an unknown state"))
+            if ready:
+                degraded.append(f"Modem {name} is {what}; the others carry the load.")
+            else:
+                down.append(f"Modem {name} is {what}.")
+            continue
+        dbm = (modem.get("signal") or {}).get("dbm")
+        if isinstance(dbm, int | float) and dbm < WEAK_SIGNAL_DBM:
+            degraded.append(f"Modem {name} has a weak signal ({dbm} dBm): sends may time out.")
+        storage = modem.get("storage") or {}
+        used, total = storage.get("used"), storage.get("total")
+        if isinstance(used, int) and isinstance(total, int) and total > 0 and used >= total:
+            degraded.append(
+                f"Modem {name}'s SMS storage is full ({used}/{total}): new messages and reports may be lost."
+            )
+    if webhook_backlog > MAX_WEBHOOK_BACKLOG:
+        degraded.append(f"{webhook_backlog} webhook deliveries are waiting: a webhook target is failing.")
+    if oldest_queued_age_s is not None and oldest_queued_age_s > MAX_QUEUED_AGE_S:
+        degraded.append(
+            f"The oldest waiting message has waited {oldest_queued_age_s / 60:.0f} minutes: sending is slow or stalled."
+        )
+    state = "down" if down else "degraded" if degraded else "healthy"
+    return {"state": state, "reasons": down + degraded}

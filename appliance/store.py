@@ -1,0 +1,1603 @@
+"""The ledger: the only module with SQL, and the owner of the single write connection.
+
+SQLite in WAL mode with synchronous=FULL, so that a message acknowledged to a LAN
+app survives a power cut (WAL+NORMAL may roll back the last commits). Every state
+change appends an `events` row and, in the same transaction, a webhook outbox row:
+the ledger is the record, the modem only a transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from appliance.states import FINAL, PartState, Priority, State, check
+
+_LOGGER = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        key_id INTEGER,
+        to_number TEXT NOT NULL,
+        body TEXT,
+        encoding TEXT NOT NULL,
+        segments INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error_code TEXT,
+        error_message TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        send_at REAL,
+        not_before REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        sent_at REAL,
+        delivered_at REAL,
+        final_at REAL,
+        report_expired INTEGER NOT NULL DEFAULT 0,
+        concat_ref INTEGER,
+        modem TEXT,
+        held INTEGER NOT NULL DEFAULT 0,
+        ambiguous INTEGER NOT NULL DEFAULT 0,
+        status_callback TEXT,
+        metadata TEXT,
+        source TEXT NOT NULL DEFAULT 'api',
+        delay_reason TEXT
+    );
+    CREATE INDEX messages_queue ON messages(priority, not_before, seq) WHERE status = 'queued';
+    CREATE INDEX messages_scheduled ON messages(not_before) WHERE status = 'scheduled';
+    CREATE INDEX messages_sent ON messages(sent_at) WHERE status = 'sent';
+    CREATE INDEX messages_status ON messages(status, seq);
+    CREATE INDEX messages_to ON messages(to_number, seq);
+    CREATE TABLE parts (
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        seq INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        mr INTEGER,
+        modem TEXT,
+        submitted_at REAL,
+        report_status INTEGER,
+        report_at REAL,
+        PRIMARY KEY (message_id, seq)
+    );
+    CREATE INDEX parts_mr ON parts(mr, submitted_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        from_status TEXT,
+        to_status TEXT,
+        detail TEXT
+    );
+    CREATE INDEX events_message ON events(message_id, id);
+    CREATE TABLE idempotency (
+        key_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (key_id, key)
+    );
+    CREATE TABLE unmatched_reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mr INTEGER NOT NULL,
+        recipient TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE TABLE inbound (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        from_number TEXT NOT NULL,
+        body TEXT,
+        encoding TEXT NOT NULL,
+        parts INTEGER NOT NULL,
+        parts_expected INTEGER NOT NULL,
+        complete INTEGER NOT NULL,
+        sent_at REAL,
+        received_at REAL NOT NULL,
+        keyword TEXT
+    );
+    CREATE TABLE inbound_parts (
+        sender TEXT NOT NULL,
+        ref INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        encoding TEXT NOT NULL,
+        user_data BLOB NOT NULL,
+        sent_at REAL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (sender, ref, total, seq)
+    );
+    CREATE TABLE optouts (
+        number TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        keyword TEXT
+    );
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL,
+        last_used_at REAL
+    );
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        delivered_at REAL,
+        abandoned_at REAL,
+        last_error TEXT
+    );
+    CREATE INDEX webhook_due ON webhook_outbox(next_attempt_at) WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+    CREATE TABLE modem_samples (
+        at REAL NOT NULL,
+        modem TEXT NOT NULL,
+        state TEXT NOT NULL,
+        registered INTEGER NOT NULL,
+        signal_dbm INTEGER,
+        operator TEXT
+    );
+    CREATE INDEX modem_samples_at ON modem_samples(at);
+    CREATE TABLE heartbeats (
+        name TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        progress_at REAL,
+        detail TEXT
+    );
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    """,
+]
+
+
+class StoreError(Exception):
+    """Base of ledger errors the API maps to responses."""
+
+
+class StorageFull(StoreError):
+    """The disk is full: nothing new can be accepted (HTTP 507)."""
+
+
+class QueueFull(StoreError):
+    """More messages wait than the configured maximum (HTTP 503)."""
+
+
+class NotFound(StoreError):
+    """No such message."""
+
+
+class Conflict(StoreError):
+    """The request conflicts with the message's state (e.g. cancel after sending)."""
+
+
+class IdempotencyMismatch(StoreError):
+    """An idempotency key was reused with a different request."""
+
+
+class OptedOut(StoreError):
+    """The recipient sent STOP."""
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A validated send request."""
+
+    to: str
+    body: str
+    encoding: str
+    segments: int
+    priority: Priority = Priority.NORMAL
+    send_at: float | None = None
+    validity_s: int = 86400
+    status_callback: str | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    source: str = "api"
+
+    def fingerprint(self) -> str:
+        doc = {
+            "to": self.to,
+            "body": self.body,
+            "priority": int(self.priority),
+            "send_at": self.send_at,
+            "validity_s": self.validity_s,
+            "status_callback": self.status_callback,
+            "metadata": self.metadata,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Part:
+    seq: int
+    total: int
+    status: PartState
+    mr: int | None
+    modem: str | None
+    submitted_at: float | None
+    report_status: int | None
+    report_at: float | None
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    id: str
+    to: str
+    body: str | None
+    encoding: str
+    segments: int
+    priority: Priority
+    status: State
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+    updated_at: float
+    send_at: float | None
+    not_before: float
+    expires_at: float
+    sent_at: float | None
+    delivered_at: float | None
+    report_expired: bool
+    concat_ref: int | None
+    modem: str | None
+    held: bool
+    ambiguous: int
+    status_callback: str | None
+    metadata: dict[str, Any] | None
+    delay_reason: str | None
+    key_id: int | None
+    parts: tuple[Part, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class Inbound:
+    seq: int
+    id: str
+    from_number: str
+    body: str | None
+    encoding: str
+    parts: int
+    parts_expected: int
+    complete: bool
+    sent_at: float | None
+    received_at: float
+    keyword: str | None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    name: str
+    prefix: str
+    scopes: frozenset[str]
+    created_at: float
+    revoked_at: float | None
+    last_used_at: float | None
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    url: str
+    secret: str
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    webhook_id: str
+    url: str
+    secret: str
+    type: str
+    payload: str
+    created_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What a status report did to the ledger."""
+
+    matched: bool
+    message_id: str | None = None
+    changed: bool = False
+    note: str = ""
+
+
+@dataclass
+class Stats:
+    """Queue and throughput figures for /api/v1/status, the page and metrics."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+    oldest_queued_at: float | None = None
+    last_sent_at: float | None = None
+    ambiguous_total: int = 0
+
+
+def new_id(prefix: str) -> str:
+    """Time-sortable id: prefix + 10 hex of milliseconds + 12 random hex."""
+    return f"{prefix}_{int(time.time() * 1000):010x}{secrets.token_hex(6)}"
+
+
+def hash_key(key: str) -> str:
+    # API keys are 32 random bytes: SHA-256 suffices, a slow KDF buys nothing.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and ("disk is full" in str(exc) or "database or disk is full" in str(exc))
+    ) or (isinstance(exc, OSError) and exc.errno == 28)
+
+
+class Store:
+    """The ledger. One connection: every write is serialised through it (one writer)."""
+
+    def __init__(self, path: str | Path, *, webhooks: Sequence[WebhookTarget] = ()) -> None:
+        self.path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._rdb: aiosqlite.Connection | None = None
+        self.outbox_changed = asyncio.Event()  # set after a commit that queued webhooks
+        self._outbox_pending = False
+        self._webhooks = tuple(webhooks)
+        self._write_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Open (creating and migrating as needed)."""
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA foreign_keys=ON")
+        self._db = db
+        await self._migrate()
+        # Readers get their own connection: under WAL they see only committed rows,
+        # never another task's open transaction on the writer.
+        reader = await aiosqlite.connect(self.path, isolation_level=None)
+        reader.row_factory = sqlite3.Row
+        await reader.execute("PRAGMA busy_timeout=5000")
+        await reader.execute("PRAGMA query_only=1")
+        self._rdb = reader
+
+    async def close(self) -> None:
+        if self._rdb is not None:
+            await self._rdb.close()
+            self._rdb = None
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def rdb(self) -> aiosqlite.Connection:
+        """The read connection (committed data only)."""
+        if self._rdb is None:
+            raise RuntimeError("store is not open")
+        return self._rdb
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def _migrate(self) -> None:
+        row = await _one(self.db, "PRAGMA user_version", ())
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"ledger schema {version} is newer than this smsgw ({SCHEMA_VERSION}): upgrade smsgw"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            async with self._tx():
+                for statement in _split_sql(_MIGRATIONS[target - 1]):
+                    await self.db.execute(statement)
+                await self.db.execute(f"PRAGMA user_version={target}")
+            _LOGGER.info("ledger migrated to schema %d", target)
+
+    class _Tx:
+        def __init__(self, store: Store) -> None:
+            self.store = store
+
+        async def __aenter__(self) -> aiosqlite.Connection:
+            await self.store._write_lock.acquire()
+            self.store._outbox_pending = False
+            try:
+                await self.store.db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.store._write_lock.release()
+                raise
+            return self.store.db
+
+        async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+            try:
+                if exc is None:
+                    try:
+                        await self.store.db.execute("COMMIT")
+                        if self.store._outbox_pending:
+                            self.store.outbox_changed.set()
+                    except BaseException as commit_exc:
+                        await self._rollback()
+                        if _is_disk_full(commit_exc):
+                            raise StorageFull("the ledger's disk is full") from commit_exc
+                        raise
+                else:
+                    await self._rollback()
+                    if _is_disk_full(exc):
+                        raise StorageFull("the ledger's disk is full") from exc
+            finally:
+                self.store._write_lock.release()
+
+        async def _rollback(self) -> None:
+            with contextlib.suppress(sqlite3.Error):
+                await self.store.db.execute("ROLLBACK")
+
+    def _tx(self) -> Store._Tx:
+        """BEGIN IMMEDIATE ... COMMIT, serialised with every other write."""
+        return Store._Tx(self)
+
+    # -------------------------------------------------------------- messages
+    async def accept(self, new: NewMessage, *, key_id: int | None, queue_max: int) -> tuple[Message, bool]:
+        """Commit a new message (or find the one with the same idempotency key): (message, created)."""
+        now = time.time()
+        async with self._tx() as db:
+            if new.idempotency_key is not None:
+                row = await _one(
+                    db,
+                    "SELECT message_id, request_hash FROM idempotency WHERE key_id IS ? AND key = ?",
+                    (key_id or 0, new.idempotency_key),
+                )
+                if row is not None:
+                    if row["request_hash"] != new.fingerprint():
+                        raise IdempotencyMismatch(new.idempotency_key)
+                    existing = await self._get(db, row["message_id"])
+                    if existing is None:  # pragma: no cover  (a key always points at a message)
+                        raise NotFound(row["message_id"])
+                    return existing, False
+            if await _one(db, "SELECT 1 FROM optouts WHERE number = ?", (new.to,)) is not None:
+                raise OptedOut(new.to)
+            waiting = await _one(
+                db,
+                "SELECT count(*) AS n FROM messages WHERE status IN ('queued', 'scheduled', 'sending')",
+                (),
+            )
+            if waiting is not None and waiting["n"] >= queue_max:
+                raise QueueFull(f"{waiting['n']} messages are waiting")
+            msg_id = new_id("msg")
+            scheduled = new.send_at is not None and new.send_at > now
+            status = State.SCHEDULED if scheduled else State.QUEUED
+            start = new.send_at if scheduled and new.send_at is not None else now
+            await db.execute(
+                """INSERT INTO messages (id, key_id, to_number, body, encoding, segments, priority, status,
+                   created_at, updated_at, send_at, not_before, expires_at, status_callback, metadata, source)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    msg_id,
+                    key_id,
+                    new.to,
+                    new.body,
+                    new.encoding,
+                    new.segments,
+                    int(new.priority),
+                    status.value,
+                    now,
+                    now,
+                    new.send_at,
+                    start,
+                    start + new.validity_s,
+                    new.status_callback,
+                    json.dumps(new.metadata) if new.metadata is not None else None,
+                    new.source,
+                ),
+            )
+            await db.executemany(
+                "INSERT INTO parts (message_id, seq, total, status) VALUES (?, ?, ?, 'pending')",
+                [(msg_id, i, new.segments) for i in range(1, new.segments + 1)],
+            )
+            detail = f"accepted ({new.segments} segment{'s' if new.segments > 1 else ''}, {new.encoding})"
+            if scheduled:
+                detail += ", scheduled"
+            await self._event(db, msg_id, "accepted", None, status, detail, now)
+            if new.idempotency_key is not None:
+                await db.execute(
+                    "INSERT INTO idempotency (key_id, key, message_id, request_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (key_id or 0, new.idempotency_key, msg_id, new.fingerprint(), now),
+                )
+            message = await self._get(db, msg_id)
+            assert message is not None  # noqa: S101
+            await self._notify(db, message, now)
+            return message, True
+
+    async def get(self, msg_id: str) -> Message | None:
+        """The message with parts and events, or None."""
+        return await self._get(self.rdb, msg_id)
+
+    async def list_messages(
+        self,
+        *,
+        status: str | None = None,
+        to: str | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+        key_id: int | None = None,
+    ) -> list[Message]:
+        """Newest first; `before_seq` continues a page."""
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if to is not None:
+            where.append("to_number = ?")
+            args.append(to)
+        if before_seq is not None:
+            where.append("seq < ?")
+            args.append(before_seq)
+        if key_id is not None:
+            where.append("key_id = ?")
+            args.append(key_id)
+        sql = "SELECT * FROM messages"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        rows = await _all(self.rdb, sql, args)
+        return [_message(r) for r in rows]
+
+    async def cancel(self, msg_id: str) -> Message:
+        """Cancel a message not yet handed to the modem; Conflict once sending began."""
+        now = time.time()
+        async with self._tx() as db:
+            msg = await self._get(db, msg_id)
+            if msg is None:
+                raise NotFound(msg_id)
+            if msg.status is State.CANCELED:
+                return msg
+            if msg.status not in (State.QUEUED, State.SCHEDULED):
+                raise Conflict(msg.status.value)
+            await self._transition(db, msg, State.CANCELED, "canceled", "canceled by request", now)
+            result = await self._get(db, msg_id)
+            assert result is not None  # noqa: S101
+            return result
+
+    async def claim_next(
+        self,
+        modem: str,
+        *,
+        now: float | None = None,
+        skip: Iterable[str] = (),
+        delay_until: dict[str, float] | None = None,
+        delay_reason: str = "",
+    ) -> Message | None:
+        """Take the most urgent queued message due now: committed as `sending` before any AT.
+
+        Recipients in `delay_until` (anti-flood) are passed over; their due messages are
+        pushed back to that time with `delay_reason` in the timeline.
+        """
+        now = time.time() if now is None else now
+        skip_set = set(skip)
+        delays = delay_until or {}
+        async with self._tx() as db:
+            rows = await _all(
+                db,
+                "SELECT * FROM messages WHERE status = 'queued' AND not_before <= ? "
+                "ORDER BY priority, not_before, seq LIMIT 64",
+                (now,),
+            )
+            for row in rows:
+                if row["to_number"] in skip_set:
+                    continue
+                if row["to_number"] in delays:
+                    await self._delay(db, row, delays[row["to_number"]], delay_reason, now)
+                    continue
+                msg = _message(row)
+                if msg.expires_at <= now:
+                    await self._transition(
+                        db,
+                        msg,
+                        State.FAILED,
+                        "expired",
+                        "validity expired before sending",
+                        now,
+                        error=("expired", "validity period expired before the message could be sent"),
+                    )
+                    continue
+                check(msg.status, State.SENDING)
+                ref = msg.concat_ref if msg.concat_ref is not None else secrets.randbelow(256)
+                await db.execute(
+                    "UPDATE messages SET status = 'sending', attempts = attempts + 1, modem = ?, concat_ref = ?, "
+                    "updated_at = ?, delay_reason = NULL WHERE id = ?",
+                    (modem, ref, now, msg.id),
+                )
+                await self._event(
+                    db,
+                    msg.id,
+                    "attempt",
+                    msg.status,
+                    State.SENDING,
+                    f"attempt {msg.attempts + 1} on {modem}",
+                    now,
+                )
+                claimed = await self._get(db, msg.id)
+                assert claimed is not None  # noqa: S101
+                await self._notify(db, claimed, now)
+                return claimed
+            return None
+
+    async def next_due(self) -> float | None:
+        """Earliest time a queued or scheduled message becomes due (None: nothing waits)."""
+        row = await _one(
+            self.rdb,
+            "SELECT min(not_before) AS t FROM messages WHERE status IN ('queued', 'scheduled')",
+            (),
+        )
+        return None if row is None or row["t"] is None else float(row["t"])
+
+    async def part_sending(self, msg_id: str, seq: int) -> None:
+        """Commit that this part is about to go to AT+CMGS (crash point)."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE parts SET status = 'sending' WHERE message_id = ? AND seq = ? AND status = 'pending'",
+                (msg_id, seq),
+            )
+
+    async def part_submitted(
+        self, msg_id: str, seq: int, mr: int, modem: str, *, at: float | None = None
+    ) -> Message:
+        """Record +CMGS: <mr> for one part; the message becomes `sent` with its last part."""
+        now = time.time() if at is None else at
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE parts SET status = 'sent', mr = ?, modem = ?, submitted_at = ? WHERE message_id = ? AND seq = ?",
+                (mr, modem, now, msg_id, seq),
+            )
+            msg = await self._get(db, msg_id)
+            if msg is None:
+                raise NotFound(msg_id)
+            await self._event(
+                db,
+                msg_id,
+                "part_submitted",
+                None,
+                None,
+                f"part {seq}/{msg.segments} accepted by the network, MR {mr}",
+                now,
+            )
+            if (
+                all(
+                    p.status is not PartState.PENDING and p.status is not PartState.SENDING for p in msg.parts
+                )
+                and msg.status is State.SENDING
+            ):
+                await self._transition(
+                    db, msg, State.SENT, "sent", f"all {msg.segments} part(s) accepted by the network", now
+                )
+            # A report may have arrived before we recorded +CMGS (EC25: ~1 s after): match it now.
+            pending = await _all(
+                db,
+                "SELECT * FROM unmatched_reports WHERE mr = ? AND received_at >= ? ORDER BY id",
+                (mr, now - 600),
+            )
+            for rep in pending:
+                outcome = await self._apply_report(
+                    db, rep["mr"], rep["recipient"], rep["status"], rep["received_at"]
+                )
+                if outcome.matched:
+                    await db.execute("DELETE FROM unmatched_reports WHERE id = ?", (rep["id"],))
+            result = await self._get(db, msg_id)
+            assert result is not None  # noqa: S101
+            return result
+
+    async def send_failed(
+        self,
+        msg_id: str,
+        *,
+        code: str,
+        message: str,
+        retry_at: float | None,
+        max_attempts: int,
+    ) -> Message:
+        """A send attempt failed: back to `queued` at retry_at (transient), else `failed`."""
+        now = time.time()
+        async with self._tx() as db:
+            msg = await self._get(db, msg_id)
+            if msg is None:
+                raise NotFound(msg_id)
+            await db.execute(
+                "UPDATE parts SET status = 'pending' WHERE message_id = ? AND status = 'sending'", (msg_id,)
+            )
+            if retry_at is not None and msg.attempts < max_attempts and retry_at < msg.expires_at:
+                await db.execute("UPDATE messages SET not_before = ? WHERE id = ?", (retry_at, msg_id))
+                await self._transition(
+                    db,
+                    msg,
+                    State.QUEUED,
+                    "retry",
+                    f"{code}: {message}; retry in {retry_at - now:.0f} s",
+                    now,
+                    error=(code, message),
+                )
+            else:
+                why = (
+                    ""
+                    if retry_at is None
+                    else (
+                        " (attempts exhausted)"
+                        if msg.attempts >= max_attempts
+                        else " (validity would expire)"
+                    )
+                )
+                await self._transition(
+                    db, msg, State.FAILED, "failed", f"{code}: {message}{why}", now, error=(code, message)
+                )
+            result = await self._get(db, msg_id)
+            assert result is not None  # noqa: S101
+            return result
+
+    async def release(self, msg_id: str, reason: str) -> None:
+        """Put a claimed message back untouched (the modem went away before any AT)."""
+        now = time.time()
+        async with self._tx() as db:
+            msg = await self._get(db, msg_id)
+            if msg is None or msg.status is not State.SENDING:
+                return
+            await db.execute(
+                "UPDATE parts SET status = 'pending' WHERE message_id = ? AND status = 'sending'", (msg_id,)
+            )
+            await db.execute("UPDATE messages SET attempts = max(attempts - 1, 0) WHERE id = ?", (msg_id,))
+            await self._transition(db, msg, State.QUEUED, "released", reason, now)
+
+    async def delay(self, msg_id: str, until: float, reason: str) -> None:
+        """Hold a queued message back until `until`, saying why in the timeline (once per reason)."""
+        now = time.time()
+        async with self._tx() as db:
+            row = await _one(db, "SELECT id, status, delay_reason FROM messages WHERE id = ?", (msg_id,))
+            if row is None or row["status"] != State.QUEUED.value:
+                return
+            await self._delay(db, row, until, reason, now)
+
+    async def _delay(
+        self, db: aiosqlite.Connection, row: sqlite3.Row, until: float, reason: str, now: float
+    ) -> None:
+        await db.execute(
+            "UPDATE messages SET not_before = max(not_before, ?), delay_reason = ?, updated_at = ? WHERE id = ?",
+            (until, reason, now, row["id"]),
+        )
+        if row["delay_reason"] != reason:
+            await self._event(db, row["id"], "delayed", None, None, reason, now)
+
+    async def peek_next(self, now: float) -> str | None:
+        """Id of the message the next claim would take (for saying why it waits)."""
+        row = await _one(
+            self.rdb,
+            "SELECT id FROM messages WHERE status = 'queued' AND not_before <= ? ORDER BY priority, not_before, seq LIMIT 1",
+            (now,),
+        )
+        return None if row is None else str(row["id"])
+
+    async def note(self, msg_id: str, kind: str, detail: str) -> None:
+        """Add a timeline entry without a state change (e.g. an ambiguous outcome)."""
+        now = time.time()
+        async with self._tx() as db:
+            if kind == "outcome_unknown":
+                await db.execute("UPDATE messages SET ambiguous = ambiguous + 1 WHERE id = ?", (msg_id,))
+                await db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('ambiguous_parts', 1) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                )
+            await self._event(db, msg_id, kind, None, None, detail, now)
+
+    async def promote_and_expire(self, now: float | None = None) -> int:
+        """Scheduled messages that are due become queued; queued past validity fail."""
+        now = time.time() if now is None else now
+        changed = 0
+        async with self._tx() as db:
+            rows = await _all(
+                db, "SELECT * FROM messages WHERE status = 'scheduled' AND not_before <= ?", (now,)
+            )
+            for row in rows:
+                msg = _message(row)
+                await self._transition(db, msg, State.QUEUED, "due", "scheduled time reached", now)
+                changed += 1
+            rows = await _all(
+                db,
+                "SELECT * FROM messages WHERE status IN ('queued', 'scheduled') AND expires_at <= ?",
+                (now,),
+            )
+            for row in rows:
+                msg = _message(row)
+                await self._transition(
+                    db,
+                    msg,
+                    State.FAILED,
+                    "expired",
+                    "validity expired before sending",
+                    now,
+                    error=("expired", "validity period expired before the message could be sent"),
+                )
+                changed += 1
+        return changed
+
+    async def recover_inflight(self, policy: str) -> list[str]:
+        """After a crash: messages left `sending` have an unknown outcome. Resend them, or hold them."""
+        now = time.time()
+        recovered: list[str] = []
+        async with self._tx() as db:
+            rows = await _all(db, "SELECT * FROM messages WHERE status = 'sending' AND held = 0", ())
+            for row in rows:
+                msg = _message(row)
+                parts = await _all(
+                    db, "SELECT seq FROM parts WHERE message_id = ? AND status = 'sending'", (msg.id,)
+                )
+                unknown = [p["seq"] for p in parts]
+                await db.execute(
+                    "UPDATE messages SET ambiguous = ambiguous + ? WHERE id = ?", (len(unknown), msg.id)
+                )
+                await db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('ambiguous_parts', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (len(unknown),),
+                )
+                what = f"part(s) {', '.join(map(str, unknown))}" if unknown else "no part"
+                if policy == "hold" and unknown:
+                    await db.execute("UPDATE messages SET held = 1 WHERE id = ?", (msg.id,))
+                    await self._event(
+                        db,
+                        msg.id,
+                        "outcome_unknown",
+                        None,
+                        None,
+                        f"the gateway stopped while {what} was being submitted: it may or may not have been sent; "
+                        "held for an operator's decision (POST /api/v1/messages/{id}/resend or .../abandon)",
+                        now,
+                    )
+                else:
+                    await db.execute(
+                        "UPDATE parts SET status = 'pending' WHERE message_id = ? AND status = 'sending'",
+                        (msg.id,),
+                    )
+                    detail = (
+                        f"the gateway stopped while {what} was being submitted: it may have been sent; "
+                        "resending (the recipient may get it twice)"
+                        if unknown
+                        else "the gateway stopped before the modem was asked; sending again"
+                    )
+                    await self._transition(
+                        db, msg, State.QUEUED, "outcome_unknown" if unknown else "recovered", detail, now
+                    )
+                recovered.append(msg.id)
+        return recovered
+
+    async def resolve_held(self, msg_id: str, action: str) -> Message:
+        """An operator's decision on a held message: 'resend' or 'cancel' (marks it failed)."""
+        now = time.time()
+        async with self._tx() as db:
+            msg = await self._get(db, msg_id)
+            if msg is None:
+                raise NotFound(msg_id)
+            if not msg.held:
+                raise Conflict("not held")
+            await db.execute("UPDATE messages SET held = 0 WHERE id = ?", (msg_id,))
+            if action == "resend":
+                await db.execute(
+                    "UPDATE parts SET status = 'pending' WHERE message_id = ? AND status = 'sending'",
+                    (msg_id,),
+                )
+                await self._transition(db, msg, State.QUEUED, "operator", "operator chose to resend", now)
+            else:
+                await self._transition(
+                    db,
+                    msg,
+                    State.FAILED,
+                    "operator",
+                    "operator chose not to resend",
+                    now,
+                    error=(
+                        "outcome_unknown",
+                        "the send was interrupted and the operator chose not to resend",
+                    ),
+                )
+            result = await self._get(db, msg_id)
+            assert result is not None  # noqa: S101
+            return result
+
+    # --------------------------------------------------------------- reports
+    async def apply_report(
+        self, mr: int, recipient: str, status: int, *, at: float | None = None
+    ) -> ReportOutcome:
+        """Match a status report to a part by MR, recipient and time window; monotonic."""
+        now = time.time() if at is None else at
+        async with self._tx() as db:
+            outcome = await self._apply_report(db, mr, recipient, status, now)
+            if not outcome.matched:
+                await db.execute(
+                    "INSERT INTO unmatched_reports (mr, recipient, status, received_at) VALUES (?, ?, ?, ?)",
+                    (mr, recipient, status, now),
+                )
+            return outcome
+
+    async def _apply_report(
+        self, db: aiosqlite.Connection, mr: int, recipient: str, status: int, now: float
+    ) -> ReportOutcome:
+        from modem import same_subscriber  # noqa: PLC0415  (pure helper; the store stays modem-free otherwise)
+        from modem.pdu import TpStatus  # noqa: PLC0415
+
+        # References wrap at 256 and other software shares the modem: match on MR, recipient
+        # and a window (Gammu smsd: DeliveryReportDelay 600 s; we allow days for late reports).
+        rows = await _all(
+            db,
+            "SELECT p.message_id, p.seq, p.status, m.to_number FROM parts p JOIN messages m ON m.id = p.message_id "
+            "WHERE p.mr = ? AND p.submitted_at >= ? ORDER BY p.submitted_at DESC LIMIT 20",
+            (mr, now - 7 * 86400),
+        )
+        row = next((r for r in rows if same_subscriber(r["to_number"], recipient)), None)
+        if row is None:
+            return ReportOutcome(matched=False, note="no part with this reference and recipient")
+        st = TpStatus(status)
+        msg_id, seq = row["message_id"], row["seq"]
+        part_state = PartState(row["status"])
+        if part_state in (PartState.DELIVERED, PartState.UNDELIVERED):
+            await self._event(
+                db,
+                msg_id,
+                "report_ignored",
+                None,
+                None,
+                f"part {seq}: late or duplicate report ({st.meaning}) after final",
+                now,
+            )
+            return ReportOutcome(matched=True, message_id=msg_id, changed=False, note="duplicate")
+        if not st.is_final:
+            await db.execute(
+                "UPDATE parts SET report_status = ?, report_at = ? WHERE message_id = ? AND seq = ?",
+                (status, now, msg_id, seq),
+            )
+            await self._event(
+                db,
+                msg_id,
+                "report",
+                None,
+                None,
+                f"part {seq}: {st.meaning} (0x{status:02X}), network still trying",
+                now,
+            )
+            return ReportOutcome(matched=True, message_id=msg_id, changed=False, note="intermediate")
+        new_part = PartState.DELIVERED if st.is_success else PartState.UNDELIVERED
+        await db.execute(
+            "UPDATE parts SET status = ?, report_status = ?, report_at = ? WHERE message_id = ? AND seq = ?",
+            (new_part.value, status, now, msg_id, seq),
+        )
+        await self._event(db, msg_id, "report", None, None, f"part {seq}: {st.meaning} (0x{status:02X})", now)
+        msg = await self._get(db, msg_id)
+        assert msg is not None  # noqa: S101
+        if msg.status is State.SENT:
+            states = [p.status for p in msg.parts]
+            if any(s is PartState.UNDELIVERED for s in states):
+                await self._transition(
+                    db,
+                    msg,
+                    State.UNDELIVERED,
+                    "undelivered",
+                    f"part {seq} not delivered: {st.meaning}",
+                    now,
+                    error=(f"tp_status_{status:02x}", st.meaning),
+                )
+            elif all(s is PartState.DELIVERED for s in states):
+                await self._transition(db, msg, State.DELIVERED, "delivered", "all parts delivered", now)
+        return ReportOutcome(matched=True, message_id=msg_id, changed=True)
+
+    async def expire_reports(self, timeout_s: float, *, now: float | None = None) -> int:
+        """Messages `sent` with no final report after timeout_s: marked final without delivery proof."""
+        now = time.time() if now is None else now
+        async with self._tx() as db:
+            rows = await _all(
+                db,
+                "SELECT id FROM messages WHERE status = 'sent' AND report_expired = 0 AND sent_at <= ?",
+                (now - timeout_s,),
+            )
+            for row in rows:
+                await db.execute(
+                    "UPDATE messages SET report_expired = 1, final_at = ?, updated_at = ? WHERE id = ?",
+                    (now, now, row["id"]),
+                )
+                await self._event(
+                    db,
+                    row["id"],
+                    "report_timeout",
+                    None,
+                    None,
+                    f"no delivery report within {timeout_s / 3600:g} h: final as sent, delivery unconfirmed",
+                    now,
+                )
+            await db.execute("DELETE FROM unmatched_reports WHERE received_at < ?", (now - 7 * 86400,))
+            return len(rows)
+
+    # ------------------------------------------------------------------ inbound
+    async def add_inbound_part(
+        self,
+        *,
+        sender: str,
+        encoding: str,
+        user_data: bytes,
+        ref: int | None,
+        total: int,
+        seq: int,
+        sent_at: float | None,
+        join: Any,
+        keyword_of: Any,
+    ) -> Inbound | None:
+        """Commit one received part; returns the whole message once every part is here.
+
+        `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
+        pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START.
+        """
+        now = time.time()
+        async with self._tx() as db:
+            if ref is None or total <= 1:
+                return await self._commit_inbound(
+                    db, sender, encoding, join(encoding, [user_data]), 1, 1, True, sent_at, now, keyword_of
+                )
+            await db.execute(
+                "INSERT OR IGNORE INTO inbound_parts (sender, ref, total, seq, encoding, user_data, sent_at, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (sender, ref, total, seq, encoding, user_data, sent_at, now),
+            )
+            rows = await _all(
+                db,
+                "SELECT * FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ? ORDER BY seq",
+                (sender, ref, total),
+            )
+            if len(rows) < total:
+                return None
+            text = join(rows[0]["encoding"], [bytes(r["user_data"]) for r in rows])
+            await db.execute(
+                "DELETE FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ?", (sender, ref, total)
+            )
+            first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
+            return await self._commit_inbound(
+                db, sender, rows[0]["encoding"], text, total, total, True, first_sent, now, keyword_of
+            )
+
+    async def flush_stale_inbound(
+        self, timeout_s: float, *, join: Any, keyword_of: Any, now: float | None = None
+    ) -> list[Inbound]:
+        """Multipart messages missing parts after timeout_s: keep what arrived, marked incomplete."""
+        now = time.time() if now is None else now
+        out: list[Inbound] = []
+        async with self._tx() as db:
+            groups = await _all(
+                db,
+                "SELECT sender, ref, total, min(received_at) AS first FROM inbound_parts GROUP BY sender, ref, total "
+                "HAVING first <= ?",
+                (now - timeout_s,),
+            )
+            for g in groups:
+                rows = await _all(
+                    db,
+                    "SELECT * FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ? ORDER BY seq",
+                    (g["sender"], g["ref"], g["total"]),
+                )
+                pieces = [join(r["encoding"], [bytes(r["user_data"])]) for r in rows]
+                text = " […] ".join(pieces)
+                await db.execute(
+                    "DELETE FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ?",
+                    (g["sender"], g["ref"], g["total"]),
+                )
+                first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
+                out.append(
+                    await self._commit_inbound(
+                        db,
+                        g["sender"],
+                        rows[0]["encoding"],
+                        text,
+                        len(rows),
+                        g["total"],
+                        False,
+                        first_sent,
+                        now,
+                        keyword_of,
+                    )
+                )
+        return out
+
+    async def _commit_inbound(
+        self,
+        db: aiosqlite.Connection,
+        sender: str,
+        encoding: str,
+        text: str,
+        parts: int,
+        expected: int,
+        complete: bool,
+        sent_at: float | None,
+        now: float,
+        keyword_of: Any,
+    ) -> Inbound:
+        inbound_id = new_id("in")
+        keyword = keyword_of(text) if complete else None
+        await db.execute(
+            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (inbound_id, sender, text, encoding, parts, expected, int(complete), sent_at, now, keyword),
+        )
+        if keyword == "stop":
+            await db.execute(
+                "INSERT OR REPLACE INTO optouts (number, at, keyword) VALUES (?, ?, ?)",
+                (sender, now, text.strip()[:20]),
+            )
+        elif keyword == "start":
+            await db.execute("DELETE FROM optouts WHERE number = ?", (sender,))
+        row = await _one(db, "SELECT * FROM inbound WHERE id = ?", (inbound_id,))
+        assert row is not None  # noqa: S101
+        inbound = _inbound(row)
+        await self._enqueue_webhooks(db, "message.received", inbound_payload(inbound), None, now)
+        return inbound
+
+    async def list_inbound(
+        self, *, since: float | None = None, limit: int = 50, before_seq: int | None = None
+    ) -> list[Inbound]:
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("received_at >= ?")
+            args.append(since)
+        if before_seq is not None:
+            where.append("seq < ?")
+            args.append(before_seq)
+        sql = (
+            "SELECT * FROM inbound"  # noqa: S608  (fixed fragments; values are bound)
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY seq DESC LIMIT ?"
+        )
+        args.append(limit)
+        return [_inbound(r) for r in await _all(self.rdb, sql, args)]
+
+    async def is_opted_out(self, number: str) -> bool:
+        return await _one(self.rdb, "SELECT 1 FROM optouts WHERE number = ?", (number,)) is not None
+
+    # -------------------------------------------------------------- API keys
+    async def create_key(self, name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
+        """A new key: (record, plaintext shown once)."""
+        plaintext = "sgw_" + secrets.token_urlsafe(32)
+        now = time.time()
+        scope_text = ",".join(sorted(set(scopes)))
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT INTO api_keys (name, prefix, hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
+                (name, plaintext[:12], hash_key(plaintext), scope_text, now),
+            )
+            key_id = cur.lastrowid
+        rec = await self.get_key(int(key_id or 0))
+        assert rec is not None  # noqa: S101
+        return rec, plaintext
+
+    async def get_key(self, key_id: int) -> ApiKey | None:
+        row = await _one(self.rdb, "SELECT * FROM api_keys WHERE id = ?", (key_id,))
+        return None if row is None else _key(row)
+
+    async def list_keys(self) -> list[ApiKey]:
+        return [_key(r) for r in await _all(self.rdb, "SELECT * FROM api_keys ORDER BY id", ())]
+
+    async def revoke_key(self, ident: str) -> ApiKey | None:
+        """Revoke by id, name or prefix."""
+        now = time.time()
+        async with self._tx() as db:
+            row = await _one(
+                db,
+                "SELECT * FROM api_keys WHERE (CAST(id AS TEXT) = ? OR name = ? OR prefix = ?) AND revoked_at IS NULL",
+                (ident, ident, ident),
+            )
+            if row is None:
+                return None
+            await db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, row["id"]))
+        return await self.get_key(int(row["id"]))
+
+    async def verify_key(self, plaintext: str) -> ApiKey | None:
+        """The live key with this plaintext, or None (constant-time compare of digests)."""
+        digest = hash_key(plaintext)
+        row = await _one(self.rdb, "SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", (digest,))
+        if row is None or not hmac.compare_digest(row["hash"], digest):
+            return None
+        return _key(row)
+
+    # --------------------------------------------------------------- webhooks
+    async def due_webhooks(self, now: float, limit: int = 20) -> list[OutboxItem]:
+        rows = await _all(
+            self.rdb,
+            "SELECT * FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ? "
+            "ORDER BY id LIMIT ?",
+            (now, limit),
+        )
+        return [
+            OutboxItem(
+                r["id"],
+                r["webhook_id"],
+                r["url"],
+                r["secret"],
+                r["type"],
+                r["payload"],
+                r["created_at"],
+                r["attempts"],
+            )
+            for r in rows
+        ]
+
+    async def next_webhook_due(self) -> float | None:
+        row = await _one(
+            self.rdb,
+            "SELECT min(next_attempt_at) AS t FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
+            (),
+        )
+        return None if row is None or row["t"] is None else float(row["t"])
+
+    async def webhook_result(
+        self, item_id: int, *, ok: bool, error: str = "", next_at: float | None = None
+    ) -> None:
+        now = time.time()
+        async with self._tx() as db:
+            if ok:
+                await db.execute(
+                    "UPDATE webhook_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                    (now, item_id),
+                )
+            elif next_at is None:
+                await db.execute(
+                    "UPDATE webhook_outbox SET abandoned_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+                    (now, error, item_id),
+                )
+            else:
+                await db.execute(
+                    "UPDATE webhook_outbox SET next_attempt_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+                    (next_at, error, item_id),
+                )
+
+    async def webhook_backlog(self) -> int:
+        row = await _one(
+            self.rdb,
+            "SELECT count(*) AS n FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
+            (),
+        )
+        return int(row["n"]) if row else 0
+
+    async def _enqueue_webhooks(
+        self,
+        db: aiosqlite.Connection,
+        event_type: str,
+        data: dict[str, Any],
+        callback: str | None,
+        now: float,
+    ) -> None:
+        targets = [(t.url, t.secret) for t in self._webhooks if event_type in t.events]
+        if callback:
+            targets.append((callback, ""))
+        if targets:
+            self._outbox_pending = True
+        for url, secret in targets:
+            webhook_id = new_id("wh")
+            payload = json.dumps(
+                {"type": event_type, "timestamp": _rfc3339(now), "data": data},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            await db.execute(
+                "INSERT INTO webhook_outbox (webhook_id, url, secret, type, payload, created_at, next_attempt_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (webhook_id, url, secret, event_type, payload, now, now),
+            )
+
+    # ------------------------------------------------------- status and samples
+    async def heartbeat(self, name: str, *, progress: bool, detail: str = "") -> None:
+        """Written every few seconds; the watchdog reads it to know the daemon lives."""
+        now = time.time()
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO heartbeats (name, at, progress_at, detail) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET at = excluded.at, detail = excluded.detail, "
+                "progress_at = CASE WHEN ? THEN excluded.at ELSE heartbeats.progress_at END",
+                (name, now, now if progress else None, detail, int(progress)),
+            )
+
+    async def add_modem_sample(
+        self, modem: str, state: str, registered: bool, signal_dbm: int | None, operator: str
+    ) -> None:
+        now = time.time()
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO modem_samples (at, modem, state, registered, signal_dbm, operator) VALUES (?, ?, ?, ?, ?, ?)",
+                (now, modem, state, int(registered), signal_dbm, operator),
+            )
+            await db.execute("DELETE FROM modem_samples WHERE at < ?", (now - 8 * 86400,))
+
+    async def stats(self) -> Stats:
+        stats = Stats()
+        for status_row in await _all(self.rdb, "SELECT status, count(*) AS n FROM messages GROUP BY status"):
+            stats.by_status[status_row["status"]] = int(status_row["n"])
+        row = await _one(
+            self.rdb,
+            "SELECT min(max(created_at, coalesce(send_at, created_at))) AS t FROM messages "
+            "WHERE status IN ('queued', 'sending')",
+            (),
+        )
+        stats.oldest_queued_at = None if row is None or row["t"] is None else float(row["t"])
+        row = await _one(self.rdb, "SELECT max(submitted_at) AS t FROM parts", ())
+        stats.last_sent_at = None if row is None or row["t"] is None else float(row["t"])
+        row = await _one(self.rdb, "SELECT value FROM counters WHERE name = 'ambiguous_parts'", ())
+        stats.ambiguous_total = int(row["value"]) if row else 0
+        return stats
+
+    async def purge_bodies(self, retention_days: int, idempotency_hours: int) -> int:
+        """Data minimisation: bodies of final messages after retention; metadata and events stay."""
+        now = time.time()
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE messages SET body = NULL WHERE body IS NOT NULL AND status IN ('delivered','undelivered','failed','canceled','sent') "
+                "AND updated_at < ?",
+                (now - retention_days * 86400,),
+            )
+            await db.execute(
+                "UPDATE inbound SET body = NULL WHERE body IS NOT NULL AND received_at < ?",
+                (now - retention_days * 86400,),
+            )
+            await db.execute(
+                "DELETE FROM idempotency WHERE created_at < ?", (now - idempotency_hours * 3600,)
+            )
+            await db.execute(
+                "DELETE FROM webhook_outbox WHERE (delivered_at IS NOT NULL OR abandoned_at IS NOT NULL) AND created_at < ?",
+                (now - retention_days * 86400,),
+            )
+            return cur.rowcount or 0
+
+    # --------------------------------------------------------------- internals
+    async def _get(self, db: aiosqlite.Connection, msg_id: str) -> Message | None:
+        row = await _one(db, "SELECT * FROM messages WHERE id = ?", (msg_id,))
+        if row is None:
+            return None
+        parts = await _all(db, "SELECT * FROM parts WHERE message_id = ? ORDER BY seq", (msg_id,))
+        events = await _all(db, "SELECT * FROM events WHERE message_id = ? ORDER BY id", (msg_id,))
+        return dataclasses.replace(
+            _message(row),
+            parts=tuple(
+                Part(
+                    p["seq"],
+                    p["total"],
+                    PartState(p["status"]),
+                    p["mr"],
+                    p["modem"],
+                    p["submitted_at"],
+                    p["report_status"],
+                    p["report_at"],
+                )
+                for p in parts
+            ),
+            events=tuple(
+                Event(e["at"], e["kind"], e["from_status"], e["to_status"], e["detail"]) for e in events
+            ),
+        )
+
+    async def _transition(
+        self,
+        db: aiosqlite.Connection,
+        msg: Message,
+        new: State,
+        kind: str,
+        detail: str,
+        now: float,
+        *,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        check(msg.status, new)
+        sets = ["status = ?", "updated_at = ?"]
+        args: list[Any] = [new.value, now]
+        if new is State.SENT:
+            sets.append("sent_at = ?")
+            args.append(now)
+        if new is State.DELIVERED:
+            sets.append("delivered_at = ?")
+            args.append(now)
+        if new in FINAL:
+            sets.append("final_at = ?")
+            args.append(now)
+        if error is not None:
+            sets += ["error_code = ?", "error_message = ?"]
+            args += list(error)
+        args.append(msg.id)
+        await db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", args)  # noqa: S608  (fixed column names)
+        await self._event(db, msg.id, kind, msg.status, new, detail, now)
+        updated = await self._get(db, msg.id)
+        assert updated is not None  # noqa: S101
+        await self._notify(db, updated, now)
+
+    async def _event(
+        self,
+        db: aiosqlite.Connection,
+        msg_id: str,
+        kind: str,
+        old: State | None,
+        new: State | None,
+        detail: str,
+        now: float,
+    ) -> None:
+        await db.execute(
+            "INSERT INTO events (message_id, at, kind, from_status, to_status, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (msg_id, now, kind, old.value if old else None, new.value if new else None, detail),
+        )
+
+    async def _notify(self, db: aiosqlite.Connection, msg: Message, now: float) -> None:
+        await self._enqueue_webhooks(db, "message.status", status_payload(msg), msg.status_callback, now)
+
+
+# ------------------------------------------------------------------- helpers
+async def _all(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    cur = await db.execute(sql, args)
+    return list(await cur.fetchall())
+
+
+async def _one(db: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> sqlite3.Row | None:
+    cur = await db.execute(sql, args)
+    row: sqlite3.Row | None = await cur.fetchone()
+    return row
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _message(r: sqlite3.Row) -> Message:
+    return Message(
+        seq=r["seq"],
+        id=r["id"],
+        to=r["to_number"],
+        body=r["body"],
+        encoding=r["encoding"],
+        segments=r["segments"],
+        priority=Priority(r["priority"]),
+        status=State(r["status"]),
+        attempts=r["attempts"],
+        error_code=r["error_code"],
+        error_message=r["error_message"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        send_at=r["send_at"],
+        not_before=r["not_before"],
+        expires_at=r["expires_at"],
+        sent_at=r["sent_at"],
+        delivered_at=r["delivered_at"],
+        report_expired=bool(r["report_expired"]),
+        concat_ref=r["concat_ref"],
+        modem=r["modem"],
+        held=bool(r["held"]),
+        ambiguous=r["ambiguous"],
+        status_callback=r["status_callback"],
+        metadata=json.loads(r["metadata"]) if r["metadata"] else None,
+        delay_reason=r["delay_reason"],
+        key_id=r["key_id"],
+    )
+
+
+def _inbound(r: sqlite3.Row) -> Inbound:
+    return Inbound(
+        seq=r["seq"],
+        id=r["id"],
+        from_number=r["from_number"],
+        body=r["body"],
+        encoding=r["encoding"],
+        parts=r["parts"],
+        parts_expected=r["parts_expected"],
+        complete=bool(r["complete"]),
+        sent_at=r["sent_at"],
+        received_at=r["received_at"],
+        keyword=r["keyword"],
+    )
+
+
+def _key(r: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        id=r["id"],
+        name=r["name"],
+        prefix=r["prefix"],
+        scopes=frozenset(s for s in r["scopes"].split(",") if s),
+        created_at=r["created_at"],
+        revoked_at=r["revoked_at"],
+        last_used_at=r["last_used_at"],
+    )
+
+
+def _rfc3339(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+def rfc3339(t: float | None) -> str | None:
+    """Unix time as RFC 3339 UTC with milliseconds."""
+    return _rfc3339(t)
+
+
+def status_payload(msg: Message) -> dict[str, Any]:
+    """The `data` of a message.status webhook."""
+    return {
+        "id": msg.id,
+        "to": msg.to,
+        "status": msg.status.value,
+        "segments": msg.segments,
+        "attempts": msg.attempts,
+        "error": {"code": msg.error_code, "message": msg.error_message} if msg.error_code else None,
+        "updated_at": _rfc3339(msg.updated_at),
+        "sent_at": _rfc3339(msg.sent_at),
+        "delivered_at": _rfc3339(msg.delivered_at),
+        "metadata": msg.metadata,
+    }
+
+
+def inbound_payload(inbound: Inbound) -> dict[str, Any]:
+    """The `data` of a message.received webhook, and the API's inbound object."""
+    return {
+        "id": inbound.id,
+        "from": inbound.from_number,
+        "body": inbound.body,
+        "encoding": inbound.encoding,
+        "parts": inbound.parts,
+        "parts_expected": inbound.parts_expected,
+        "complete": inbound.complete,
+        "keyword": inbound.keyword,
+        "sent_at": _rfc3339(inbound.sent_at),
+        "received_at": _rfc3339(inbound.received_at),
+    }
+
+
+def disk_free_bytes(path: str) -> int:
+    """Free bytes on the ledger's filesystem."""
+    st = os.statvfs(Path(path).parent if path != ":memory:" else ".")
+    return st.f_bavail * st.f_frsize

@@ -1,0 +1,368 @@
+"""Request parsing and validation: untrusted JSON in, a `NewMessage` (or an `ApiError`) out.
+
+Every check names the field at fault, so that a LAN app's developer can fix the
+request from the error alone. Nothing here touches the ledger or the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import phonenumbers
+
+from appliance.config import Config
+from appliance.states import Priority
+from appliance.store import NewMessage
+from modem.pdu import segment_text
+
+MAX_SCHEDULE_AHEAD_S = 30 * 86400  # a send_at further out is almost surely a units or year mistake
+MIN_VALIDITY_S = 60
+MAX_VALIDITY_S = 7 * 86400  # TS 23.040 relative validity tops out near 63 weeks; carriers keep ~7 days
+MAX_METADATA_BYTES = 4096
+MAX_URL_CHARS = 2048
+MAX_IDEMPOTENCY_KEY_CHARS = 255  # Stripe's limit, widely copied
+MAX_NUMBER_CHARS = 64
+MAX_SEGMENTS = 255  # the concatenation header counts parts in one octet
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+
+PRIORITIES = {"high": Priority.HIGH, "normal": Priority.NORMAL, "bulk": Priority.BULK}
+SEND_FIELDS = frozenset(
+    {"to", "body", "idempotency_key", "send_at", "validity_s", "priority", "status_callback", "metadata"}
+)
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
+_NUMBER_CHARS = re.compile(r"[0-9+\-(). /]+")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
+_DIGITS = re.compile(r"[0-9]{1,9}")  # str.isdigit() also accepts "²", which int() refuses
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, snake_case code and a sentence for the developer."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def invalid(field: str, message: str) -> ApiError:
+    """422 invalid_field naming the field."""
+    return ApiError(422, "invalid_field", f"{field}: {message}")
+
+
+# ------------------------------------------------------------------- documents
+def parse_json(raw: bytes) -> Any:
+    """Bytes of a request body -> a JSON value; 400 invalid_json when it is not strict JSON."""
+
+    def _no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        # Lone surrogates ("\ud800") parse but cannot be stored or sent: refuse them here.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeError:
+        raise ApiError(400, "invalid_json", "the request body is not valid UTF-8 JSON text") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the request body nests too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    return doc
+
+
+def parse_send_request(
+    doc: Any, *, header_key: str | None, config: Config, now: float | None = None
+) -> NewMessage:
+    """A POST /api/v1/messages document -> NewMessage; raises ApiError naming the field at fault."""
+    now = time.time() if now is None else now
+    if not isinstance(doc, dict):
+        raise ApiError(
+            400, "invalid_request", f"the request body must be a JSON object, not {_json_type(doc)}"
+        )
+    for name in doc:
+        if name not in SEND_FIELDS:
+            raise ApiError(
+                422,
+                "unknown_field",
+                f"{name}: unknown field (allowed: {', '.join(sorted(SEND_FIELDS))})",
+            )
+    for name in ("to", "body"):
+        if name not in doc:
+            raise ApiError(422, "missing_field", f"{name}: this field is required")
+    to_raw = doc["to"]
+    if not isinstance(to_raw, str):
+        raise invalid("to", f"expected a phone number as a string, got {_json_type(to_raw)}")
+    to = parse_number(to_raw, config.gateway.default_region, field="to")
+    body = parse_body(doc["body"], max_chars=config.api.max_text_chars)
+    segmentation = segment_text(body)
+    if len(segmentation.parts) > MAX_SEGMENTS:
+        raise ApiError(
+            422,
+            "body_too_long",
+            f"body: needs {len(segmentation.parts)} SMS segments, at most {MAX_SEGMENTS}",
+        )
+    send_at = _optional(doc, "send_at")
+    validity_s = _optional(doc, "validity_s")
+    priority = _optional(doc, "priority")
+    callback = _optional(doc, "status_callback")
+    metadata = _optional(doc, "metadata")
+    return NewMessage(
+        to=to,
+        body=body,
+        encoding=segmentation.encoding.value,
+        segments=len(segmentation.parts),
+        priority=Priority.NORMAL if priority is None else parse_priority(priority),
+        send_at=None if send_at is None else parse_send_at(send_at, now=now),
+        validity_s=config.dispatcher.default_validity_s if validity_s is None else parse_validity(validity_s),
+        status_callback=None if callback is None else parse_callback(callback),
+        metadata=None if metadata is None else parse_metadata(metadata),
+        idempotency_key=merge_idempotency_keys(_optional(doc, "idempotency_key"), header_key),
+    )
+
+
+# ---------------------------------------------------------------------- fields
+def parse_number(text: str, region: str, *, field: str = "to") -> str:
+    """A phone number as a person would type it -> E.164; national numbers are read in `region`."""
+    candidate = text.strip()
+    if not candidate:
+        raise ApiError(422, "invalid_number", f"{field}: empty phone number")
+    if len(candidate) > MAX_NUMBER_CHARS or not _NUMBER_CHARS.fullmatch(candidate):
+        raise ApiError(
+            422,
+            "invalid_number",
+            f"{field}: {text[:MAX_NUMBER_CHARS]!r} is not a phone number (digits, optionally a leading +)",
+        )
+    try:
+        number = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ApiError(
+            422, "invalid_number", f"{field}: {candidate!r} is not a phone number ({exc})"
+        ) from None
+    if not phonenumbers.is_possible_number(number):
+        raise ApiError(
+            422,
+            "invalid_number",
+            f"{field}: {candidate!r} cannot be a phone number (wrong length); "
+            f"use E.164 such as +4915112345678, or a national number of region {region}",
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_body(value: Any, *, max_chars: int) -> str:
+    """The text to send: a non-empty string of at most max_chars characters."""
+    if not isinstance(value, str):
+        raise invalid("body", f"expected a string, got {_json_type(value)}")
+    if not value.strip():
+        raise ApiError(422, "empty_body", "body: the text to send is empty")
+    if len(value) > max_chars:
+        raise ApiError(422, "body_too_long", f"body: {len(value)} characters, the limit is {max_chars}")
+    return value
+
+
+def parse_rfc3339(value: str) -> float:
+    """RFC 3339 date-time with a time zone -> Unix time; ValueError otherwise."""
+    if not _RFC3339.fullmatch(value):
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time with a time zone")
+    text = value[:10] + "T" + value[11:]
+    if text[-1] in "Zz":
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"{value!r} is not a valid date-time: {exc}") from None
+
+
+def parse_send_at(value: Any, *, now: float) -> float:
+    """When to send: RFC 3339 with a zone; the past means now; at most 30 days ahead."""
+    if not isinstance(value, str):
+        raise ApiError(
+            422, "invalid_send_at", f"send_at: expected an RFC 3339 string, got {_json_type(value)}"
+        )
+    try:
+        when = parse_rfc3339(value)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_send_at", f"send_at: {exc} (for example 2030-01-31T08:00:00Z)") from None
+    if when > now + MAX_SCHEDULE_AHEAD_S:
+        raise ApiError(
+            422,
+            "invalid_send_at",
+            f"send_at: {value} is more than {MAX_SCHEDULE_AHEAD_S // 86400} days ahead",
+        )
+    return when
+
+
+def parse_validity(value: Any) -> int:
+    """Seconds the message may wait to be sent (and the network may keep it)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise invalid("validity_s", f"expected a whole number of seconds, got {_json_type(value)}")
+    if not MIN_VALIDITY_S <= value <= MAX_VALIDITY_S:
+        raise invalid("validity_s", f"{value} is outside {MIN_VALIDITY_S}..{MAX_VALIDITY_S} seconds")
+    return value
+
+
+def parse_priority(value: Any) -> Priority:
+    if not isinstance(value, str) or value not in PRIORITIES:
+        shown = repr(value) if isinstance(value, str) else _json_type(value)
+        raise invalid("priority", f"expected one of {', '.join(PRIORITIES)}, got {shown}")
+    return PRIORITIES[value]
+
+
+def parse_callback(value: Any) -> str:
+    """A per-message status webhook: an absolute http(s) URL."""
+    if not isinstance(value, str):
+        raise invalid("status_callback", f"expected a URL string, got {_json_type(value)}")
+    if len(value) > MAX_URL_CHARS or not _PRINTABLE_ASCII.fullmatch(value) or " " in value:
+        raise invalid("status_callback", "expected an http:// or https:// URL without spaces")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise invalid("status_callback", f"{value!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise invalid("status_callback", f"{value!r} is not an http:// or https:// URL with a host")
+    return value
+
+
+def parse_metadata(value: Any) -> dict[str, Any]:
+    """Caller's own data, returned with the message and its webhooks: a JSON object, capped."""
+    if not isinstance(value, dict):
+        raise invalid("metadata", f"expected a JSON object, got {_json_type(value)}")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise invalid("metadata", f"{size} bytes as JSON, the limit is {MAX_METADATA_BYTES}")
+    return value
+
+
+def parse_idempotency_header(value: str) -> str:
+    """`Idempotency-Key` as an sf-string ("...", RFC 8941 3.3.3) or, leniently, a bare token."""
+    if value.startswith('"'):
+        out: list[str] = []
+        i = 1
+        while i < len(value):
+            ch = value[i]
+            if ch == "\\":
+                if i + 1 >= len(value) or value[i + 1] not in '"\\':
+                    raise invalid("Idempotency-Key", "bad escape in the quoted string")
+                out.append(value[i + 1])
+                i += 2
+                continue
+            if ch == '"':
+                if i != len(value) - 1:
+                    raise invalid("Idempotency-Key", "text after the closing quote")
+                return check_idempotency_key("".join(out), field="Idempotency-Key")
+            out.append(ch)
+            i += 1
+        raise invalid("Idempotency-Key", "the quoted string is not closed")
+    return check_idempotency_key(value.strip(), field="Idempotency-Key")
+
+
+def check_idempotency_key(value: Any, *, field: str = "idempotency_key") -> str:
+    if not isinstance(value, str):
+        raise invalid(field, f"expected a string, got {_json_type(value)}")
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not _PRINTABLE_ASCII.fullmatch(value):
+        raise invalid(field, f"expected 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters")
+    return value
+
+
+def merge_idempotency_keys(body_value: Any, header_key: str | None) -> str | None:
+    """The request's key from the body or the header; both given must agree."""
+    body_key = None if body_value is None else check_idempotency_key(body_value)
+    if body_key is not None and header_key is not None and body_key != header_key:
+        raise invalid("idempotency_key", "differs from the Idempotency-Key header; send one key")
+    return body_key if body_key is not None else header_key
+
+
+# ------------------------------------------------------------- list parameters
+def parse_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_PAGE
+    if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= MAX_PAGE:
+        raise ApiError(
+            422, "invalid_parameter", f"limit: expected a whole number from 1 to {MAX_PAGE}, got {value!r}"
+        )
+    return int(value)
+
+
+def encode_cursor(seq: int) -> str:
+    """Opaque continuation token naming the last row returned."""
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        text = ""
+    prefix, _, number = text.partition(":")
+    if prefix != "v1" or not re.fullmatch(r"[0-9]{1,18}", number):
+        raise ApiError(
+            422, "invalid_cursor", "cursor: not a cursor this API returned (pass next_cursor unchanged)"
+        )
+    return int(number)
+
+
+def parse_content_length(value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,30}", value.strip()):
+        raise ApiError(400, "invalid_request", "the Content-Length header is not a number")
+    return int(value)
+
+
+def check_query(params: Iterable[str], allowed: Iterable[str]) -> None:
+    """Unknown query parameters are refused: a typo must not silently widen a listing."""
+    known = set(allowed)
+    for name in params:
+        if name not in known:
+            raise ApiError(
+                422,
+                "unknown_parameter",
+                f"{name}: unknown query parameter (allowed: {', '.join(sorted(known))})",
+            )
+
+
+# ---------------------------------------------------------------------- inbound
+def keyword_of(text: str, stop: Iterable[str], start: Iterable[str]) -> str | None:
+    """'stop' or 'start' when the whole message is one such keyword (CTIA style), else None."""
+    word = text.strip().strip(".!").strip().upper()
+    if word in {k.upper() for k in stop}:
+        return "stop"
+    if word in {k.upper() for k in start}:
+        return "start"
+    return None
+
+
+def _optional(doc: dict[str, Any], name: str) -> Any:
+    """A field's value, None when absent or JSON null."""
+    return doc.get(name)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
