@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from modem.errors import PduError
 from modem.pdu.address import Address
-from modem.pdu.fields import Reader, as_octets, check_octet, decode_timestamp, encode_timestamp
+from modem.pdu.fields import Reader, TpduFraming, check_octet, decode_timestamp, encode_timestamp
 from modem.pdu.udh import (
     Concat,
     Encoding,
@@ -26,7 +26,7 @@ MTI_DELIVER = 0x00
 
 
 @dataclass(frozen=True)
-class Deliver:
+class Deliver(TpduFraming):
     """An SMS-DELIVER. `user_data` is the raw data after the UDH (GSM-7 codes, UTF-16BE or 8-bit octets).
 
     Give `text` or `user_data`; the other is derived. When both are given, `encode()` uses `user_data`.
@@ -77,26 +77,6 @@ class Deliver:
         out += encode_timestamp(self.scts)
         _udhi, ud = encode_user_data(self.user_data, self.encoding, join_concat(self.concat, self.extra_ies))
         return bytes(out + ud)
-
-    def encode(self) -> bytes:
-        """SMSC field + TPDU, as +CMT/+CMGR print it."""
-        return (self.smsc.encode_smsc() if self.smsc else b"\x00") + self.encode_tpdu()
-
-    def hex(self) -> str:
-        """Upper-case hex of `encode()`."""
-        return self.encode().hex().upper()
-
-    @property
-    def tpdu_length(self) -> int:
-        """Octets after the SMSC field (the <length> of +CMT/+CMGR)."""
-        return len(self.encode_tpdu())
-
-    @classmethod
-    def decode(cls, data: str | bytes, *, smsc: bool = True) -> Deliver:
-        """Parse octets (or hex) of an SMS-DELIVER; `smsc=False` when there is no SMSC field."""
-        reader = Reader(as_octets(data))
-        address = Address.decode_smsc(reader) if smsc else None
-        return cls.read(reader, address)
 
     @classmethod
     def read(cls, reader: Reader, smsc: Address | None) -> Deliver:

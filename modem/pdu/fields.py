@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING, Self
 
 from modem.errors import PduError
+
+if TYPE_CHECKING:
+    from modem.pdu.address import Address
 
 
 class Reader:
@@ -118,3 +122,41 @@ def check_octet(value: int, what: str) -> None:
     """PduError unless 0 <= value <= 255."""
     if not 0 <= value <= 0xFF:
         raise PduError(f"{what} must be 0..255, not {value}")
+
+
+class TpduFraming:
+    """SMSC field + TPDU framing shared by SUBMIT, DELIVER and STATUS-REPORT.
+
+    Subclasses provide `smsc`, `encode_tpdu()` and `read(reader, smsc)`.
+    """
+
+    smsc: Address | None
+
+    def encode_tpdu(self) -> bytes:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        """SMSC field + TPDU, as written after the AT+CMGS prompt or printed by +CMT/+CDS/+CMGR."""
+        return (self.smsc.encode_smsc() if self.smsc else b"\x00") + self.encode_tpdu()
+
+    def hex(self) -> str:
+        """Upper-case hex of `encode()`."""
+        return self.encode().hex().upper()
+
+    @property
+    def tpdu_length(self) -> int:
+        """Octets after the SMSC field: the <n> of AT+CMGS=<n>, the <length> of +CMT/+CDS/+CMGR."""
+        return len(self.encode_tpdu())
+
+    @classmethod
+    def decode(cls, data: str | bytes, *, smsc: bool = True) -> Self:
+        """Parse octets (or hex); `smsc=False` when there is no SMSC field."""
+        from modem.pdu.address import Address  # noqa: PLC0415  (address imports this module)
+
+        reader = Reader(as_octets(data))
+        address = Address.decode_smsc(reader) if smsc else None
+        return cls.read(reader, address)
+
+    @classmethod
+    def read(cls, reader: Reader, smsc: Address | None) -> Self:
+        raise NotImplementedError

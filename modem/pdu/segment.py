@@ -25,11 +25,23 @@ class Segmentation:
     parts: tuple[str, ...]
 
 
-def segment_text(text: str) -> Segmentation:
-    """Split text as it will be sent: GSM-7 when it fits the alphabet, else UCS-2; never splits an escape or a surrogate pair."""
-    if gsm7.is_gsm7(text):
-        return Segmentation(Encoding.GSM7, _split(text, gsm7.char_septets, GSM7_SINGLE, GSM7_PART))
-    return Segmentation(Encoding.UCS2, _split(text, ucs2.char_units, UCS2_SINGLE, UCS2_PART))
+def segment_text(text: str, *, encoding: Encoding | None = None, concat_bits: int = 8) -> Segmentation:
+    """Split text as it will be sent; never splits an escape or a surrogate pair.
+
+    The alphabet is GSM-7 when the text fits it, else UCS-2, unless `encoding` forces one
+    (GSM-7 forced on a text outside it raises ValueError). `concat_bits=16` plans for the
+    16-bit reference IE, one octet longer (9.2.3.24.8): 152 septets or 66 units a part.
+    """
+    fits_gsm7 = gsm7.is_gsm7(text)
+    chosen = encoding or (Encoding.GSM7 if fits_gsm7 else Encoding.UCS2)
+    longer_udh = 1 if concat_bits == 16 else 0
+    if chosen is Encoding.GSM7:
+        if not fits_gsm7:
+            raise ValueError("text has characters outside the GSM 7-bit alphabet")
+        return Segmentation(chosen, _split(text, gsm7.char_septets, GSM7_SINGLE, GSM7_PART - longer_udh))
+    if chosen is Encoding.UCS2:
+        return Segmentation(chosen, _split(text, ucs2.char_units, UCS2_SINGLE, UCS2_PART - longer_udh))
+    raise ValueError("8-bit data cannot be segmented as text")
 
 
 def count_segments(text: str) -> int:

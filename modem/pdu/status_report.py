@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from modem.errors import PduError
 from modem.pdu.address import Address
-from modem.pdu.fields import Reader, as_octets, check_octet, decode_timestamp, encode_timestamp
+from modem.pdu.fields import Reader, TpduFraming, check_octet, decode_timestamp, encode_timestamp
 from modem.pdu.udh import (
     Encoding,
     InformationElement,
@@ -112,7 +112,7 @@ class TpStatus(int):
 
 
 @dataclass(frozen=True)
-class StatusReport:
+class StatusReport(TpduFraming):
     """An SMS-STATUS-REPORT; the optional TP-PI/PID/DCS/UD tail is parsed when present."""
 
     mr: int
@@ -202,26 +202,6 @@ class StatusReport:
             _udhi, ud = encode_user_data(text_to_units(self.text, encoding), encoding, self.extra_ies)
             out += ud
         return bytes(out)
-
-    def encode(self) -> bytes:
-        """SMSC field + TPDU, as +CDS/+CMGR print it."""
-        return (self.smsc.encode_smsc() if self.smsc else b"\x00") + self.encode_tpdu()
-
-    def hex(self) -> str:
-        """Upper-case hex of `encode()`."""
-        return self.encode().hex().upper()
-
-    @property
-    def tpdu_length(self) -> int:
-        """Octets after the SMSC field (the <length> of +CDS/+CMGR)."""
-        return len(self.encode_tpdu())
-
-    @classmethod
-    def decode(cls, data: str | bytes, *, smsc: bool = True) -> StatusReport:
-        """Parse octets (or hex) of an SMS-STATUS-REPORT; `smsc=False` when there is no SMSC field."""
-        reader = Reader(as_octets(data))
-        address = Address.decode_smsc(reader) if smsc else None
-        return cls.read(reader, address)
 
     @classmethod
     def read(cls, reader: Reader, smsc: Address | None) -> StatusReport:

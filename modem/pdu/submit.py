@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from modem.errors import PduError
 from modem.pdu.address import Address
-from modem.pdu.fields import Reader, as_octets, check_octet, decode_timestamp, encode_timestamp
+from modem.pdu.fields import Reader, TpduFraming, check_octet, decode_timestamp, encode_timestamp
 from modem.pdu.udh import (
     Concat,
     Encoding,
@@ -28,7 +28,7 @@ VPF_NONE, VPF_ENHANCED, VPF_RELATIVE, VPF_ABSOLUTE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
-class Submit:
+class Submit(TpduFraming):
     """An SMS-SUBMIT; `encode()` gives SMSC field + TPDU, `tpdu_length` the <n> of AT+CMGS."""
 
     destination: Address
@@ -109,26 +109,6 @@ class Submit:
             out += self.validity_enhanced
         _udhi, ud = encode_user_data(self.user_data, self.encoding, join_concat(self.concat, self.extra_ies))
         return bytes(out + ud)
-
-    def encode(self) -> bytes:
-        """SMSC field + TPDU, as written after the AT+CMGS prompt."""
-        return (self.smsc.encode_smsc() if self.smsc else b"\x00") + self.encode_tpdu()
-
-    def hex(self) -> str:
-        """Upper-case hex of `encode()`."""
-        return self.encode().hex().upper()
-
-    @property
-    def tpdu_length(self) -> int:
-        """Octets after the SMSC field: the <n> of AT+CMGS=<n>."""
-        return len(self.encode_tpdu())
-
-    @classmethod
-    def decode(cls, data: str | bytes, *, smsc: bool = True) -> Submit:
-        """Parse octets (or hex) of an SMS-SUBMIT; `smsc=False` when there is no SMSC field."""
-        reader = Reader(as_octets(data))
-        address = Address.decode_smsc(reader) if smsc else None
-        return cls.read(reader, address)
 
     @classmethod
     def read(cls, reader: Reader, smsc: Address | None) -> Submit:

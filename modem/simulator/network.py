@@ -27,11 +27,8 @@ from modem.pdu import (
     Encoding,
     StatusReport,
     Submit,
-    gsm7,
     join_user_data,
-    segment,
     segment_text,
-    ucs2,
 )
 
 Order = Literal["in", "reverse", "shuffle"]
@@ -453,35 +450,9 @@ class Network:
 
 
 def _segments(text: str, forced: Encoding | None, concat_bits: int) -> tuple[Encoding, tuple[str, ...]]:
-    """The codec's segmentation. Where it does not apply (a forced alphabet other than its
-    choice, or 16-bit references whose UDH is one octet longer) the text is split with the
-    codec's own per-character costs."""
-    auto = segment_text(text)
-    encoding = auto.encoding if forced is None else forced
-    if encoding == auto.encoding and (len(auto.parts) == 1 or concat_bits == 8):
-        return auto.encoding, auto.parts
-    if encoding == Encoding.UCS2:
-        cost, single, per_part = ucs2.char_units, segment.UCS2_SINGLE, segment.UCS2_PART
-    elif encoding == Encoding.GSM7:
-        if auto.encoding != Encoding.GSM7:
-            raise ValueError("text has characters outside the GSM 7-bit alphabet")
-        cost, single, per_part = gsm7.char_septets, segment.GSM7_SINGLE, segment.GSM7_PART
-    else:
-        raise ValueError("8-bit data cannot be injected as text")
-    if concat_bits == 16:
-        per_part -= 1  # TS 23.040 9.2.3.24.8: the 16-bit reference IE is one octet longer
-    costs = [cost(char) for char in text]
-    if sum(costs) <= single:
-        return encoding, (text,)
-    parts: list[str] = []
-    start = used = 0
-    for index, units in enumerate(costs):
-        if used + units > per_part:
-            parts.append(text[start:index])
-            start, used = index, 0
-        used += units
-    parts.append(text[start:])
-    return encoding, tuple(parts)
+    """The codec's segmentation, for a forced alphabet and 8- or 16-bit references."""
+    seg = segment_text(text, encoding=forced, concat_bits=concat_bits)
+    return seg.encoding, seg.parts
 
 
 def _has_loop() -> bool:

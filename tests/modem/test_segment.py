@@ -93,3 +93,22 @@ def test_single_segment_has_no_concat():
     assert submit.concat is None
     assert submit.destination.toa == 129
     assert submit.hex() == "0021000A8180920200000000" + "05E8329BFD06"
+
+
+def test_16_bit_references_leave_one_octet_less_per_part() -> None:
+    """TS 23.040 9.2.3.24.8: the 16-bit reference IE is 4 octets, so parts hold 152 septets / 66 units."""
+    assert [len(p) for p in segment_text("a" * 305, concat_bits=16).parts] == [152, 152, 1]
+    assert [len(p) for p in segment_text("ж" * 133, concat_bits=16).parts] == [66, 66, 1]
+    for text in ("b" * 400, "Ünï 😀 " * 40):
+        for part in segment_text(text, concat_bits=16).parts:
+            if segment_text(text).encoding is Encoding.GSM7:
+                assert septet_count(part) <= 152
+            else:
+                assert len(part.encode("utf-16-be")) <= 132
+
+
+def test_forced_alphabet() -> None:
+    assert segment_text("plain", encoding=Encoding.UCS2).encoding is Encoding.UCS2
+    assert [len(p) for p in segment_text("x" * 71, encoding=Encoding.UCS2).parts] == [67, 4]
+    with pytest.raises(ValueError, match="GSM 7-bit"):
+        segment_text("Привет", encoding=Encoding.GSM7)
