@@ -40,6 +40,7 @@ test: system-deps venv lint
 	$(BIN)/pytest -q
 
 bench: system-deps venv
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || echo "wrk missing: sudo apt-get install wrk"
 	$(BIN)/python -m tests.benchmarks
 
 clean:

@@ -246,8 +246,9 @@ def _check(config: Config) -> None:
             raise ConfigError(f"{where}.pin: a SIM PIN is 4 to 8 digits")
         if modem.baudrate <= 0:
             raise ConfigError(f"{where}.baudrate: must be positive")
-        if modem.rate_per_minute <= 0:
-            raise ConfigError(f"{where}.rate_per_minute: must be positive")
+        for name in ("rate_per_minute", "command_timeout_s", "submit_timeout_s"):
+            if getattr(modem, name) <= 0:
+                raise ConfigError(f"{where}.{name}: must be positive")
     ports = [m.port for m in config.modems if m.port != "sim"]
     if len(set(ports)) != len(ports):
         raise ConfigError("modems: two modems share one port")
@@ -260,6 +261,9 @@ def _check(config: Config) -> None:
         )
     if config.dispatcher.max_attempts < 1:
         raise ConfigError("dispatcher.max_attempts: must be at least 1")
+    for name in ("per_recipient_per_minute", "backoff_base_s", "backoff_max_s", "report_timeout_s"):
+        if getattr(config.dispatcher, name) <= 0:
+            raise ConfigError(f"dispatcher.{name}: must be positive")
     for i, number in enumerate(config.watchdog.oncall):
         if not re.fullmatch(r"\+[1-9]\d{6,14}", number):
             raise ConfigError(
@@ -281,6 +285,9 @@ def _apply_env(raw: dict[str, Any], env: typing.Mapping[str, str]) -> None:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
             value = text  # bare strings need no quotes in the environment
+        cls = _SECTIONS.get(section)
+        if cls is not None and typing.get_type_hints(cls).get(key) is str and not isinstance(value, str):
+            value = text  # a string key keeps the text as written: SMSGW_MODEM__PIN=1234 is "1234"
         if section == "modem" and "modems" in raw:
             raise ConfigError(f"{name}: the file uses [[modems]]; override those in the file")
         table = raw.setdefault(section, {})

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class Gateway:
 
     # ------------------------------------------------------------ GatewayView
     def modems(self) -> list[dict[str, Any]]:
+        workers = {w.name: w for w in self.dispatcher.workers}
         out = []
         for name, cfg, modem in self.modem_list:
             info = modem.info
@@ -103,6 +104,10 @@ class Gateway:
                     "reopens": info.reopens,
                     "resets": info.resets,
                     "sent_parts": modem.sent_parts,
+                    # Set aside after repeated failures: the others carry on meanwhile.
+                    "set_aside_s": round(max(0.0, workers[name].set_aside_until - time.monotonic()), 1)
+                    if name in workers
+                    else 0.0,
                 }
             )
         return out
@@ -183,9 +188,9 @@ class Gateway:
             serving = tg.create_task(self.server.serve(sockets=[sock]), name="http")
             tasks = [
                 tg.create_task(self.dispatcher.run(), name="dispatcher"),
-                tg.create_task(self._relay(), name="webhooks"),
-                tg.create_task(self._maintenance(), name="maintenance"),
-                tg.create_task(self._heartbeat(), name="heartbeat"),
+                tg.create_task(_forever("webhooks", self._relay), name="webhooks"),
+                tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
+                tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
             ]
             await self._until_serving(serving)
             self.notifier.ready(await self._status_line())
@@ -204,7 +209,9 @@ class Gateway:
         host, _, port = self.config.api.listen.rpartition(":")
         host = host.strip("[]")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+        # and without it Nagle + delayed ACK add 40 ms to every response.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, int(port)))
@@ -342,13 +349,25 @@ class Gateway:
                     time.monotonic() - self.dispatcher.last_progress,
                 )
             self.notifier.status(await self._status_line())
-            await asyncio.sleep(HEARTBEAT_S)
+            # systemd restarts the service when WATCHDOG=1 is later than WATCHDOG_USEC: ping at
+            # the interval the notifier derived from it (half) when that is shorter.
+            await asyncio.sleep(min(HEARTBEAT_S, self.notifier.watchdog_interval_s or HEARTBEAT_S))
 
     async def _status_line(self) -> str:
         stats = await self.store.stats()
         depth = sum(stats.by_status.get(s, 0) for s in ("queued", "scheduled", "sending"))
         modems = ", ".join(f"{n} {m.state.value}" for n, _c, m in self.modem_list)
         return f"queue {depth}; {modems}"
+
+
+async def _forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run a background loop; if it fails, log why and start it again (the daemon lives on)."""
+    while True:
+        try:
+            await loop()
+        except Exception:
+            _LOGGER.exception("%s failed; restarting it in 1 s", name)
+        await asyncio.sleep(1.0)
 
 
 def serve(config: Config) -> int:

@@ -171,6 +171,12 @@ def judge(
             else:
                 down.append(f"Modem {name} is {what}.")
             continue
+        set_aside = modem.get("set_aside_s") or 0
+        if set_aside > 0:
+            degraded.append(
+                f"Modem {name} failed repeatedly and is set aside for {set_aside:.0f} s more"
+                f"{': the others carry the load' if len(ready) > 1 else ''}."
+            )
         dbm = (modem.get("signal") or {}).get("dbm")
         if isinstance(dbm, int | float) and dbm < WEAK_SIGNAL_DBM:
             degraded.append(f"Modem {name} has a weak signal ({dbm} dBm): sends may time out.")

@@ -152,7 +152,7 @@ def parse_number(text: str, region: str, *, field: str = "to") -> str:
         raise ApiError(
             422, "invalid_number", f"{field}: {candidate!r} is not a phone number ({exc})"
         ) from None
-    if not phonenumbers.is_possible_number(number):
+    if not phonenumbers.is_possible_number(number) or not _possible_subscriber(number):
         raise ApiError(
             422,
             "invalid_number",
@@ -160,6 +160,20 @@ def parse_number(text: str, region: str, *, field: str = "to") -> str:
             f"use E.164 such as +4915112345678, or a national number of region {region}",
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _possible_subscriber(number: phonenumbers.PhoneNumber) -> bool:
+    """A length some phone could have: not "12" read as +4912 (a bare possible-length check allows it)."""
+    # IS_POSSIBLE_LOCAL_ONLY (dialable only inside an area code) is not enough for SMS.
+    return any(
+        phonenumbers.is_possible_number_for_type_with_reason(number, kind)
+        == phonenumbers.ValidationResult.IS_POSSIBLE
+        for kind in (
+            phonenumbers.PhoneNumberType.MOBILE,
+            phonenumbers.PhoneNumberType.FIXED_LINE,
+            phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        )
+    )
 
 
 def parse_body(value: Any, *, max_chars: int) -> str:

@@ -293,11 +293,11 @@ class AtEngine:
                     waiters: set[asyncio.Future[object]] = {pending.prompt, pending.future}  # type: ignore[arg-type]
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             except TimeoutError:
-                self._abort_input()
+                self.abort_input()
                 self._finish(pending)
                 raise AtTimeout(command, prompt_timeout_s, pending.lines) from None
             except BaseException:
-                self._abort_input()
+                self.abort_input()
                 self._finish(pending)
                 raise
             finally:
@@ -355,8 +355,12 @@ class AtEngine:
         elif not pending.future.cancelled():
             pending.future.exception()  # mark retrieved
 
-    def _abort_input(self) -> None:
-        # ESC leaves text-input mode without sending (27.005 §3.5.1); CR flushes the line.
+    def abort_input(self) -> None:
+        """Leave a half-open `> ` input left by a previous client (ESC, as Gammu does before retrying).
+
+        ESC ends text input without sending (27.005 §3.5.1) and CR flushes the command line;
+        its stray OK is swallowed by the resync before the next command.
+        """
         with contextlib.suppress(ModemError):
             self._write(ESC + b"\r")
         self._needs_sync = True

@@ -594,6 +594,9 @@ class Modem:
         # After boot a modem may need a moment; some answer +CME ERROR: 515 for a while.
         deadline = asyncio.get_running_loop().time() + 20
         while True:
+            # A client killed between "> " and Ctrl-Z leaves the modem waiting for PDU text:
+            # everything we type would be swallowed as such until ESC.
+            self._engine.abort_input()
             try:
                 await self.command("AT", timeout_s=min(2.0, self._command_timeout_s))
             except (AtTimeout, AtError):

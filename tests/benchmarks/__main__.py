@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.benchmarks import bench_engine
+from tests.benchmarks import bench_engine, bench_gateway
 
 
 def main() -> int:
-    asyncio.run(bench_engine.run())
+    which = sys.argv[1:] or ["engine", "gateway"]
+    if "engine" in which:
+        asyncio.run(bench_engine.run())
+    if "gateway" in which:
+        asyncio.run(bench_gateway.run())
     return 0
 
 

@@ -286,3 +286,24 @@ async def test_engine_survives_registration_loss(simulator: Simulator) -> None:
         simulator.set_registration(True)
         await eventually(lambda: modem.info.registration is not None and modem.info.registration.registered)
         assert await modem.send_text(PHONE, "network back")
+
+
+async def test_a_client_killed_at_the_prompt_does_not_wedge_the_next_one(simulator: Simulator) -> None:
+    """A gateway killed between "> " and Ctrl-Z leaves the modem in PDU input; the next start recovers."""
+    import serial  # noqa: PLC0415
+
+    def half_send() -> bytes:
+        port = serial.Serial(str(simulator.primary_path), timeout=2)
+        try:
+            port.write(b"ATE0\r")
+            port.read_until(b"OK\r\n")
+            port.write(b"AT+CMGS=17\r")
+            return bytes(port.read_until(b"> "))
+        finally:
+            port.close()  # gone without Ctrl-Z or ESC, like kill -9
+
+    # A blocking client in a thread: the simulator answers from this test's event loop.
+    assert (await asyncio.to_thread(half_send)).endswith(b"> ")
+    async with running(simulator) as modem:
+        assert await modem.send_text(PHONE, "after a wedged prompt")
+    assert simulator.network.phone(PHONE).texts() == ["after a wedged prompt"]

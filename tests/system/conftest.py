@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import tomllib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,3 +127,29 @@ async def gw(tmp_path: Path, sim: Simulator) -> AsyncIterator[Running]:
     async with run_gateway(gateway_config(tmp_path, str(sim.primary_path)), sim) as running:
         await running.gateway.modem_list[0][2].wait_ready(10)
         yield running
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def toml_text(raw: dict[str, Any]) -> str:
+    """A config dict as TOML: [section] tables and [[array]] tables (what `smsgw --config` reads)."""
+    lines: list[str] = []
+    for section, values in raw.items():
+        tables = values if isinstance(values, list) else [values]
+        for table in tables:
+            lines.append(f"[[{section}]]" if isinstance(values, list) else f"[{section}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
+            lines.append("")
+    text = "\n".join(lines)
+    assert tomllib.loads(text) == raw, "the TOML written must read back as the same config"
+    return text

@@ -1,0 +1,253 @@
+"""The whole daemon (`smsgw serve` as a subprocess) against the simulator, measured from outside.
+
+1. Accepts per second (POST -> 202, committed with synchronous=FULL) at 32 concurrent
+   connections, driven by wrk; baseline in the same run: wrk on /healthz (HTTP alone).
+2. Accept -> AT+CMGS latency with an idle gateway (p50, p99), from the simulator's log;
+   baseline: the POST round trip alone.
+3. Drain utilisation at submit latency L = 50 ms: N·L over the time the modem took.
+4. RSS idle and after 10,000 messages; CPU while idle (no busy polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from appliance.store import Store
+from modem.simulator import Simulator
+
+CONCURRENCY = 32
+WRK_SECONDS = 10
+LATENCY_SAMPLES = 200
+DRAIN_MESSAGES = 200
+DRAIN_L_S = 0.05
+RSS_MESSAGES = 10_000
+IDLE_CPU_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Bench:
+    def __init__(self, tmp: Path, latency_s: float) -> None:
+        self.tmp = tmp
+        self.latency_s = latency_s
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.sim: Simulator | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.key = ""
+
+    async def __aenter__(self) -> Bench:
+        self.sim = Simulator(
+            self.tmp / "sim",
+            "quectel-ec25",
+            prompt_delay_s=0,
+            submit_latency_s=self.latency_s,
+            submit_jitter_s=0,
+            report_delay_s=0.2,
+            report_jitter_s=0,
+            seed=1,
+        )
+        await self.sim.start()
+        config = self.tmp / "smsgw.toml"
+        config.write_text(
+            f'[modem]\nport = "{self.sim.primary_path}"\nrate_per_minute = 100000.0\n'
+            f'[api]\nlisten = "127.0.0.1:{self.port}"\nqueue_max = 1000000\n'
+            f'[store]\npath = "{self.tmp / "ledger.sqlite3"}"\n'
+            "[dispatcher]\nper_recipient_per_minute = 1000000.0\n"
+        )
+        store = Store(self.tmp / "ledger.sqlite3")
+        await store.open()
+        _rec, self.key = await store.create_key("bench", ["send", "read", "admin"])
+        await store.close()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "serve",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(self.tmp / "serve.log").open("wb"),
+        )
+        async with httpx.AsyncClient(base_url=self.base) as client:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("the gateway did not become ready")
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+        if self.sim is not None:
+            await self.sim.stop()
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
+        )
+
+    def submits(self) -> int:
+        assert self.sim is not None
+        return sum(1 for e in self.sim.network.log if e.kind == "submit")
+
+
+async def _wrk(url: str, script: Path | None) -> float:
+    args = ["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{WRK_SECONDS}s", "--latency"]
+    if script is not None:
+        args += ["-s", str(script)]
+    proc = await asyncio.create_subprocess_exec(*args, url, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    text = out.decode()
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if non2xx:
+        print(f"    (wrk saw {non2xx.group(1)} non-2xx responses)")
+    return float(m.group(1)) if m else 0.0
+
+
+async def bench_accepts(tmp: Path) -> None:
+    if shutil.which("wrk") is None:
+        print("accepts/s: wrk is not installed (make bench installs it as root: apt-get install wrk)")
+        return
+    async with Bench(tmp / "accept", DRAIN_L_S) as b:
+        script = tmp / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            'wrk.body = \'{"to": "+4915112345678", "body": "benchmark message", "priority": "bulk"}\'\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {b.key}"\n'
+        )
+        health = await _wrk(f"{b.base}/healthz", None)
+        accepts = await _wrk(f"{b.base}/api/v1/messages", script)
+        async with b.client() as c:
+            depth = (await c.get("/api/v1/status")).json()["queue"]
+    verdict = "meets" if accepts >= 1000 else "MISSES"
+    print(
+        f"accepts: {accepts:7.0f}/s durable (POST -> 202) at {CONCURRENCY} connections "
+        f"({verdict} target 1,000/s); baseline GET /healthz {health:7.0f}/s -> ratio {accepts / health:.2f}; "
+        f"queue after: {depth['depth']} waiting"
+    )
+
+
+async def bench_latency(tmp: Path) -> None:
+    async with Bench(tmp / "latency", 0.0) as b:
+        assert b.sim is not None
+        async with b.client() as c:
+            to_cmgs, round_trip = [], []
+            for i in range(LATENCY_SAMPLES):
+                before = b.submits()
+                t0 = time.perf_counter()
+                r = await c.post("/api/v1/messages", json={"to": "+4915112345678", "body": f"latency {i}"})
+                round_trip.append(time.perf_counter() - t0)
+                assert r.status_code == 202, r.text
+                while b.submits() == before:  # the simulator logs AT+CMGS's submit (L = 0)
+                    await asyncio.sleep(0.0002)
+                to_cmgs.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.02)  # idle between messages: this measures an idle gateway
+    q = statistics.quantiles(to_cmgs, n=100)
+    rq = statistics.quantiles(round_trip, n=100)
+    ok = q[49] <= 0.020 and q[98] <= 0.100
+    print(
+        f"accept -> AT+CMGS (idle): p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms "
+        f"({'meets' if ok else 'MISSES'} p50 <= 20, p99 <= 100); baseline POST round trip "
+        f"p50 {rq[49] * 1000:.1f} ms, p99 {rq[98] * 1000:.1f} ms"
+    )
+
+
+async def bench_drain(tmp: Path) -> None:
+    async with Bench(tmp / "drain", DRAIN_L_S) as b:
+        assert b.sim is not None
+        async with b.client() as c:
+            # Queue everything first (scheduled a moment ahead), then let the modem drain it.
+            at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+            await asyncio.gather(
+                *(
+                    c.post("/api/v1/messages", json={"to": "+4915112345678", "body": f"d{i}", "send_at": at})
+                    for i in range(DRAIN_MESSAGES)
+                )
+            )
+            start = time.perf_counter()
+            while b.submits() < DRAIN_MESSAGES:
+                await asyncio.sleep(0.005)
+            first = next(e.time for e in b.sim.network.log if e.kind == "submit")
+            last = [e.time for e in b.sim.network.log if e.kind == "submit"][-1]
+            span = (last - first).total_seconds() + DRAIN_L_S
+            wall = time.perf_counter() - start
+    bound = DRAIN_MESSAGES * DRAIN_L_S
+    util = bound / span
+    print(
+        f"drain through the daemon at L = {DRAIN_L_S * 1000:.0f} ms: {DRAIN_MESSAGES} messages, first to last "
+        f"submit {span:.2f} s vs bound N*L {bound:.2f} s -> utilisation {util:.1%} "
+        f"({'meets' if util >= 0.97 else 'MISSES'} target 97%); {((span - bound) / DRAIN_MESSAGES) * 1000:.2f} ms "
+        f"overhead/message (wall from queued to last submit {wall:.2f} s)"
+    )
+
+
+async def bench_resources(tmp: Path) -> None:
+    async with Bench(tmp / "rss", 0.0) as b:
+        assert b.proc is not None
+        pid = b.proc.pid
+        await asyncio.sleep(2)  # settle after start (the measurement window, not a sync)
+        rss_idle = _rss_kib(pid)
+        cpu0, t0 = _cpu_s(pid), time.monotonic()
+        await asyncio.sleep(IDLE_CPU_S)
+        idle_cpu = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+        async with b.client() as c:
+            sem = asyncio.Semaphore(CONCURRENCY)
+
+            async def post(i: int) -> None:
+                async with sem:
+                    await c.post("/api/v1/messages", json={"to": f"+49151{i % 1000:07d}", "body": f"rss {i}"})
+
+            await asyncio.gather(*(post(i) for i in range(RSS_MESSAGES)))
+            while b.submits() < RSS_MESSAGES:
+                await asyncio.sleep(0.1)
+        rss_after = _rss_kib(pid)
+    print(
+        f"memory: RSS idle {rss_idle / 1024:.1f} MiB, after {RSS_MESSAGES:,} messages sent {rss_after / 1024:.1f} MiB "
+        f"(+{(rss_after - rss_idle) / 1024:.1f} MiB); CPU idle {idle_cpu:.2%} of one core over {IDLE_CPU_S:.0f} s"
+    )
+
+
+async def run() -> None:
+    print("gateway daemon (smsgw serve as a subprocess, simulator on ptys in this process)")
+    with tempfile.TemporaryDirectory(prefix="smsgw-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        await bench_accepts(tmp)
+        await bench_latency(tmp)
+        await bench_drain(tmp)
+        await bench_resources(tmp)

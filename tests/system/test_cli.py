@@ -1,0 +1,180 @@
+"""The `smsgw` command as an operator runs it: real subprocesses against a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modem.simulator import Simulator
+from tests.system.conftest import Running, gateway_config, run_gateway, toml_text
+
+PHONE = "+4915112345678"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def smsgw(*args: str) -> Result:
+    """Run the CLI without blocking the event loop: the in-process gateway keeps serving meanwhile."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+@dataclass
+class Box:
+    """A running gateway and the config file an operator would point the CLI at."""
+
+    gw: Running
+    config: str
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.gw.config.api.listen}"
+
+    async def get(self, key: str, path: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.base, timeout=10) as client:
+            return await client.get(path, headers={"Authorization": f"Bearer {key}"})
+
+
+@pytest.fixture
+async def box(tmp_path: Path, sim: Simulator) -> AsyncIterator[Box]:
+    raw = gateway_config(tmp_path, str(sim.primary_path))
+    config = tmp_path / "smsgw.toml"
+    config.write_text(toml_text(raw))
+    async with run_gateway(raw, sim) as gw:
+        await gw.gateway.modem_list[0][2].wait_ready(10)
+        yield Box(gw, str(config))
+
+
+async def test_version() -> None:
+    result = await smsgw("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("smsgw ")
+    assert result.stdout.split()[1][0].isdigit()
+
+
+async def test_keys_create_prints_only_the_key_and_it_works(box: Box) -> None:
+    result = await smsgw(
+        "keys", "create", "--config", box.config, "--name", "ops", "--scope", "send,read,admin"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    key = lines[0]
+    assert key.startswith("sgw_")
+    assert key == key.strip()
+    assert (await box.get(key, "/api/v1/status")).status_code == 200
+    # admin scope: the operator's endpoints answer (404 for an unknown message, not 403).
+    async with httpx.AsyncClient(base_url=box.base, headers={"Authorization": f"Bearer {key}"}) as client:
+        r = await client.post("/api/v1/messages/msg_nope/resend")
+    assert r.status_code == 404
+
+
+async def test_keys_create_with_a_narrow_scope_gets_403_outside_it(box: Box) -> None:
+    result = await smsgw("keys", "create", "--config", box.config, "--name", "reader", "--scope", "read")
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    assert (await box.get(key, "/api/v1/messages")).status_code == 200
+    async with httpx.AsyncClient(base_url=box.base, headers={"Authorization": f"Bearer {key}"}) as client:
+        r = await client.post("/api/v1/messages", json={"to": PHONE, "body": "not allowed"})
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize("scope", ["send,root", "", "write"])
+async def test_keys_create_refuses_a_bad_scope(box: Box, scope: str) -> None:
+    result = await smsgw("keys", "create", "--config", box.config, "--name", "bad", "--scope", scope)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "scope" in result.stderr
+    listed = await smsgw("keys", "list", "--config", box.config)
+    assert "\tbad\t" not in listed.stdout  # nothing was created
+
+
+async def test_keys_list_shows_keys_without_the_secret_and_revoke_locks_out(box: Box) -> None:
+    key = (
+        await smsgw("keys", "create", "--config", box.config, "--name", "app1", "--scope", "send")
+    ).stdout.strip()
+    assert (await box.get(key, "/api/v1/messages")).status_code == 403  # send only, authenticated
+    listed = await smsgw("keys", "list", "--config", box.config)
+    assert listed.returncode == 0, listed.stderr
+    assert key not in listed.stdout
+    (line,) = [ln for ln in listed.stdout.splitlines() if "\tapp1\t" in ln]
+    fields = line.split("\t")
+    assert fields[1] == "app1"
+    assert key.startswith(fields[2].rstrip("…"))  # the prefix, to recognise it
+    assert len(fields[2].rstrip("…")) < len(key) // 2
+    assert fields[3] == "send"
+    assert fields[4] == "active"
+    revoked = await smsgw("keys", "revoke", "--config", box.config, "app1")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "app1" in revoked.stdout
+    r = await box.get(key, "/api/v1/messages")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    listed = await smsgw("keys", "list", "--config", box.config)
+    assert "revoked" in next(ln for ln in listed.stdout.splitlines() if "\tapp1\t" in ln)
+    again = await smsgw("keys", "revoke", "--config", box.config, "app1")
+    assert again.returncode == 1
+    assert "no active key" in again.stderr
+    # The fixture's own key still works: revoking one key touches no other.
+    assert (await box.gw.client.get("/api/v1/messages")).status_code == 200
+
+
+async def test_send_wait_prints_the_id_and_delivered(box: Box) -> None:
+    result = await smsgw(
+        "send", "--config", box.config, "--key", box.gw.key, PHONE, "from the shell", "--wait"
+    )
+    assert result.returncode == 0, result.stderr
+    first, *_rest, last = result.stdout.splitlines()
+    msg_id = first.split("\t")[0]
+    assert msg_id.startswith("msg_")
+    assert last == f"{msg_id}\tdelivered"
+    assert (await box.gw.message(msg_id))["status"] == "delivered"
+    assert box.gw.sim is not None
+    assert box.gw.sim.network.phone(PHONE).texts() == ["from the shell"]
+
+
+async def test_send_reports_api_errors(box: Box) -> None:
+    result = await smsgw("send", "--config", box.config, "--key", box.gw.key, "call me", "bad number")
+    assert result.returncode == 1
+    assert "invalid_number" in result.stderr
+    no_key = await smsgw("send", "--config", box.config, "--key", "", PHONE, "no key")
+    assert no_key.returncode == 2
+    assert "API key" in no_key.stderr
+
+
+async def test_status_prints_the_verdict(box: Box) -> None:
+    result = await smsgw("status", "--config", box.config, "--key", box.gw.key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "smsgw: HEALTHY"
+    assert any(ln.startswith("modem modem: ready") for ln in lines), result.stdout
+    assert any(ln.startswith("queue: 0 waiting") for ln in lines), result.stdout
+
+
+async def test_status_when_the_gateway_is_unreachable(tmp_path: Path) -> None:
+    config = tmp_path / "smsgw.toml"
+    config.write_text(toml_text(gateway_config(tmp_path, "/dev/nonexistent")))
+    result = await smsgw("status", "--config", str(config), "--key", "sgw_x")
+    assert result.returncode == 1
+    assert "cannot reach the gateway" in result.stderr
