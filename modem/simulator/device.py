@@ -1357,6 +1357,7 @@ class Simulator:
         self._listen = _parse_listen(listen)
         self.prompt_delay_s = prompt_delay_s
         self.submit_latency_s = submit_latency_s
+        self._submit_overrun_s = 0.0  # learnt: how late a wait of L ends on this machine
         self.submit_jitter_s = submit_jitter_s
         self.reset_delay_s = reset_delay_s
         self.reenumerate_delay_s = reenumerate_delay_s
@@ -1666,8 +1667,12 @@ class Simulator:
         latency = self.submit_latency_s
         if self.submit_jitter_s > 0:
             latency += self.random.uniform(0, self.submit_jitter_s)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         if latency > 0:
-            await asyncio.sleep(latency)
+            # The configured latency is Ctrl-Z to +CMGS, all in: our own work after the wait and
+            # the event loop's timer lateness are learnt and taken off the wait.
+            await asyncio.sleep(max(0.0, latency - self._submit_overrun_s))
         if state.reg_stat() not in (1, 5):
             raise AtFail.cms(331)
         if self.faults.cms_errors:
@@ -1687,7 +1692,14 @@ class Simulator:
             self.network.accept(state.own_number, submit, mr)
         except SubmitRejected as exc:
             raise AtFail.cms(exc.code) from None
+        self._learn_overrun(loop, started, latency)
         return mr
+
+    def _learn_overrun(self, loop: asyncio.AbstractEventLoop, started: float, latency: float) -> None:
+        # How much longer than `latency` this submit took; a small gain keeps jitter from oscillating.
+        if latency > 0:
+            error = (loop.time() - started) - latency
+            self._submit_overrun_s = min(latency / 2, max(0.0, self._submit_overrun_s + 0.2 * error))
 
     def _urc_session(self) -> FakeModem | None:
         if not self.plugged or self.state.booting:
