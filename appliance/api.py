@@ -138,6 +138,8 @@ def message_payload(msg: Message) -> dict[str, Any]:
         "expires_at": rfc3339(msg.expires_at),
         "status_callback": msg.status_callback,
         "delivery_report": _delivery_report(msg),
+        # True once nothing more will happen: a final status, or `sent` whose report never came.
+        "final": msg.status.final or (msg.status is State.SENT and msg.report_expired),
         "possible_duplicate": msg.ambiguous > 0,
         "held": msg.held,
     }

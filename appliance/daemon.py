@@ -295,11 +295,15 @@ class Gateway:
     async def _maintenance(self) -> None:
         last_slow = 0.0
         cfg = self.config
+        # Often enough that a short configured timeout is honoured close to its time.
+        slow_every = min(
+            SLOW_MAINTENANCE_S, cfg.dispatcher.report_timeout_s / 2, cfg.inbound.reassembly_timeout_s / 2
+        )
         while True:
             try:
                 if await self.store.promote_and_expire():
                     self.dispatcher.wake()
-                if time.monotonic() - last_slow >= SLOW_MAINTENANCE_S:
+                if time.monotonic() - last_slow >= slow_every:
                     last_slow = time.monotonic()
                     await self.store.expire_reports(cfg.dispatcher.report_timeout_s)
                     await self.store.flush_stale_inbound(

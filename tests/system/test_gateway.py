@@ -272,3 +272,20 @@ async def test_webhook_target_down_then_up_gets_every_event_signed(
         assert {(i, s) for s in ("queued", "sending", "sent", "delivered")} <= statuses
     assert any(e["type"] == "message.received" and e["data"]["body"] == "an answer" for e in received)
     assert len({e["id"] for e in received}) == len(received)  # no event delivered twice after success
+
+
+async def test_a_report_that_never_comes_ends_in_a_clear_final_state(tmp_path: Path, sim: Simulator) -> None:
+    sim.network.set_policy(PHONE, lose=True)
+    raw = gateway_config(tmp_path, str(sim.primary_path), dispatcher={"report_timeout_s": 1.0})
+    async with run_gateway(raw, sim) as gw:
+        await gw.gateway.modem_list[0][2].wait_ready(10)
+        msg_id = (await gw.send(to=PHONE, body="report lost")).json()["id"]
+
+        async def expired() -> dict[str, Any] | None:
+            doc = await gw.message(msg_id)
+            return doc if doc["final"] else None
+
+        doc = await eventually(expired, timeout_s=15)
+    assert doc["status"] == "sent"
+    assert doc["delivery_report"] == "expired"
+    assert "report_timeout" in kinds(doc)
