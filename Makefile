@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # System packages the tests drive for real (Gammu talks to the simulator).
-APT_PACKAGES := gammu python3-venv
+APT_PACKAGES := gammu python3-venv chromium prometheus-alertmanager prometheus
 
 .PHONY: run test lint bench system-deps venv clean
 
@@ -42,6 +42,11 @@ test: system-deps venv lint
 bench: system-deps venv
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || echo "wrk missing: sudo apt-get install wrk"
 	$(BIN)/python -m tests.benchmarks
+
+# The Ansible role applied for real to a debootstrapped Debian chroot, twice (root; scripts/deploy-test).
+.PHONY: deploy-test
+deploy-test: venv
+	./scripts/deploy-test
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from appliance import auth, validation
+from appliance import alertmanager, auth, openapi, twilio, validation, web
 from appliance.config import Config
 from appliance.metrics import Metrics
 from appliance.states import State
@@ -76,6 +76,10 @@ def create_app(
         Route("/api/v1/messages/{id}/abandon", api.abandon, methods=["POST"]),
         Route("/api/v1/inbound", api.list_inbound, methods=["GET"]),
         Route("/api/v1/status", api.status, methods=["GET"]),
+        *alertmanager.routes(store, config, gateway, api.metrics, min_free_bytes),
+        *twilio.routes(store, config, gateway, api.metrics, min_free_bytes),
+        *openapi.routes(),
+        *web.routes(store=store, config=config, gateway=gateway, min_free_bytes=min_free_bytes),
     ]
     app = Starlette(
         routes=routes,

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(serve)
 
     # Its options belong to the simulator's own parser (smsgw simulate --help).
+    watchdog = sub.add_parser("watchdog", help="run the independent watchdog (texts on-call over the modem)")
+    _add_config(watchdog)
     sub.add_parser("simulate", help="run the simulated modem standalone (demo, reproduction)", add_help=False)
 
     modem = sub.add_parser("modem", help="modem tools")
@@ -122,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.daemon import serve  # noqa: PLC0415
 
         return serve(_load_config(args.config))
+    if args.verb == "watchdog":
+        from watchdog.__main__ import main as watchdog  # noqa: PLC0415
+
+        return watchdog(_watchdog_settings(_load_config(args.config)))
     if args.verb == "config":
         config = _load_config(args.path or args.config)
         print(
@@ -133,6 +139,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb in ("send", "status"):
         return _api_call(args)
     return 2
+
+
+def _watchdog_settings(config: Any) -> Any:
+    """The watchdog's own settings from the config (watchdog/ never imports appliance/)."""
+    import dataclasses  # noqa: PLC0415
+
+    from watchdog.settings import Settings  # noqa: PLC0415
+
+    wd = config.watchdog
+    base = f"http://{config.api.listen.replace('0.0.0.0', '127.0.0.1')}"  # noqa: S104  (a wildcard is reached locally)
+    own = {f.name for f in dataclasses.fields(Settings)}
+    values = {k: v for k, v in dataclasses.asdict(wd).items() if k in own and k != "healthz_url"}
+    healthz = wd.healthz_url or f"{base}/healthz"
+    return Settings(
+        **values,
+        ledger_path=config.store.path,
+        box_name=config.gateway.name,
+        primary_port=config.modem.port,
+        baudrate=config.modem.baudrate,
+        sim_pin=config.modem.pin,
+        command_timeout_s=config.modem.command_timeout_s,
+        submit_timeout_s=config.modem.submit_timeout_s or 30.0,
+        healthz_url=healthz,
+        readyz_url=healthz.rsplit("/", 1)[0] + "/readyz",
+    )
 
 
 async def _keys(args: argparse.Namespace) -> int:

@@ -91,6 +91,45 @@ class WebhookConfig:
 class WatchdogConfig:
     port: str = ""  # its own AT port; empty: take the primary over once the daemon is down
     oncall: tuple[str, ...] = ()
+    pin: str = ""  # on-call replies "STATUS|ACK|RESTART <pin>"; empty: replies are ignored
+    healthz_url: str = ""  # default: http://<api.listen>/healthz
+    unit: str = "smsgw.service"
+    restart_command: tuple[str, ...] = ("systemctl", "restart", "smsgw.service")
+    state_path: str = ""  # default: watchdog.sqlite3 next to the ledger
+    cycle_s: float = 5.0
+    heartbeat_stale_s: float = 20.0
+    healthz_timeout_s: float = 4.0
+    healthz_fail_s: float = 8.0
+    unit_down_s: float = 10.0
+    queue_stall_s: float = 900.0
+    modem_down_s: float = 300.0
+    delivery_floor: float = 0.5
+    delivery_min_count: int = 10
+    sim_storage_full_ratio: float = 0.9
+    disk_free_floor_ratio: float = 0.05
+    repeat_s: float = 1800.0
+    cap_per_hour: int = 10
+    alive_at: str = "09:00"  # local time of the daily "alive" SMS; "" = never
+    canary_number: str = ""  # the box's own number, for the loopback canary
+    canary_every_s: float = 0.0  # 0 = canary off (each one costs an SMS)
+    canary_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class AlertmanagerConfig:
+    """POST /api/v1/alertmanager: one SMS per notification to [watchdog] oncall (or ?to=)."""
+
+    max_segments: int = 2  # the SMS is cut (with "...") to fit this many segments
+    dedupe_window_s: float = 300.0  # the same notification again within this window is not re-sent
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The status page at `/` (appliance/web.py; how to make a password hash: appliance/session.py)."""
+
+    public: bool = True  # read-only views open to the LAN; false: everything but /login needs a login
+    admin_password_hash: str = ""  # "pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>"; "" = API key only
+    session_secret: str = ""  # signs session cookies; "" = a random key kept in session.key by the ledger
 
 
 @dataclass(frozen=True)
@@ -114,6 +153,8 @@ class Config:
     webhooks: tuple[WebhookConfig, ...] = ()
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     source: str = "<defaults>"
 
     @property
@@ -130,6 +171,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "inbound": InboundConfig,
     "watchdog": WatchdogConfig,
     "simulator": SimulatorConfig,
+    "web": WebConfig,
+    "alertmanager": AlertmanagerConfig,
 }
 _ARRAYS: dict[str, type[Any]] = {"modems": ModemConfig, "webhooks": WebhookConfig}
 
@@ -264,11 +307,17 @@ def _check(config: Config) -> None:
     for name in ("per_recipient_per_minute", "backoff_base_s", "backoff_max_s", "report_timeout_s"):
         if getattr(config.dispatcher, name) <= 0:
             raise ConfigError(f"dispatcher.{name}: must be positive")
+    if config.watchdog.alive_at and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.watchdog.alive_at):
+        raise ConfigError(f"watchdog.alive_at: expected HH:MM, got {config.watchdog.alive_at!r}")
     for i, number in enumerate(config.watchdog.oncall):
         if not re.fullmatch(r"\+[1-9]\d{6,14}", number):
             raise ConfigError(
                 f"watchdog.oncall[{i}]: {number!r} is not an E.164 number such as +4915112345678"
             )
+    if not 1 <= config.alertmanager.max_segments <= 10:
+        raise ConfigError("alertmanager.max_segments: must be 1 to 10")
+    if config.alertmanager.dedupe_window_s < 0:
+        raise ConfigError("alertmanager.dedupe_window_s: must not be negative")
     for i, hook in enumerate(config.webhooks):
         if not re.match(r"^https?://", hook.url):
             raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")

@@ -29,6 +29,7 @@ from appliance.inbound import Receiver, join, keyword
 from appliance.metrics import Metrics
 from appliance.store import Store, StoreError, WebhookTarget
 from modem import Modem, ModemState
+from watchdog.port import hold_port_lock
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self.serving = asyncio.Event()  # set once the HTTP API answers
         self.server: _Server | None = None
+        self._resets: set[asyncio.Task[None]] = set()  # modem resets asked for by the status page
 
     # ------------------------------------------------------------ GatewayView
     def modems(self) -> list[dict[str, Any]]:
@@ -131,6 +133,15 @@ class Gateway:
     def started_at(self) -> float:
         return self._started_at
 
+    def reset_modem(self, name: str) -> bool:
+        for modem_name, _cfg, modem in self.modem_list:
+            if modem_name == name:
+                task = asyncio.create_task(modem.reset(), name=f"reset {name}")
+                self._resets.add(task)  # keep a reference until done (asyncio holds only weak ones)
+                task.add_done_callback(self._resets.discard)
+                return True
+        return False
+
     # ---------------------------------------------------------------- running
     def stop(self) -> None:
         """Ask the running daemon to stop (what SIGTERM does)."""
@@ -152,6 +163,9 @@ class Gateway:
             self.notifier.stopping()
             for _name, _cfg, modem in self.modem_list:
                 await modem.stop()
+            port_lock = getattr(self, "port_lock", None)
+            if port_lock is not None:
+                port_lock.release()
             if self._sim_control is not None and self._sim_control_task is not None:
                 self._sim_control.should_exit = True
                 with contextlib.suppress(Exception):
@@ -231,6 +245,8 @@ class Gateway:
             await asyncio.sleep(0.01)  # uvicorn exposes no event for "started"
 
     async def _start_modems(self) -> None:
+        # A single-port watchdog may be using the modem while we were down: wait until it gives it back.
+        self.port_lock = await hold_port_lock(self.config.store.path)
         sim_cfgs = [m for m in self.config.modems if m.port == "sim"]
         if sim_cfgs:
             from modem.simulator import Simulator  # noqa: PLC0415  (only the demo needs it)

@@ -162,6 +162,17 @@ class _StatusCollector(Collector):
         for state in ("healthy", "degraded", "down"):
             verdict.add_metric([state], 1.0 if doc["verdict"]["state"] == state else 0.0)
         yield verdict
+        incidents = (doc.get("watchdog") or {}).get("incidents") or []
+        yield GaugeMetricFamily(
+            "smsgw_watchdog_open_incidents",
+            "Watchdog incidents not yet resolved (from the status document; 0 when none).",
+            value=sum(1 for i in incidents if not _closed(i)),
+        )
         info = GaugeMetricFamily("smsgw_build_info", "Build of this smsgw.", labels=["version"])
         info.add_metric([doc["gateway"]["version"]], 1.0)
         yield info
+
+
+def _closed(incident: Any) -> bool:
+    """Whether a status document's watchdog incident has ended (resolved_at or closed_at set)."""
+    return isinstance(incident, dict) and bool(incident.get("resolved_at") or incident.get("closed_at"))

@@ -7,6 +7,7 @@ the gateway's health can never disagree.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from appliance.config import Config
 from appliance.states import State
 from appliance.store import Store, rfc3339
+from watchdog.alert import read_state, request_ack
 
 MIN_FREE_BYTES = 5 * 1024 * 1024  # below this the API refuses new messages (507): a commit could fail
 WEAK_SIGNAL_DBM = -105  # below this, submits start to time out on most networks
@@ -45,6 +47,12 @@ class GatewayView(Protocol):
 
     def started_at(self) -> float:
         """Unix time the daemon started."""
+        ...
+
+    def reset_modem(self, name: str) -> bool:
+        """Reset the named modem in the background (AT+CFUN=1,1, then reopen); False if no such modem.
+
+        Optional: a view without it makes the status page say resets are unavailable."""
         ...
 
 
@@ -125,9 +133,68 @@ async def build_status(
             else round(max(0.0, now - stats.last_sent_at), 3),
         },
         "webhooks": {"backlog": backlog},
-        "watchdog": {"incidents": []},
+        "watchdog": read_state(watchdog_state_path(config)),
         "disk": {"free_bytes": free, "total_bytes": total},
+        "history": await history(store, now=now),
     }
+
+
+HISTORY_S = 24 * 3600
+SIGNAL_BUCKET_S = 300  # 288 points a day: finer than a phone screen shows
+
+
+async def history(store: Store, *, now: float) -> dict[str, Any]:
+    """The last 24 h: sent and delivered per hour (oldest first), delivery ratio, signal per modem."""
+    start = now - HISTORY_S
+    hours = HISTORY_S // 3600
+    sent = [0] * hours
+    delivered = [0] * hours
+    # Both queries walk an index range (messages_sent_at / messages_delivered_at), not the table.
+    for column, counts in (("sent_at", sent), ("delivered_at", delivered)):
+        rows = await store.rdb.execute_fetchall(
+            f'SELECT CAST(("{column}" - ?) / 3600 AS INTEGER) AS h, count(*) AS n FROM messages '  # noqa: S608  (fixed column names)
+            f'WHERE "{column}" >= ? AND "{column}" <= ? GROUP BY h',
+            (start, start, now),
+        )
+        for row in rows:
+            counts[min(hours - 1, max(0, int(row["h"])))] += int(row["n"])
+    signal: dict[str, list[dict[str, Any]]] = {}
+    rows = await store.rdb.execute_fetchall(
+        "SELECT modem, CAST((at - ?) / ? AS INTEGER) AS b, max(at) AS t, avg(signal_dbm) AS dbm "
+        "FROM modem_samples WHERE at >= ? GROUP BY modem, b ORDER BY modem, b",
+        (start, SIGNAL_BUCKET_S, start),
+    )
+    for row in rows:
+        dbm = None if row["dbm"] is None else round(float(row["dbm"]))
+        signal.setdefault(row["modem"], []).append({"at": rfc3339(row["t"]), "t": row["t"], "dbm": dbm})
+    total_sent, total_delivered = sum(sent), sum(delivered)
+    return {
+        "window_s": HISTORY_S,
+        "sent_per_hour": sent,
+        "delivered_per_hour": delivered,
+        "sent": total_sent,
+        "delivered": total_delivered,
+        # Reports lag sends: a ratio over the same window, capped at 1, None before anything was sent.
+        "delivery_ratio": None if total_sent == 0 else round(min(1.0, total_delivered / total_sent), 3),
+        "signal": signal,
+    }
+
+
+async def acknowledge_incident(config: Config, incident_id: str, *, by: str) -> bool:
+    """Ask the watchdog to silence an open incident's repeats; False when there is no such open incident.
+
+    The watchdog owns its state file; this only adds a request row it applies on its next cycle.
+    """
+    if not incident_id.isdigit():
+        return False
+    return await asyncio.to_thread(request_ack, watchdog_state_path(config), int(incident_id), by=by)
+
+
+def watchdog_state_path(config: Config) -> Path:
+    """Where `smsgw watchdog` keeps its incidents and alerts (read here, read-only)."""
+    if config.watchdog.state_path:
+        return Path(config.watchdog.state_path)
+    return Path(config.store.path).parent / "watchdog.sqlite3"
 
 
 def registered(modem: dict[str, Any]) -> bool:

@@ -12,12 +12,15 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import random
 import time
+import urllib.parse
 
 import httpx
 
+from appliance import twilio
 from appliance.metrics import Metrics
 from appliance.store import OutboxItem, Store
 
@@ -89,9 +92,7 @@ class Relay:
                 except TimeoutError:
                     pass
 
-    async def _deliver(self, item: OutboxItem) -> None:
-        assert self._client is not None  # noqa: S101
-        timestamp = int(time.time())
+    def _standard_headers(self, item: OutboxItem, timestamp: int) -> dict[str, str]:
         headers = {
             "content-type": "application/json",
             "user-agent": "smsgw-webhooks",
@@ -101,10 +102,30 @@ class Relay:
         secret = item.secret or self.callback_secret
         if secret:
             headers["webhook-signature"] = sign(secret, item.webhook_id, timestamp, item.payload)
+        return headers
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        assert self._client is not None  # noqa: S101
+        timestamp = int(time.time())
+        url, content = item.url, item.payload.encode()
+        if url.startswith(twilio.CALLBACK_MARKER):
+            # A Twilio-style StatusCallback: Twilio's form fields, signed with X-Twilio-Signature.
+            url = url[len(twilio.CALLBACK_MARKER) :]
+            form = twilio.callback_form(json.loads(item.payload)["data"])
+            content = urllib.parse.urlencode(form).encode()
+            headers = {
+                "content-type": "application/x-www-form-urlencoded",
+                "user-agent": "smsgw-webhooks",
+                "i-twilio-idempotency-token": item.webhook_id,
+            }
+            if self.callback_secret:
+                headers["x-twilio-signature"] = twilio.signature(self.callback_secret, url, form)
+        else:
+            headers = self._standard_headers(item, timestamp)
         error = ""
         gone = False
         try:
-            response = await self._client.post(item.url, content=item.payload.encode(), headers=headers)
+            response = await self._client.post(url, content=content, headers=headers)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         else:

@@ -629,7 +629,17 @@ async def test_status_document_shape(
     r = await client.get("/api/v1/status", headers=keys.auth("read"))
     assert r.status_code == 200
     doc = r.json()
-    assert set(doc) == {"gateway", "verdict", "modems", "queue", "throughput", "webhooks", "watchdog", "disk"}
+    assert set(doc) == {
+        "gateway",
+        "verdict",
+        "modems",
+        "queue",
+        "throughput",
+        "webhooks",
+        "watchdog",
+        "disk",
+        "history",
+    }
     assert set(doc["gateway"]) == {"name", "version", "uptime_s", "started_at"}
     assert doc["gateway"]["name"] == "test-gw"
     assert 119 <= doc["gateway"]["uptime_s"] < 3600
@@ -651,7 +661,7 @@ async def test_status_document_shape(
     assert doc["queue"]["ambiguous_total"] == 0
     assert doc["throughput"]["last_sent_at"] is None
     assert doc["webhooks"] == {"backlog": 0}
-    assert doc["watchdog"] == {"incidents": []}
+    assert doc["watchdog"] == {"incidents": [], "alerts": []}
     assert doc["disk"]["free_bytes"] > 0
     assert doc["disk"]["total_bytes"] >= doc["disk"]["free_bytes"]
 

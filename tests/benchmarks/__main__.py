@@ -1,19 +1,28 @@
-"""`make bench`: run every benchmark module and print its figures."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from tests.benchmarks import bench_engine, bench_gateway
+from tests.benchmarks import bench_engine, bench_gateway, bench_page, bench_watchdog
+
+BENCHES = {
+    "engine": bench_engine.run,
+    "gateway": bench_gateway.run,
+    "page": bench_page.run,
+    "watchdog": bench_watchdog.run,
+}
 
 
 def main() -> int:
-    which = sys.argv[1:] or ["engine", "gateway"]
-    if "engine" in which:
-        asyncio.run(bench_engine.run())
-    if "gateway" in which:
-        asyncio.run(bench_gateway.run())
+    which = sys.argv[1:] or list(BENCHES)
+    unknown = [w for w in which if w not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+        return 2
+    for name in which:
+        asyncio.run(BENCHES[name]())
     return 0
 
 

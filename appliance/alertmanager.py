@@ -1,0 +1,305 @@
+"""POST /api/v1/alertmanager: Prometheus Alertmanager (webhook v4) and Grafana notifications -> SMS.
+
+One concise SMS per notification and recipient (the `[watchdog] oncall` numbers, or
+`?to=+49...,+44...`), cut to `[alertmanager] max_segments`. Alertmanager retries 5xx
+and drops 4xx, so: 2xx only once every message is committed to the ledger, 503 with
+Retry-After when the gateway cannot accept (queue or disk full), 4xx only for
+payloads no retry can fix. Alertmanager is at-least-once (HA peers, retries): a
+notification with the same group key, status and alert set within
+`[alertmanager] dedupe_window_s` is answered 200 and sends nothing (the store's
+durable idempotency keys, derived from a hash of the notification).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from appliance import auth, validation
+from appliance.config import Config
+from appliance.metrics import Metrics
+from appliance.states import Priority
+from appliance.status import GatewayView, disk_usage
+from appliance.store import ApiKey, IdempotencyMismatch, NewMessage, OptedOut, QueueFull, StorageFull, Store
+from appliance.validation import ApiError
+from modem.pdu import segment_text
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 1 << 20  # a group of many alerts is large; far beyond any SMS anyway
+RETRY_AFTER_S = 30
+ELLIPSIS = "..."  # GSM-7: "…" would force the whole text into UCS-2
+_USEFUL_LABELS = ("instance", "severity", "job")
+_BASIC_CHALLENGE = 'Basic realm="smsgw"'
+
+
+async def require_key(request: Request, store: Store, scope: str) -> ApiKey:
+    """Bearer (as everywhere under /api/) or HTTP Basic with the API key as the password."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return await auth.require(request, store, scope)
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    _user, sep, password = decoded.partition(":")
+    key = await store.verify_key(password) if sep and 0 < len(password) <= auth.MAX_KEY_CHARS else None
+    if key is None:
+        client = request.client.host if request.client else "?"
+        _LOGGER.warning("rejected API key from %s for %s %s", client, request.method, request.url.path)
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the API key (the Basic auth password) is unknown or revoked",
+            headers={"WWW-Authenticate": _BASIC_CHALLENGE},
+        )
+    if not auth.allows(key, scope):
+        raise ApiError(
+            403, "forbidden", f"the API key {key.name!r} lacks the {scope!r} scope this request needs"
+        )
+    return key
+
+
+def notification_text(doc: dict[str, Any], max_segments: int) -> str:
+    """The SMS for one notification, at most `max_segments` segments long."""
+    alerts = [a for a in doc["alerts"] if isinstance(a, dict)]
+    status = str(doc.get("status") or "firing").upper()
+    firing = [a for a in alerts if a.get("status", "firing") == "firing"]
+    resolved = [a for a in alerts if a.get("status") == "resolved"]
+    common = _labels(doc.get("commonLabels"))
+    names: list[str] = []
+    for alert in alerts:
+        name = _labels(alert.get("labels")).get("alertname", "")
+        if name and name not in names:
+            names.append(name)
+    if not names:
+        names.append(str(doc.get("title") or common.get("alertname") or "alert"))
+    counts = f"{len(firing)} firing" + (f", {len(resolved)} resolved" if resolved else "")
+    if status == "RESOLVED" or not firing:
+        counts = f"{len(resolved) or len(alerts)} resolved"
+    lines = [f"{status}: {', '.join(names)} ({counts})"]
+    if len(alerts) == 1:
+        common = {**_labels(alerts[0].get("labels")), **common}
+    shared = [f"{k}={common[k]}" for k in _USEFUL_LABELS if k in common]
+    if shared:
+        lines.append(" ".join(shared))
+    if len(alerts) == 1:
+        summary = _labels(alerts[0].get("annotations")).get("summary")
+        if summary:
+            lines.append(summary)
+    else:
+        for alert in alerts:
+            labels = _labels(alert.get("labels"))
+            own = [labels[k] for k in _USEFUL_LABELS if k in labels and k not in common]
+            state = str(alert.get("status", "firing"))
+            mark = "" if state == status.lower() else f" [{state}]"
+            lines.append("- " + " ".join([labels.get("alertname", "?"), *own]) + mark)
+    truncated = doc.get("truncatedAlerts")
+    if isinstance(truncated, int) and truncated > 0:
+        lines.append(f"+{truncated} more")
+    return fit("\n".join(lines), max_segments)
+
+
+def fit(text: str, max_segments: int) -> str:
+    """The text, cut with "..." so that it needs at most `max_segments` SMS segments."""
+    if len(segment_text(text).parts) <= max_segments:
+        return text
+    lo, hi = 0, len(text)  # longest prefix that fits, by bisection (segment counts are monotonic)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(segment_text(text[:mid].rstrip() + ELLIPSIS).parts) <= max_segments:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo].rstrip() + ELLIPSIS
+
+
+def dedupe_hash(doc: dict[str, Any]) -> str:
+    """groupKey + status + the sorted set of fingerprint:status (not groupKey alone: repeats share it)."""
+    items = []
+    for alert in doc["alerts"]:
+        if not isinstance(alert, dict):
+            continue
+        fingerprint = alert.get("fingerprint")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            fingerprint = hashlib.sha256(
+                json.dumps(_labels(alert.get("labels")), sort_keys=True).encode()
+            ).hexdigest()[:16]
+        items.append(f"{fingerprint}:{alert.get('status', '')}")
+    key = {
+        "groupKey": str(doc.get("groupKey", "")),
+        "status": str(doc.get("status", "")),
+        "alerts": sorted(items),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def parse_notification(raw: bytes) -> dict[str, Any]:
+    """The JSON document, checked for what we read: an object with an `alerts` list."""
+    doc = validation.parse_json(raw)
+    if not isinstance(doc, dict):
+        raise ApiError(400, "invalid_request", "the body must be an Alertmanager or Grafana webhook object")
+    alerts = doc.get("alerts")
+    if not isinstance(alerts, list) or not any(isinstance(a, dict) for a in alerts):
+        raise ApiError(
+            400, "invalid_request", "alerts: expected a non-empty list of alerts (Alertmanager webhook v4)"
+        )
+    status = doc.get("status", "firing")
+    if status not in ("firing", "resolved"):
+        raise ApiError(400, "invalid_request", f"status: expected firing or resolved, got {status!r}")
+    return doc
+
+
+class AlertmanagerEndpoint:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        gateway: GatewayView,
+        metrics: Metrics,
+        min_free_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.gateway = gateway
+        self.metrics = metrics
+        self.min_free_bytes = min_free_bytes
+        self.clock = clock
+        metrics.accepted_total.labels(source="alertmanager")
+
+    async def post(self, request: Request) -> Response:
+        key = await require_key(request, self.store, "send")
+        validation.check_query(request.query_params.keys(), ("to",))
+        recipients = self._recipients(request.query_params.get("to"))
+        doc = parse_notification(await _read_limited(request, MAX_PAYLOAD_BYTES))
+        text = notification_text(doc, self.config.alertmanager.max_segments)
+        segmentation = segment_text(text)
+        digest = dedupe_hash(doc)
+        free, _total = disk_usage(self.store)
+        if free < self.min_free_bytes:
+            raise _unavailable("storage_full", "the gateway's disk is full: retry later")
+        now = self.clock()
+        window = self.config.alertmanager.dedupe_window_s
+        results: list[dict[str, Any]] = []
+        created_any = False
+        for to in recipients:
+            idem = None
+            if window > 0:
+                idem = f"alertmanager:{digest[:48]}:{to}:{int(now // window)}"
+                previous = f"alertmanager:{digest[:48]}:{to}:{int(now // window) - 1}"
+                if await self._seen_since(key.id, previous, now - window):
+                    results.append({"to": to, "id": None, "duplicate": True})
+                    continue
+            new = NewMessage(
+                to=to,
+                body=text,
+                encoding=segmentation.encoding.value,
+                segments=len(segmentation.parts),
+                priority=Priority.HIGH,
+                validity_s=self.config.dispatcher.default_validity_s,
+                metadata={
+                    "alertmanager": {
+                        "receiver": str(doc.get("receiver", "")),
+                        "status": str(doc.get("status", "")),
+                        "group_key": str(doc.get("groupKey", ""))[:512],
+                        "alerts": len(doc["alerts"]),
+                    }
+                },
+                idempotency_key=idem,
+                source="alertmanager",
+            )
+            try:
+                msg, created = await self.store.accept(
+                    new, key_id=key.id, queue_max=self.config.api.queue_max
+                )
+            except IdempotencyMismatch:  # same alerts and status, other annotations: still a repeat
+                results.append({"to": to, "id": None, "duplicate": True})
+                continue
+            except OptedOut:
+                results.append({"to": to, "id": None, "opted_out": True})
+                continue
+            except QueueFull:
+                raise _unavailable("queue_full", "the gateway's queue is full: retry later") from None
+            except StorageFull:
+                raise _unavailable("storage_full", "the gateway's disk is full: retry later") from None
+            results.append({"to": to, "id": msg.id, "duplicate": not created})
+            if created:
+                created_any = True
+                self.metrics.accepted_total.labels(source="alertmanager").inc()
+        if created_any:
+            self.gateway.wake()
+            _LOGGER.info("alertmanager notification %s -> %d message(s)", digest[:12], len(results))
+        return JSONResponse(
+            {
+                "status": str(doc.get("status")),
+                "text": text,
+                "segments": len(segmentation.parts),
+                "messages": results,
+            },
+            status_code=202 if created_any else 200,
+        )
+
+    def _recipients(self, to: str | None) -> list[str]:
+        region = self.config.gateway.default_region
+        if to is not None:
+            numbers = [n for n in (p.strip() for p in to.split(",")) if n]
+            if not numbers:
+                raise ApiError(422, "invalid_number", "to: expected comma-separated phone numbers")
+            out = [validation.parse_number(n, region, field="to") for n in numbers]
+        else:
+            out = list(self.config.watchdog.oncall)
+        if not out:
+            raise ApiError(
+                422,
+                "no_recipients",
+                "no recipient: set [watchdog] oncall in the gateway's configuration or pass ?to=+49...",
+            )
+        return list(dict.fromkeys(out))
+
+    async def _seen_since(self, key_id: int, idem: str, since: float) -> bool:
+        """Whether this idempotency key was used after `since` (the window straddles two buckets)."""
+        rows = await self.store.rdb.execute_fetchall(
+            "SELECT created_at FROM idempotency WHERE key_id = ? AND key = ? AND created_at >= ?",
+            (key_id, idem, since),
+        )
+        return bool(list(rows))
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _unavailable(code: str, message: str) -> ApiError:
+    return ApiError(503, code, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _labels(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def routes(
+    store: Store, config: Config, gateway: GatewayView, metrics: Metrics, min_free_bytes: int
+) -> list[Route]:
+    endpoint = AlertmanagerEndpoint(store, config, gateway, metrics, min_free_bytes)
+    return [Route("/api/v1/alertmanager", endpoint.post, methods=["POST"])]

@@ -1,0 +1,350 @@
+"""The Twilio-compatible subset: apps using a Twilio client switch to the box by base URL.
+
+`POST /2010-04-01/Accounts/{AccountSid}/Messages.json` (form: To, Body, StatusCallback,
+ValidityPeriod; From and the other Twilio fields are ignored) and
+`GET /2010-04-01/Accounts/{AccountSid}/Messages/{MessageSid}.json`, with HTTP Basic
+auth: any username (the client's Account SID), an smsgw API key as the password
+(scope send; read or send for GET). Answers and errors are Twilio-shaped.
+
+Status callbacks: the message keeps its callback URL as `twilio:<url>` (the marker
+tells the webhook relay to POST Twilio's form fields instead of our JSON; see
+`callback_form`) and its Account SID in `metadata.twilio.account_sid`. They are
+signed with `X-Twilio-Signature` keyed by `[api] callback_secret`: Twilio keys it
+with the account's auth token, but our API keys are stored hashed and cannot be
+used after the request; validate with `RequestValidator(callback_secret)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import re
+import time
+import urllib.parse
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from appliance import auth, validation
+from appliance.config import Config
+from appliance.metrics import Metrics
+from appliance.states import State
+from appliance.status import GatewayView, disk_usage
+from appliance.store import (
+    ApiKey,
+    IdempotencyMismatch,
+    Message,
+    NewMessage,
+    OptedOut,
+    QueueFull,
+    StorageFull,
+    Store,
+)
+from appliance.validation import ApiError
+from modem.pdu import segment_text
+
+_LOGGER = logging.getLogger(__name__)
+
+API_VERSION = "2010-04-01"
+CALLBACK_MARKER = "twilio:"
+MAX_FORM_BYTES = 65536
+MAX_VALIDITY_PERIOD_S = 36000  # Twilio's ValidityPeriod range is 1..36000 s (older docs; 14400 today)
+_SID = re.compile(r"SM0*([1-9a-f][0-9a-f]{21,31})")
+_STATUS = {
+    State.SCHEDULED: "queued",
+    State.QUEUED: "queued",
+    State.SENDING: "sending",
+    State.SENT: "sent",
+    State.DELIVERED: "delivered",
+    State.UNDELIVERED: "undelivered",
+    State.FAILED: "failed",
+    State.CANCELED: "canceled",
+}
+# Our error codes -> Twilio's (twilio.com/docs/api/errors): 30005 unknown handset, 30003 unreachable.
+_ERRORS = {"cms_1": 30005, "cms_30": 30005, "cms_27": 30003}
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class TwilioError(Exception):
+    def __init__(self, status: int, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def error_response(exc: TwilioError) -> JSONResponse:
+    body = {
+        "code": exc.code,
+        "message": exc.message,
+        "more_info": f"https://www.twilio.com/docs/errors/{exc.code}",
+        "status": exc.status,
+    }
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+
+def rfc2822(t: float | None) -> str | None:
+    """Twilio's date format: "Thu, 30 Jul 2015 20:12:31 +0000" (locale-independent)."""
+    if t is None:
+        return None
+    g = time.gmtime(t)
+    return f"{_DAYS[g.tm_wday]}, {g.tm_mday:02d} {_MONTHS[g.tm_mon - 1]} {g.tm_year} {g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} +0000"
+
+
+def message_sid(msg_id: str) -> str:
+    """Our `msg_<hex>` as a Twilio-shaped `SM<32 hex>` (zero-filled, reversible); other ids unchanged."""
+    prefix, _, rest = msg_id.partition("_")
+    if prefix == "msg" and re.fullmatch(r"[1-9a-f][0-9a-f]{21,31}", rest):
+        return "SM" + rest.zfill(32)
+    return msg_id
+
+
+def message_id(sid: str) -> str:
+    m = _SID.fullmatch(sid)
+    return f"msg_{m.group(1)}" if m else sid
+
+
+def twilio_status(status: str) -> str:
+    return _STATUS.get(State(status), status) if status in State._value2member_map_ else status
+
+
+def error_code(status: str, code: str | None) -> int | None:
+    """Twilio's numeric error code for a failed or undelivered message; None otherwise."""
+    if status not in ("failed", "undelivered"):
+        return None
+    if code in _ERRORS:
+        return _ERRORS[code or ""]
+    return 30003 if status == "undelivered" else 30008
+
+
+def resource(msg: Message, account_sid: str) -> dict[str, Any]:
+    sid = message_sid(msg.id)
+    status = msg.status.value
+    code = error_code(status, msg.error_code)
+    uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}"
+    return {
+        "sid": sid,
+        "account_sid": account_sid,
+        "messaging_service_sid": None,
+        "to": msg.to,
+        "from": None,
+        "body": msg.body,
+        "status": _STATUS[msg.status],
+        "num_segments": str(msg.segments),
+        "num_media": "0",
+        "direction": "outbound-api",
+        "api_version": API_VERSION,
+        "price": None,
+        "price_unit": None,
+        "error_code": code,
+        "error_message": (msg.error_message or msg.error_code) if code is not None else None,
+        "date_created": rfc2822(msg.created_at),
+        "date_updated": rfc2822(msg.updated_at),
+        "date_sent": rfc2822(msg.sent_at),
+        "uri": uri + ".json",
+        "subresource_uris": {"media": uri + "/Media.json"},
+    }
+
+
+def signature(token: str, url: str, params: dict[str, str]) -> str:
+    """X-Twilio-Signature: base64 HMAC-SHA1 of the URL followed by the sorted key+value pairs."""
+    data = url + "".join(k + params[k] for k in sorted(params))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+def callback_form(data: dict[str, Any]) -> dict[str, str]:
+    """A message.status webhook's `data` (store.status_payload) as Twilio's callback fields."""
+    status = twilio_status(str(data.get("status", "")))
+    meta = (data.get("metadata") or {}).get("twilio") or {}
+    form = {
+        "MessageSid": message_sid(str(data.get("id", ""))),
+        "SmsSid": message_sid(str(data.get("id", ""))),
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "To": str(data.get("to", "")),
+        "From": "",
+        "AccountSid": str(meta.get("account_sid", "")),
+        "ApiVersion": API_VERSION,
+    }
+    error = data.get("error") or {}
+    code = error_code(str(data.get("status", "")), error.get("code"))
+    if code is not None:
+        form["ErrorCode"] = str(code)
+    return form
+
+
+class TwilioEndpoint:
+    def __init__(
+        self, store: Store, config: Config, gateway: GatewayView, metrics: Metrics, min_free_bytes: int
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.gateway = gateway
+        self.metrics = metrics
+        self.min_free_bytes = min_free_bytes
+        metrics.accepted_total.labels(source="twilio")
+
+    async def create(self, request: Request) -> Response:
+        try:
+            return await self._create(request)
+        except TwilioError as exc:
+            return error_response(exc)
+
+    async def fetch(self, request: Request) -> Response:
+        try:
+            return await self._fetch(request)
+        except TwilioError as exc:
+            return error_response(exc)
+
+    async def _fetch(self, request: Request) -> Response:
+        key = await self._key(request)
+        if not (auth.allows(key, "read") or auth.allows(key, "send")):
+            raise TwilioError(403, 20003, "the API key lacks the send or read scope")
+        msg = await self.store.get(message_id(request.path_params["sid"]))
+        if msg is None:
+            raise TwilioError(404, 20404, f"The requested resource {request.url.path} was not found")
+        return JSONResponse(resource(msg, request.path_params["account"]))
+
+    async def _create(self, request: Request) -> Response:
+        key = await self._key(request)
+        if not auth.allows(key, "send"):
+            raise TwilioError(403, 20003, f"the API key {key.name!r} lacks the send scope")
+        form = await _form(request)
+        account = request.path_params["account"]
+        to_raw = form.get("To", "")
+        if not to_raw:
+            raise TwilioError(400, 21604, "A 'To' phone number is required.")
+        try:
+            to = validation.parse_number(to_raw, self.config.gateway.default_region, field="To")
+        except ApiError as exc:
+            raise TwilioError(400, 21211, f"The 'To' number {to_raw} is not a valid phone number.") from exc
+        body = form.get("Body", "")
+        if not body.strip():
+            raise TwilioError(400, 21602, "Message body is required.")
+        if len(body) > self.config.api.max_text_chars:
+            raise TwilioError(
+                400,
+                21617,
+                f"The concatenated message body exceeds the {self.config.api.max_text_chars} character limit.",
+            )
+        callback = None
+        if form.get("StatusCallback"):
+            try:
+                callback = CALLBACK_MARKER + validation.parse_callback(form["StatusCallback"])
+            except ApiError as exc:
+                raise TwilioError(400, 21609, f"The StatusCallback URL is not valid: {exc.message}") from exc
+        validity = self.config.dispatcher.default_validity_s
+        if form.get("ValidityPeriod"):
+            raw = form["ValidityPeriod"]
+            if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= MAX_VALIDITY_PERIOD_S:
+                raise TwilioError(400, 21622, f"ValidityPeriod must be 1 to {MAX_VALIDITY_PERIOD_S} seconds.")
+            validity = max(validation.MIN_VALIDITY_S, int(raw))
+        segmentation = segment_text(body)
+        free, _total = disk_usage(self.store)
+        if free < self.min_free_bytes:
+            raise _unavailable("The gateway's disk is full; retry later.")
+        new = NewMessage(
+            to=to,
+            body=body,
+            encoding=segmentation.encoding.value,
+            segments=len(segmentation.parts),
+            validity_s=validity,
+            status_callback=callback,
+            metadata={"twilio": {"account_sid": account[:64]}},
+            idempotency_key=_idempotency(request),
+            source="twilio",
+        )
+        try:
+            msg, created = await self.store.accept(new, key_id=key.id, queue_max=self.config.api.queue_max)
+        except OptedOut:
+            raise TwilioError(400, 21610, "Attempt to send to unsubscribed recipient") from None
+        except IdempotencyMismatch:
+            raise TwilioError(
+                409, 20409, "This idempotency token was already used with a different request."
+            ) from None
+        except QueueFull:
+            raise _unavailable("The gateway's queue is full; retry later.") from None
+        except StorageFull:
+            raise _unavailable("The gateway's disk is full; retry later.") from None
+        if created:
+            self.metrics.accepted_total.labels(source="twilio").inc()
+            self.gateway.wake()
+        return JSONResponse(resource(msg, account), status_code=201 if created else 200)
+
+    async def _key(self, request: Request) -> ApiKey:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        password = ""
+        if scheme.lower() == "basic":
+            try:
+                _user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                password = ""
+        key = await self.store.verify_key(password) if 0 < len(password) <= auth.MAX_KEY_CHARS else None
+        if key is None:
+            client = request.client.host if request.client else "?"
+            _LOGGER.warning("rejected Twilio-style credentials from %s for %s", client, request.url.path)
+            raise TwilioError(
+                401,
+                20003,
+                "Authenticate: HTTP Basic with any username and an smsgw API key as the password",
+                headers={"WWW-Authenticate": 'Basic realm="smsgw"'},
+            )
+        return key
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The urlencoded form (first value of each field), read with a size cap."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        raise TwilioError(400, 20001, "The body must be form-encoded (application/x-www-form-urlencoded).")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise TwilioError(413, 20001, f"The request body is larger than {MAX_FORM_BYTES} bytes.")
+        chunks.append(chunk)
+    try:
+        pairs = urllib.parse.parse_qsl(
+            b"".join(chunks).decode("utf-8"), keep_blank_values=True, strict_parsing=False
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise TwilioError(400, 20001, "The form body is not valid UTF-8 urlencoded data.") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        form.setdefault(name, value)
+    return form
+
+
+def _idempotency(request: Request) -> str | None:
+    """Twilio clients may send I-Twilio-Idempotency-Token; Idempotency-Key works too."""
+    value = request.headers.get("i-twilio-idempotency-token") or request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    try:
+        return validation.parse_idempotency_header(value)
+    except ApiError as exc:
+        raise TwilioError(400, 20001, exc.message) from exc
+
+
+def _unavailable(message: str) -> TwilioError:
+    return TwilioError(503, 20503, message, headers={"Retry-After": "30"})
+
+
+def routes(
+    store: Store, config: Config, gateway: GatewayView, metrics: Metrics, min_free_bytes: int
+) -> list[Route]:
+    endpoint = TwilioEndpoint(store, config, gateway, metrics, min_free_bytes)
+    base = f"/{API_VERSION}/Accounts/{{account}}/Messages"
+    return [
+        Route(base + ".json", endpoint.create, methods=["POST"]),
+        Route(base + "/{sid}.json", endpoint.fetch, methods=["GET"]),
+    ]

@@ -1,0 +1,517 @@
+"""The field engineer's status page: overview, messages, modem diagnostics, and admin actions.
+
+Server-rendered (Jinja2), no asset from outside the box. Every figure comes from
+`build_status`, the document behind `/api/v1/status`. The page refreshes its live
+part every 5 s by fetching itself with `X-Smsgw-Fragment: 1` and swapping it in.
+
+Access: read-only views are public on the LAN unless `[web] public = false` (or
+`[api] status_page_public = false`); actions need an admin session (the password in
+`[web] admin_password_hash`, or an API key with the admin scope). Every POST needs
+the session's CSRF token and, when the browser sends one, a same-origin Origin.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jinja2
+import phonenumbers
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from appliance import charts, validation
+from appliance.config import Config, ConfigError
+from appliance.session import (
+    COOKIE,
+    SESSION_TTL_S,
+    BadPasswordHash,
+    Session,
+    Signer,
+    check_password,
+    load_secret,
+    parse_password_hash,
+)
+from appliance.states import State
+from appliance.status import MIN_FREE_BYTES, GatewayView, acknowledge_incident, build_status
+from appliance.store import (
+    Event,
+    IdempotencyMismatch,
+    Message,
+    OptedOut,
+    QueueFull,
+    StorageFull,
+    Store,
+    rfc3339,
+)
+from appliance.validation import ApiError
+from modem.errors import describe
+
+_LOGGER = logging.getLogger(__name__)
+
+FRAGMENT_HEADER = "x-smsgw-fragment"
+MAX_FORM_BYTES = 16384  # a test SMS of 1600 characters, percent-encoded, fits
+PAGE_ROWS = 50  # newest messages shown per list; filters narrow them
+RECENT_EVENTS = 5000  # diagnostics scan at most this many newest events for errors
+_ERROR_KINDS = ("retry", "failed", "outcome_unknown", "released")
+_CODE = re.compile(r"\b(cms|cme)_(\d+)\b", re.IGNORECASE)
+_NOTICES = {
+    "login": "Logged in as admin.",
+    "logout": "Logged out.",
+    "reset": "Modem reset started: it re-initialises in a few seconds.",
+    "ack": "Incident acknowledged.",
+}
+
+
+def routes(
+    *, store: Store, config: Config, gateway: GatewayView, min_free_bytes: int = MIN_FREE_BYTES
+) -> list[BaseRoute]:
+    """The page's routes, mounted next to the API by `create_app`."""
+    web = Web(store, config, gateway, min_free_bytes)
+    return [
+        Route("/", web.overview, methods=["GET"]),
+        Route("/messages", web.messages, methods=["GET"]),
+        Route("/modem", web.modem, methods=["GET"]),
+        Route("/login", web.login_form, methods=["GET"]),
+        Route("/login", web.login, methods=["POST"]),
+        Route("/logout", web.logout, methods=["POST"]),
+        Route("/actions/test-sms", web.test_sms, methods=["POST"]),
+        Route("/actions/reset-modem", web.reset_modem, methods=["POST"]),
+        Route("/actions/ack-incident", web.ack_incident, methods=["POST"]),
+    ]
+
+
+def mask_number(number: str) -> str:
+    """`+4915112345678` -> `+49151•••5678`: country code and network prefix, then the last 4 digits."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number[:3] + "•••" + number[-4:] if len(number) > 7 else "•••"
+    nsn = phonenumbers.national_significant_number(parsed)
+    # At most 3 prefix digits (German mobile NDCs are 4: 1511): enough to tell the network.
+    prefix = nsn[: min(3, phonenumbers.length_of_national_destination_code(parsed))]
+    if len(prefix) + 4 >= len(nsn):
+        prefix = prefix[: max(0, len(nsn) - 6)]
+    return f"+{parsed.country_code}{prefix}•••{nsn[-4:]}"
+
+
+def error_meaning(code: str | None) -> str:
+    """The meaning of a `cms_NNN`/`cme_NNN` code (27.005/27.007), or ""."""
+    m = _CODE.search(code or "")
+    if m is None:
+        return ""
+    return describe(m.group(1).upper(), int(m.group(2)))[0]
+
+
+class Web:
+    def __init__(self, store: Store, config: Config, gateway: GatewayView, min_free_bytes: int) -> None:
+        self.store = store
+        self.config = config
+        self.gateway = gateway
+        self.min_free_bytes = min_free_bytes
+        web = config.web
+        if web.admin_password_hash:
+            try:
+                parse_password_hash(web.admin_password_hash)
+            except BadPasswordHash as exc:
+                raise ConfigError(f"web.admin_password_hash: {exc}") from None
+        directory = None if store.path == ":memory:" else Path(store.path).parent
+        self.signer = Signer(load_secret(web.session_secret, directory))
+        self.public = web.public and config.api.status_page_public
+        self.env = jinja2.Environment(
+            loader=jinja2.PackageLoader("appliance", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.env.filters["mask"] = mask_number
+        self.env.filters["ago"] = _ago
+        self.env.filters["duration"] = _duration
+        self.env.filters["when"] = _when
+        self.env.filters["bytes"] = _bytes
+        self.env.globals["meaning"] = error_meaning
+
+    # ------------------------------------------------------------------ pages
+    async def overview(self, request: Request) -> Response:
+        session, refuse = self._read_access(request)
+        if refuse is not None:
+            return refuse
+        doc = await self._status()
+        hist = doc["history"]
+        now = time.time()
+        signal_charts = {
+            name: charts.signal_history(
+                [(p["t"], p["dbm"]) for p in points], start=now - hist["window_s"], end=now
+            )
+            for name, points in hist["signal"].items()
+        }
+        context = {
+            "doc": doc,
+            "signal_charts": signal_charts,
+            "bars": charts.signal_bars,
+            "throughput_chart": charts.hourly_bars(
+                [("sent", hist["sent_per_hour"]), ("delivered", hist["delivered_per_hour"])]
+            ),
+            "can_reset": hasattr(self.gateway, "reset_modem"),
+        }
+        return self._render(request, session, "overview.html", context)
+
+    async def messages(self, request: Request) -> Response:
+        session, refuse = self._read_access(request)
+        if refuse is not None:
+            return refuse
+        q = request.query_params
+        status = q.get("status") or None
+        if status is not None and status not in {s.value for s in State}:
+            status = None
+        number = (q.get("number") or "").strip()
+        direction = q.get("direction") or "both"
+        outbound = [] if direction == "in" else await self._outbound(status, number)
+        inbound = [] if direction == "out" or status is not None else await self._inbound(number)
+        timelines = await self._events([m.id for m in outbound])
+        context = {
+            "doc": await self._status(),
+            "outbound": outbound,
+            "inbound": inbound,
+            "timelines": timelines,
+            "statuses": [s.value for s in State],
+            "filter": {"status": status or "", "number": number, "direction": direction},
+        }
+        return self._render(request, session, "messages.html", context)
+
+    async def modem(self, request: Request) -> Response:
+        session, refuse = self._read_access(request)
+        if refuse is not None:
+            return refuse
+        doc = await self._status()
+        context = {
+            "doc": doc,
+            "errors": await self._recent_errors(),
+            "can_reset": hasattr(self.gateway, "reset_modem"),
+        }
+        return self._render(request, session, "modem.html", context)
+
+    async def login_form(self, request: Request) -> Response:
+        session = self._session(request)
+        return self._render(request, session, "login.html", {"error": ""})
+
+    # ---------------------------------------------------------------- actions
+    async def login(self, request: Request) -> Response:
+        session = self._session(request)
+        form = await _form(request)
+        refused = self._check_post(request, session, form)
+        if refused is not None:
+            return refused
+        secret = str(form.get("password") or "")
+        who = ""
+        if check_password(secret, self.config.web.admin_password_hash):
+            who = "password"
+        elif secret and len(secret) <= 256:
+            key = await self.store.verify_key(secret)
+            if key is not None and "admin" in key.scopes:
+                who = f"API key {key.name}"
+        if not who:
+            client = request.client.host if request.client else "?"
+            _LOGGER.warning("status page: failed login from %s", client)
+            return self._render(
+                request,
+                session,
+                "login.html",
+                {"error": "Wrong password, or not an API key with the admin scope."},
+                status=403,
+            )
+        _LOGGER.warning("status page: admin login (%s)", who)
+        fresh = self.signer.new(admin=who)  # a new id on login: no session fixation
+        return self._redirect(request, "/?notice=login", fresh)
+
+    async def logout(self, request: Request) -> Response:
+        session = self._session(request)
+        form = await _form(request)
+        refused = self._check_post(request, session, form)
+        if refused is not None:
+            return refused
+        return self._redirect(request, "/?notice=logout", self.signer.new())
+
+    async def test_sms(self, request: Request) -> Response:
+        session, form, refused = await self._admin_post(request)
+        if refused is not None:
+            return refused
+        doc = {"to": str(form.get("to") or ""), "body": str(form.get("body") or "")}
+        try:
+            new = validation.parse_send_request(doc, header_key=None, config=self.config)
+            msg, _created = await self.store.accept(new, key_id=None, queue_max=self.config.api.queue_max)
+        except ApiError as exc:
+            return self._problem(request, session, 422, "The test SMS was not accepted", exc.message)
+        except (OptedOut, QueueFull, StorageFull, IdempotencyMismatch) as exc:
+            return self._problem(request, session, 422, "The test SMS was not accepted", _refusal(exc))
+        self.gateway.wake()
+        _LOGGER.warning("status page: test SMS %s queued by %s", msg.id, session.admin)
+        return self._redirect(request, f"/messages?notice=queued&id={msg.id}", session)
+
+    async def reset_modem(self, request: Request) -> Response:
+        session, form, refused = await self._admin_post(request)
+        if refused is not None:
+            return refused
+        name = str(form.get("modem") or "")
+        reset = getattr(self.gateway, "reset_modem", None)
+        if reset is None:
+            return self._problem(
+                request, session, 501, "Reset unavailable", "This gateway cannot reset modems."
+            )
+        if not reset(name):
+            return self._problem(request, session, 404, "No such modem", f"There is no modem named {name!r}.")
+        _LOGGER.warning("status page: modem %s reset by %s", name, session.admin)
+        return self._redirect(request, "/modem?notice=reset", session)
+
+    async def ack_incident(self, request: Request) -> Response:
+        session, form, refused = await self._admin_post(request)
+        if refused is not None:
+            return refused
+        incident = str(form.get("incident") or "")
+        if not await acknowledge_incident(self.config, incident, by=session.admin):
+            return self._problem(
+                request,
+                session,
+                404,
+                "No such incident",
+                f"There is no open incident {incident!r} to acknowledge.",
+            )
+        return self._redirect(request, "/?notice=ack", session)
+
+    # ---------------------------------------------------------------- helpers
+    async def _status(self) -> dict[str, Any]:
+        return await build_status(self.store, self.gateway, self.config, min_free_bytes=self.min_free_bytes)
+
+    async def _outbound(self, status: str | None, number: str) -> list[Message]:
+        if not number:
+            return await self.store.list_messages(status=status, limit=PAGE_ROWS)
+        try:
+            e164 = validation.parse_number(number, self.config.gateway.default_region)
+        except ApiError:
+            e164 = None
+        if e164 is not None:
+            return await self.store.list_messages(status=status, to=e164, limit=PAGE_ROWS)
+        digits = re.sub(r"\D", "", number)
+        if not digits:
+            return []
+        # Partial numbers (the last digits an engineer remembers): a suffix match on the newest rows.
+        sql = "SELECT id FROM messages WHERE to_number LIKE ?"
+        if status:
+            sql += " AND status = ?"
+        args: list[Any] = [f"%{digits}", *([status] if status else []), PAGE_ROWS]
+        rows = await self.store.rdb.execute_fetchall(sql + " ORDER BY seq DESC LIMIT ?", args)
+        found = [await self.store.get(str(r["id"])) for r in rows]
+        return [m for m in found if m is not None]
+
+    async def _inbound(self, number: str) -> list[dict[str, Any]]:
+        digits = re.sub(r"\D", "", number)
+        sql = (
+            "SELECT id, from_number, body, parts, parts_expected, complete, received_at, keyword FROM inbound"
+        )
+        args: list[Any] = []
+        if digits:
+            sql += " WHERE from_number LIKE ?"
+            args.append(f"%{digits}")
+        rows = await self.store.rdb.execute_fetchall(sql + " ORDER BY seq DESC LIMIT ?", (*args, PAGE_ROWS))
+        return [dict(r) for r in rows]
+
+    async def _events(self, ids: list[str]) -> dict[str, list[Event]]:
+        out: dict[str, list[Event]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        marks = ",".join("?" * len(ids))
+        rows = await self.store.rdb.execute_fetchall(
+            f"SELECT message_id, at, kind, from_status, to_status, detail FROM events "  # noqa: S608  (placeholders only)
+            f"WHERE message_id IN ({marks}) ORDER BY message_id, id",
+            ids,
+        )
+        for r in rows:
+            out[r["message_id"]].append(
+                Event(r["at"], r["kind"], r["from_status"], r["to_status"], r["detail"])
+            )
+        return out
+
+    async def _recent_errors(self) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(_ERROR_KINDS))
+        rows = await self.store.rdb.execute_fetchall(
+            f"SELECT message_id, at, kind, detail FROM events WHERE id > "  # noqa: S608  (placeholders only)
+            f"(SELECT coalesce(max(id), 0) FROM events) - ? AND kind IN ({marks}) ORDER BY id DESC LIMIT 30",
+            (RECENT_EVENTS, *_ERROR_KINDS),
+        )
+        return [{**dict(r), "meaning": error_meaning(r["detail"])} for r in rows]
+
+    def _session(self, request: Request) -> Session:
+        session = self.signer.load(request.cookies.get(COOKIE))
+        if session is None:
+            session = self.signer.new()
+            request.state.new_session = True
+        return session
+
+    def _read_access(self, request: Request) -> tuple[Session, Response | None]:
+        session = self._session(request)
+        if self.public or session.is_admin:
+            return session, None
+        if request.headers.get(FRAGMENT_HEADER):
+            return session, Response("login required", status_code=401, media_type="text/plain")
+        return session, self._redirect(request, "/login", session)
+
+    async def _admin_post(self, request: Request) -> tuple[Session, dict[str, str], Response | None]:
+        session = self._session(request)
+        form = await _form(request)
+        refused = self._check_post(request, session, form)
+        if refused is None and not session.is_admin:
+            refused = self._problem(
+                request, session, 403, "Log in first", "Actions need an admin login: open /login."
+            )
+        return session, form, refused
+
+    def _check_post(self, request: Request, session: Session, form: dict[str, str]) -> Response | None:
+        """Origin (when sent) must be this page's; the form's CSRF token must match the session."""
+        origin = request.headers.get("origin")
+        host = request.headers.get("host", "")
+        if origin is not None and origin != f"{request.url.scheme}://{host}":
+            _LOGGER.warning("status page: refused %s from origin %s", request.url.path, origin)
+            return self._problem(
+                request,
+                session,
+                403,
+                "Cross-site request refused",
+                f"This form was posted from {origin}, not from the gateway's own page.",
+            )
+        if not self.signer.csrf_ok(
+            None if getattr(request.state, "new_session", False) else session, str(form.get("csrf") or "")
+        ):
+            _LOGGER.warning("status page: refused %s without a valid CSRF token", request.url.path)
+            return self._problem(
+                request,
+                session,
+                403,
+                "Form expired or forged",
+                "The form's CSRF token is missing or does not match your session: reload the page and try again.",
+            )
+        return None
+
+    def _render(
+        self, request: Request, session: Session, template: str, context: dict[str, Any], status: int = 200
+    ) -> Response:
+        nonce = secrets.token_urlsafe(12)
+        notice = _NOTICES.get(request.query_params.get("notice", ""), "")
+        if request.query_params.get("notice") == "queued":
+            notice = f"Test SMS {request.query_params.get('id', '')} queued."
+        html = self.env.get_template(template).render(
+            **context,
+            fragment=bool(request.headers.get(FRAGMENT_HEADER)),
+            nonce=nonce,
+            csrf=self.signer.csrf_token(session),
+            admin=session.admin,
+            public=self.public,
+            path=request.url.path,
+            notice=notice,
+            name=self.config.gateway.name,
+            now=time.time(),
+            rfc3339=rfc3339,
+        )
+        response = HTMLResponse(html, status_code=status, headers=_headers(nonce))
+        self._keep(request, response, session)
+        return response
+
+    def _problem(self, request: Request, session: Session, status: int, title: str, text: str) -> Response:
+        return self._render(request, session, "problem.html", {"title": title, "text": text}, status)
+
+    def _redirect(self, request: Request, to: str, session: Session) -> Response:
+        response = RedirectResponse(to, status_code=303, headers=_headers(""))
+        self._keep(request, response, session, force=True)
+        return response
+
+    def _keep(self, request: Request, response: Response, session: Session, *, force: bool = False) -> None:
+        if force or getattr(request.state, "new_session", False):
+            response.set_cookie(
+                COOKIE,
+                self.signer.dump(session),
+                max_age=SESSION_TTL_S,
+                path="/",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+
+
+def _headers(nonce: str) -> dict[str, str]:
+    csp = (
+        "default-src 'none'; "
+        f"style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+        "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "content-security-policy": csp,
+        "x-frame-options": "DENY",
+        # Not "no-referrer": with it browsers send "Origin: null" on POST and the Origin check fails.
+        "referrer-policy": "same-origin",
+        "vary": "Cookie, X-Smsgw-Fragment",
+    }
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An urlencoded form (the page posts nothing else), at most MAX_FORM_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return {}
+        chunks.append(chunk)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+def _refusal(exc: Exception) -> str:
+    if isinstance(exc, OptedOut):
+        return "The recipient opted out (sent STOP)."
+    if isinstance(exc, QueueFull):
+        return "The queue is full; try again later."
+    if isinstance(exc, StorageFull):
+        return "The gateway's disk is full."
+    return "Refused."
+
+
+def _ago(seconds: float | None) -> str:
+    return "—" if seconds is None else _duration(seconds) + " ago"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + " UTC"
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+__all__ = ["error_meaning", "mask_number", "routes"]

@@ -1,0 +1,141 @@
+"""Actions and access rules over real HTTP: login, CSRF, Origin, masking, headers, the read-only mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from appliance.session import Signer, check_password, hash_password
+from appliance.web import error_meaning, mask_number
+from modem.simulator import Simulator
+from tests.system.conftest import Running, eventually, gateway_config, run_gateway
+from tests.web.conftest import csrf_of, page_client
+
+PHONE = "+4915112345678"
+
+
+async def test_action_without_login_is_refused(gw: Running) -> None:
+    async with await page_client(f"http://{gw.config.api.listen}") as c:
+        token = csrf_of((await c.get("/login")).text)
+        r = await c.post("/actions/test-sms", data={"csrf": token, "to": PHONE, "body": "x"})
+        assert r.status_code == 403
+        assert "Actions need an admin login" in r.text
+        r = await c.post("/actions/reset-modem", data={"csrf": token, "modem": "modem"})
+        assert r.status_code == 403
+    assert (await gw.client.get("/api/v1/messages")).json()["messages"] == []
+
+
+async def test_post_without_csrf_token_is_refused(gw: Running) -> None:
+    async with await page_client(f"http://{gw.config.api.listen}") as c:
+        await c.get("/")
+        r = await c.post("/login", data={"password": gw.key})
+        assert r.status_code == 403
+        assert "CSRF token is missing" in r.text
+        r = await c.post("/login", data={"password": gw.key, "csrf": "0" * 64})
+        assert r.status_code == 403
+
+
+async def test_cross_origin_post_is_refused(gw: Running) -> None:
+    async with await page_client(f"http://{gw.config.api.listen}") as c:
+        token = csrf_of((await c.get("/login")).text)
+        r = await c.post(
+            "/login", data={"password": gw.key, "csrf": token}, headers={"Origin": "http://evil.example"}
+        )
+        assert r.status_code == 403
+        assert "posted from http://evil.example" in r.text
+
+
+async def test_admin_key_login_sends_test_sms_and_resets(gw: Running) -> None:
+    base = f"http://{gw.config.api.listen}"
+    async with await page_client(base) as c:
+        token = csrf_of((await c.get("/login")).text)
+        r = await c.post("/login", data={"password": gw.key, "csrf": token}, headers={"Origin": base})
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        page = await c.get("/")
+        token = csrf_of(page.text)  # rotated with the session at login
+        assert "Send test SMS" in page.text
+        r = await c.post(
+            "/actions/test-sms", data={"csrf": token, "to": PHONE, "body": "hello from the page"}
+        )
+        assert r.status_code == 303, r.text
+        msg_id = r.headers["location"].split("id=")[1]
+        assert (await gw.final(msg_id))["status"] == "delivered"
+        listing = (await c.get("/messages")).text
+        assert PHONE in listing  # an admin sees full numbers
+        r = await c.post("/actions/reset-modem", data={"csrf": token, "modem": "modem"})
+        assert r.status_code == 303
+        modem = gw.gateway.modem_list[0][2]
+        await eventually(lambda: modem.info.resets >= 1, timeout_s=10)
+        r = await c.post("/actions/ack-incident", data={"csrf": token, "incident": "inc_1"})
+        assert r.status_code == 404
+        assert "no open incident" in r.text.lower()
+        r = await c.post("/actions/reset-modem", data={"csrf": token, "modem": "nope"})
+        assert r.status_code == 404
+
+
+async def test_read_only_key_cannot_log_in(gw: Running) -> None:
+    _rec, read_key = await gw.gateway.store.create_key("reader", ["read"])
+    async with await page_client(f"http://{gw.config.api.listen}") as c:
+        token = csrf_of((await c.get("/login")).text)
+        r = await c.post("/login", data={"password": read_key, "csrf": token})
+        assert r.status_code == 403
+        assert "admin scope" in r.text
+
+
+async def test_security_headers(gw: Running) -> None:
+    async with await page_client(f"http://{gw.config.api.listen}") as c:
+        r = await c.get("/")
+    csp = r.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "unsafe-eval" not in csp
+    assert "unsafe-inline" not in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "src=" not in r.text
+    assert "<link" not in r.text
+
+
+async def test_login_only_mode_with_password(tmp_path: Path, sim: Simulator) -> None:
+    stored = hash_password("s3cret", iterations=1000)
+    raw = gateway_config(
+        tmp_path, str(sim.primary_path), web={"public": False, "admin_password_hash": stored}
+    )
+    async with run_gateway(raw, sim) as running:
+        base = f"http://{running.config.api.listen}"
+        async with await page_client(base) as c:
+            r = await c.get("/")
+            assert r.status_code == 303
+            assert r.headers["location"] == "/login"
+            assert (await c.get("/messages", headers={"X-Smsgw-Fragment": "1"})).status_code == 401
+            token = csrf_of((await c.get("/login")).text)
+            assert (await c.post("/login", data={"password": "wrong", "csrf": token})).status_code == 403
+            r = await c.post("/login", data={"password": "s3cret", "csrf": token})
+            assert r.status_code == 303
+            assert (await c.get("/")).status_code == 200
+        key_file = tmp_path / "session.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_mask_and_meaning() -> None:
+    assert mask_number("+4915112345678") == "+49151•••5678"
+    assert mask_number("+447700900123").endswith("0123")
+    assert "•••" in mask_number("garbage-number")
+    assert error_meaning("cms_38") != ""
+    assert error_meaning("modem_timeout") == ""
+
+
+def test_password_hash_and_cookie_signing() -> None:
+    stored = hash_password("pw", iterations=1000)
+    assert check_password("pw", stored)
+    assert not check_password("pW", stored)
+    signer = Signer(b"k" * 32)
+    session = signer.new(admin="password")
+    cookie = signer.dump(session)
+    assert signer.load(cookie) == session
+    assert signer.load(cookie[:-2] + "xx") is None
+    assert signer.load(cookie, now=session.issued_at + 13 * 3600) is None
+    assert not signer.csrf_ok(session, "")
+    assert signer.csrf_ok(session, signer.csrf_token(session))
+    assert not Signer(b"other" * 8).csrf_ok(session, signer.csrf_token(session))

@@ -1,0 +1,233 @@
+"""`smsgw watchdog`: the main loop. A cycle every `cycle_s`: read facts, evaluate the checks, step the
+alert policy, handle on-call replies, send over its own port (or the borrowed primary), ping systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+import sdnotify
+
+from modem import StoredSms
+from modem.pdu import Deliver
+from watchdog.alert import Alert, Policy, StateFile
+from watchdog.canary import Canary
+from watchdog.checks import Thresholds, evaluate
+from watchdog.facts import FactsReader
+from watchdog.port import Port, daemon_present
+from watchdog.replies import LedgerInbox, Reply, is_oncall, parse, reply_key
+from watchdog.settings import Settings
+
+_LOGGER = logging.getLogger("watchdog")
+
+READY_WAIT_S = 20.0  # a borrowed port: how long the modem may take to initialise before a send
+
+
+@dataclass
+class Outgoing:
+    alert: Alert
+    recipients: tuple[str, ...]
+    queued_at: float
+
+
+@dataclass
+class Watchdog:
+    """One watchdog process: its state file, policy, port and readers."""
+
+    settings: Settings
+    state: StateFile = field(init=False)
+    policy: Policy = field(init=False)
+    port: Port = field(init=False)
+    reader: FactsReader = field(init=False)
+    inbox: LedgerInbox = field(init=False)
+    canary: Canary = field(init=False)
+    outbox: list[Outgoing] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        now = time.time()
+        self.state = StateFile(s.state_file)
+        self.policy = Policy(
+            s.box_name, repeat_s=s.repeat_s, cap_per_hour=s.cap_per_hour, alive_at=s.alive_at
+        )
+        self.state.restore(self.policy, now)
+        self.port = Port(
+            s.port or s.primary_port,
+            ledger_path=s.ledger_path,
+            takeover=s.takeover,
+            baudrate=s.baudrate,
+            sim_pin=s.sim_pin,
+            command_timeout_s=s.command_timeout_s,
+            submit_timeout_s=s.submit_timeout_s,
+        )
+        self.reader = FactsReader(s, now)
+        self.inbox = LedgerInbox(s.ledger_path)
+        self.canary = Canary(s.canary_every_s if s.canary_number else 0.0, s.canary_timeout_s)
+        self.thresholds = Thresholds(
+            heartbeat_stale_s=s.heartbeat_stale_s,
+            healthz_fail_s=s.healthz_fail_s,
+            unit_down_s=s.unit_down_s,
+            queue_stall_s=s.queue_stall_s,
+            modem_down_s=s.modem_down_s,
+            delivery_floor=s.delivery_floor,
+            delivery_min_count=s.delivery_min_count,
+            sim_storage_full_ratio=s.sim_storage_full_ratio,
+            disk_free_floor_ratio=s.disk_free_floor_ratio,
+        )
+
+    def __repr__(self) -> str:
+        return f"Watchdog({self.settings.box_name!r}, {self.port!r})"
+
+    async def run(self) -> None:
+        notifier = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+        await self.port.start()
+        _LOGGER.warning(
+            "watchdog of %s: on-call %s, %s",
+            self.settings.box_name,
+            ", ".join(self.settings.oncall),
+            self.port,
+        )
+        if notifier is not None:
+            notifier.notify("READY=1")
+        try:
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                await self.cycle(time.time())
+                if notifier is not None:
+                    notifier.notify(f"WATCHDOG=1\nSTATUS={self.policy.summary(time.time())}")
+                wait_s = max(0.1, self.settings.cycle_s - (time.monotonic() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), wait_s)
+        finally:
+            await self.port.stop()
+            self.state.close()
+
+    async def cycle(self, now: float) -> None:
+        """One round: facts, checks, policy, port, replies, sends."""
+        s = self.settings
+        facts = await self.reader.read(now, None if self.port.takeover else self.port.modem)
+        findings = evaluate(facts, self.thresholds)
+        alerts, suppressed = self.policy.step(findings, now)
+        for alert in suppressed:
+            _LOGGER.warning("cap of %d alerts/hour reached; not sent: %s", s.cap_per_hour, alert.text)
+            self.state.record_alert(alert, "*", "capped", now)
+        for incident in self.state.apply_ack_requests(self.policy, now):
+            _LOGGER.warning("incident %d acknowledged on the status page", incident.id)
+        self.state.sync_incidents(self.policy, now)
+        for alert in alerts:
+            _LOGGER.warning("alert (%s): %s", alert.kind, alert.text)
+            self.outbox.append(Outgoing(alert, s.oncall, now))
+        daemon_down = "daemon" in self.policy.incidents
+        await self.port.adjust(want=daemon_down or bool(self.outbox))
+        await self.replies(now, scan_sim=daemon_down or (self.port.takeover and self.port.held))
+        self.run_canary(now)
+        await self.flush(now)
+
+    async def replies(self, now: float, *, scan_sim: bool) -> None:
+        """Handle new on-call replies from the ledger and, while the daemon is not reading, the SIM."""
+        s = self.settings
+        found: list[tuple[Reply, StoredSms | None]] = [(r, None) for r in self.inbox.read_new()]
+        if scan_sim:
+            for sms in await self.port.stored():
+                msg = sms.message
+                if isinstance(msg, Deliver) and (
+                    is_oncall(msg.sender.number, s.oncall) or self.canary.token is not None
+                ):
+                    key = reply_key(msg.sender.number, msg.text, msg.scts.timestamp())
+                    found.append((Reply(key, msg.sender.number, msg.text), sms))
+        for reply, stored in found:
+            if self.canary.received(reply.text, now):
+                self.reader.canary_missed_since = None
+            elif not self.state.seen_reply(reply.key):
+                outcome = await self.act(reply, now)
+                self.state.record_reply(reply.key, reply.sender, reply.text, outcome)
+            if stored is not None:
+                await self.port.delete(stored)
+
+    async def act(self, reply: Reply, now: float) -> str:
+        """Carry out one reply; returns what was done (recorded)."""
+        s = self.settings
+        command = parse(reply, s.oncall, s.pin)
+        if command is None:
+            _LOGGER.warning("ignored SMS from %s: %r", reply.sender, reply.text[:40])
+            return "ignored"
+        _LOGGER.warning("on-call %s sent %s", reply.sender, command)
+        if command == "STATUS":
+            answer = f"{s.box_name} STATUS: {self.policy.summary(now)}; {self.daemon_line()}"
+        elif command == "ACK":
+            acked = self.policy.ack(now)
+            self.state.sync_incidents(self.policy, now)
+            answer = f"{s.box_name} ACK: {len(acked)} incident(s) silenced until resolved"
+        else:
+            answer = f"{s.box_name} RESTART: {await self.restart()}"
+        self.outbox.append(Outgoing(Alert("reply", command.lower(), answer), (reply.sender,), now))
+        return command.lower()
+
+    def daemon_line(self) -> str:
+        ledger = self.reader.last_ledger
+        hb = "no heartbeat" if ledger is None or ledger.heartbeat_at is None else ledger.heartbeat_detail
+        present = daemon_present(self.settings.ledger_path)
+        return f"daemon {'running' if present else 'not running'} ({hb})"
+
+    async def restart(self) -> str:
+        command = self.settings.restart_command
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            async with asyncio.timeout(60):
+                _, err = await proc.communicate()
+        except (OSError, TimeoutError) as exc:
+            return f"failed ({exc})"
+        if proc.returncode == 0:
+            return "done"
+        return f"exit {proc.returncode} {err.decode(errors='replace').strip()[:60]}"
+
+    def run_canary(self, now: float) -> None:
+        text = self.canary.due(now)
+        if text is not None:
+            self.outbox.append(Outgoing(Alert("canary", "canary", text), (self.settings.canary_number,), now))
+        self.reader.canary_missed_since = self.canary.check(now)
+
+    async def flush(self, now: float) -> None:
+        """Send what is waiting, if there is a port; unsent alerts wait, and expire after `repeat_s`."""
+        if not self.outbox:
+            return
+        kept: list[Outgoing] = []
+        ready = await self.port.ready(READY_WAIT_S) if self.port.held else False
+        for out in self.outbox:
+            if not ready:
+                if now - out.queued_at > self.settings.repeat_s:
+                    self.state.record_alert(out.alert, ",".join(out.recipients), "expired", now)
+                else:
+                    kept.append(out)
+                continue
+            for number in out.recipients:
+                ok = await self.port.send(number, out.alert.text)
+                self.state.record_alert(out.alert, number, "sent" if ok else "failed", time.time())
+                if ok:
+                    _LOGGER.warning("sent to %s: %s", number, out.alert.text)
+        self.outbox = kept
+
+
+def main(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT."""
+    if not settings.oncall:
+        _LOGGER.error("watchdog.oncall is empty: nobody to alert")
+        return 2
+
+    async def run() -> None:
+        watchdog = Watchdog(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, watchdog.stopping.set)
+        await watchdog.run()
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,210 @@
+"""Reads the facts of one cycle: the ledger (read-only), /healthz and /readyz, systemd, the disk, its modem."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from modem import Modem
+from watchdog.checks import Facts
+from watchdog.settings import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+FINAL_FAILED = ("undelivered", "failed")
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What the ledger says, read in one read-only transaction."""
+
+    heartbeat_at: float | None = None
+    heartbeat_detail: str = ""
+    oldest_queued_at: float | None = None
+    last_sent_at: float | None = None
+    modem_sample_at: float | None = None
+    modem_last_ok_at: float | None = None
+    modem_first_bad_at: float | None = None  # the first sample after the last good one
+    modem_sample_state: str = ""
+    delivered_last_hour: int = 0
+    failed_last_hour: int = 0
+
+
+def read_ledger(path: str, now: float) -> Ledger | None:
+    """The ledger's facts, opened read-only (mode=ro); None when it cannot be read."""
+    if not Path(path).exists():
+        return None
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error as exc:
+        _LOGGER.warning("cannot open the ledger read-only: %s", exc)
+        return None
+    try:
+        hb = db.execute("SELECT at, detail FROM heartbeats WHERE name = 'serve'").fetchone()
+        oldest = db.execute(
+            "SELECT MIN(COALESCE(send_at, created_at)) FROM messages WHERE status IN ('queued', 'sending')"
+        ).fetchone()[0]
+        last_sent = db.execute("SELECT MAX(submitted_at) FROM parts").fetchone()[0]
+        sample = db.execute(
+            "SELECT at, state, registered FROM modem_samples ORDER BY at DESC LIMIT 1"
+        ).fetchone()
+        ok = db.execute(
+            "SELECT MAX(at) FROM modem_samples WHERE registered = 1 AND state = 'ready'"
+        ).fetchone()[0]
+        first_bad = db.execute(
+            "SELECT MIN(at) FROM modem_samples WHERE at > ?", (ok if ok is not None else 0.0,)
+        ).fetchone()[0]
+        counts = dict(
+            db.execute(
+                "SELECT status, COUNT(*) FROM messages WHERE final_at > ? "
+                "AND status IN ('delivered', 'undelivered', 'failed') GROUP BY status",
+                (now - 3600,),
+            ).fetchall()
+        )
+    except sqlite3.Error as exc:
+        _LOGGER.warning("reading the ledger failed: %s", exc)
+        return None
+    finally:
+        db.close()
+    return Ledger(
+        heartbeat_at=hb[0] if hb else None,
+        heartbeat_detail=hb[1] or "" if hb else "",
+        oldest_queued_at=oldest,
+        last_sent_at=last_sent,
+        modem_sample_at=sample[0] if sample else None,
+        modem_sample_state=""
+        if sample is None
+        else ("registered" if sample[2] else "unregistered")
+        if sample[1] == "ready"
+        else sample[1],
+        modem_last_ok_at=ok,
+        modem_first_bad_at=first_bad,
+        delivered_last_hour=int(counts.get("delivered", 0)),
+        failed_last_hour=sum(int(counts.get(s, 0)) for s in FINAL_FAILED),
+    )
+
+
+async def probe_http(client: httpx.AsyncClient, url: str) -> tuple[int | None, str]:
+    """(status code, error text); status None when nothing answered."""
+    try:
+        response = await client.get(url)
+    except httpx.TimeoutException:
+        return None, "timeout"
+    except httpx.HTTPError as exc:
+        return None, "refused" if isinstance(exc, httpx.ConnectError) else type(exc).__name__
+    return response.status_code, "" if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+def under_systemd() -> bool:
+    """Whether systemd runs this box (sd_booted(3): /run/systemd/system exists) and systemctl is there."""
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+
+async def unit_state(unit: str, *, systemd: bool) -> str | None:
+    """`systemctl is-active <unit>`; None when not running under systemd."""
+    if not systemd:
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        "systemctl", "is-active", unit, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    return out.decode().strip() or "unknown"
+
+
+class FactsReader:
+    """Reads facts each cycle and remembers since when each condition holds."""
+
+    def __init__(self, settings: Settings, started_at: float) -> None:
+        self.settings = settings
+        self.started_at = started_at
+        self.healthz_failing_since: float | None = None
+        self.healthz_error = ""
+        self.unit_down_since: float | None = None
+        self.ready_failing_since: float | None = None
+        self.ready_reason = ""
+        self.last_ledger: Ledger | None = None
+        self.canary_missed_since: float | None = None
+        self.systemd = under_systemd()
+        self.daemon_up_since: float | None = None
+
+    def __repr__(self) -> str:
+        return f"FactsReader({self.settings.ledger_path!r})"
+
+    async def read(self, now: float, modem: Modem | None) -> Facts:
+        s = self.settings
+        timeout = httpx.Timeout(s.healthz_timeout_s)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            (health, health_err), (ready, _) = await asyncio.gather(
+                probe_http(client, s.healthz_url),
+                probe_http(client, s.readyz_url) if s.readyz_url else _none(),
+            )
+        if health == 200:
+            if self.healthz_failing_since is not None or self.daemon_up_since is None:
+                self.daemon_up_since = now  # this life of the daemon, as seen from here
+            self.healthz_failing_since = None
+        elif self.healthz_failing_since is None:
+            self.healthz_failing_since = now
+        self.healthz_error = health_err
+        if ready is None or ready == 200:
+            # Ready, or no answer at all: a daemon that is down is the daemon incident, not the modem's.
+            self.ready_failing_since = None
+        elif self.ready_failing_since is None:
+            self.ready_failing_since = now
+        unit = await unit_state(s.unit, systemd=self.systemd)
+        if unit in (None, "active", "reloading"):
+            self.unit_down_since = None
+        elif self.unit_down_since is None:
+            self.unit_down_since = now
+        ledger = await asyncio.to_thread(read_ledger, s.ledger_path, now)
+        self.last_ledger = ledger
+        free = total = None
+        with contextlib.suppress(OSError):
+            usage = shutil.disk_usage(s.ledger_dir)
+            free, total = usage.free, usage.total
+        modem_since, modem_detail = self._modem_down(ledger, now)
+        storage = modem.info.storage if modem is not None and modem.ready.is_set() else None
+        return Facts(
+            now=now,
+            heartbeat_at=ledger.heartbeat_at if ledger else None,
+            watch_started_at=self.started_at,
+            healthz_failing_since=self.healthz_failing_since,
+            healthz_error=self.healthz_error,
+            unit_state=unit,
+            unit_down_since=self.unit_down_since,
+            oldest_queued_at=ledger.oldest_queued_at if ledger else None,
+            last_sent_at=ledger.last_sent_at if ledger else None,
+            modem_down_since=modem_since,
+            modem_detail=modem_detail,
+            delivered_last_hour=ledger.delivered_last_hour if ledger else 0,
+            failed_last_hour=ledger.failed_last_hour if ledger else 0,
+            sim_used=storage.used if storage else None,
+            sim_total=storage.total if storage else None,
+            disk_free_bytes=free,
+            disk_total_bytes=total,
+            canary_missed_since=self.canary_missed_since,
+        )
+
+    def _modem_down(self, ledger: Ledger | None, now: float) -> tuple[float | None, str]:
+        """Since when the gateway's modem is not ready: /readyz says so, or its samples do."""
+        if self.ready_failing_since is not None:
+            return self.ready_failing_since, "not ready (/readyz)"
+        if ledger is None or ledger.modem_sample_at is None or ledger.modem_sample_state == "registered":
+            return None, ""
+        if ledger.heartbeat_at is None or now - ledger.heartbeat_at > self.settings.heartbeat_stale_s:
+            return None, ""  # the samples stopped with the daemon: they say nothing about the modem now
+        # Samples of an earlier life of the daemon (before it was restarted) do not count.
+        since = max(ledger.modem_first_bad_at or ledger.modem_sample_at, self.daemon_up_since or 0.0)
+        if ledger.modem_sample_at - since < self.settings.modem_down_s:
+            return None, ""  # not bad for long enough *in the samples* (a start-up sample is no outage)
+        return since, ledger.modem_sample_state
+
+
+async def _none() -> tuple[int | None, str]:
+    return None, ""

@@ -1,0 +1,57 @@
+"""The watchdog's own settings: plain values, so `watchdog/` never imports the daemon's config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the watchdog needs; `smsgw watchdog` builds it from `[watchdog]` and friends."""
+
+    ledger_path: str = "/var/lib/smsgw/ledger.sqlite3"
+    box_name: str = "smsgw"
+    primary_port: str = "/dev/gsmmodem"  # the daemon's port; taken over only when `port` is empty
+    port: str = ""  # its own AT port (aux); empty: take the primary over once the daemon is gone
+    baudrate: int = 115200
+    sim_pin: str = ""
+    oncall: tuple[str, ...] = ()
+    pin: str = ""  # the PIN on-call replies must carry; empty: replies are ignored
+    healthz_url: str = "http://127.0.0.1:8080/healthz"
+    readyz_url: str = "http://127.0.0.1:8080/readyz"
+    unit: str = "smsgw.service"
+    restart_command: tuple[str, ...] = ("systemctl", "restart", "smsgw.service")
+    state_path: str = ""  # default: watchdog.sqlite3 next to the ledger
+    cycle_s: float = 5.0
+    heartbeat_stale_s: float = 20.0
+    healthz_timeout_s: float = 4.0
+    healthz_fail_s: float = 8.0
+    unit_down_s: float = 10.0
+    queue_stall_s: float = 900.0
+    modem_down_s: float = 300.0
+    delivery_floor: float = 0.5
+    delivery_min_count: int = 10
+    sim_storage_full_ratio: float = 0.9
+    disk_free_floor_ratio: float = 0.05
+    repeat_s: float = 1800.0
+    cap_per_hour: int = 10
+    alive_at: str = "09:00"  # local time of the daily "alive" SMS; "" = never
+    command_timeout_s: float = 5.0
+    submit_timeout_s: float = 30.0
+    canary_number: str = ""  # the box's own number; empty: canary off
+    canary_every_s: float = 0.0  # 0: canary off (each one costs an SMS)
+    canary_timeout_s: float = 600.0
+
+    @property
+    def ledger_dir(self) -> Path:
+        return Path(self.ledger_path).parent
+
+    @property
+    def state_file(self) -> Path:
+        return Path(self.state_path) if self.state_path else self.ledger_dir / "watchdog.sqlite3"
+
+    @property
+    def takeover(self) -> bool:
+        """Whether the watchdog has no port of its own and borrows the daemon's."""
+        return not self.port
