@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # System packages the tests drive for real (Gammu talks to the simulator).
-APT_PACKAGES := gammu python3-venv chromium prometheus-alertmanager prometheus
+APT_PACKAGES := gammu python3-venv chromium prometheus-alertmanager prometheus systemd
 
 .PHONY: run test lint bench system-deps venv clean
 
