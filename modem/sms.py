@@ -31,6 +31,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # Consecutive command timeouts after which the port is closed and reopened (reset path).
 TIMEOUTS_BEFORE_REOPEN = 2
+# After AT+CFUN=1,1, how long a USB modem may take to drop off the bus before we reopen ourselves.
+RESET_SETTLE_S = 5.0
 # SIM busy right after boot or PIN entry: retry for this long (ZTE needs ~2 s steps).
 SIM_BUSY_WAIT_S = 10.0
 
@@ -256,7 +258,13 @@ class Modem:
             await self.command("AT+CFUN=1,1", timeout_s=15)
         except (AtError, AtTimeout, TransportError) as exc:
             _LOGGER.info("reset: %s; reopening the port", exc)
-        await self._port.close()
+        # A USB modem drops off the bus and re-enumerates: let the old port go first, or we
+        # would reopen it, initialise, and lose it a moment later. A serial modem stays put.
+        try:
+            async with asyncio.timeout(RESET_SETTLE_S):
+                await self._port.wait_lost()
+        except TimeoutError:
+            await self._port.close()
 
     # ---------------------------------------------------------------- commands
     async def command(
