@@ -58,11 +58,11 @@ class Running:
         return doc
 
     async def final(self, msg_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
-        """Wait for the message to reach a final state (delivered/undelivered/failed/canceled)."""
+        """Wait for the message to reach a final state (a final status, or `sent` whose report never came)."""
 
         async def done() -> dict[str, Any] | None:
             doc = await self.message(msg_id)
-            return doc if doc["status"] in ("delivered", "undelivered", "failed", "canceled") else None
+            return doc if doc["final"] else None
 
         result: dict[str, Any] = await eventually(done, timeout_s)
         return result
