@@ -70,7 +70,7 @@ def classify(exc: BaseException) -> Classified:
     if isinstance(exc, AtTimeout):
         return Classified(Outcome.RETRY, "modem_timeout", str(exc), ambiguous=True)
     if isinstance(exc, TransportError):
-        return Classified(Outcome.MODEM_DOWN, "modem_unavailable", str(exc))
+        return Classified(Outcome.MODEM_DOWN, "modem_unavailable", str(exc), ambiguous=exc.maybe_sent)
     if isinstance(exc, ModemError):
         return Classified(Outcome.RETRY, "modem_error", str(exc))
     return Classified(Outcome.RETRY, "internal_error", repr(exc))
@@ -329,7 +329,12 @@ class ModemWorker:
         self.d.metrics.send_errors_total.labels(code=c.code).inc()
         _LOGGER.warning("message %s on %s: %s (%s)", msg.id, self.name, c.code, c.message)
         if c.outcome is Outcome.MODEM_DOWN:
-            # Nothing reached the network (the port is gone): no attempt is used up.
+            # The port is gone: no attempt is used up. If it went after the PDU was written,
+            # the network may have the message already: say so before sending it again.
+            if c.ambiguous:
+                await self.d.store.note(
+                    msg.id, "outcome_unknown", f"{c.code}: the port went away after the PDU was written"
+                )
             await self.d.store.release(msg.id, f"{self.name} unavailable: {c.message}")
             self.d.metrics.sends_total.labels(result="modem_down").inc()
             self._note_failure()

@@ -249,6 +249,7 @@ class AtEngine:
         pending = self._pending
         if pending is not None:
             err = TransportError(f"port lost during {pending.command!r}: {exc or 'closed'}")
+            err.maybe_sent = pending.echo is not None  # the PDU had been written
             if not pending.future.done():
                 pending.future.set_exception(err)
             if pending.prompt is not None and not pending.prompt.done():

@@ -173,7 +173,13 @@ class ModemError(Exception):
 
 
 class TransportError(ModemError):
-    """The serial port is gone, closed, or could not be opened."""
+    """The serial port is gone, closed, or could not be opened.
+
+    `maybe_sent` is true when the port went away after an SMS's PDU was written: the
+    network may have it although no +CMGS came back.
+    """
+
+    maybe_sent = False
 
 
 class AtTimeout(ModemError, TimeoutError):

@@ -307,3 +307,23 @@ async def test_a_client_killed_at_the_prompt_does_not_wedge_the_next_one(simulat
     async with running(simulator) as modem:
         assert await modem.send_text(PHONE, "after a wedged prompt")
     assert simulator.network.phone(PHONE).texts() == ["after a wedged prompt"]
+
+
+async def test_port_lost_after_the_pdu_was_written_says_it_may_have_been_sent(
+    sim_factory: SimFactory,
+) -> None:
+    from modem import TransportError  # noqa: PLC0415
+
+    sim = await sim_factory(submit_latency_s=1.0)
+    async with running(sim) as modem:
+        sending = asyncio.create_task(modem.send_text(PHONE, "in flight"))
+        engine = modem._engine
+        await eventually(lambda: engine._pending is not None and engine._pending.echo is not None)
+        await sim.unplug()  # the PDU is with the modem, +CMGS never comes back
+        with pytest.raises(TransportError) as lost:
+            await sending
+        assert lost.value.maybe_sent
+        # Before any PDU: nothing can have been sent.
+        with pytest.raises(TransportError) as closed:
+            await modem.send_text(PHONE, "port gone")
+        assert not closed.value.maybe_sent
