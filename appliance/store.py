@@ -691,25 +691,11 @@ class Store:
         key_id: int | None = None,
     ) -> list[Message]:
         """Newest first; `before_seq` continues a page."""
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if to is not None:
-            where.append("to_number = ?")
-            args.append(to)
-        if before_seq is not None:
-            where.append("seq < ?")
-            args.append(before_seq)
-        if key_id is not None:
-            where.append("key_id = ?")
-            args.append(key_id)
-        sql = "SELECT * FROM messages"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit)
+        sql, args = _page_query(
+            "messages",
+            [("status = ?", status), ("to_number = ?", to), ("seq < ?", before_seq), ("key_id = ?", key_id)],
+            limit,
+        )
         rows = await _all(self.rdb, sql, args)
         return [_message(r) for r in rows]
 
@@ -1313,20 +1299,7 @@ class Store:
     async def list_inbound(
         self, *, since: float | None = None, limit: int = 50, before_seq: int | None = None
     ) -> list[Inbound]:
-        where: list[str] = []
-        args: list[Any] = []
-        if since is not None:
-            where.append("received_at >= ?")
-            args.append(since)
-        if before_seq is not None:
-            where.append("seq < ?")
-            args.append(before_seq)
-        sql = (
-            "SELECT * FROM inbound"  # noqa: S608  (fixed fragments; values are bound)
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY seq DESC LIMIT ?"
-        )
-        args.append(limit)
+        sql, args = _page_query("inbound", [("received_at >= ?", since), ("seq < ?", before_seq)], limit)
         return [_inbound(r) for r in await _all(self.rdb, sql, args)]
 
     async def is_opted_out(self, number: str) -> bool:
@@ -1605,6 +1578,14 @@ class Store:
 
 
 # ------------------------------------------------------------------- helpers
+def _page_query(table: str, conditions: list[tuple[str, Any]], limit: int) -> tuple[str, list[Any]]:
+    """SELECT of one page, newest first; conditions whose value is None are left out."""
+    used = [(clause, value) for clause, value in conditions if value is not None]
+    where = " WHERE " + " AND ".join(c for c, _v in used) if used else ""
+    # Table and clauses are fixed strings from this module; only values are bound.
+    return f"SELECT * FROM {table}{where} ORDER BY seq DESC LIMIT ?", [v for _c, v in used] + [limit]  # noqa: S608
+
+
 # One trip to the database thread per query (execute + fetch together): on the
 # dispatcher's hot path these trips, not SQLite, are the cost.
 async def _all(db: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
