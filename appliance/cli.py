@@ -156,6 +156,7 @@ def _watchdog_settings(config: Any) -> Any:
         **values,
         ledger_path=config.store.path,
         box_name=config.gateway.name,
+        default_region=config.gateway.default_region,
         primary_port=config.modem.port,
         baudrate=config.modem.baudrate,
         sim_pin=config.modem.pin,

@@ -91,7 +91,7 @@ class WebhookConfig:
 class WatchdogConfig:
     port: str = ""  # its own AT port; empty: take the primary over once the daemon is down
     oncall: tuple[str, ...] = ()
-    pin: str = ""  # on-call replies "STATUS|ACK|RESTART <pin>"; empty: replies are ignored
+    pin: str = ""  # on-call replies "STATUS|ACK|RESTART <pin>", 6+ digits; empty: replies are ignored
     healthz_url: str = ""  # default: http://<api.listen>/healthz
     unit: str = "smsgw.service"
     restart_command: tuple[str, ...] = ("systemctl", "restart", "smsgw.service")
@@ -309,6 +309,10 @@ def _check(config: Config) -> None:
             raise ConfigError(f"dispatcher.{name}: must be positive")
     if config.watchdog.alive_at and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.watchdog.alive_at):
         raise ConfigError(f"watchdog.alive_at: expected HH:MM, got {config.watchdog.alive_at!r}")
+    if config.watchdog.pin and not re.fullmatch(r"[0-9]{6,32}", config.watchdog.pin):
+        raise ConfigError(
+            "watchdog.pin: must be 6 to 32 digits (on-call replies carry it; a shorter one is guessed)"
+        )
     for i, number in enumerate(config.watchdog.oncall):
         if not re.fullmatch(r"\+[1-9]\d{6,14}", number):
             raise ConfigError(

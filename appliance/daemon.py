@@ -25,7 +25,7 @@ from appliance.api import create_app
 from appliance.config import Config, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker
 from appliance.health import Notifier
-from appliance.inbound import Receiver, join, keyword
+from appliance.inbound import Receiver, command_sealer, join, keyword
 from appliance.metrics import Metrics
 from appliance.store import Store, StoreError, WebhookTarget
 from modem import Modem, ModemState
@@ -74,6 +74,10 @@ class Gateway:
         self.serving = asyncio.Event()  # set once the HTTP API answers
         self.server: _Server | None = None
         self._resets: set[asyncio.Task[None]] = set()  # modem resets asked for by the status page
+        try:
+            self.sealer = command_sealer(config.store.path)  # on-call commands are stored redacted
+        except OSError as exc:
+            raise SystemExit(f"smsgw: store.path {config.store.path}: command key: {exc}") from None
 
     # ------------------------------------------------------------ GatewayView
     def modems(self) -> list[dict[str, Any]]:
@@ -265,7 +269,7 @@ class Gateway:
         for i, cfg in enumerate(self.config.modems):
             name = cfg.name or (f"modem{i}" if len(self.config.modems) > 1 else "modem")
             url = str(self.simulator.primary_path) if cfg.port == "sim" else cfg.port
-            receiver = Receiver(self.store, self.config.inbound, self.metrics, name)
+            receiver = Receiver(self.store, self.config.inbound, self.metrics, name, self.sealer)
             modem = Modem(
                 url,
                 baudrate=cfg.baudrate,
@@ -326,6 +330,7 @@ class Gateway:
                         cfg.inbound.reassembly_timeout_s,
                         join=join,
                         keyword_of=lambda t: keyword(t, cfg.inbound),
+                        seal=self.sealer,
                     )
                     await self.store.purge_bodies(
                         cfg.store.body_retention_days, cfg.store.idempotency_retention_hours

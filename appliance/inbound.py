@@ -3,19 +3,30 @@
 The modem deletes a stored SMS only after `on_deliver` returned, i.e. after the
 commit here: nothing received is lost if the gateway dies in between (at worst
 it is read twice, and the (sender, ref, seq) key makes the second a no-op).
+
+The daemon receives on the primary port, so it sees the watchdog's on-call commands
+(`RESTART <pin>`) first: they are stored sealed (redacted, with a keyed digest of the
+PIN word that only the watchdog can check), never whole, so neither the ledger, the API,
+the page, webhooks nor logs ever hold a PIN.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from appliance.config import InboundConfig
 from appliance.metrics import Metrics
 from appliance.store import Store
 from modem.pdu import Deliver, Encoding, StatusReport
 from modem.pdu.udh import units_to_text
+from watchdog.commands import KEY_BYTES, load_key, seal
+
+Sealer = Callable[[str], tuple[str, str | None]]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,11 +46,25 @@ def keyword(text: str, cfg: InboundConfig) -> str | None:
     return None
 
 
+def command_sealer(ledger_path: str) -> Sealer:
+    """`text -> (body to store, digest of a command's PIN word)`, keyed by the file beside the ledger."""
+    key = secrets.token_bytes(KEY_BYTES) if ledger_path == ":memory:" else load_key(Path(ledger_path).parent)
+    return functools.partial(seal, key)
+
+
 class Receiver:
     """The modem's callbacks, bound to the ledger."""
 
-    def __init__(self, store: Store, cfg: InboundConfig, metrics: Metrics, modem_name: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cfg: InboundConfig,
+        metrics: Metrics,
+        modem_name: str,
+        sealer: Sealer | None = None,
+    ) -> None:
         self.store = store
+        self.sealer = sealer
         self.cfg = cfg
         self.metrics = metrics
         self.modem_name = modem_name
@@ -60,6 +85,7 @@ class Receiver:
             sent_at=msg.scts.timestamp(),
             join=join,
             keyword_of=lambda text: keyword(text, self.cfg),
+            seal=self.sealer,
         )
         if inbound is not None:
             self.metrics.inbound_total.inc()

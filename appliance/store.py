@@ -30,7 +30,7 @@ from appliance.states import FINAL, PartState, Priority, State, check
 
 _LOGGER = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Accepts committed together at most (group commit); bounds the latency one slow batch adds.
 ACCEPT_BATCH_MAX = 256
 
@@ -190,6 +190,20 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX messages_sent_at ON messages(sent_at) WHERE sent_at IS NOT NULL;
     CREATE INDEX messages_delivered_at ON messages(delivered_at) WHERE delivered_at IS NOT NULL;
     CREATE INDEX parts_submitted_at ON parts(submitted_at);
+    """,
+    # 3 (issue 11 item 1, wdcmd): on-call commands are kept redacted ("RESTART ******") with a keyed
+    # digest of the PIN word beside them (watchdog/commands.py); rows stored before are redacted here.
+    """
+    ALTER TABLE inbound ADD COLUMN command_digest TEXT;
+    UPDATE inbound SET body = 'STATUS ******' WHERE upper(ltrim(body, ' ' || char(9, 10, 13))) GLOB 'STATUS[^A-Z]*';
+    UPDATE inbound SET body = 'ACK ******' WHERE upper(ltrim(body, ' ' || char(9, 10, 13))) GLOB 'ACK[^A-Z]*';
+    UPDATE inbound SET body = 'RESTART ******' WHERE upper(ltrim(body, ' ' || char(9, 10, 13))) GLOB 'RESTART[^A-Z]*';
+    UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'STATUS ******') WHERE type = 'message.received'
+        AND upper(ltrim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'STATUS[^A-Z]*';
+    UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'ACK ******') WHERE type = 'message.received'
+        AND upper(ltrim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'ACK[^A-Z]*';
+    UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'RESTART ******') WHERE type = 'message.received'
+        AND upper(ltrim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'RESTART[^A-Z]*';
     """,
 ]
 
@@ -1188,17 +1202,20 @@ class Store:
         sent_at: float | None,
         join: Any,
         keyword_of: Any,
+        seal: Any = None,
     ) -> Inbound | None:
         """Commit one received part; returns the whole message once every part is here.
 
         `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
-        pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START.
+        pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START;
+        `seal(text) -> (body, command_digest)` redacts an on-call command before it is stored.
         """
         now = time.time()
         async with self._tx() as db:
             if ref is None or total <= 1:
+                text = join(encoding, [user_data])
                 return await self._commit_inbound(
-                    db, sender, encoding, join(encoding, [user_data]), 1, 1, True, sent_at, now, keyword_of
+                    db, sender, encoding, text, 1, 1, True, sent_at, now, keyword_of, seal
                 )
             await db.execute(
                 "INSERT OR IGNORE INTO inbound_parts (sender, ref, total, seq, encoding, user_data, sent_at, received_at) "
@@ -1218,11 +1235,11 @@ class Store:
             )
             first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
             return await self._commit_inbound(
-                db, sender, rows[0]["encoding"], text, total, total, True, first_sent, now, keyword_of
+                db, sender, rows[0]["encoding"], text, total, total, True, first_sent, now, keyword_of, seal
             )
 
     async def flush_stale_inbound(
-        self, timeout_s: float, *, join: Any, keyword_of: Any, now: float | None = None
+        self, timeout_s: float, *, join: Any, keyword_of: Any, seal: Any = None, now: float | None = None
     ) -> list[Inbound]:
         """Multipart messages missing parts after timeout_s: keep what arrived, marked incomplete."""
         now = time.time() if now is None else now
@@ -1259,6 +1276,7 @@ class Store:
                         first_sent,
                         now,
                         keyword_of,
+                        seal,
                     )
                 )
         return out
@@ -1275,13 +1293,29 @@ class Store:
         sent_at: float | None,
         now: float,
         keyword_of: Any,
+        seal: Any = None,
     ) -> Inbound:
         inbound_id = new_id("in")
         keyword = keyword_of(text) if complete else None
+        body, command_digest = seal(text) if seal is not None else (text, None)
+        if not complete:
+            command_digest = None  # a command is one whole SMS
         await db.execute(
-            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (inbound_id, sender, text, encoding, parts, expected, int(complete), sent_at, now, keyword),
+            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword, command_digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                inbound_id,
+                sender,
+                body,
+                encoding,
+                parts,
+                expected,
+                int(complete),
+                sent_at,
+                now,
+                keyword,
+                command_digest,
+            ),
         )
         if keyword == "stop":
             await db.execute(

@@ -16,11 +16,13 @@ import sdnotify
 from modem import StoredSms
 from modem.pdu import Deliver
 from watchdog.alert import Alert, Policy, StateFile
+from watchdog.audit import CommandFact, CommandLog
 from watchdog.canary import Canary
 from watchdog.checks import Thresholds, evaluate
+from watchdog.commands import MIN_PIN_DIGITS, e164, mask, valid_pin, verb_of
 from watchdog.facts import FactsReader
 from watchdog.port import Port, daemon_present
-from watchdog.replies import LedgerInbox, Reply, is_oncall, parse, reply_key
+from watchdog.replies import GUESSES_PER_HOUR, LedgerInbox, Reply, decide, is_oncall, oncall_set
 from watchdog.settings import Settings
 
 _LOGGER = logging.getLogger("watchdog")
@@ -45,6 +47,7 @@ class Watchdog:
     port: Port = field(init=False)
     reader: FactsReader = field(init=False)
     inbox: LedgerInbox = field(init=False)
+    commands: CommandLog = field(init=False)
     canary: Canary = field(init=False)
     outbox: list[Outgoing] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,6 +60,10 @@ class Watchdog:
             s.box_name, repeat_s=s.repeat_s, cap_per_hour=s.cap_per_hour, alive_at=s.alive_at
         )
         self.state.restore(self.policy, now)
+        self.commands = CommandLog(self.state.db)
+        self.oncall = oncall_set(s.oncall, s.default_region)
+        # A PIN too short to resist guessing turns commands off rather than inviting them.
+        self.pin = s.pin if valid_pin(s.pin) else ""
         self.port = Port(
             s.port or s.primary_port,
             ledger_path=s.ledger_path,
@@ -67,7 +74,7 @@ class Watchdog:
             submit_timeout_s=s.submit_timeout_s,
         )
         self.reader = FactsReader(s, now)
-        self.inbox = LedgerInbox(s.ledger_path)
+        self.inbox = LedgerInbox(s.ledger_path, self.pin)
         self.canary = Canary(s.canary_every_s if s.canary_number else 0.0, s.canary_timeout_s)
         self.thresholds = Thresholds(
             heartbeat_stale_s=s.heartbeat_stale_s,
@@ -90,9 +97,14 @@ class Watchdog:
         _LOGGER.warning(
             "watchdog of %s: on-call %s, %s",
             self.settings.box_name,
-            ", ".join(self.settings.oncall),
+            ", ".join(mask(n) for n in self.settings.oncall),
             self.port,
         )
+        if self.settings.pin and not self.pin:
+            _LOGGER.error(
+                "watchdog.pin: fewer than %d digits (or not digits only): on-call commands are off",
+                MIN_PIN_DIGITS,
+            )
         if notifier is not None:
             notifier.notify("READY=1")
         try:
@@ -126,6 +138,7 @@ class Watchdog:
         daemon_down = "daemon" in self.policy.incidents
         await self.port.adjust(want=daemon_down or bool(self.outbox))
         await self.replies(now, scan_sim=daemon_down or (self.port.takeover and self.port.held))
+        self.commands.purge(now)
         self.run_canary(now)
         await self.flush(now)
 
@@ -136,28 +149,45 @@ class Watchdog:
         if scan_sim:
             for sms in await self.port.stored():
                 msg = sms.message
-                if isinstance(msg, Deliver) and (
-                    is_oncall(msg.sender.number, s.oncall) or self.canary.token is not None
-                ):
-                    key = reply_key(msg.sender.number, msg.text, msg.scts.timestamp())
-                    found.append((Reply(key, msg.sender.number, msg.text), sms))
+                if not isinstance(msg, Deliver):
+                    continue
+                # Only on-call commands and the canary: everything else stays for the daemon's ledger.
+                command = verb_of(msg.text) is not None and is_oncall(
+                    msg.sender.number, self.oncall, s.default_region
+                )
+                if command or self.canary.matches(msg.text):
+                    reply = self.inbox.sim_reply(msg.sender.number, msg.text, msg.scts.timestamp())
+                    found.append((reply, sms))
         for reply, stored in found:
             if self.canary.received(reply.text, now):
                 self.reader.canary_missed_since = None
-            elif not self.state.seen_reply(reply.key):
-                outcome = await self.act(reply, now)
-                self.state.record_reply(reply.key, reply.sender, reply.text, outcome)
+            elif verb_of(reply.text) is not None and not self.commands.seen(reply.key):
+                self.commands.mark_seen(reply.key, now)
+                await self.act(reply, now)
             if stored is not None:
                 await self.port.delete(stored)
 
-    async def act(self, reply: Reply, now: float) -> str:
-        """Carry out one reply; returns what was done (recorded)."""
+    async def act(self, reply: Reply, now: float) -> None:
+        """Decide on one command, carry it out when allowed, and audit it (never its text)."""
         s = self.settings
-        command = parse(reply, s.oncall, s.pin)
-        if command is None:
-            _LOGGER.warning("ignored SMS from %s: %r", reply.sender, reply.text[:40])
-            return "ignored"
-        _LOGGER.warning("on-call %s sent %s", reply.sender, command)
+        number = mask(reply.sender)
+        sender = e164(reply.sender, s.default_region) or reply.sender
+        failures = self.commands.failures(sender, now) if sender in self.oncall else 0
+        decision = decide(reply, oncall=self.oncall, region=s.default_region, pin=self.pin, failures=failures)
+        if decision is None:
+            return
+        command = decision.verb
+        if not decision.accepted:
+            detail = decision.reason
+            if decision.wrong_pin:
+                count = self.commands.add_failure(decision.sender, now)
+                if count == GUESSES_PER_HOUR:
+                    detail += "; guessing reported"
+                    self.report_guessing(decision.sender, now)
+            _LOGGER.warning("refused %s from %s (%s)", command, number, decision.reason)
+            self.commands.record(CommandFact(now, decision.sender, command, "refused", detail, reply.via))
+            return
+        _LOGGER.warning("on-call %s sent %s", number, command)
         if command == "STATUS":
             answer = f"{s.box_name} STATUS: {self.policy.summary(now)}; {self.daemon_line()}"
         elif command == "ACK":
@@ -167,7 +197,17 @@ class Watchdog:
         else:
             answer = f"{s.box_name} RESTART: {await self.restart()}"
         self.outbox.append(Outgoing(Alert("reply", command.lower(), answer), (reply.sender,), now))
-        return command.lower()
+        result = answer.split(": ", 1)[1] if command == "RESTART" else ""
+        self.commands.record(CommandFact(now, decision.sender, command, "accepted", result, reply.via))
+
+    def report_guessing(self, sender: str, now: float) -> None:
+        """Once per lock-out: every on-call number learns that someone is guessing the PIN."""
+        text = (
+            f"{self.settings.box_name}: PIN guessing from {sender}: "
+            f"{GUESSES_PER_HOUR} wrong PINs, its commands are ignored for up to an hour"
+        )
+        _LOGGER.warning("PIN guessing from %s: ignored for up to an hour", mask(sender))
+        self.outbox.append(Outgoing(Alert("guessing", "pin", text), self.settings.oncall, now))
 
     def daemon_line(self) -> str:
         ledger = self.reader.last_ledger
@@ -212,7 +252,7 @@ class Watchdog:
                 ok = await self.port.send(number, out.alert.text)
                 self.state.record_alert(out.alert, number, "sent" if ok else "failed", time.time())
                 if ok:
-                    _LOGGER.warning("sent to %s: %s", number, out.alert.text)
+                    _LOGGER.warning("sent to %s: %s", mask(number), out.alert.text)
         self.outbox = kept
 
 

@@ -190,18 +190,11 @@ CREATE TABLE IF NOT EXISTS ack_requests (
     by TEXT NOT NULL,
     applied_at REAL
 );
-CREATE TABLE IF NOT EXISTS replies (
-    key TEXT PRIMARY KEY,
-    at REAL NOT NULL,
-    sender TEXT NOT NULL,
-    text TEXT NOT NULL,
-    outcome TEXT NOT NULL
-);
 """
 
 
 class StateFile:
-    """The watchdog's own SQLite file: every incident and alert; the status page reads it."""
+    """The watchdog's own SQLite file: every incident and alert (commands: watchdog/audit.py); the status page reads it."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,15 +271,6 @@ class StateFile:
                 alert.text,
                 outcome,
             ),
-        )
-
-    def seen_reply(self, key: str) -> bool:
-        return self.db.execute("SELECT 1 FROM replies WHERE key = ?", (key,)).fetchone() is not None
-
-    def record_reply(self, key: str, sender: str, text: str, outcome: str) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO replies (key, at, sender, text, outcome) VALUES (?, ?, ?, ?, ?)",
-            (key, time.time(), sender, text, outcome),
         )
 
 

@@ -34,9 +34,13 @@ class Canary:
         self.sent_at = now
         return f"smsgw canary {self.token}"
 
+    def matches(self, text: str) -> bool:
+        """Whether `text` is the canary in flight (without consuming it)."""
+        return self.token is not None and f"canary {self.token}" in text
+
     def received(self, text: str, now: float) -> bool:
         """Whether `text` is the canary in flight (then it is consumed)."""
-        if self.token is None or f"canary {self.token}" not in text:
+        if not self.matches(text):
             return False
         self.token = None
         self.last_ok_at = now

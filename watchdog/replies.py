@@ -1,24 +1,31 @@
-"""On-call replies: `STATUS <pin>`, `ACK <pin>`, `RESTART <pin>` from an allow-listed number.
+"""On-call replies: `STATUS <pin>`, `ACK <pin>`, `RESTART <pin>` from an on-call number.
 
-Replies reach the watchdog two ways: while the daemon lives it stores every received SMS in the
-ledger's `inbound` table (read here, read-only); while it is down the SMS stay on the SIM and the
-watchdog takes only the on-call ones from there, leaving the rest for the daemon's next sweep.
-Anything else, or from any other number, is ignored and logged.
+Replies reach the watchdog two ways, depending on which process holds the port that receives SMS:
+while the daemon lives it stores every received SMS in the ledger's `inbound` table (read here,
+read-only), a command redacted to its verb with a digest of its PIN word (watchdog/commands.py);
+while it is down the SMS stay on the SIM and the watchdog takes only on-call commands from there,
+leaving everything else for the daemon's next sweep. In both ways the whole text lives only in a
+local variable here: a `Reply` carries the redacted text and whether the PIN matched.
+
+Authorisation: the sender must *be* an on-call number once both are in E.164 (national forms read
+in the default region): the suffix match that pairs status reports with messages would let
++15112345678 pass for +4915112345678. Then the PIN, with at most GUESSES_PER_HOUR wrong ones per
+sender; after that the sender is ignored, right PIN or not, until its failures age out of the hour.
 """
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from modem import same_subscriber
+from watchdog.commands import e164, load_key, pin_matches, redact, seal, valid_pin, verb_of
 
 _LOGGER = logging.getLogger(__name__)
 
-COMMANDS = ("STATUS", "ACK", "RESTART")
+GUESSES_PER_HOUR = 3
 
 
 @dataclass(frozen=True)
@@ -27,32 +34,75 @@ class Reply:
 
     key: str
     sender: str
-    text: str
+    text: str  # redacted: safe to log and keep
+    pin_ok: bool
+    via: str  # "ledger" or "sim"
 
 
-def parse(reply: Reply, oncall: tuple[str, ...], pin: str) -> str | None:
-    """The command (STATUS/ACK/RESTART) when sender and PIN are allowed; None otherwise."""
-    if not pin or not any(same_subscriber(reply.sender, n) for n in oncall):
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one command; `sender` is in E.164 when it parses."""
+
+    verb: str
+    sender: str
+    accepted: bool
+    reason: str = ""  # why refused: not_oncall, no_pin, locked, wrong_pin
+    wrong_pin: bool = False  # counts against the sender's hourly allowance
+
+
+def sim_reply(key: bytes, pin: str, sender: str, text: str, sent_at: float | None) -> Reply:
+    """A reply read off the SIM, made the same as its ledger row would be (the whole text stays here)."""
+    _, token_digest = seal(key, text)
+    return _reply(key, pin, sender, redact(text), token_digest, sent_at, "sim")
+
+
+def _reply(
+    key: bytes,
+    pin: str,
+    sender: str,
+    redacted: str,
+    token_digest: str | None,
+    sent_at: float | None,
+    via: str,
+) -> Reply:
+    ok = pin_matches(key, pin, token_digest)
+    return Reply(reply_key(sender, redacted, token_digest, sent_at), sender, redacted, ok, via)
+
+
+def oncall_set(oncall: tuple[str, ...], region: str) -> frozenset[str]:
+    return frozenset(n for n in (e164(x, region) for x in oncall) if n is not None)
+
+
+def is_oncall(sender: str, oncall: frozenset[str], region: str) -> bool:
+    """Exactly an on-call number (E.164 after normalisation), never a suffix match."""
+    return e164(sender, region) in oncall
+
+
+def decide(reply: Reply, *, oncall: frozenset[str], region: str, pin: str, failures: int) -> Decision | None:
+    """The decision on one reply; None when it is no command at all (then it is not ours)."""
+    verb = verb_of(reply.text)
+    if verb is None:
         return None
-    words = reply.text.strip().split()
-    if len(words) != 2:
-        return None
-    command, given = words[0].upper(), words[1]
-    if command not in COMMANDS or not hmac.compare_digest(given.encode(), pin.encode()):
-        return None
-    return command
-
-
-def is_oncall(sender: str, oncall: tuple[str, ...]) -> bool:
-    return any(same_subscriber(sender, n) for n in oncall)
+    sender = e164(reply.sender, region) or reply.sender
+    if sender not in oncall:
+        return Decision(verb, sender, accepted=False, reason="not_oncall")
+    if not valid_pin(pin):
+        return Decision(verb, sender, accepted=False, reason="no_pin")
+    if failures >= GUESSES_PER_HOUR:
+        return Decision(verb, sender, accepted=False, reason="locked", wrong_pin=not reply.pin_ok)
+    if not reply.pin_ok:
+        return Decision(verb, sender, accepted=False, reason="wrong_pin", wrong_pin=True)
+    return Decision(verb, sender, accepted=True)
 
 
 class LedgerInbox:
     """New rows of the ledger's `inbound` table since the watchdog started."""
 
-    def __init__(self, ledger_path: str) -> None:
+    def __init__(self, ledger_path: str, pin: str) -> None:
         self.path = Path(ledger_path)
         self.last_seq: int | None = None
+        self._pin = pin
+        self._key: bytes | None = None
 
     def __repr__(self) -> str:
         return f"LedgerInbox({str(self.path)!r}, last_seq={self.last_seq})"
@@ -70,7 +120,8 @@ class LedgerInbox:
                 self.last_seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbound").fetchone()[0]
                 return []
             rows = db.execute(
-                "SELECT seq, from_number, body, sent_at FROM inbound WHERE seq > ? AND complete = 1 ORDER BY seq",
+                "SELECT seq, from_number, body, command_digest, sent_at FROM inbound "
+                "WHERE seq > ? AND complete = 1 ORDER BY seq",
                 (self.last_seq,),
             ).fetchall()
         except sqlite3.Error as exc:
@@ -79,13 +130,27 @@ class LedgerInbox:
         finally:
             db.close()
         out: list[Reply] = []
-        for seq, sender, body, sent_at in rows:
+        for seq, sender, body, token_digest, sent_at in rows:
             self.last_seq = seq
-            out.append(Reply(reply_key(sender, body or "", sent_at), sender, body or ""))
+            # The daemon stored it redacted (and an older one did not: redacted here too).
+            text = redact(body or "")
+            out.append(_reply(self.key, self._pin, sender, text, token_digest, sent_at, "ledger"))
         return out
 
+    def sim_reply(self, sender: str, text: str, sent_at: float | None) -> Reply:
+        return sim_reply(self.key, self._pin, sender, text, sent_at)
 
-def reply_key(sender: str, text: str, sent_at: float | None) -> str:
-    """The same SMS seen in the ledger and on the SIM gets the same key."""
+    @property
+    def key(self) -> bytes:
+        """The digest key beside the ledger (made here when the daemon has not made it yet)."""
+        if self._key is None:
+            self._key = load_key(self.path.parent)
+        return self._key
+
+
+def reply_key(sender: str, redacted: str, token_digest: str | None, sent_at: float | None) -> str:
+    """The same SMS seen in the ledger and on the SIM gets the same key; two that differ only in
+    their PIN word do not (the keyed digest tells them apart). No number, text or PIN in it."""
     digits = "".join(c for c in sender if c.isdigit())[-9:]
-    return f"{digits}|{round(sent_at or 0)}|{text.strip()}"
+    raw = f"{digits}|{round(sent_at or 0)}|{redacted.strip()}|{token_digest or ''}"
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]

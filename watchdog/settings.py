@@ -17,7 +17,8 @@ class Settings:
     baudrate: int = 115200
     sim_pin: str = ""
     oncall: tuple[str, ...] = ()
-    pin: str = ""  # the PIN on-call replies must carry; empty: replies are ignored
+    default_region: str = "DE"  # national sender numbers ("0151...") are read in this region
+    pin: str = ""  # the PIN on-call replies must carry (6+ digits); empty: replies are ignored
     healthz_url: str = "http://127.0.0.1:8080/healthz"
     readyz_url: str = "http://127.0.0.1:8080/readyz"
     unit: str = "smsgw.service"

@@ -22,7 +22,7 @@ from tests.system.conftest import eventually, gateway_config, toml_text
 
 ONCALL = "+4915112345678"
 STRANGER = "+4917699999999"
-PIN = "4711"
+PIN = "58213947"  # 6+ digits: `config check` refuses shorter ones
 
 # Short thresholds, set by config the way an operator would: nothing else differs from a box.
 FAST_WATCHDOG: dict[str, Any] = {

@@ -7,7 +7,6 @@ import pytest
 from watchdog import checks
 from watchdog.canary import Canary
 from watchdog.checks import Facts, Thresholds, evaluate
-from watchdog.replies import Reply, parse
 
 NOW = 1_000_000.0
 
@@ -145,28 +144,6 @@ def test_evaluate_healthy_box_finds_nothing() -> None:
         now=NOW, heartbeat_at=NOW - 1, disk_free_bytes=50, disk_total_bytes=100, sim_used=1, sim_total=30
     )
     assert evaluate(facts, Thresholds()) == []
-
-
-@pytest.mark.parametrize(
-    ("sender", "text", "command"),
-    [
-        ("+4915112345678", "STATUS 4711", "STATUS"),
-        ("+4915112345678", " ack 4711 ", "ACK"),
-        ("015112345678", "RESTART 4711", "RESTART"),  # the network may give the national form
-        ("+4915112345678", "STATUS 0000", None),  # wrong PIN
-        ("+4915112345678", "STATUS", None),  # no PIN
-        ("+4915112345678", "STATUS 4711 now", None),
-        ("+4915112345678", "REBOOT 4711", None),
-        ("+4917699999999", "STATUS 4711", None),  # not on call
-    ],
-)
-def test_reply_parsing(sender: str, text: str, command: str | None) -> None:
-    reply = Reply("k", sender, text)
-    assert parse(reply, ("+4915112345678",), "4711") == command
-
-
-def test_replies_need_a_configured_pin() -> None:
-    assert parse(Reply("k", "+4915112345678", "STATUS "), ("+4915112345678",), "") is None
 
 
 def test_canary_round_trip_and_miss() -> None:

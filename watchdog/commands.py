@@ -1,0 +1,131 @@
+"""On-call commands (`STATUS|ACK|RESTART <pin>`): their shape, the PIN check, and their redaction.
+
+Shared by both processes that see a command: the daemon (it receives SMS on the primary port and
+stores every one in the ledger) and the watchdog (it reads the ledger, or the SIM while the daemon
+is down). The daemon never learns the PIN: it stores the text redacted ("RESTART ******") and
+beside it a keyed digest of the word given as PIN; the watchdog, which holds the PIN, compares
+digests. The key is a random file next to the ledger, so a copy of the ledger alone does not allow
+an offline search of the PIN space.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+
+import phonenumbers
+
+_LOGGER = logging.getLogger(__name__)
+
+COMMANDS = ("STATUS", "ACK", "RESTART")
+MIN_PIN_DIGITS = 6
+MAX_PIN_DIGITS = 32
+REDACTED = "******"
+KEY_NAME = "command.key"
+KEY_BYTES = 32
+
+# A text that starts with a verb is redacted however sloppily the rest is typed ("RESTART:123456").
+_VERB = re.compile(r"\s*(status|ack|restart)(?![a-z])", re.IGNORECASE)
+
+
+def valid_pin(pin: str) -> bool:
+    """Digits only, at least MIN_PIN_DIGITS (a 4-digit PIN falls to 10,000 guesses)."""
+    return bool(re.fullmatch(rf"[0-9]{{{MIN_PIN_DIGITS},{MAX_PIN_DIGITS}}}", pin))
+
+
+def verb_of(text: str) -> str | None:
+    """STATUS/ACK/RESTART when the text starts with one (any case), else None."""
+    m = _VERB.match(text)
+    return m.group(1).upper() if m else None
+
+
+def redact(text: str) -> str:
+    """What may be stored, shown or logged of a text: a command keeps only its verb."""
+    m = _VERB.match(text)
+    if m is None or not text[m.end() :].strip():
+        return text
+    return f"{m.group(1).upper()} {REDACTED}"
+
+
+def token_of(text: str) -> str | None:
+    """The word given as PIN when the text has a command's exact shape (`VERB <pin>`), else None."""
+    words = text.split()
+    if len(words) != 2 or words[0].upper() not in COMMANDS:
+        return None
+    return words[1]
+
+
+def digest(key: bytes, token: str) -> str:
+    return hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def seal(key: bytes, text: str) -> tuple[str, str | None]:
+    """(text to store, digest of its PIN word or None): the daemon's side, at the ledger's door."""
+    token = token_of(text)
+    return redact(text), None if token is None else digest(key, token)
+
+
+def pin_matches(key: bytes, pin: str, token_digest: str | None) -> bool:
+    if not pin or token_digest is None:
+        return False
+    return hmac.compare_digest(digest(key, pin), token_digest)
+
+
+def load_key(directory: Path) -> bytes:
+    """The digest key next to the ledger; made by whichever process needs it first."""
+    path = directory / KEY_NAME
+    key = _read_key(path)
+    if key is not None:
+        return key
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{KEY_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_hex(KEY_BYTES).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # atomic, and complete once visible: if the other process won, its key stays
+    except FileExistsError:
+        if _read_key(path) is None:
+            tmp.replace(path)  # damaged: replaced (commands stored with the old one are refused)
+            _LOGGER.warning("%s was unreadable; made a new one", path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    key = _read_key(path)
+    if key is None:
+        raise OSError(f"{path}: cannot read the command key")
+    return key
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    return key if len(key) == KEY_BYTES else None
+
+
+def e164(number: str, region: str) -> str | None:
+    """The number in E.164 (national forms read in `region`); None when it is no phone number."""
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask(number: str) -> str:
+    """For logs: enough to tell numbers apart (`+4915•••678`), not enough to text them."""
+    if len(number) <= 8:
+        return "•••"
+    head = 5 if number.startswith("+") else 4
+    return f"{number[:head]}•••{number[-3:]}"
