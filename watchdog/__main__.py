@@ -74,7 +74,7 @@ class Watchdog:
             submit_timeout_s=s.submit_timeout_s,
         )
         self.reader = FactsReader(s, now)
-        self.inbox = LedgerInbox(s.ledger_path, self.pin)
+        self.inbox = LedgerInbox(s.ledger_path, self.pin, now)
         self.canary = Canary(s.canary_every_s if s.canary_number else 0.0, s.canary_timeout_s)
         self.thresholds = Thresholds(
             heartbeat_stale_s=s.heartbeat_stale_s,

@@ -98,8 +98,9 @@ def decide(reply: Reply, *, oncall: frozenset[str], region: str, pin: str, failu
 class LedgerInbox:
     """New rows of the ledger's `inbound` table since the watchdog started."""
 
-    def __init__(self, ledger_path: str, pin: str) -> None:
+    def __init__(self, ledger_path: str, pin: str, started_at: float) -> None:
         self.path = Path(ledger_path)
+        self.started_at = started_at
         self.last_seq: int | None = None
         self._pin = pin
         self._key: bytes | None = None
@@ -116,9 +117,11 @@ class LedgerInbox:
             return []
         try:
             if self.last_seq is None:
-                # Only what arrives from now on: an old "RESTART" must not act again after a reboot.
-                self.last_seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbound").fetchone()[0]
-                return []
+                # Only what arrived since this start: an old "RESTART" must not act again after a
+                # reboot, and one sent while the watchdog was starting must not be skipped.
+                self.last_seq = db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM inbound WHERE received_at < ?", (self.started_at,)
+                ).fetchone()[0]
             rows = db.execute(
                 "SELECT seq, from_number, body, command_digest, sent_at FROM inbound "
                 "WHERE seq > ? AND complete = 1 ORDER BY seq",
@@ -151,6 +154,6 @@ class LedgerInbox:
 def reply_key(sender: str, redacted: str, token_digest: str | None, sent_at: float | None) -> str:
     """The same SMS seen in the ledger and on the SIM gets the same key; two that differ only in
     their PIN word do not (the keyed digest tells them apart). No number, text or PIN in it."""
-    digits = "".join(c for c in sender if c.isdigit())[-9:]
-    raw = f"{digits}|{round(sent_at or 0)}|{redacted.strip()}|{token_digest or ''}"
+    # The whole number: a foreign one sharing its last digits must not shadow an on-call command.
+    raw = f"{sender}|{round(sent_at or 0)}|{redacted.strip()}|{token_digest or ''}"
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]

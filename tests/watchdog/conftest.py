@@ -135,8 +135,33 @@ class Box:
         finally:
             db.close()
 
-    async def watchdog_log(self, needle: str, timeout_s: float = 20.0) -> None:
-        await eventually(lambda: needle in self.watchdog.log.read_text(errors="replace"), timeout_s, 0.05)
+    async def watchdog_log(self, needle: str, timeout_s: float = 20.0, *, times: int = 1) -> None:
+        """Until `needle` is in the watchdog's log (`times` times: once per start, say)."""
+
+        def found() -> bool:
+            return self.watchdog.log.read_text(errors="replace").count(needle) >= times
+
+        await eventually(found, timeout_s, 0.05)
+
+    async def create_key(self, scope: str) -> str:
+        """`smsgw keys create` as an operator runs it; the key as printed."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "keys",
+            "create",
+            "--config",
+            str(self.daemon.config_path),
+            "--name",
+            f"k-{scope}",
+            "--scope",
+            scope,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        return out.decode().strip()
 
 
 BoxFactory = Callable[..., contextlib.AbstractAsyncContextManager[Box]]

@@ -56,6 +56,8 @@ def test_two_commands_in_one_second_differing_only_in_the_pin_are_two() -> None:
     assert wrong.text == right.text == "STATUS ******"
     assert wrong.key != right.key
     assert (wrong.pin_ok, right.pin_ok) == (False, True)
+    foreign = sim_reply(KEY, PIN, "+15112345678", f"status {PIN}", NOW)
+    assert foreign.key != right.key  # same last digits, same second: still another SMS
 
 
 def test_the_allowance_of_wrong_pins_then_even_the_right_one_is_refused() -> None:
