@@ -158,6 +158,8 @@ def test_wrong_types_name_the_key(raw: dict[str, Any], key: str, expected: str) 
         ({"modem": {"pin": "12"}}, "modem.pin", "4 to 8 digits"),
         ({"modem": {"pin": "12a4"}}, "modem.pin", "4 to 8 digits"),
         ({"modems": [{"port": "/dev/a"}, {"port": "/dev/b", "pin": "123456789"}]}, "modems[1].pin", "4 to 8"),
+        ({"watchdog": {"pin": "4711"}}, "watchdog.pin", "6 to 32 digits"),
+        ({"watchdog": {"pin": "123456x"}}, "watchdog.pin", "6 to 32 digits"),
         ({"modem": {"port": ""}}, "modem.port", "must not be empty"),
         ({"modem": {"rate_per_minute": 0}}, "modem.rate_per_minute", "positive"),
         ({"api": {"listen": "8080"}}, "api.listen", "host:port"),
