@@ -27,6 +27,7 @@ from watchdog.settings import Settings
 
 _LOGGER = logging.getLogger("watchdog")
 
+_PRIVATE_KINDS = ("reply", "guessing")  # texts about people and commands: logged by kind only
 READY_WAIT_S = 20.0  # a borrowed port: how long the modem may take to initialise before a send
 
 
@@ -196,7 +197,7 @@ class Watchdog:
             answer = f"{s.box_name} ACK: {len(acked)} incident(s) silenced until resolved"
         else:
             answer = f"{s.box_name} RESTART: {await self.restart()}"
-        self.outbox.append(Outgoing(Alert("reply", command.lower(), answer), (reply.sender,), now))
+        self.outbox.append(Outgoing(Alert("reply", command.lower(), answer), (decision.sender,), now))
         result = answer.split(": ", 1)[1] if command == "RESTART" else ""
         self.commands.record(CommandFact(now, decision.sender, command, "accepted", result, reply.via))
 
@@ -251,7 +252,9 @@ class Watchdog:
             for number in out.recipients:
                 ok = await self.port.send(number, out.alert.text)
                 self.state.record_alert(out.alert, number, "sent" if ok else "failed", time.time())
-                if ok:
+                if ok and out.alert.kind in _PRIVATE_KINDS:
+                    _LOGGER.warning("sent %s %s to %s", out.alert.kind, out.alert.subject, mask(number))
+                elif ok:
                     _LOGGER.warning("sent to %s: %s", mask(number), out.alert.text)
         self.outbox = kept
 

@@ -16,6 +16,9 @@ HOUR_S = 3600.0
 GUESS_WINDOW_S = HOUR_S
 SEEN_KEEP_S = 7 * 86400.0  # a command seen on the SIM and later in the ledger: far longer apart never
 AUDIT_KEEP_S = 90 * 86400.0
+# Rows kept at most, whatever their age: a flood of command-shaped SMS must not fill the disk.
+SEEN_MAX_ROWS = 20_000
+AUDIT_MAX_ROWS = 100_000
 PURGE_EVERY_S = HOUR_S
 
 SCHEMA = """
@@ -92,13 +95,20 @@ class CommandLog:
         )
 
     def purge(self, now: float) -> None:
-        """Keep only what is still needed; runs at most once an hour."""
+        """Keep only what is still needed (by age, and a row cap); runs at most once an hour."""
         if self.purged_at is not None and now - self.purged_at < PURGE_EVERY_S:
             return
         self.purged_at = now
         self.db.execute("DELETE FROM seen_replies WHERE at < ?", (now - SEEN_KEEP_S,))
         self.db.execute("DELETE FROM pin_failures WHERE at < ?", (now - GUESS_WINDOW_S,))
         self.db.execute("DELETE FROM commands WHERE at < ?", (now - AUDIT_KEEP_S,))
+        self.db.execute(
+            "DELETE FROM seen_replies WHERE rowid <= (SELECT MAX(rowid) FROM seen_replies) - ?",
+            (SEEN_MAX_ROWS,),
+        )
+        self.db.execute(
+            "DELETE FROM commands WHERE id <= (SELECT MAX(id) FROM commands) - ?", (AUDIT_MAX_ROWS,)
+        )
 
 
 def read_commands(path: Path, *, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:

@@ -118,6 +118,7 @@ async def test_three_wrong_pins_then_the_right_one_is_ignored_and_oncall_is_told
         assert replies(ONCALL) == []
         assert not marker.exists()
         assert len(guessing(ONCALL)) == len(guessing(ONCALL2)) == 1  # told once, not per guess
+        assert ONCALL not in box.watchdog.log.read_text()  # logged masked
         facts = box.state_rows("SELECT sender, detail FROM commands ORDER BY id")
         assert [detail for sender, detail in facts if sender == ONCALL] == [
             "wrong_pin",

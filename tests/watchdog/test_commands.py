@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from watchdog import audit
 from watchdog.alert import StateFile
 from watchdog.audit import CommandFact, CommandLog, read_commands
 from watchdog.commands import load_key, pin_matches, redact, seal, valid_pin
@@ -126,6 +127,22 @@ def test_failures_survive_a_restart_and_age_out_after_an_hour(tmp_path: Path) ->
     ]
     log.purge(NOW + 91 * 86400)
     assert read_commands(path) == []
+    state.close()
+
+
+def test_a_flood_of_commands_keeps_the_state_file_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "AUDIT_MAX_ROWS", 10)
+    monkeypatch.setattr(audit, "SEEN_MAX_ROWS", 10)
+    state = StateFile(tmp_path / "watchdog.sqlite3")
+    log = CommandLog(state.db)
+    for i in range(25):
+        log.mark_seen(f"k{i}", NOW)
+        log.record(CommandFact(NOW + i, "+15112345678", "RESTART", "refused", "not_oncall", "ledger"))
+    log.purge(NOW + 30)
+    assert len(read_commands(tmp_path / "watchdog.sqlite3", limit=100)) == 10
+    assert [log.seen(f"k{i}") for i in (14, 15, 24)] == [False, True, True]  # the newest kept
     state.close()
 
 
