@@ -25,9 +25,11 @@ from appliance.api import create_app
 from appliance.config import Config, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker
 from appliance.health import Notifier
+from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, join, keyword
+from appliance.logrepeat import RepeatFilter, install
 from appliance.metrics import Metrics
-from appliance.store import Store, StoreError, WebhookTarget
+from appliance.store import Retention, Store, StoreError, WebhookTarget
 from modem import Modem, ModemState
 from watchdog.port import hold_port_lock
 
@@ -74,6 +76,8 @@ class Gateway:
         self.serving = asyncio.Event()  # set once the HTTP API answers
         self.server: _Server | None = None
         self._resets: set[asyncio.Task[None]] = set()  # modem resets asked for by the status page
+        self._compacted = time.monotonic()  # the first compaction one period after start
+        self.log_filter: RepeatFilter | None = None  # set by serve(): collapses repeated log lines
 
     # ------------------------------------------------------------ GatewayView
     def modems(self) -> list[dict[str, Any]]:
@@ -196,6 +200,7 @@ class Gateway:
                 lifespan="off",
                 access_log=False,
                 server_header=False,
+                **_limits(self.config),
             )
         )
         async with asyncio.TaskGroup() as tg:
@@ -298,13 +303,16 @@ class Gateway:
         _LOGGER.warning("simulator control on http://%s", listen)
 
     async def _relay(self) -> None:
-        from appliance.webhooks import Relay  # noqa: PLC0415
+        from appliance.addrpolicy import AddressPolicy  # noqa: PLC0415
+        from appliance.webhooks import Relay, load_callback_secret  # noqa: PLC0415
 
         relay = Relay(
             self.store,
             self.metrics,
             retention_s=self.config.store.webhook_retention_hours * 3600.0,
-            callback_secret=self.config.api.callback_secret,
+            callback_secret=load_callback_secret(self.config.api.callback_secret, self.config.store.path),
+            policy=AddressPolicy(self.config.webhook_policy.allow),
+            configured=[w.url for w in self.config.webhooks],
         )
         await relay.run()
 
@@ -330,10 +338,20 @@ class Gateway:
                     await self.store.purge_bodies(
                         cfg.store.body_retention_days, cfg.store.idempotency_retention_hours
                     )
+                    await self._retention()
                     await self._sample_modems()
             except StoreError as exc:
                 _LOGGER.error("maintenance: %s", exc)  # noqa: TRY400  (the message says it all)
             await asyncio.sleep(MAINTENANCE_S)
+
+    async def _retention(self) -> None:
+        r = self.config.retention
+        await self.store.purge(Retention(r.numbers_days, r.metadata_days, r.events_days, r.messages_days))
+        if r.vacuum_every_hours > 0 and time.monotonic() - self._compacted >= r.vacuum_every_hours * 3600:
+            self._compacted = time.monotonic()
+            await self.store.compact()
+        if self.log_filter is not None:
+            self.log_filter.flush()
 
     async def _sample_modems(self) -> None:
         for name, _cfg, modem in self.modem_list:
@@ -390,7 +408,20 @@ async def _forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(1.0)
 
 
+def _limits(config: Config) -> dict[str, Any]:
+    """uvicorn settings that bound what one client can hold (appliance/httpguard.py)."""
+    api = config.api
+    limits = Limits(api.request_timeout_s, api.max_connections, api.max_connections_per_client)
+    return {
+        "http": protocol_class(limits),
+        "timeout_keep_alive": api.keepalive_timeout_s,
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+    }
+
+
 def serve(config: Config) -> int:
     """Run the daemon in the foreground; returns the exit status."""
-    asyncio.run(Gateway(config).run())
+    gateway = Gateway(config)
+    gateway.log_filter = install()  # a flood of bad requests must not fill the disk with log lines
+    asyncio.run(gateway.run())
     return 0
