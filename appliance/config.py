@@ -364,8 +364,6 @@ def _check(config: Config) -> None:
     for name in ("request_timeout_s", "keepalive_timeout_s", "max_connections", "max_connections_per_client"):
         if getattr(config.api, name) <= 0:
             raise ConfigError(f"api.{name}: must be positive")
-    if config.api.max_connections_per_client > config.api.max_connections:
-        raise ConfigError("api.max_connections_per_client: must not exceed api.max_connections")
     for f in dataclasses.fields(RetentionConfig):
         if getattr(config.retention, f.name) < 0:
             raise ConfigError(f"retention.{f.name}: must not be negative (0 = never)")

@@ -411,7 +411,8 @@ async def _forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
 def _limits(config: Config) -> dict[str, Any]:
     """uvicorn settings that bound what one client can hold (appliance/httpguard.py)."""
     api = config.api
-    limits = Limits(api.request_timeout_s, api.max_connections, api.max_connections_per_client)
+    per_client = min(api.max_connections, api.max_connections_per_client)
+    limits = Limits(api.request_timeout_s, api.max_connections, per_client)
     return {
         "http": protocol_class(limits),
         "timeout_keep_alive": api.keepalive_timeout_s,
