@@ -1,8 +1,8 @@
 """A logging filter that collapses repeated lines, so that an attack cannot fill the disk with logs.
 
 A flood (thousands of bad requests, refused connections, failed logins) repeats the
-same few log lines. Per (logger, level, message template) the first `burst` records
-of a window pass; the rest are counted, not written. The next record of that kind
+same few log lines. Per kind (logger, level, and the message's first line with its
+numbers blanked) the first `burst` records of a window pass; the rest are counted, not written. The next record of that kind
 after the window carries "(N similar suppressed)", and `flush()` (called by the
 daemon's maintenance loop) writes the count for kinds that went quiet.
 """
@@ -10,12 +10,14 @@ daemon's maintenance loop) writes the count for kinds that went quiet.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 WINDOW_S = 60.0
 BURST = 10  # per kind and window: enough to see what happens, too few to matter on disk
+_NUMBERS = re.compile(r"\d+")
 MAX_KINDS = 1000  # distinct templates tracked at most (they come from code, not from requests)
 
 
@@ -46,7 +48,7 @@ class RepeatFilter(logging.Filter):
         self._kinds: dict[tuple[str, int, str], _Kind] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        template = str(record.msg)
+        template = _kind_of(str(record.msg))
         key = (record.name, record.levelno, template)
         now = self.clock()
         kind = self._kinds.get(key)
@@ -85,6 +87,12 @@ class RepeatFilter(logging.Filter):
         if len(self._kinds) >= MAX_KINDS:  # all busy: drop the oldest rather than grow
             oldest = min(self._kinds, key=lambda k: self._kinds[k].window_start)
             del self._kinds[oldest]
+
+
+def _kind_of(message: str) -> str:
+    """What makes two records "similar": the first line, numbers blanked (asyncio and uvicorn log
+    pre-formatted text with fds, ports and addresses in it)."""
+    return _NUMBERS.sub("#", message.split("\n", 1)[0][:200])
 
 
 def _note_suppressed(record: logging.LogRecord, count: int) -> None:

@@ -1504,11 +1504,11 @@ class Store:
                 ensure_ascii=False,
             )
             target = webhook_target(url)
-            # Behind a target that is failing: wait with its queue (FIFO per target).
+            # Behind a target that is failing (its queue's head deferred): wait with its queue.
             row = await _one(
                 db,
-                "SELECT max(next_attempt_at) AS t FROM webhook_outbox WHERE target = ? "
-                "AND delivered_at IS NULL AND abandoned_at IS NULL AND attempts > 0",
+                "SELECT next_attempt_at AS t FROM webhook_outbox WHERE target = ? "
+                "AND delivered_at IS NULL AND abandoned_at IS NULL ORDER BY id LIMIT 1",
                 (target,),
             )
             due = max(now, float(row["t"])) if row is not None and row["t"] is not None else now

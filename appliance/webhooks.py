@@ -35,7 +35,7 @@ import httpx
 from appliance import twilio
 from appliance.addrpolicy import AddressPolicy, ForbiddenAddress, PinnedTransport
 from appliance.metrics import Metrics
-from appliance.store import OutboxItem, Store
+from appliance.store import OutboxItem, Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -165,6 +165,14 @@ class Relay:
 
     async def _work(self, target: str) -> None:
         """Deliver the target's due webhooks in order; on a failure its whole queue waits."""
+        try:
+            await self._drain(target)
+        except StoreError as exc:
+            _LOGGER.error("webhooks to %s: %s", target, exc)  # noqa: TRY400  (the ledger said it all)
+        except Exception:
+            _LOGGER.exception("webhooks to %s failed", target)
+
+    async def _drain(self, target: str) -> None:
         while True:
             items = await self.store.due_webhooks(time.time(), limit=BATCH, target=target)
             if not items:
