@@ -38,6 +38,7 @@ _LOGGER = logging.getLogger(__name__)
 HEARTBEAT_S = 2.0  # the watchdog reads this row; stale after a few missed beats
 MAINTENANCE_S = 1.0  # scheduled -> queued, validity expiry
 SLOW_MAINTENANCE_S = 60.0  # report timeouts, stale multipart, retention, modem samples
+PURGE_EVERY_S = 3600.0
 # systemd WATCHDOG=1 is withheld when the dispatcher loop has not turned for this long.
 PROGRESS_STALE_S = 30.0
 
@@ -77,6 +78,7 @@ class Gateway:
         self.server: _Server | None = None
         self._resets: set[asyncio.Task[None]] = set()  # modem resets asked for by the status page
         self._compacted = time.monotonic()  # the first compaction one period after start
+        self._purged = -PURGE_EVERY_S  # the first retention purge at the first slow maintenance
         self.log_filter: RepeatFilter | None = None  # set by serve(): collapses repeated log lines
 
     # ------------------------------------------------------------ GatewayView
@@ -346,7 +348,9 @@ class Gateway:
 
     async def _retention(self) -> None:
         r = self.config.retention
-        await self.store.purge(Retention(r.numbers_days, r.metadata_days, r.events_days, r.messages_days))
+        if time.monotonic() - self._purged >= PURGE_EVERY_S:  # periods are days: hourly is plenty
+            self._purged = time.monotonic()
+            await self.store.purge(Retention(r.numbers_days, r.metadata_days, r.events_days, r.messages_days))
         if r.vacuum_every_hours > 0 and time.monotonic() - self._compacted >= r.vacuum_every_hours * 3600:
             self._compacted = time.monotonic()
             await self.store.compact()
