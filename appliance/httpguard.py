@@ -50,10 +50,15 @@ class Guard:
     timed_out: int = 0
 
     def oldest_waiting(self, client: str | None) -> GuardedH11Protocol | None:
+        """The connection waiting longest for a request: of `client` if it has one, else anyone's."""
         for conn in self.waiting:
-            if client is None or conn.client_host == client:
+            if conn.client_host == client:
                 return conn
-        return None
+        return next(iter(self.waiting), None) if client is None else None
+
+    def busiest_client(self) -> str | None:
+        """The address holding the most connections: the first to give one up at the global cap."""
+        return max(self.open_by_client, key=self.open_by_client.__getitem__, default=None)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -72,8 +77,8 @@ class GuardedH11Protocol(H11Protocol):
         limits = guard.limits
         if guard.open_by_client.get(self.client_host, 0) >= limits.max_connections_per_client:
             self._make_room(self.client_host)
-        if guard.open_total >= limits.max_connections:
-            self._make_room(None)
+        elif guard.open_total >= limits.max_connections:
+            self._make_room(guard.busiest_client())
         if self.transport.is_closing():
             return
         guard.open_total += 1
@@ -108,8 +113,9 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         cycle = self._cycle()
-        if not self.transport.is_closing() and (cycle is None or cycle.response_complete):
-            self._await_request()  # keep-alive: the next request has the same deadline
+        in_app = cycle is not None and not cycle.response_complete and not cycle.more_body
+        if not self.transport.is_closing() and not in_app:
+            self._await_request()  # keep-alive (or a pipelined request still arriving): same deadline
 
     # ----------------------------------------------------------------- internals
     def _cycle(self) -> RequestResponseCycle | None:
@@ -117,12 +123,14 @@ class GuardedH11Protocol(H11Protocol):
 
     def _make_room(self, client: str | None) -> None:
         victim = self.guard.oldest_waiting(client)
+        if victim is None and client != self.client_host:
+            victim = self.guard.oldest_waiting(None)  # the busiest is all busy: anyone's idle one
         if victim is None:
             # Everyone is being answered: refuse the newcomer (it may retry) rather than grow.
             _LOGGER.warning(
-                "connection from %s refused: %s connections open, all busy",
+                "connection from %s refused: %d connections open, none idle",
                 self.client_host or "?",
-                "its" if client else "all",
+                self.guard.open_total,
             )
             self.transport.abort()
             return

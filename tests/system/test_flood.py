@@ -68,14 +68,19 @@ async def _healthy(client: httpx.AsyncClient, base: str) -> bool:
 
 async def _open_idle(host: str, port: int, n: int) -> list[asyncio.StreamWriter]:
     """n connections that each send the start of a request and then nothing (slowloris)."""
-    writers = []
-    for _ in range(n):
+
+    async def one() -> asyncio.StreamWriter | None:
         try:
             _reader, writer = await asyncio.open_connection(host, port)
         except OSError:
-            continue  # the server may refuse while at its limit: that is its right
+            return None  # the server may refuse while at its limit: that is its right
         writer.write(b"GET /api/v1/status HTTP/1.1\r\nHost: box\r\n")
-        writers.append(writer)
+        return writer
+
+    writers: list[asyncio.StreamWriter] = []
+    for start in range(0, n, 100):  # in waves, as a flood arrives
+        wave = await asyncio.gather(*(one() for _ in range(start, min(n, start + 100))))
+        writers.extend(w for w in wave if w is not None)
     return writers
 
 
@@ -144,4 +149,26 @@ async def test_connections_past_the_cap_evict_the_oldest_idle(tmp_path: Path, si
             assert r.status_code == 200
         finally:
             for _reader, writer in idle:
+                writer.close()
+
+
+async def test_at_the_global_cap_the_busiest_address_gives_way(tmp_path: Path, sim: Simulator) -> None:
+    """A LAN app's idle keep-alive connections survive another host's flood."""
+    raw = gateway_config(
+        tmp_path, str(sim.primary_path), api={"max_connections": 30, "max_connections_per_client": 30}
+    )
+    async with run_gateway(raw, sim) as gw:
+        host, _, port = gw.config.api.listen.rpartition(":")
+        app = [await asyncio.open_connection(host, int(port), local_addr=("127.0.0.3", 0)) for _ in range(10)]
+        flood = [
+            await asyncio.open_connection(host, int(port), local_addr=("127.0.0.2", 0)) for _ in range(40)
+        ]
+        try:
+            for reader, _writer in flood[:20]:  # the flood's oldest made room for its newest
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            for reader, writer in app:  # the app's connections are all still served
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: box\r\n\r\n")
+                assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        finally:
+            for _reader, writer in app + flood:
                 writer.close()
