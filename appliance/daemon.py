@@ -202,7 +202,7 @@ class Gateway:
                 lifespan="off",
                 access_log=False,
                 server_header=False,
-                **_limits(self.config),
+                **_hardened(self.config),
             )
         )
         async with asyncio.TaskGroup() as tg:
@@ -298,6 +298,7 @@ class Gateway:
                 log_level="warning",
                 lifespan="off",
                 access_log=False,
+                log_config=None,  # as the API's server: through the root handlers (see _hardened)
             )
         )
         self._sim_control = server
@@ -412,8 +413,9 @@ async def _forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(1.0)
 
 
-def _limits(config: Config) -> dict[str, Any]:
-    """uvicorn settings that bound what one client can hold (appliance/httpguard.py)."""
+def _hardened(config: Config) -> dict[str, Any]:
+    """uvicorn settings for a hostile LAN: what one client can hold (appliance/httpguard.py), and
+    uvicorn's log lines through the root handlers, where repeats are collapsed (appliance/logrepeat.py)."""
     api = config.api
     per_client = min(api.max_connections, api.max_connections_per_client)
     limits = Limits(api.request_timeout_s, api.max_connections, per_client)
@@ -421,6 +423,7 @@ def _limits(config: Config) -> dict[str, Any]:
         "http": protocol_class(limits),
         "timeout_keep_alive": api.keepalive_timeout_s,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "log_config": None,
     }
 
 

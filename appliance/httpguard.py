@@ -46,11 +46,9 @@ class Guard:
     open_total: int = 0
     # Connections waiting for (the rest of) a request, oldest first: the ones we may close.
     waiting: OrderedDict[GuardedH11Protocol, None] = field(default_factory=OrderedDict)
-    evicted: int = 0
-    timed_out: int = 0
 
     def oldest_waiting(self, client: str | None) -> GuardedH11Protocol | None:
-        """The connection waiting longest for a request: of `client` if it has one, else anyone's."""
+        """The connection waiting longest for a request: of `client`, or of anyone when None."""
         for conn in self.waiting:
             if conn.client_host == client:
                 return conn
@@ -134,7 +132,6 @@ class GuardedH11Protocol(H11Protocol):
             )
             self.transport.abort()
             return
-        self.guard.evicted += 1
         _LOGGER.warning(
             "connection limit: closed an idle connection from %s to admit %s",
             victim.client_host or "?",
@@ -155,7 +152,6 @@ class GuardedH11Protocol(H11Protocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        self.guard.timed_out += 1
         _LOGGER.info(
             "closed a connection from %s: no whole request within %.0f s",
             self.client_host or "?",

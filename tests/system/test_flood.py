@@ -102,9 +102,16 @@ async def test_idle_connections_do_not_stop_healthz_nor_flood_the_log(tmp_path: 
         finally:
             for writer in writers:
                 writer.close()
+        for _ in range(300):  # and garbage instead of HTTP: each one used to be a log line
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\x16\x03\x01 not http\r\n\r\n")
+            await reader.read()
+            writer.close()
         lines = log.read_text(errors="replace").splitlines()
     limit_lines = [line for line in lines if "connection limit" in line or "connections open" in line]
-    assert len(limit_lines) <= 20, f"{len(limit_lines)} log lines about the flood"
+    assert len(limit_lines) <= 20, f"{len(limit_lines)} log lines about the idle connections"
+    invalid = [line for line in lines if "Invalid HTTP request" in line]
+    assert 0 < len(invalid) <= 20, f"{len(invalid)} log lines about invalid requests"
     assert sum(len(line) for line in lines) < 64_000
 
 
