@@ -12,6 +12,7 @@ durable idempotency keys, derived from a hash of the notification).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -40,6 +41,8 @@ MAX_PAYLOAD_BYTES = 1 << 20  # a group of many alerts is large; far beyond any S
 RETRY_AFTER_S = 30
 ELLIPSIS = "..."  # GSM-7: "…" would force the whole text into UCS-2
 _USEFUL_LABELS = ("instance", "severity", "job")
+MAX_LINE_CHARS = 320  # no line of an SMS of a few segments needs more
+MAX_TEXT_CHARS = 160  # per allowed segment, before fit() cuts to the exact segment count
 _BASIC_CHALLENGE = 'Basic realm="smsgw"'
 
 
@@ -71,24 +74,27 @@ async def require_key(request: Request, store: Store, scope: str) -> ApiKey:
     return key
 
 
-def notification_text(doc: dict[str, Any], max_segments: int) -> str:
-    """The SMS for one notification, at most `max_segments` segments long."""
+def notification_text(doc: dict[str, Any], max_segments: int, max_alerts: int = 10) -> str:
+    """The SMS for one notification, at most `max_segments` segments long.
+
+    Linear in the number of alerts, and only the first `max_alerts` are written out
+    (the rest are counted as "+N more"): a 1 MB notification costs milliseconds.
+    """
     alerts = [a for a in doc["alerts"] if isinstance(a, dict)]
     status = str(doc.get("status") or "firing").upper()
-    firing = [a for a in alerts if a.get("status", "firing") == "firing"]
-    resolved = [a for a in alerts if a.get("status") == "resolved"]
+    firing = sum(1 for a in alerts if a.get("status", "firing") == "firing")
+    resolved = sum(1 for a in alerts if a.get("status") == "resolved")
     common = _labels(doc.get("commonLabels"))
-    names: list[str] = []
-    for alert in alerts:
-        name = _labels(alert.get("labels")).get("alertname", "")
-        if name and name not in names:
-            names.append(name)
+    names = list(dict.fromkeys(n for n in (_alertname(a) for a in alerts) if n))  # first-seen order
     if not names:
         names.append(str(doc.get("title") or common.get("alertname") or "alert"))
-    counts = f"{len(firing)} firing" + (f", {len(resolved)} resolved" if resolved else "")
+    shown_names = ", ".join(names[:max_alerts])
+    if len(names) > max_alerts:
+        shown_names += f" +{len(names) - max_alerts} more"
+    counts = f"{firing} firing" + (f", {resolved} resolved" if resolved else "")
     if status == "RESOLVED" or not firing:
-        counts = f"{len(resolved) or len(alerts)} resolved"
-    lines = [f"{status}: {', '.join(names)} ({counts})"]
+        counts = f"{resolved or len(alerts)} resolved"
+    lines = [f"{status}: {shown_names} ({counts})"]
     if len(alerts) == 1:
         common = {**_labels(alerts[0].get("labels")), **common}
     shared = [f"{k}={common[k]}" for k in _USEFUL_LABELS if k in common]
@@ -99,16 +105,26 @@ def notification_text(doc: dict[str, Any], max_segments: int) -> str:
         if summary:
             lines.append(summary)
     else:
-        for alert in alerts:
+        for alert in alerts[:max_alerts]:
             labels = _labels(alert.get("labels"))
             own = [labels[k] for k in _USEFUL_LABELS if k in labels and k not in common]
             state = str(alert.get("status", "firing"))
             mark = "" if state == status.lower() else f" [{state}]"
             lines.append("- " + " ".join([labels.get("alertname", "?"), *own]) + mark)
+    more = max(0, len(alerts) - max_alerts) if len(alerts) > 1 else 0
     truncated = doc.get("truncatedAlerts")
-    if isinstance(truncated, int) and truncated > 0:
-        lines.append(f"+{truncated} more")
-    return fit("\n".join(lines), max_segments)
+    if isinstance(truncated, int) and not isinstance(truncated, bool) and truncated > 0:
+        more += truncated
+    if more:
+        lines.append(f"+{more} more")
+    # Label values are the sender's: cut each line before fitting, so fit() works on a short text.
+    text = "\n".join(line[:MAX_LINE_CHARS] for line in lines)
+    return fit(text[: MAX_TEXT_CHARS * max_segments], max_segments)
+
+
+def _alertname(alert: dict[str, Any]) -> str:
+    labels = alert.get("labels")
+    return str(labels.get("alertname", "")) if isinstance(labels, dict) else ""
 
 
 def fit(text: str, max_segments: int) -> str:
@@ -161,6 +177,11 @@ def parse_notification(raw: bytes) -> dict[str, Any]:
     return doc
 
 
+def _prepare(raw: bytes, max_segments: int, max_alerts: int) -> tuple[dict[str, Any], str, str]:
+    doc = parse_notification(raw)
+    return doc, notification_text(doc, max_segments, max_alerts), dedupe_hash(doc)
+
+
 class AlertmanagerEndpoint:
     def __init__(
         self,
@@ -183,10 +204,11 @@ class AlertmanagerEndpoint:
         key = await require_key(request, self.store, "send")
         validation.check_query(request.query_params.keys(), ("to",))
         recipients = self._recipients(request.query_params.get("to"))
-        doc = parse_notification(await _read_limited(request, MAX_PAYLOAD_BYTES))
-        text = notification_text(doc, self.config.alertmanager.max_segments)
+        raw = await _read_limited(request, MAX_PAYLOAD_BYTES)
+        am = self.config.alertmanager
+        # A megabyte of JSON is a fraction of a second of CPU: in a thread, so the loop turns meanwhile.
+        doc, text, digest = await asyncio.to_thread(_prepare, raw, am.max_segments, am.max_alerts)
         segmentation = segment_text(text)
-        digest = dedupe_hash(doc)
         free, _total = disk_usage(self.store)
         if free < self.min_free_bytes:
             raise _unavailable("storage_full", "the gateway's disk is full: retry later")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -49,7 +50,14 @@ class ApiConfig:
     max_text_chars: int = 1600  # about 10 UCS-2 / 10 GSM-7 segments
     queue_max: int = 100000
     status_page_public: bool = True
-    callback_secret: str = ""  # signs per-message status_callback webhooks (Standard Webhooks)
+    callback_secret: str = (
+        ""  # signs per-message status_callback webhooks; "" = generated, kept by the ledger
+    )
+    # A hostile LAN (appliance/httpguard.py): the whole request within this, or the connection is closed.
+    request_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 512  # past it, the oldest connection waiting for a request is closed
+    max_connections_per_client: int = 128  # the same, per client address
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,17 @@ class StoreConfig:
     body_retention_days: int = 30
     idempotency_retention_hours: int = 48
     webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Data minimisation (appliance/store.py `purge`): what the ledger forgets, and when. 0 = never."""
+
+    numbers_days: int = 90  # recipient and sender numbers of final messages and inbound texts, masked
+    metadata_days: int = 90  # callers' metadata and status_callback URLs of final messages
+    events_days: int = 90  # the events timeline of final messages
+    messages_days: int = 365  # final messages deleted whole (with parts and events): bounds the ledger
+    vacuum_every_hours: float = 24.0  # give freed pages back to the file system (incremental vacuum)
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,17 @@ class WebhookConfig:
     url: str = ""
     secret: str = ""  # Standard Webhooks secret ("whsec_..." base64, or raw text)
     events: tuple[str, ...] = ("message.status", "message.received", "gateway.alert")
+
+
+@dataclass(frozen=True)
+class WebhookPolicyConfig:
+    """Where per-message callbacks may go (appliance/addrpolicy.py): `[webhooks] allow` CIDRs.
+
+    Loopback, link-local, multicast, unspecified and the box's own addresses are refused
+    unless a CIDR here allows them; LAN and public targets are allowed.
+    """
+
+    allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +150,7 @@ class AlertmanagerConfig:
     """POST /api/v1/alertmanager: one SMS per notification to [watchdog] oncall (or ?to=)."""
 
     max_segments: int = 2  # the SMS is cut (with "...") to fit this many segments
+    max_alerts: int = 10  # alerts listed in one SMS; the rest are counted as "+N more"
     dedupe_window_s: float = 300.0  # the same notification again within this window is not re-sent
 
 
@@ -151,6 +182,8 @@ class Config:
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
+    webhook_policy: WebhookPolicyConfig = field(default_factory=WebhookPolicyConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     web: WebConfig = field(default_factory=WebConfig)
@@ -173,6 +206,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "simulator": SimulatorConfig,
     "web": WebConfig,
     "alertmanager": AlertmanagerConfig,
+    "retention": RetentionConfig,
 }
 _ARRAYS: dict[str, type[Any]] = {"modems": ModemConfig, "webhooks": WebhookConfig}
 
@@ -223,9 +257,16 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
             raise ConfigError("modem: expected a table [modem]")
         values["modems"] = (_build(ModemConfig, section, "modem"),)
     hooks = raw.get("webhooks", [])
+    where = "webhooks"
+    if isinstance(hooks, dict):
+        # `[webhooks]` with `allow` (and targets as [[webhooks.targets]]) instead of [[webhooks]] tables
+        hooks = dict(hooks)
+        targets = hooks.pop("targets", [])
+        values["webhook_policy"] = _build(WebhookPolicyConfig, hooks, "webhooks")
+        hooks, where = targets, "webhooks.targets"
     if not isinstance(hooks, list) or not all(isinstance(i, dict) for i in hooks):
-        raise ConfigError("webhooks: expected [[webhooks]] tables")
-    values["webhooks"] = tuple(_build(WebhookConfig, item, f"webhooks[{i}]") for i, item in enumerate(hooks))
+        raise ConfigError(f"{where}: expected [[{where}]] tables")
+    values["webhooks"] = tuple(_build(WebhookConfig, item, f"{where}[{i}]") for i, item in enumerate(hooks))
     config = Config(**values, source=source)
     _check(config)
     return config
@@ -322,6 +363,21 @@ def _check(config: Config) -> None:
         raise ConfigError("alertmanager.max_segments: must be 1 to 10")
     if config.alertmanager.dedupe_window_s < 0:
         raise ConfigError("alertmanager.dedupe_window_s: must not be negative")
+    if config.alertmanager.max_alerts < 1:
+        raise ConfigError("alertmanager.max_alerts: must be at least 1")
+    for name in ("request_timeout_s", "keepalive_timeout_s", "max_connections", "max_connections_per_client"):
+        if getattr(config.api, name) <= 0:
+            raise ConfigError(f"api.{name}: must be positive")
+    for f in dataclasses.fields(RetentionConfig):
+        if getattr(config.retention, f.name) < 0:
+            raise ConfigError(f"retention.{f.name}: must not be negative (0 = never)")
+    for i, cidr in enumerate(config.webhook_policy.allow):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"webhooks.allow[{i}]: {cidr!r} is not an address or CIDR such as 127.0.0.1/32 or fd00::/8"
+            ) from None
     for i, hook in enumerate(config.webhooks):
         if not re.match(r"^https?://", hook.url):
             raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")

@@ -25,9 +25,11 @@ from appliance.api import create_app
 from appliance.config import Config, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker
 from appliance.health import Notifier
+from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, command_sealer, join, keyword
+from appliance.logrepeat import RepeatFilter, install
 from appliance.metrics import Metrics
-from appliance.store import Store, StoreError, WebhookTarget
+from appliance.store import Retention, Store, StoreError, WebhookTarget
 from modem import Modem, ModemState
 from watchdog.port import hold_port_lock
 
@@ -36,6 +38,7 @@ _LOGGER = logging.getLogger(__name__)
 HEARTBEAT_S = 2.0  # the watchdog reads this row; stale after a few missed beats
 MAINTENANCE_S = 1.0  # scheduled -> queued, validity expiry
 SLOW_MAINTENANCE_S = 60.0  # report timeouts, stale multipart, retention, modem samples
+PURGE_EVERY_S = 3600.0
 # systemd WATCHDOG=1 is withheld when the dispatcher loop has not turned for this long.
 PROGRESS_STALE_S = 30.0
 
@@ -78,6 +81,9 @@ class Gateway:
             self.sealer = command_sealer(config.store.path)  # on-call commands are stored redacted
         except OSError as exc:
             raise SystemExit(f"smsgw: store.path {config.store.path}: command key: {exc}") from None
+        self._compacted = time.monotonic()  # the first compaction one period after start
+        self._purged = -PURGE_EVERY_S  # the first retention purge at the first slow maintenance
+        self.log_filter: RepeatFilter | None = None  # set by serve(): collapses repeated log lines
 
     # ------------------------------------------------------------ GatewayView
     def modems(self) -> list[dict[str, Any]]:
@@ -200,6 +206,7 @@ class Gateway:
                 lifespan="off",
                 access_log=False,
                 server_header=False,
+                **_hardened(self.config),
             )
         )
         async with asyncio.TaskGroup() as tg:
@@ -295,6 +302,7 @@ class Gateway:
                 log_level="warning",
                 lifespan="off",
                 access_log=False,
+                log_config=None,  # as the API's server: through the root handlers (see _hardened)
             )
         )
         self._sim_control = server
@@ -302,13 +310,16 @@ class Gateway:
         _LOGGER.warning("simulator control on http://%s", listen)
 
     async def _relay(self) -> None:
-        from appliance.webhooks import Relay  # noqa: PLC0415
+        from appliance.addrpolicy import AddressPolicy  # noqa: PLC0415
+        from appliance.webhooks import Relay, load_callback_secret  # noqa: PLC0415
 
         relay = Relay(
             self.store,
             self.metrics,
             retention_s=self.config.store.webhook_retention_hours * 3600.0,
-            callback_secret=self.config.api.callback_secret,
+            callback_secret=load_callback_secret(self.config.api.callback_secret, self.config.store.path),
+            policy=AddressPolicy(self.config.webhook_policy.allow),
+            configured=[w.url for w in self.config.webhooks],
         )
         await relay.run()
 
@@ -335,10 +346,22 @@ class Gateway:
                     await self.store.purge_bodies(
                         cfg.store.body_retention_days, cfg.store.idempotency_retention_hours
                     )
+                    await self._retention()
                     await self._sample_modems()
             except StoreError as exc:
                 _LOGGER.error("maintenance: %s", exc)  # noqa: TRY400  (the message says it all)
             await asyncio.sleep(MAINTENANCE_S)
+
+    async def _retention(self) -> None:
+        r = self.config.retention
+        if time.monotonic() - self._purged >= PURGE_EVERY_S:  # periods are days: hourly is plenty
+            self._purged = time.monotonic()
+            await self.store.purge(Retention(r.numbers_days, r.metadata_days, r.events_days, r.messages_days))
+        if r.vacuum_every_hours > 0 and time.monotonic() - self._compacted >= r.vacuum_every_hours * 3600:
+            self._compacted = time.monotonic()
+            await self.store.compact()
+        if self.log_filter is not None:
+            self.log_filter.flush()
 
     async def _sample_modems(self) -> None:
         for name, _cfg, modem in self.modem_list:
@@ -395,7 +418,23 @@ async def _forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(1.0)
 
 
+def _hardened(config: Config) -> dict[str, Any]:
+    """uvicorn settings for a hostile LAN: what one client can hold (appliance/httpguard.py), and
+    uvicorn's log lines through the root handlers, where repeats are collapsed (appliance/logrepeat.py)."""
+    api = config.api
+    per_client = min(api.max_connections, api.max_connections_per_client)
+    limits = Limits(api.request_timeout_s, api.max_connections, per_client)
+    return {
+        "http": protocol_class(limits),
+        "timeout_keep_alive": api.keepalive_timeout_s,
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "log_config": None,
+    }
+
+
 def serve(config: Config) -> int:
     """Run the daemon in the foreground; returns the exit status."""
-    asyncio.run(Gateway(config).run())
+    gateway = Gateway(config)
+    gateway.log_filter = install()  # a flood of bad requests must not fill the disk with log lines
+    asyncio.run(gateway.run())
     return 0

@@ -19,6 +19,7 @@ import os
 import secrets
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ _LOGGER = logging.getLogger(__name__)
 SCHEMA_VERSION = 3
 # Accepts committed together at most (group commit); bounds the latency one slow batch adds.
 ACCEPT_BATCH_MAX = 256
+PURGE_BATCH = 500  # rows per retention transaction: accepts wait for one batch at most
+MASK = "•••"  # a purged number keeps its first 3 characters ("+49•••"): counts by country stay possible
 
 _MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -205,6 +208,14 @@ _MIGRATIONS: list[str] = [
     UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'RESTART ******') WHERE type = 'message.received'
         AND upper(ltrim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'RESTART[^A-Z]*';
     """,
+    # 4 (task bounded): per-target webhook queues; retention finds old rows by index
+    """
+    ALTER TABLE webhook_outbox ADD COLUMN target TEXT NOT NULL DEFAULT '';
+    UPDATE webhook_outbox SET target = url;
+    CREATE INDEX webhook_target ON webhook_outbox(target, id) WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+    CREATE INDEX messages_final_at ON messages(final_at) WHERE final_at IS NOT NULL;
+    CREATE INDEX inbound_received_at ON inbound(received_at);
+    """,
 ]
 
 
@@ -362,6 +373,28 @@ class OutboxItem:
     payload: str
     created_at: float
     attempts: int
+    target: str = ""
+
+
+def webhook_target(url: str) -> str:
+    """The queue a webhook waits in: its scheme, host and port (one dead receiver delays only itself)."""
+    parts = urllib.parse.urlsplit(url.removeprefix("twilio:"))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = (parts.hostname or "").lower()
+    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Days after which the ledger forgets (0 = never); see config.RetentionConfig."""
+
+    numbers_days: int = 0
+    metadata_days: int = 0
+    events_days: int = 0
+    messages_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -427,6 +460,10 @@ class Store:
         await db.execute("PRAGMA busy_timeout=5000")
         await db.execute("PRAGMA foreign_keys=ON")
         self._db = db
+        row = await _one(db, "PRAGMA user_version", ())
+        if row is not None and int(row[0]) == 0:
+            # A new ledger: freed pages can be given back without a full VACUUM (compact()).
+            await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         await self._migrate()
         # Readers get their own connection: under WAL they see only committed rows,
         # never another task's open transaction on the writer.
@@ -1385,12 +1422,30 @@ class Store:
         return _key(row)
 
     # --------------------------------------------------------------- webhooks
-    async def due_webhooks(self, now: float, limit: int = 20) -> list[OutboxItem]:
+    async def due_webhook_targets(self, now: float, *, busy: Iterable[str] = (), limit: int = 8) -> list[str]:
+        """Targets with a webhook due, those never failing first, oldest first; `busy` left out."""
+        busy = list(busy)
+        marks = ", ".join("?" * len(busy))
+        sql = (
+            "SELECT target FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL "  # noqa: S608
+            f"AND next_attempt_at <= ? AND target NOT IN ({marks}) "
+            "GROUP BY target ORDER BY max(attempts), min(id) LIMIT ?"
+        )
+        rows = await _all(self.rdb, sql, (now, *busy, limit))
+        return [r["target"] for r in rows]
+
+    async def due_webhooks(
+        self, now: float, limit: int = 20, *, target: str | None = None
+    ) -> list[OutboxItem]:
+        where = "delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ?"
+        args: list[Any] = [now]
+        if target is not None:
+            where += " AND target = ?"
+            args.append(target)
         rows = await _all(
             self.rdb,
-            "SELECT * FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ? "
-            "ORDER BY id LIMIT ?",
-            (now, limit),
+            f"SELECT * FROM webhook_outbox WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608  (fixed text)
+            (*args, limit),
         )
         return [
             OutboxItem(
@@ -1402,17 +1457,36 @@ class Store:
                 r["payload"],
                 r["created_at"],
                 r["attempts"],
+                r["target"],
             )
             for r in rows
         ]
 
-    async def next_webhook_due(self) -> float | None:
-        row = await _one(
-            self.rdb,
-            "SELECT min(next_attempt_at) AS t FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
-            (),
+    async def next_webhook_due(self, *, busy: Iterable[str] = ()) -> float | None:
+        busy = list(busy)
+        marks = ", ".join("?" * len(busy))
+        sql = (
+            "SELECT min(next_attempt_at) AS t FROM webhook_outbox "  # noqa: S608  (placeholders only)
+            f"WHERE delivered_at IS NULL AND abandoned_at IS NULL AND target NOT IN ({marks})"
         )
+        row = await _one(self.rdb, sql, busy)
         return None if row is None or row["t"] is None else float(row["t"])
+
+    async def defer_webhook_target(self, target: str, until: float, *, abandon_before: float) -> int:
+        """A target failed: its whole queue waits until `until`; what is older than the window is abandoned."""
+        now = time.time()
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE webhook_outbox SET abandoned_at = ?, last_error = coalesce(last_error, 'target down') "
+                "WHERE target = ? AND delivered_at IS NULL AND abandoned_at IS NULL AND created_at < ?",
+                (now, target, abandon_before),
+            )
+            await db.execute(
+                "UPDATE webhook_outbox SET next_attempt_at = max(next_attempt_at, ?) "
+                "WHERE target = ? AND delivered_at IS NULL AND abandoned_at IS NULL",
+                (until, target),
+            )
+            return cur.rowcount or 0
 
     async def webhook_result(
         self, item_id: int, *, ok: bool, error: str = "", next_at: float | None = None
@@ -1463,10 +1537,19 @@ class Store:
                 separators=(",", ":"),
                 ensure_ascii=False,
             )
+            target = webhook_target(url)
+            # Behind a target that is failing (its queue's head deferred): wait with its queue.
+            row = await _one(
+                db,
+                "SELECT next_attempt_at AS t FROM webhook_outbox WHERE target = ? "
+                "AND delivered_at IS NULL AND abandoned_at IS NULL ORDER BY id LIMIT 1",
+                (target,),
+            )
+            due = max(now, float(row["t"])) if row is not None and row["t"] is not None else now
             await db.execute(
-                "INSERT INTO webhook_outbox (webhook_id, url, secret, type, payload, created_at, next_attempt_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (webhook_id, url, secret, event_type, payload, now, now),
+                "INSERT INTO webhook_outbox (webhook_id, url, secret, type, payload, created_at, next_attempt_at, target) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (webhook_id, url, secret, event_type, payload, now, due, target),
             )
 
     # ------------------------------------------------------- status and samples
@@ -1530,6 +1613,116 @@ class Store:
                 (now - retention_days * 86400,),
             )
             return cur.rowcount or 0
+
+    async def purge(self, retention: Retention, *, now: float | None = None) -> dict[str, int]:
+        """Data minimisation past the body purge: numbers masked, metadata and events dropped, then
+        whole final messages (and inbound texts) deleted, so the ledger stops growing.
+
+        Work goes in batches of PURGE_BATCH rows, each its own transaction, so that accepts
+        interleave with a large first purge. Returns rows touched per kind.
+        """
+        now = time.time() if now is None else now
+        done = {"numbers": 0, "metadata": 0, "events": 0, "messages": 0, "inbound": 0}
+        if retention.numbers_days > 0:
+            cutoff = now - retention.numbers_days * 86400
+            done["numbers"] = await self._batches(
+                "UPDATE messages SET to_number = substr(to_number, 1, 3) || ? WHERE seq IN "
+                "(SELECT seq FROM messages WHERE final_at < ? AND to_number NOT LIKE ? LIMIT ?)",
+                (MASK, cutoff, f"%{MASK}"),
+            )
+            done["numbers"] += await self._batches(
+                "UPDATE inbound SET from_number = substr(from_number, 1, 3) || ? WHERE seq IN "
+                "(SELECT seq FROM inbound WHERE received_at < ? AND from_number NOT LIKE ? LIMIT ?)",
+                (MASK, cutoff, f"%{MASK}"),
+            )
+            done["numbers"] += await self._batches(
+                "DELETE FROM unmatched_reports WHERE id IN "
+                "(SELECT id FROM unmatched_reports WHERE received_at < ? LIMIT ?)",
+                (cutoff,),
+            )
+        if retention.metadata_days > 0:
+            done["metadata"] = await self._batches(
+                "UPDATE messages SET metadata = NULL, status_callback = NULL WHERE seq IN "
+                "(SELECT seq FROM messages WHERE final_at < ? "
+                "AND (metadata IS NOT NULL OR status_callback IS NOT NULL) LIMIT ?)",
+                (now - retention.metadata_days * 86400,),
+            )
+        if retention.events_days > 0:
+            done["events"] = await self._batches(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM messages m JOIN events e "
+                "ON e.message_id = m.id WHERE m.final_at < ? LIMIT ?)",
+                (now - retention.events_days * 86400,),
+            )
+        if retention.messages_days > 0:
+            cutoff = now - retention.messages_days * 86400
+            done["messages"] = await self._delete_messages(cutoff)
+            done["inbound"] = await self._batches(
+                "DELETE FROM inbound WHERE seq IN (SELECT seq FROM inbound WHERE received_at < ? LIMIT ?)",
+                (cutoff,),
+            )
+        if any(done.values()):
+            _LOGGER.info("retention: %s", ", ".join(f"{n} {k}" for k, n in done.items() if n))
+        return done
+
+    async def _batches(self, sql: str, args: tuple[Any, ...]) -> int:
+        total = 0
+        while True:
+            async with self._tx() as db:
+                cur = await db.execute(sql, (*args, PURGE_BATCH))
+                n = cur.rowcount or 0
+            total += n
+            if n < PURGE_BATCH:
+                return total
+
+    async def _delete_messages(self, cutoff: float) -> int:
+        total = 0
+        while True:
+            async with self._tx() as db:
+                rows = await _all(
+                    db,
+                    "SELECT id FROM messages WHERE final_at < ? ORDER BY final_at LIMIT ?",
+                    (cutoff, PURGE_BATCH),
+                )
+                ids = [r["id"] for r in rows]
+                if ids:
+                    marks = ", ".join("?" * len(ids))
+                    for table, column in (
+                        ("parts", "message_id"),
+                        ("events", "message_id"),
+                        ("idempotency", "message_id"),
+                    ):
+                        await db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)  # noqa: S608  (fixed names)
+                    await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)  # noqa: S608
+            total += len(ids)
+            if len(ids) < PURGE_BATCH:
+                return total
+
+    async def compact(self, *, max_pages: int = 4096) -> int:
+        """Give free pages back to the file system; returns the pages freed.
+
+        Ledgers made since schema 3 use incremental vacuum (a few thousand pages at a time,
+        cheap); an older one is converted by one full VACUUM once a quarter of it is free.
+        """
+        mode_row = await _one(self.db, "PRAGMA auto_vacuum", ())
+        free_row = await _one(self.db, "PRAGMA freelist_count", ())
+        pages_row = await _one(self.db, "PRAGMA page_count", ())
+        mode = int(mode_row[0]) if mode_row else 0
+        free = int(free_row[0]) if free_row else 0
+        pages = int(pages_row[0]) if pages_row else 0
+        if free == 0:
+            return 0
+        async with self._write_lock:
+            if mode == 2:  # INCREMENTAL
+                await self.db.execute_fetchall(f"PRAGMA incremental_vacuum({int(max_pages)})")
+                return min(free, max_pages)
+            if free * 4 < pages:
+                return 0
+            _LOGGER.warning(
+                "ledger: %d of %d pages free: one VACUUM (and incremental from now on)", free, pages
+            )
+            await self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            await self.db.execute("VACUUM")
+            return free
 
     # --------------------------------------------------------------- internals
     async def _get(self, db: aiosqlite.Connection, msg_id: str) -> Message | None:

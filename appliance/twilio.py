@@ -237,7 +237,9 @@ class TwilioEndpoint:
         callback = None
         if form.get("StatusCallback"):
             try:
-                callback = CALLBACK_MARKER + validation.parse_callback(form["StatusCallback"])
+                callback = CALLBACK_MARKER + validation.parse_callback(
+                    form["StatusCallback"], self.config.webhook_policy.allow, field="StatusCallback"
+                )
             except ApiError as exc:
                 raise TwilioError(400, 21609, f"The StatusCallback URL is not valid: {exc.message}") from exc
         validity = self.config.dispatcher.default_validity_s

@@ -18,6 +18,7 @@ from typing import Any
 
 import phonenumbers
 
+from appliance import addrpolicy
 from appliance.config import Config
 from appliance.states import Priority
 from appliance.store import NewMessage
@@ -128,7 +129,7 @@ def parse_send_request(
         priority=Priority.NORMAL if priority is None else parse_priority(priority),
         send_at=None if send_at is None else parse_send_at(send_at, now=now),
         validity_s=config.dispatcher.default_validity_s if validity_s is None else parse_validity(validity_s),
-        status_callback=None if callback is None else parse_callback(callback),
+        status_callback=None if callback is None else parse_callback(callback, config.webhook_policy.allow),
         metadata=None if metadata is None else parse_metadata(metadata),
         idempotency_key=merge_idempotency_keys(_optional(doc, "idempotency_key"), header_key),
     )
@@ -237,20 +238,23 @@ def parse_priority(value: Any) -> Priority:
     return PRIORITIES[value]
 
 
-def parse_callback(value: Any) -> str:
-    """A per-message status webhook: an absolute http(s) URL."""
+def parse_callback(value: Any, allow: tuple[str, ...] = (), *, field: str = "status_callback") -> str:
+    """A per-message status webhook: an absolute http(s) URL to a host the address policy allows."""
     if not isinstance(value, str):
-        raise invalid("status_callback", f"expected a URL string, got {_json_type(value)}")
+        raise invalid(field, f"expected a URL string, got {_json_type(value)}")
     if len(value) > MAX_URL_CHARS or not _PRINTABLE_ASCII.fullmatch(value) or " " in value:
-        raise invalid("status_callback", "expected an http:// or https:// URL without spaces")
+        raise invalid(field, "expected an http:// or https:// URL without spaces")
     try:
         parts = urllib.parse.urlsplit(value)
         host = parts.hostname
         _ = parts.port  # raises ValueError on a bad port
     except ValueError:
-        raise invalid("status_callback", f"{value!r} is not a valid URL") from None
+        raise invalid(field, f"{value!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise invalid("status_callback", f"{value!r} is not an http:// or https:// URL with a host")
+        raise invalid(field, f"{value!r} is not an http:// or https:// URL with a host")
+    why = addrpolicy.policy_for(allow).check_host(host)
+    if why is not None:
+        raise invalid(field, f"{host} is {why}: the gateway does not call it ([webhooks] allow admits CIDRs)")
     return value
 
 

@@ -234,3 +234,11 @@ def test_udev_rules_name_each_modem_and_keep_modemmanager_off() -> None:
             if key.startswith(("ATTRS", "SUBSYSTEMS", "ACTION", "SUBSYSTEM", "ATTR{id")):
                 assert op in ("==", "!="), rule
     assert 'LABEL="smsgw_modem_end"' in text
+
+
+def test_the_daemon_has_descriptors_for_its_connection_limit() -> None:
+    """Without LimitNOFILE systemd gives 1,024: ~1,000 idle connections then starve /healthz."""
+    from appliance.config import ApiConfig  # noqa: PLC0415
+
+    (limit,) = values("smsgw.service", "Service", "LimitNOFILE")
+    assert int(limit) >= 4 * ApiConfig().max_connections  # sockets, ledger, serial ports, webhooks

@@ -26,17 +26,24 @@ class Received:
 @dataclass
 class Receiver:
     url: str
+    port: int
     requests: list[Received] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # a hanging receiver answers once set
 
 
 @contextlib.asynccontextmanager
-async def receiver() -> AsyncIterator[Receiver]:
+async def receiver(
+    status: int = 204, headers: dict[str, str] | None = None, *, hang: bool = False
+) -> AsyncIterator[Receiver]:
+    """Answers every POST with `status` (and `headers`); with `hang`, only once `release` is set."""
     port = free_port()
-    rec = Receiver(f"http://127.0.0.1:{port}/hook")
+    rec = Receiver(f"http://127.0.0.1:{port}/hook", port)
 
     async def hook(request: Request) -> Response:
         rec.requests.append(Received(str(request.url), dict(request.headers), await request.body()))
-        return Response(status_code=204)
+        if hang:
+            await rec.release.wait()
+        return Response(status_code=status, headers=headers)
 
     app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
     server = uvicorn.Server(
@@ -47,5 +54,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     try:
         yield rec
     finally:
+        rec.release.set()
         server.should_exit = True
         await asyncio.wait_for(task, 10)

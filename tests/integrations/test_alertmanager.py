@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -164,3 +165,30 @@ async def test_cannot_accept_is_503_and_bad_payload_is_400(tmp_path: Path, sim: 
         assert bad.status_code == 400
         anon = await running.client.post("/api/v1/alertmanager", json=doc, headers={"Authorization": ""})
         assert anon.status_code == 401
+
+
+async def test_a_megabyte_notification_is_one_bounded_sms(box: Running, sim: Simulator) -> None:
+    """27,000 alert names in ~1 MB: answered with one SMS that lists a few and counts the rest."""
+    names = [f"A{i:05d}" for i in range(27_000)]
+    doc = {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "status": "firing",
+        "receiver": "smsgw",
+        "alerts": [{"labels": {"alertname": n}} for n in names],
+    }
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    assert 900_000 < len(body) <= 1 << 20
+    r = await box.client.post(
+        "/api/v1/alertmanager", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 202, r.text
+    answer = r.json()
+    assert len(answer["messages"]) == 1
+    assert answer["segments"] <= box.config.alertmanager.max_segments
+    text = answer["text"]
+    assert text.startswith("FIRING: A00000, A00001")
+    assert len(text) <= 153 * box.config.alertmanager.max_segments
+    assert f"+{27_000 - box.config.alertmanager.max_alerts} more" in text
+    phone = sim.network.phone(ONCALL)
+    assert await eventually(phone.texts, 20) == [text]

@@ -22,7 +22,12 @@ TOKEN = "callback-signing-secret"  # noqa: S105  (a test secret)
 
 @pytest.fixture
 async def box(tmp_path: Path, sim: Simulator) -> AsyncIterator[Running]:
-    raw = gateway_config(tmp_path, str(sim.primary_path), api={"callback_secret": TOKEN})
+    raw = gateway_config(
+        tmp_path,
+        str(sim.primary_path),
+        api={"callback_secret": TOKEN},
+        webhooks={"allow": ["127.0.0.1/32"]},  # the test's receiver runs on this box's loopback
+    )
     async with run_gateway(raw, sim) as running:
         await running.gateway.modem_list[0][2].wait_ready(10)
         yield running
