@@ -267,7 +267,10 @@ async def _keys(args: argparse.Namespace) -> int:
         elif args.keys_verb == "list":
             for key in await store.list_keys():
                 state = "revoked" if key.revoked_at else "active"
-                print(f"{key.id}\t{key.name}\t{key.prefix}…\t{_describe(key)}\t{state}")
+                limits = KeyLimits.of(key).describe()
+                print(
+                    f"{key.id}\t{key.name}\t{key.prefix}…\t{','.join(sorted(key.scopes))}\t{state}\t{limits}"
+                )
         elif args.keys_verb == "revoke":
             revoked = await store.revoke_key(args.key, actor=actor)
             if revoked is None:
