@@ -3,8 +3,10 @@
 One concise SMS per notification and recipient (the `[watchdog] oncall` numbers, or
 `?to=+49...,+44...`), cut to `[alertmanager] max_segments`. Alertmanager retries 5xx
 and drops 4xx, so: 2xx only once every message is committed to the ledger, 503 with
-Retry-After when the gateway cannot accept (queue or disk full), 4xx only for
-payloads no retry can fix. Alertmanager is at-least-once (HA peers, retries): a
+Retry-After when the gateway cannot accept (queue or disk full, or the key's quota
+used up: `quota_exceeded` is a 503 here, not the API's 429, because Alertmanager
+drops a 4xx and the alert would be lost), 4xx only for payloads no retry can fix.
+Alerts go out at high priority, lowered to the key's highest allowed priority. Alertmanager is at-least-once (HA peers, retries): a
 notification with the same group key, status and alert set within
 `[alertmanager] dedupe_window_s` is answered 200 and sends nothing (the store's
 durable idempotency keys, derived from a hash of the notification).
@@ -31,7 +33,16 @@ from appliance.config import Config
 from appliance.metrics import Metrics
 from appliance.states import Priority
 from appliance.status import GatewayView, disk_usage
-from appliance.store import ApiKey, IdempotencyMismatch, NewMessage, OptedOut, QueueFull, StorageFull, Store
+from appliance.store import (
+    ApiKey,
+    IdempotencyMismatch,
+    NewMessage,
+    OptedOut,
+    QueueFull,
+    QuotaExceeded,
+    StorageFull,
+    Store,
+)
 from appliance.validation import ApiError
 from modem.pdu import segment_text
 
@@ -229,7 +240,7 @@ class AlertmanagerEndpoint:
                 body=text,
                 encoding=segmentation.encoding.value,
                 segments=len(segmentation.parts),
-                priority=Priority.HIGH,
+                priority=max(Priority.HIGH, key.max_priority or Priority.HIGH),
                 validity_s=self.config.dispatcher.default_validity_s,
                 metadata={
                     "alertmanager": {
@@ -244,8 +255,19 @@ class AlertmanagerEndpoint:
             )
             try:
                 msg, created = await self.store.accept(
-                    new, key_id=key.id, queue_max=self.config.api.queue_max
+                    new,
+                    key_id=key.id,
+                    queue_max=self.config.api.queue_max,
+                    quota=key.quota,
+                    actor=auth.actor(key, request),
                 )
+            except QuotaExceeded as exc:
+                raise ApiError(
+                    503,
+                    "quota_exceeded",
+                    f"the API key {key.name!r} may send {exc.limit} messages per {exc.window}: retry later",
+                    headers={"Retry-After": str(exc.retry_after_s)},
+                ) from None
             except IdempotencyMismatch:  # same alerts and status, other annotations: still a repeat
                 results.append({"to": to, "id": None, "duplicate": True})
                 continue

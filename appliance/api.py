@@ -7,6 +7,7 @@ exception is logged and answered with a 500 of the same shape, never a traceback
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -25,12 +26,16 @@ from appliance.metrics import Metrics
 from appliance.states import State
 from appliance.status import MIN_FREE_BYTES, GatewayView, build_status, disk_usage, ledger_problem
 from appliance.store import (
+    ApiKey,
+    AuditEvent,
     Conflict,
     IdempotencyMismatch,
     Message,
+    NewMessage,
     NotFound,
     OptedOut,
     QueueFull,
+    QuotaExceeded,
     StorageFull,
     Store,
     inbound_payload,
@@ -76,6 +81,7 @@ def create_app(
         Route("/api/v1/messages/{id}/abandon", api.abandon, methods=["POST"]),
         Route("/api/v1/inbound", api.list_inbound, methods=["GET"]),
         Route("/api/v1/status", api.status, methods=["GET"]),
+        Route("/api/v1/audit", api.list_audit, methods=["GET"]),
         *alertmanager.routes(store, config, gateway, api.metrics, min_free_bytes),
         *twilio.routes(store, config, gateway, api.metrics, min_free_bytes),
         *openapi.routes(),
@@ -189,6 +195,7 @@ class _Api:
         header = request.headers.get("idempotency-key")
         header_key = None if header is None else validation.parse_idempotency_header(header)
         new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
+        new = capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
         free, _total = disk_usage(self.store)
         if free < self.min_free_bytes:
             raise ApiError(
@@ -197,7 +204,15 @@ class _Api:
                 f"only {free // 1024} KiB are free on the gateway's disk: no new message is accepted",
             )
         try:
-            msg, created = await self.store.accept(new, key_id=key.id, queue_max=self.config.api.queue_max)
+            msg, created = await self.store.accept(
+                new,
+                key_id=key.id,
+                queue_max=self.config.api.queue_max,
+                quota=key.quota,
+                actor=auth.actor(key, request),
+            )
+        except QuotaExceeded as exc:
+            raise quota_error(key, exc) from None
         except IdempotencyMismatch:
             raise ApiError(
                 422,
@@ -229,11 +244,11 @@ class _Api:
         )
 
     async def get_message(self, request: Request) -> Response:
-        await auth.require(request, self.store, "read")
-        return JSONResponse(message_payload(await self._get(request.path_params["id"])))
+        key = await auth.require(request, self.store, "read")
+        return JSONResponse(message_payload(await self._get(request.path_params["id"], key)))
 
     async def list_messages(self, request: Request) -> Response:
-        await auth.require(request, self.store, "read")
+        key = await auth.require(request, self.store, "read")
         q = request.query_params
         validation.check_query(q.keys(), ("status", "to", "limit", "cursor"))
         status = q.get("status")
@@ -247,7 +262,9 @@ class _Api:
         to = None if to_raw is None else validation.parse_number(to_raw, self.config.gateway.default_region)
         limit = validation.parse_limit(q.get("limit"))
         before = validation.decode_cursor(q.get("cursor"))
-        rows = await self.store.list_messages(status=status, to=to, limit=limit + 1, before_seq=before)
+        rows = await self.store.list_messages(
+            status=status, to=to, limit=limit + 1, before_seq=before, key_id=auth.owner_filter(key)
+        )
         page = rows[:limit]
         out = []
         for row in page:
@@ -258,14 +275,18 @@ class _Api:
         return JSONResponse({"messages": out, "next_cursor": next_cursor})
 
     async def cancel(self, request: Request) -> Response:
-        await auth.require(request, self.store, "send")
+        key = await auth.require(request, self.store, "send")
         msg_id = request.path_params["id"]
         try:
-            msg = await self.store.cancel(msg_id)
+            msg = await self.store.cancel(
+                msg_id,
+                owner=None if auth.acts_on_all(key) else key.id,
+                actor=auth.actor(key, request),
+            )
         except NotFound:
             raise _not_found(msg_id) from None
         except Conflict:
-            current = await self._get(msg_id)
+            current = await self._get(msg_id, key)
             hint = (
                 "; it is held after an interrupted send: POST .../resend or .../abandon (admin)"
                 if current.held
@@ -279,33 +300,43 @@ class _Api:
         return JSONResponse(message_payload(msg))
 
     async def resend(self, request: Request) -> Response:
-        await auth.require(request, self.store, "admin")
-        msg = await self._resolve(request.path_params["id"], "resend")
+        key = await auth.require(request, self.store, "admin")
+        msg = await self._resolve(request.path_params["id"], "resend", key, request)
         self.gateway.wake()
         return JSONResponse(message_payload(msg))
 
     async def abandon(self, request: Request) -> Response:
-        await auth.require(request, self.store, "admin")
-        return JSONResponse(message_payload(await self._resolve(request.path_params["id"], "cancel")))
+        key = await auth.require(request, self.store, "admin")
+        return JSONResponse(
+            message_payload(await self._resolve(request.path_params["id"], "cancel", key, request))
+        )
 
     # ---------------------------------------------------------- inbound, status
     async def list_inbound(self, request: Request) -> Response:
-        await auth.require(request, self.store, "read")
+        key = await auth.require(request, self.store, "read")
         q = request.query_params
         validation.check_query(q.keys(), ("since", "limit", "cursor"))
-        since_raw = q.get("since")
-        since = None
-        if since_raw is not None:
-            try:
-                since = validation.parse_rfc3339(since_raw)
-            except ValueError as exc:
-                raise ApiError(422, "invalid_parameter", f"since: {exc}") from None
+        since = _since(q.get("since"))
         limit = validation.parse_limit(q.get("limit"))
         before = validation.decode_cursor(q.get("cursor"))
-        rows = await self.store.list_inbound(since=since, limit=limit + 1, before_seq=before)
+        rows = await self.store.list_inbound(
+            since=since, limit=limit + 1, before_seq=before, replies_to_key=auth.owner_filter(key)
+        )
         page = rows[:limit]
         next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
         return JSONResponse({"messages": [inbound_payload(r) for r in page], "next_cursor": next_cursor})
+
+    async def list_audit(self, request: Request) -> Response:
+        await auth.require(request, self.store, "admin")
+        q = request.query_params
+        validation.check_query(q.keys(), ("since", "limit", "cursor"))
+        since = _since(q.get("since"))
+        limit = validation.parse_limit(q.get("limit"))
+        before = validation.decode_cursor(q.get("cursor"))
+        rows = await self.store.list_audit(since=since, limit=limit + 1, before_seq=before)
+        page = rows[:limit]
+        next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
+        return JSONResponse({"events": [audit_payload(e) for e in page], "next_cursor": next_cursor})
 
     async def status(self, request: Request) -> Response:
         await auth.require(request, self.store, "read")
@@ -313,15 +344,20 @@ class _Api:
         return JSONResponse(doc)
 
     # --------------------------------------------------------------- helpers
-    async def _get(self, msg_id: str) -> Message:
+    async def _get(self, msg_id: str, key: ApiKey) -> Message:
         msg = await self.store.get(msg_id)
-        if msg is None:
+        if msg is None or not auth.may_see(key, msg.key_id):
             raise _not_found(msg_id)
         return msg
 
-    async def _resolve(self, msg_id: str, action: str) -> Message:
+    async def _resolve(self, msg_id: str, action: str, key: ApiKey, request: Request) -> Message:
         try:
-            return await self.store.resolve_held(msg_id, action)
+            return await self.store.resolve_held(
+                msg_id,
+                action,
+                owner=None if auth.acts_on_all(key) else key.id,
+                actor=auth.actor(key, request),
+            )
         except NotFound:
             raise _not_found(msg_id) from None
         except Conflict:
@@ -330,6 +366,53 @@ class _Api:
                 "not_held",
                 f"message {msg_id} is not held: only messages interrupted mid-send await a decision",
             ) from None
+
+
+def capped_priority(key: ApiKey, new: NewMessage, *, explicit: bool) -> NewMessage:
+    """The request within the key's highest priority: a default above it is lowered to it,
+    an explicit one above it is refused (403 priority_not_allowed)."""
+    top = key.max_priority
+    if top is None or new.priority >= top:
+        return new
+    if explicit:
+        raise ApiError(
+            403,
+            "priority_not_allowed",
+            f"priority: the API key {key.name!r} may send at most {top.name.lower()} priority, "
+            f"not {new.priority.name.lower()}",
+        )
+    return dataclasses.replace(new, priority=top)
+
+
+def quota_error(key: ApiKey, exc: QuotaExceeded) -> ApiError:
+    return ApiError(
+        429,
+        "quota_exceeded",
+        f"the API key {key.name!r} may send {exc.limit} messages per {exc.window}; "
+        f"retry in {exc.retry_after_s} s",
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
+def audit_payload(event: AuditEvent) -> dict[str, Any]:
+    """One entry of GET /api/v1/audit."""
+    return {
+        "at": rfc3339(event.at),
+        "actor": event.actor,
+        "source": event.source,
+        "action": event.action,
+        "target": event.target,
+        "detail": event.detail,
+    }
+
+
+def _since(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        return validation.parse_rfc3339(raw)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", f"since: {exc}") from None
 
 
 def _delivery_report(msg: Message) -> str:
@@ -428,4 +511,4 @@ class _Guard:
                 await response(scope, receive, send_with_headers)
 
 
-__all__ = ["create_app", "error_response", "message_payload"]
+__all__ = ["audit_payload", "capped_priority", "create_app", "error_response", "message_payload"]

@@ -1,7 +1,13 @@
-"""Bearer API keys with scopes: `send`, `read`, `admin` (admin implies the others).
+"""Bearer API keys with scopes: `send`, `read`, `read_all`, `admin` (admin implies the others).
 
 Keys are 32 random bytes shown once and stored as SHA-256 (`Store.verify_key`).
 401 when the key is missing, unknown or revoked; 403 when it lacks the scope.
+
+Keys are tenants: `read` shows a key the messages sent with it and the replies to them,
+`read_all` shows everything. A message another key sent is 404 to a key that may not
+see it (a 403 would confirm that it exists); acting on one (cancel) needs it to be the
+key's own, or admin. One rule for every route: `owner_filter` says whose messages a key
+may see, `may_see` applies it to one message.
 """
 
 from __future__ import annotations
@@ -10,12 +16,12 @@ import logging
 
 from starlette.requests import Request
 
-from appliance.store import ApiKey, Store
+from appliance.store import Actor, ApiKey, Store
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)
 
-SCOPES = frozenset({"send", "read", "admin"})
+SCOPES = frozenset({"send", "read", "read_all", "admin"})
 MAX_KEY_CHARS = 256  # ours are 47; anything far longer is not a key of ours
 _CHALLENGE = 'Bearer realm="smsgw"'
 
@@ -61,5 +67,34 @@ async def require(request: Request, store: Store, scope: str) -> ApiKey:
 
 
 def allows(key: ApiKey, scope: str) -> bool:
-    """Whether the key grants the scope; admin grants everything."""
-    return scope in key.scopes or "admin" in key.scopes
+    """Whether the key grants the scope; admin grants everything, read_all grants read."""
+    return scope in key.scopes or "admin" in key.scopes or (scope == "read" and "read_all" in key.scopes)
+
+
+def sees_all(key: ApiKey) -> bool:
+    """Whether the key may see every key's messages and all inbound texts."""
+    return "admin" in key.scopes or "read_all" in key.scopes
+
+
+def owner_filter(key: ApiKey) -> int | None:
+    """The key id a listing is narrowed to, or None when the key sees everything."""
+    return None if sees_all(key) else key.id
+
+
+def may_see(key: ApiKey, owner: int | None) -> bool:
+    """Whether the key may see a message sent with key `owner` (None: from the page or the box)."""
+    return sees_all(key) or (owner is not None and owner == key.id)
+
+
+def acts_on_all(key: ApiKey) -> bool:
+    """Whether the key may cancel, resend or abandon any key's messages (admin only)."""
+    return "admin" in key.scopes
+
+
+def actor(key: ApiKey, request: Request) -> Actor:
+    """The audit trail's actor for a request made with this key."""
+    return Actor(key.name, client_address(request))
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"

@@ -7,11 +7,19 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-VALID_SCOPES = ("send", "read", "admin")
+VALID_SCOPES = ("send", "read", "read_all", "admin")
+PRIORITIES = ("high", "normal", "bulk")
+KEY_ENV = "SMSGW_API_KEY"
+# An imported key is hashed with plain SHA-256 like ours: it must be long and random enough.
+MIN_IMPORT_CHARS = 32
+_KEEP: Any = object()  # a limit not given on the command line: left as it is (update), unlimited (create)
+_KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")  # RFC 6750 b64token: usable as a Bearer token
 
 
 def _version() -> str:
@@ -51,12 +59,26 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("port", help="device path (/dev/gsmmodem), socket://host:port")
     probe.add_argument("--baudrate", type=int, default=115200)
 
-    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
+    keys = sub.add_parser("keys", help="API keys: create, import, update, list, revoke")
     keys_sub = keys.add_subparsers(dest="keys_verb", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create a key; prints only the key, once")
     _add_config(create)
     create.add_argument("--name", required=True)
-    create.add_argument("--scope", default="send,read", help="comma-separated: send, read, admin")
+    create.add_argument("--scope", default="send,read", help="comma-separated: " + ", ".join(VALID_SCOPES))
+    _add_limits(create)
+    imp = keys_sub.add_parser(
+        "import", help="store a key kept elsewhere (a vault), hashed; read from --file or stdin; idempotent"
+    )
+    _add_config(imp)
+    imp.add_argument("--name", required=True)
+    imp.add_argument("--scope", default="send,read", help="comma-separated: " + ", ".join(VALID_SCOPES))
+    imp.add_argument("--file", help="file holding the key (default: stdin)")
+    _add_limits(imp)
+    update = keys_sub.add_parser("update", help="change a key's scopes, quotas or highest priority")
+    _add_config(update)
+    update.add_argument("key", help="id, name or prefix (sgw_...)")
+    update.add_argument("--scope", help="comma-separated: " + ", ".join(VALID_SCOPES))
+    _add_limits(update)
     lst = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
     _add_config(lst)
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id, name or prefix")
@@ -67,15 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(send)
     send.add_argument("to")
     send.add_argument("text")
-    send.add_argument("--key", default=os.environ.get("SMSGW_API_KEY", ""), help="API key (or SMSGW_API_KEY)")
+    _add_key_source(send)
     send.add_argument("--url", help="gateway base URL (default from api.listen)")
     send.add_argument("--wait", action="store_true", help="wait until the message reaches a final state")
 
     status = sub.add_parser("status", help="the gateway's status, through its API")
     _add_config(status)
-    status.add_argument(
-        "--key", default=os.environ.get("SMSGW_API_KEY", ""), help="API key (or SMSGW_API_KEY)"
-    )
+    _add_key_source(status)
     status.add_argument("--url", help="gateway base URL (default from api.listen)")
     status.add_argument("--json", action="store_true", help="print the raw document")
 
@@ -85,6 +105,34 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", help="TOML file (default: --config or /etc/smsgw/smsgw.toml)")
     _add_config(check)
     return parser
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--per-hour", type=_limit, default=_KEEP, help="messages per hour (a whole number, or 'unlimited')"
+    )
+    p.add_argument(
+        "--per-day", type=_limit, default=_KEEP, help="messages per 24 hours (a whole number, or 'unlimited')"
+    )
+    p.add_argument(
+        "--max-priority",
+        choices=(*PRIORITIES, "unlimited"),
+        help="the highest priority the key may use (high > normal > bulk)",
+    )
+
+
+def _add_key_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key-file", help=f"file holding the API key (or set {KEY_ENV})")
+    # Refused, never used: a key on the command line is visible to every user in the process list.
+    p.add_argument("--key", help=argparse.SUPPRESS)
+
+
+def _limit(text: str) -> int | None:
+    if text.strip().lower() in ("unlimited", "none"):
+        return None
+    if not re.fullmatch(r"[0-9]{1,9}", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'unlimited', got {text!r}")
+    return int(text)
 
 
 def _load_config(path: str | None) -> Any:
@@ -168,36 +216,156 @@ def _watchdog_settings(config: Any) -> Any:
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    from appliance.store import Store  # noqa: PLC0415
+    from appliance.store import Actor, KeyConflict, KeyLimits, Store  # noqa: PLC0415
 
+    scopes: list[str] | None = None
+    if getattr(args, "scope", None) is not None:
+        scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
+        bad = [s for s in scopes if s not in VALID_SCOPES]
+        if bad or not scopes:
+            print(
+                f"smsgw: unknown scope {', '.join(bad) or '(none)'}; use {', '.join(VALID_SCOPES)}",
+                file=sys.stderr,
+            )
+            return 2
+    plaintext = ""
+    if args.keys_verb == "import":
+        plaintext = _read_import(args.file)
+        if not plaintext:
+            return 2
     config = _load_config(args.config)
+    actor = Actor("cli", "local")
     store = Store(config.store.path)
     await store.open()
     try:
         if args.keys_verb == "create":
-            scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
-            bad = [s for s in scopes if s not in VALID_SCOPES]
-            if bad or not scopes:
+            _rec, plaintext = await store.create_key(
+                args.name, scopes or [], limits=_limits(args, KeyLimits), actor=actor
+            )
+            print(plaintext)
+        elif args.keys_verb == "import":
+            try:
+                rec, created = await store.import_key(
+                    plaintext, args.name, scopes or [], limits=_limits(args, KeyLimits), actor=actor
+                )
+            except KeyConflict as exc:
+                print(f"smsgw: {exc}", file=sys.stderr)
+                return 1
+            print(f"{'imported' if created else 'already imported, updated'} {rec.id} {rec.name}")
+        elif args.keys_verb == "update":
+            changes = _limit_changes(args)
+            if scopes is None and not changes:
                 print(
-                    f"smsgw: unknown scope {', '.join(bad) or '(none)'}; use {', '.join(VALID_SCOPES)}",
+                    "smsgw: nothing to change: give --scope, --per-hour, --per-day or --max-priority",
                     file=sys.stderr,
                 )
                 return 2
-            _rec, plaintext = await store.create_key(args.name, scopes)
-            print(plaintext)
+            updated = await store.update_key(args.key, scopes=scopes, changes=changes, actor=actor)
+            if updated is None:
+                print(f"smsgw: no active key {args.key!r}", file=sys.stderr)
+                return 1
+            print(f"updated {updated.id} {updated.name}: {_describe(updated)}")
         elif args.keys_verb == "list":
             for key in await store.list_keys():
                 state = "revoked" if key.revoked_at else "active"
-                print(f"{key.id}\t{key.name}\t{key.prefix}…\t{','.join(sorted(key.scopes))}\t{state}")
+                limits = KeyLimits.of(key).describe()
+                print(
+                    f"{key.id}\t{key.name}\t{key.prefix}…\t{','.join(sorted(key.scopes))}\t{state}\t{limits}"
+                )
         elif args.keys_verb == "revoke":
-            rec = await store.revoke_key(args.key)
-            if rec is None:
+            revoked = await store.revoke_key(args.key, actor=actor)
+            if revoked is None:
                 print(f"smsgw: no active key {args.key!r}", file=sys.stderr)
                 return 1
-            print(f"revoked {rec.id} {rec.name}")
+            print(f"revoked {revoked.id} {revoked.name}")
     finally:
         await store.close()
     return 0
+
+
+def _priority(name: str | None) -> Any:
+    from appliance.states import Priority  # noqa: PLC0415
+
+    return None if name in (None, "unlimited") else Priority[str(name).upper()]
+
+
+def _limits(args: argparse.Namespace, cls: Any) -> Any:
+    def given(value: Any) -> Any:
+        return None if value is _KEEP else value
+
+    return cls(given(args.per_hour), given(args.per_day), _priority(args.max_priority))
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, int | None]:
+    """Only the limits given on the command line ('unlimited' clears one)."""
+    changes: dict[str, int | None] = {}
+    for column in ("per_hour", "per_day"):
+        if getattr(args, column) is not _KEEP:
+            changes[column] = getattr(args, column)
+    if args.max_priority is not None:
+        top = _priority(args.max_priority)
+        changes["max_priority"] = None if top is None else int(top)
+    return changes
+
+
+def _describe(key: Any) -> str:
+    from appliance.store import KeyLimits  # noqa: PLC0415
+
+    return f"{','.join(sorted(key.scopes))}; {KeyLimits.of(key).describe()}"
+
+
+def _read_import(path: str | None) -> str:
+    """The key to import from a file or stdin (never argv), checked; "" after saying what is wrong."""
+    try:
+        if path:
+            with Path(path).open(encoding="utf-8") as fh:
+                text = fh.read(4096)
+        else:
+            text = sys.stdin.read(4096)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"smsgw: cannot read the key: {exc}", file=sys.stderr)
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        print("smsgw: expected exactly one key (one line) to import", file=sys.stderr)
+        return ""
+    key = lines[0]
+    if len(key) < MIN_IMPORT_CHARS or len(key) > 256 or not _KEY_CHARS.fullmatch(key):
+        print(
+            f"smsgw: the key to import must be {MIN_IMPORT_CHARS} to 256 characters of "
+            "A-Z a-z 0-9 . _ ~ + / = - (random, as a vault generates it)",
+            file=sys.stderr,
+        )
+        return ""
+    return key
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    """The API key from --key-file or SMSGW_API_KEY; "" after saying what to do."""
+    if args.key is not None:
+        print(
+            "smsgw: --key is refused: a key on the command line is visible to every user in the process "
+            f"list. Put it in a file readable only by you and pass --key-file FILE, or set {KEY_ENV}",
+            file=sys.stderr,
+        )
+        return ""
+    if args.key_file:
+        try:
+            with Path(args.key_file).open(encoding="utf-8") as fh:
+                key = fh.read(4096).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"smsgw: cannot read --key-file: {exc}", file=sys.stderr)
+            return ""
+        if not key:
+            print(f"smsgw: --key-file {args.key_file} is empty", file=sys.stderr)
+        return key
+    key = os.environ.get(KEY_ENV, "").strip()
+    if not key:
+        print(
+            f"smsgw: an API key is needed: --key-file FILE or {KEY_ENV} (create one: smsgw keys create --name me)",
+            file=sys.stderr,
+        )
+    return key
 
 
 def _base_url(config: Any, url: str | None) -> str:
@@ -212,15 +380,12 @@ def _base_url(config: Any, url: str | None) -> str:
 def _api_call(args: argparse.Namespace) -> int:
     import httpx  # noqa: PLC0415
 
-    config = _load_config(args.config)
-    if not args.key:
-        print(
-            "smsgw: an API key is needed: --key or SMSGW_API_KEY (create one: smsgw keys create --name me)",
-            file=sys.stderr,
-        )
+    key = _api_key(args)
+    if not key:
         return 2
+    config = _load_config(args.config)
     base = _base_url(config, args.url)
-    headers = {"Authorization": f"Bearer {args.key}"}
+    headers = {"Authorization": f"Bearer {key}"}
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
             if args.verb == "send":

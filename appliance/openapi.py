@@ -215,6 +215,28 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "AuditList": {
+        "type": "object",
+        "required": ["events", "next_cursor"],
+        "properties": {
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "actor", "source", "action", "target", "detail"],
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "actor": {"type": "string", "description": "a key name, web:<user> or cli"},
+                        "source": {"type": "string", "description": "the client's address, or local"},
+                        "action": {"type": "string"},
+                        "target": {"type": ["string", "null"]},
+                        "detail": {"type": ["string", "null"]},
+                    },
+                },
+            },
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
     "AlertmanagerResult": {
         "type": "object",
         "required": ["status", "text", "segments", "messages"],
@@ -289,6 +311,16 @@ PATHS: dict[str, Any] = {
             "Modem, SIM, network, signal, queue, watchdog, version", {"200": _json(_ref("Status"), "Status")}
         )
     },
+    "/api/v1/audit": {
+        "get": _op(
+            "The audit trail, newest first (admin)",
+            {"200": _json(_ref("AuditList"), "A page of audit events")},
+            parameters=[
+                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                *_PAGE,
+            ],
+        )
+    },
     "/api/v1/alertmanager": {
         "post": _op(
             "Prometheus Alertmanager / Grafana webhook -> one SMS per notification",
@@ -327,7 +359,10 @@ def document(version: str = "1") -> dict[str, Any]:
         "info": {
             "title": "smsgw HTTP API",
             "version": version,
-            "description": "SMS gateway appliance. Bearer API keys with scopes send, read, admin.",
+            "description": (
+                "SMS gateway appliance. Bearer API keys with scopes send, read (the key's own "
+                "messages and replies to them), read_all and admin."
+            ),
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

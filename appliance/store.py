@@ -31,7 +31,8 @@ from appliance.states import FINAL, PartState, Priority, State, check
 
 _LOGGER = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+# A reply is threaded to the last message its sender got within this window ([inbound] reply_window_s).
+REPLY_WINDOW_S = 7 * 86400
 # Accepts committed together at most (group commit); bounds the latency one slow batch adds.
 ACCEPT_BATCH_MAX = 256
 PURGE_BATCH = 500  # rows per retention transaction: accepts wait for one batch at most
@@ -216,7 +217,34 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX messages_final_at ON messages(final_at) WHERE final_at IS NOT NULL;
     CREATE INDEX inbound_received_at ON inbound(received_at);
     """,
+    # 5 (task "tenants", issue 11): keys as tenants and the audit trail.
+    # A `read` key was "read everything" before scopes narrowed it to its own messages:
+    # existing keys become `read_all` so that apps built on them keep working.
+    """
+    UPDATE api_keys SET scopes = trim(replace(',' || scopes || ',', ',read,', ',read_all,'), ',');
+    ALTER TABLE api_keys ADD COLUMN per_hour INTEGER;
+    ALTER TABLE api_keys ADD COLUMN per_day INTEGER;
+    ALTER TABLE api_keys ADD COLUMN max_priority INTEGER;
+    CREATE INDEX messages_key ON messages(key_id, seq);
+    CREATE TABLE key_usage (
+        key_id INTEGER NOT NULL,
+        hour INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (key_id, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_at ON audit(at);
+    """,
 ]
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class StoreError(Exception):
@@ -245,6 +273,36 @@ class IdempotencyMismatch(StoreError):
 
 class OptedOut(StoreError):
     """The recipient sent STOP."""
+
+
+class QuotaExceeded(StoreError):
+    """The key used its messages for this hour or day (HTTP 429 with Retry-After)."""
+
+    def __init__(self, window: str, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"{limit} messages per {window}")
+        self.window = window
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class KeyConflict(StoreError):
+    """An imported key is already in the ledger as a revoked key."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something, for the audit trail: a key name, `web:<user>` or `cli`; and from where."""
+
+    name: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A key's message allowance; None is unlimited."""
+
+    per_hour: int | None = None
+    per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -354,6 +412,48 @@ class ApiKey:
     created_at: float
     revoked_at: float | None
     last_used_at: float | None
+    per_hour: int | None = None
+    per_day: int | None = None
+    max_priority: Priority | None = None  # None: any priority
+
+    @property
+    def quota(self) -> Quota:
+        return Quota(self.per_hour, self.per_day)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """What `smsgw keys create/import` sets besides scopes; None is unlimited."""
+
+    per_hour: int | None = None
+    per_day: int | None = None
+    max_priority: Priority | None = None
+
+    @property
+    def priority_value(self) -> int | None:
+        return None if self.max_priority is None else int(self.max_priority)
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyLimits:
+        return cls(key.per_hour, key.per_day, key.max_priority)
+
+    def describe(self) -> str:
+        def show(n: int | None) -> str:
+            return "unlimited" if n is None else str(n)
+
+        top = "high" if self.max_priority is None else self.max_priority.name.lower()
+        return f"{show(self.per_hour)}/hour, {show(self.per_day)}/day, priority up to {top}"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    at: float
+    actor: str
+    source: str
+    action: str
+    target: str | None
+    detail: str | None
 
 
 @dataclass(frozen=True)
@@ -417,6 +517,18 @@ class Stats:
     ambiguous_total: int = 0
 
 
+@dataclass(frozen=True)
+class _Accept:
+    """One accept waiting for the next group commit."""
+
+    new: NewMessage
+    key_id: int | None
+    queue_max: int
+    quota: Quota | None
+    actor: Actor | None
+    future: asyncio.Future[tuple[Message, bool]]
+
+
 def new_id(prefix: str) -> str:
     """Time-sortable id: prefix + 10 hex of milliseconds + 12 random hex."""
     return f"{prefix}_{int(time.time() * 1000):010x}{secrets.token_hex(6)}"
@@ -441,7 +553,8 @@ class Store:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._rdb: aiosqlite.Connection | None = None
-        self._accepts: list[tuple[NewMessage, int | None, int, asyncio.Future[tuple[Message, bool]]]] = []
+        self._accepts: list[_Accept] = []
+        self._usage_pruned_hour = 0
         self._accept_task: asyncio.Task[None] | None = None
         self.outbox_changed = asyncio.Event()  # set after a commit that queued webhooks
         self._outbox_pending = False
@@ -568,14 +681,23 @@ class Store:
         return Store._Tx(self)
 
     # -------------------------------------------------------------- messages
-    async def accept(self, new: NewMessage, *, key_id: int | None, queue_max: int) -> tuple[Message, bool]:
+    async def accept(
+        self,
+        new: NewMessage,
+        *,
+        key_id: int | None,
+        queue_max: int,
+        quota: Quota | None = None,
+        actor: Actor | None = None,
+    ) -> tuple[Message, bool]:
         """Commit a new message (or find the one with the same idempotency key): (message, created).
 
         Concurrent accepts share one transaction and so one fsync (group commit): with
-        synchronous=FULL the fsync, not the SQL, is what limits accepts per second.
+        synchronous=FULL the fsync, not the SQL, is what limits accepts per second. The
+        key's usage counter and the audit row are written in that same transaction.
         """
         future: asyncio.Future[tuple[Message, bool]] = asyncio.get_running_loop().create_future()
-        self._accepts.append((new, key_id, queue_max, future))
+        self._accepts.append(_Accept(new, key_id, queue_max, quota, actor, future))
         if self._accept_task is None:
             self._accept_task = asyncio.create_task(self._accept_batches())
         return await future
@@ -595,25 +717,26 @@ class Store:
                             (),
                         )
                         waiting = int(row["n"]) if row is not None else 0
-                        for new, key_id, queue_max, future in batch:
-                            if future.done():  # the caller went away before we began: nothing to commit
+                        await self._prune_usage(db)
+                        for item in batch:
+                            if item.future.done():  # the caller went away before we began: nothing to commit
                                 continue
                             await db.execute("SAVEPOINT accept")
                             try:
-                                result = await self._accept_one(db, new, key_id, queue_max, waiting)
+                                result = await self._accept_one(db, item, waiting)
                             except StoreError as exc:
                                 await db.execute("ROLLBACK TO accept")
-                                outcomes.append((future, exc))
+                                outcomes.append((item.future, exc))
                             else:
                                 waiting += result[1]
-                                outcomes.append((future, result))
+                                outcomes.append((item.future, result))
                             await db.execute("RELEASE accept")
                 except (
                     BaseException
                 ) as exc:  # the commit failed (disk full): nothing of the batch is accepted
-                    for _new, _key, _max, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
@@ -627,9 +750,17 @@ class Store:
         finally:
             self._accept_task = None
 
+    async def _prune_usage(self, db: aiosqlite.Connection) -> None:
+        """Usage older than a day counts for nothing: drop it once an hour."""
+        hour = int(time.time() // 3600)
+        if hour != self._usage_pruned_hour:
+            await db.execute("DELETE FROM key_usage WHERE hour <= ?", (hour - 24,))
+            self._usage_pruned_hour = hour
+
     async def _accept_one(
-        self, db: aiosqlite.Connection, new: NewMessage, key_id: int | None, queue_max: int, waiting: int
+        self, db: aiosqlite.Connection, item: _Accept, waiting: int
     ) -> tuple[Message, bool]:
+        new, key_id, queue_max = item.new, item.key_id, item.queue_max
         now = time.time()
         if new.idempotency_key is not None:
             row = await _one(
@@ -646,8 +777,27 @@ class Store:
                 return existing, False
         if await _one(db, "SELECT 1 FROM optouts WHERE number = ?", (new.to,)) is not None:
             raise OptedOut(new.to)
+        hour = int(now // 3600)
+        quota = item.quota
+        if (
+            key_id is not None
+            and quota is not None
+            and (quota.per_hour is not None or quota.per_day is not None)
+        ):
+            usage = await _all(
+                db,
+                "SELECT hour, n FROM key_usage WHERE key_id = ? AND hour > ? ORDER BY hour",
+                (key_id, hour - 24),
+            )
+            _quota_check(quota, [(int(r["hour"]), int(r["n"])) for r in usage], hour, now)
         if waiting >= queue_max:
             raise QueueFull(f"{waiting} messages are waiting")
+        if key_id is not None:
+            await db.execute(
+                "INSERT INTO key_usage (key_id, hour, n) VALUES (?, ?, 1) "
+                "ON CONFLICT(key_id, hour) DO UPDATE SET n = n + 1",
+                (key_id, hour),
+            )
         msg_id = new_id("msg")
         scheduled = new.send_at is not None and new.send_at > now
         status = State.SCHEDULED if scheduled else State.QUEUED
@@ -685,6 +835,10 @@ class Store:
         if scheduled:
             detail += ", scheduled"
         await self._event(db, msg_id, "accepted", None, status, detail, now)
+        if item.actor is not None:
+            await _insert_audit(
+                db, item.actor, "send", msg_id, f"via {new.source}, priority {new.priority.name.lower()}", now
+            )
         if new.idempotency_key is not None:
             await db.execute(
                 "INSERT INTO idempotency (key_id, key, message_id, request_hash, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -750,18 +904,23 @@ class Store:
         rows = await _all(self.rdb, sql, args)
         return [_message(r) for r in rows]
 
-    async def cancel(self, msg_id: str) -> Message:
-        """Cancel a message not yet handed to the modem; Conflict once sending began."""
+    async def cancel(self, msg_id: str, *, owner: int | None = None, actor: Actor | None = None) -> Message:
+        """Cancel a message not yet handed to the modem; Conflict once sending began.
+
+        With `owner`, a message another key sent is NotFound (its existence is not revealed).
+        """
         now = time.time()
         async with self._tx() as db:
             msg = await self._get(db, msg_id)
-            if msg is None:
+            if msg is None or (owner is not None and msg.key_id != owner):
                 raise NotFound(msg_id)
             if msg.status is State.CANCELED:
                 return msg
             if msg.status not in (State.QUEUED, State.SCHEDULED):
                 raise Conflict(msg.status.value)
             await self._transition(db, msg, State.CANCELED, "canceled", "canceled by request", now)
+            if actor is not None:
+                await _insert_audit(db, actor, "cancel", msg_id, f"was {msg.status.value}", now)
             result = await self._get(db, msg_id)
             assert result is not None  # noqa: S101
             return result
@@ -1082,16 +1241,20 @@ class Store:
                 recovered.append(msg.id)
         return recovered
 
-    async def resolve_held(self, msg_id: str, action: str) -> Message:
+    async def resolve_held(
+        self, msg_id: str, action: str, *, owner: int | None = None, actor: Actor | None = None
+    ) -> Message:
         """An operator's decision on a held message: 'resend' or 'cancel' (marks it failed)."""
         now = time.time()
         async with self._tx() as db:
             msg = await self._get(db, msg_id)
-            if msg is None:
+            if msg is None or (owner is not None and msg.key_id != owner):
                 raise NotFound(msg_id)
             if not msg.held:
                 raise Conflict("not held")
             await db.execute("UPDATE messages SET held = 0 WHERE id = ?", (msg_id,))
+            if actor is not None:
+                await _insert_audit(db, actor, "resend" if action == "resend" else "abandon", msg_id, "", now)
             if action == "resend":
                 await db.execute(
                     "UPDATE parts SET status = 'pending' WHERE message_id = ? AND status = 'sending'",
@@ -1368,29 +1531,142 @@ class Store:
         return inbound
 
     async def list_inbound(
-        self, *, since: float | None = None, limit: int = 50, before_seq: int | None = None
+        self,
+        *,
+        since: float | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+        replies_to_key: int | None = None,
     ) -> list[Inbound]:
-        sql, args = _page_query("inbound", [("received_at >= ?", since), ("seq < ?", before_seq)], limit)
+        """Newest first. `replies_to_key`: only texts from a number whose latest outbound message
+        before the text (within REPLY_WINDOW_S) was sent with that key: a reply is threaded
+        to the last message its sender received."""
+        sql, args = _page_query(
+            "inbound",
+            [
+                ("received_at >= ?", since),
+                ("seq < ?", before_seq),
+                (_THREADED_TO_KEY, None if replies_to_key is None else (REPLY_WINDOW_S, replies_to_key)),
+            ],
+            limit,
+        )
         return [_inbound(r) for r in await _all(self.rdb, sql, args)]
 
     async def is_opted_out(self, number: str) -> bool:
         return await _one(self.rdb, "SELECT 1 FROM optouts WHERE number = ?", (number,)) is not None
 
     # -------------------------------------------------------------- API keys
-    async def create_key(self, name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
+    async def create_key(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        limits: KeyLimits | None = None,
+        actor: Actor | None = None,
+    ) -> tuple[ApiKey, str]:
         """A new key: (record, plaintext shown once)."""
         plaintext = "sgw_" + secrets.token_urlsafe(32)
+        rec, _created = await self._insert_key(plaintext, name, scopes, limits, actor, "key_create")
+        return rec, plaintext
+
+    async def import_key(
+        self,
+        plaintext: str,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        limits: KeyLimits | None = None,
+        actor: Actor | None = None,
+    ) -> tuple[ApiKey, bool]:
+        """Store a key made elsewhere (a vault), hashed: (record, created).
+
+        Idempotent: importing a key that is already here sets its name, scopes and limits to
+        these and creates nothing. KeyConflict when that key was revoked (never revived).
+        """
+        return await self._insert_key(plaintext, name, scopes, limits, actor, "key_import")
+
+    async def _insert_key(
+        self,
+        plaintext: str,
+        name: str,
+        scopes: Iterable[str],
+        limits: KeyLimits | None,
+        actor: Actor | None,
+        action: str,
+    ) -> tuple[ApiKey, bool]:
         now = time.time()
         scope_text = ",".join(sorted(set(scopes)))
+        lim = limits or KeyLimits()
+        digest = hash_key(plaintext)
         async with self._tx() as db:
-            cur = await db.execute(
-                "INSERT INTO api_keys (name, prefix, hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
-                (name, plaintext[:12], hash_key(plaintext), scope_text, now),
-            )
-            key_id = cur.lastrowid
-        rec = await self.get_key(int(key_id or 0))
+            row = await _one(db, "SELECT id, revoked_at FROM api_keys WHERE hash = ?", (digest,))
+            if row is not None and row["revoked_at"] is not None:
+                raise KeyConflict(f"key {row['id']} with this secret was revoked; make a new one")
+            created = row is None
+            if row is None:
+                cur = await db.execute(
+                    "INSERT INTO api_keys (name, prefix, hash, scopes, created_at, per_hour, per_day, max_priority) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        plaintext[:12],
+                        digest,
+                        scope_text,
+                        now,
+                        lim.per_hour,
+                        lim.per_day,
+                        lim.priority_value,
+                    ),
+                )
+                key_id = int(cur.lastrowid or 0)
+            else:
+                key_id = int(row["id"])
+                await db.execute(
+                    "UPDATE api_keys SET name = ?, scopes = ?, per_hour = ?, per_day = ?, max_priority = ? "
+                    "WHERE id = ?",
+                    (name, scope_text, lim.per_hour, lim.per_day, lim.priority_value, key_id),
+                )
+            if actor is not None:
+                what = f"{name}: {scope_text}; {lim.describe()}" + (
+                    "" if created else " (already here: updated)"
+                )
+                await _insert_audit(db, actor, action, f"key {key_id}", what, now)
+        rec = await self.get_key(key_id)
         assert rec is not None  # noqa: S101
-        return rec, plaintext
+        return rec, created
+
+    async def update_key(
+        self,
+        ident: str,
+        *,
+        scopes: Iterable[str] | None = None,
+        changes: dict[str, int | None] | None = None,
+        actor: Actor | None = None,
+    ) -> ApiKey | None:
+        """Change a live key's scopes and limits (`changes`: per_hour, per_day, max_priority; None
+        clears a limit). None when there is no such live key."""
+        now = time.time()
+        sets: list[str] = []
+        args: list[Any] = []
+        if scopes is not None:
+            sets.append("scopes = ?")
+            args.append(",".join(sorted(set(scopes))))
+        for column, value in (changes or {}).items():
+            if column not in ("per_hour", "per_day", "max_priority"):
+                raise ValueError(f"not a key limit: {column}")
+            sets.append(f"{column} = ?")
+            args.append(value)
+        async with self._tx() as db:
+            row = await _one(db, _LIVE_KEY, (ident, ident, ident))
+            if row is None:
+                return None
+            if sets:
+                await db.execute(f"UPDATE api_keys SET {', '.join(sets)} WHERE id = ?", (*args, row["id"]))  # noqa: S608  (fixed column names)
+            if actor is not None:
+                after = _key(await _one(db, "SELECT * FROM api_keys WHERE id = ?", (row["id"],)) or row)
+                what = f"{after.name}: {','.join(sorted(after.scopes))}; {KeyLimits.of(after).describe()}"
+                await _insert_audit(db, actor, "key_update", f"key {row['id']}", what, now)
+        return await self.get_key(int(row["id"]))
 
     async def get_key(self, key_id: int) -> ApiKey | None:
         row = await _one(self.rdb, "SELECT * FROM api_keys WHERE id = ?", (key_id,))
@@ -1399,19 +1675,31 @@ class Store:
     async def list_keys(self) -> list[ApiKey]:
         return [_key(r) for r in await _all(self.rdb, "SELECT * FROM api_keys ORDER BY id", ())]
 
-    async def revoke_key(self, ident: str) -> ApiKey | None:
+    async def revoke_key(self, ident: str, *, actor: Actor | None = None) -> ApiKey | None:
         """Revoke by id, name or prefix."""
         now = time.time()
         async with self._tx() as db:
-            row = await _one(
-                db,
-                "SELECT * FROM api_keys WHERE (CAST(id AS TEXT) = ? OR name = ? OR prefix = ?) AND revoked_at IS NULL",
-                (ident, ident, ident),
-            )
+            row = await _one(db, _LIVE_KEY, (ident, ident, ident))
             if row is None:
                 return None
             await db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, row["id"]))
+            if actor is not None:
+                await _insert_audit(db, actor, "key_revoke", f"key {row['id']}", str(row["name"]), now)
         return await self.get_key(int(row["id"]))
+
+    # ------------------------------------------------------------------ audit
+    async def audit(self, actor: Actor, action: str, target: str | None = None, detail: str = "") -> None:
+        """Record one action on its own (actions that change messages record it in their transaction)."""
+        now = time.time()
+        async with self._tx() as db:
+            await _insert_audit(db, actor, action, target, detail, now)
+
+    async def list_audit(
+        self, *, since: float | None = None, limit: int = 50, before_seq: int | None = None
+    ) -> list[AuditEvent]:
+        """Newest first; `before_seq` continues a page."""
+        sql, args = _page_query("audit", [("at >= ?", since), ("seq < ?", before_seq)], limit)
+        return [_audit(r) for r in await _all(self.rdb, sql, args)]
 
     async def verify_key(self, plaintext: str) -> ApiKey | None:
         """The live key with this plaintext, or None (constant-time compare of digests)."""
@@ -1806,11 +2094,30 @@ class Store:
 
 # ------------------------------------------------------------------- helpers
 def _page_query(table: str, conditions: list[tuple[str, Any]], limit: int) -> tuple[str, list[Any]]:
-    """SELECT of one page, newest first; conditions whose value is None are left out."""
+    """SELECT of one page, newest first; conditions whose value is None are left out.
+
+    A tuple value binds several placeholders of its clause, in order.
+    """
     used = [(clause, value) for clause, value in conditions if value is not None]
     where = " WHERE " + " AND ".join(c for c, _v in used) if used else ""
+    values: list[Any] = []
+    for _c, v in used:
+        values.extend(v if isinstance(v, tuple) else (v,))
     # Table and clauses are fixed strings from this module; only values are bound.
-    return f"SELECT * FROM {table}{where} ORDER BY seq DESC LIMIT ?", [v for _c, v in used] + [limit]  # noqa: S608
+    return f"SELECT * FROM {table}{where} ORDER BY seq DESC LIMIT ?", [*values, limit]  # noqa: S608
+
+
+_LIVE_KEY = (
+    "SELECT * FROM api_keys WHERE (CAST(id AS TEXT) = ? OR name = ? OR prefix = ?) AND revoked_at IS NULL "
+    "ORDER BY id LIMIT 1"
+)
+
+# The key of the latest outbound message to an inbound text's sender, sent before it arrived.
+_THREADED_TO_KEY = (
+    "(SELECT m.key_id FROM messages m WHERE m.to_number = inbound.from_number "
+    "AND m.created_at <= inbound.received_at AND m.created_at >= inbound.received_at - ? "
+    "ORDER BY m.seq DESC LIMIT 1) = ?"
+)
 
 
 # One trip to the database thread per query (execute + fetch together): on the
@@ -1887,7 +2194,45 @@ def _key(r: sqlite3.Row) -> ApiKey:
         created_at=r["created_at"],
         revoked_at=r["revoked_at"],
         last_used_at=r["last_used_at"],
+        per_hour=r["per_hour"],
+        per_day=r["per_day"],
+        max_priority=None if r["max_priority"] is None else Priority(r["max_priority"]),
     )
+
+
+def _audit(r: sqlite3.Row) -> AuditEvent:
+    return AuditEvent(r["seq"], r["at"], r["actor"], r["source"], r["action"], r["target"], r["detail"])
+
+
+async def _insert_audit(
+    db: aiosqlite.Connection, actor: Actor, action: str, target: str | None, detail: str, now: float
+) -> None:
+    await db.execute(
+        "INSERT INTO audit (at, actor, source, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (now, actor.name[:200], actor.source[:200], action, target, detail[:1000]),
+    )
+
+
+def _quota_check(quota: Quota, usage: list[tuple[int, int]], hour: int, now: float) -> None:
+    """Raise QuotaExceeded when one more message breaks the hour (fixed) or day (last 24 hours) limit.
+
+    `usage` is (hour, messages) for the key's last 24 hour buckets, oldest first.
+    """
+    if quota.per_hour is not None:
+        this_hour = sum(n for h, n in usage if h == hour)
+        if this_hour >= quota.per_hour:
+            raise QuotaExceeded("hour", quota.per_hour, max(1, int((hour + 1) * 3600 - now) + 1))
+    if quota.per_day is not None:
+        total = sum(n for _h, n in usage)
+        if total >= quota.per_day:
+            # The day frees up as the oldest hours slide out of the 24-hour window.
+            excess, freed, frees_at = total - quota.per_day + 1, 0, hour + 1
+            for h, n in usage:
+                freed += n
+                if freed >= excess:
+                    frees_at = h + 24
+                    break
+            raise QuotaExceeded("day", quota.per_day, max(1, int(frees_at * 3600 - now) + 1))
 
 
 def _rfc3339(t: float | None) -> str | None:

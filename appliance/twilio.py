@@ -4,7 +4,9 @@
 ValidityPeriod; From and the other Twilio fields are ignored) and
 `GET /2010-04-01/Accounts/{AccountSid}/Messages/{MessageSid}.json`, with HTTP Basic
 auth: any username (the client's Account SID), an smsgw API key as the password
-(scope send; read or send for GET). Answers and errors are Twilio-shaped.
+(scope send; read or send for GET, which shows only the key's own messages unless it
+has read_all or admin: another key's message is 404, as on the native API). The key's
+quota (429, Twilio code 20429) and highest priority apply. Answers and errors are Twilio-shaped.
 
 Status callbacks: the message keeps its callback URL as `twilio:<url>` (the marker
 tells the webhook relay to POST Twilio's form fields instead of our JSON; see
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -42,6 +45,7 @@ from appliance.store import (
     NewMessage,
     OptedOut,
     QueueFull,
+    QuotaExceeded,
     StorageFull,
     Store,
 )
@@ -208,7 +212,7 @@ class TwilioEndpoint:
         if not (auth.allows(key, "read") or auth.allows(key, "send")):
             raise TwilioError(403, 20003, "the API key lacks the send or read scope")
         msg = await self.store.get(message_id(request.path_params["sid"]))
-        if msg is None:
+        if msg is None or not auth.may_see(key, msg.key_id):
             raise TwilioError(404, 20404, f"The requested resource {request.url.path} was not found")
         return JSONResponse(resource(msg, request.path_params["account"]))
 
@@ -263,8 +267,22 @@ class TwilioEndpoint:
             idempotency_key=_idempotency(request),
             source="twilio",
         )
+        new = _capped(key, new)
         try:
-            msg, created = await self.store.accept(new, key_id=key.id, queue_max=self.config.api.queue_max)
+            msg, created = await self.store.accept(
+                new,
+                key_id=key.id,
+                queue_max=self.config.api.queue_max,
+                quota=key.quota,
+                actor=auth.actor(key, request),
+            )
+        except QuotaExceeded as exc:
+            raise TwilioError(
+                429,
+                20429,
+                f"Too Many Requests: the API key may send {exc.limit} messages per {exc.window}.",
+                headers={"Retry-After": str(exc.retry_after_s)},
+            ) from None
         except OptedOut:
             raise TwilioError(400, 21610, "Attempt to send to unsubscribed recipient") from None
         except IdempotencyMismatch:
@@ -335,6 +353,13 @@ def _idempotency(request: Request) -> str | None:
         return validation.parse_idempotency_header(value)
     except ApiError as exc:
         raise TwilioError(400, 20001, exc.message) from exc
+
+
+def _capped(key: ApiKey, new: NewMessage) -> NewMessage:
+    """Twilio requests carry no priority: the default is lowered to the key's highest."""
+    if key.max_priority is not None and new.priority < key.max_priority:
+        return dataclasses.replace(new, priority=key.max_priority)
+    return new
 
 
 def _unavailable(message: str) -> TwilioError:

@@ -41,6 +41,7 @@ from appliance.session import (
 from appliance.states import State
 from appliance.status import MIN_FREE_BYTES, GatewayView, acknowledge_incident, build_status
 from appliance.store import (
+    Actor,
     Event,
     IdempotencyMismatch,
     Message,
@@ -78,6 +79,7 @@ def routes(
         Route("/", web.overview, methods=["GET"]),
         Route("/messages", web.messages, methods=["GET"]),
         Route("/modem", web.modem, methods=["GET"]),
+        Route("/audit", web.audit, methods=["GET"]),
         Route("/login", web.login_form, methods=["GET"]),
         Route("/login", web.login, methods=["POST"]),
         Route("/logout", web.logout, methods=["POST"]),
@@ -99,6 +101,12 @@ def mask_number(number: str) -> str:
     if len(prefix) + 4 >= len(nsn):
         prefix = prefix[: max(0, len(nsn) - 6)]
     return f"+{parsed.country_code}{prefix}•••{nsn[-4:]}"
+
+
+def web_actor(admin: str, request: Request) -> Actor:
+    """The audit actor of a page session: `web:admin` (the password) or `web:<key name>`."""
+    user = "admin" if admin == "password" else admin.removeprefix("API key ")
+    return Actor(f"web:{user}", request.client.host if request.client else "?")
 
 
 def error_meaning(code: str | None) -> str:
@@ -218,6 +226,7 @@ class Web:
         if not who:
             client = request.client.host if request.client else "?"
             _LOGGER.warning("status page: failed login from %s", client)
+            await self.store.audit(Actor("web:?", client), "login_failed", None, "wrong password or key")
             return self._render(
                 request,
                 session,
@@ -227,6 +236,7 @@ class Web:
             )
         _LOGGER.warning("status page: admin login (%s)", who)
         fresh = self.signer.new(admin=who)  # a new id on login: no session fixation
+        await self.store.audit(web_actor(fresh.admin, request), "login", None, who)
         return self._redirect(request, "/?notice=login", fresh)
 
     async def logout(self, request: Request) -> Response:
@@ -244,7 +254,12 @@ class Web:
         doc = {"to": str(form.get("to") or ""), "body": str(form.get("body") or "")}
         try:
             new = validation.parse_send_request(doc, header_key=None, config=self.config)
-            msg, _created = await self.store.accept(new, key_id=None, queue_max=self.config.api.queue_max)
+            msg, _created = await self.store.accept(
+                new,
+                key_id=None,
+                queue_max=self.config.api.queue_max,
+                actor=web_actor(session.admin, request),
+            )
         except ApiError as exc:
             return self._problem(request, session, 422, "The test SMS was not accepted", exc.message)
         except (OptedOut, QueueFull, StorageFull, IdempotencyMismatch) as exc:
@@ -266,6 +281,7 @@ class Web:
         if not reset(name):
             return self._problem(request, session, 404, "No such modem", f"There is no modem named {name!r}.")
         _LOGGER.warning("status page: modem %s reset by %s", name, session.admin)
+        await self.store.audit(web_actor(session.admin, request), "modem_reset", f"modem {name}")
         return self._redirect(request, "/modem?notice=reset", session)
 
     async def ack_incident(self, request: Request) -> Response:
@@ -281,7 +297,22 @@ class Web:
                 "No such incident",
                 f"There is no open incident {incident!r} to acknowledge.",
             )
+        await self.store.audit(web_actor(session.admin, request), "incident_ack", f"incident {incident}")
         return self._redirect(request, "/?notice=ack", session)
+
+    async def audit(self, request: Request) -> Response:
+        """The audit trail: who did what, from where (logged-in only, whatever `[web] public` says)."""
+        session = self._session(request)
+        if not session.is_admin:
+            return self._redirect(request, "/login", session)
+        try:
+            before = validation.decode_cursor(request.query_params.get("cursor"))
+        except ApiError:
+            before = None
+        rows = await self.store.list_audit(limit=PAGE_ROWS + 1, before_seq=before)
+        page = rows[:PAGE_ROWS]
+        more = validation.encode_cursor(page[-1].seq) if len(rows) > PAGE_ROWS else None
+        return self._render(request, session, "audit.html", {"events": page, "more": more})
 
     # ---------------------------------------------------------------- helpers
     async def _status(self) -> dict[str, Any]:
@@ -514,4 +545,4 @@ def _bytes(n: int | None) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover
 
 
-__all__ = ["error_meaning", "mask_number", "routes"]
+__all__ = ["error_meaning", "mask_number", "routes", "web_actor"]

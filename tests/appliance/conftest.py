@@ -143,7 +143,7 @@ class Keys:
 @pytest.fixture
 async def keys(store: Store) -> Keys:
     _, send = await store.create_key("sender", ["send"])
-    _, read = await store.create_key("reader", ["read"])
+    _, read = await store.create_key("reader", ["read_all"])  # sees every key's messages
     _, admin = await store.create_key("operator", ["admin"])
     _, send_read = await store.create_key("app", ["send", "read"])
     _, revoked = await store.create_key("old", ["send", "read", "admin"])

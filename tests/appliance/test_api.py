@@ -406,7 +406,7 @@ async def test_list_pages_newest_first_with_an_opaque_cursor(client: httpx.Async
 async def test_list_filters_by_status_and_number(client: httpx.AsyncClient, keys: Keys, store: Store) -> None:
     a = (await post(client, keys, ok(to="+4915111111111"))).json()["id"]
     b = (await post(client, keys, ok(to="015122222222"))).json()["id"]
-    await client.post(f"/api/v1/messages/{a}/cancel", headers=keys.auth("send"))
+    await client.post(f"/api/v1/messages/{a}/cancel", headers=keys.auth("send_read"))
     r = await client.get("/api/v1/messages", params={"status": "canceled"}, headers=keys.auth("read"))
     assert [m["id"] for m in r.json()["messages"]] == [a]
     r = await client.get("/api/v1/messages", params={"to": "0151 22222222"}, headers=keys.auth("read"))
@@ -496,17 +496,17 @@ async def test_cancel_then_conflict_once_the_dispatcher_took_it(
     client: httpx.AsyncClient, keys: Keys, store: Store
 ) -> None:
     first = (await post(client, keys, ok(body="one"))).json()["id"]
-    r = await client.post(f"/api/v1/messages/{first}/cancel", headers=keys.auth("send"))
+    r = await client.post(f"/api/v1/messages/{first}/cancel", headers=keys.auth("send_read"))
     assert r.status_code == 200
     assert r.json()["status"] == "canceled"
     assert [e["type"] for e in r.json()["events"]] == ["accepted", "canceled"]
-    again = await client.post(f"/api/v1/messages/{first}/cancel", headers=keys.auth("send"))
+    again = await client.post(f"/api/v1/messages/{first}/cancel", headers=keys.auth("send_read"))
     assert (again.status_code, again.json()["status"]) == (200, "canceled")
     second = (await post(client, keys, ok(body="two"))).json()["id"]
     claimed = await store.claim_next("gsm0")
     assert claimed is not None
     assert claimed.id == second
-    r = await client.post(f"/api/v1/messages/{second}/cancel", headers=keys.auth("send"))
+    r = await client.post(f"/api/v1/messages/{second}/cancel", headers=keys.auth("send_read"))
     doc = assert_error(r, 409, "already_sent")
     assert "sending" in doc["error"]["message"]
 
@@ -524,7 +524,7 @@ async def test_held_message_is_resent_or_abandoned_by_an_admin(
     msg = (await client.get(f"/api/v1/messages/{a}", headers=keys.auth("read"))).json()
     assert (msg["status"], msg["held"], msg["possible_duplicate"]) == ("sending", True, True)
     doc = assert_error(
-        await client.post(f"/api/v1/messages/{a}/cancel", headers=keys.auth("send")), 409, "already_sent"
+        await client.post(f"/api/v1/messages/{a}/cancel", headers=keys.auth("send_read")), 409, "already_sent"
     )
     assert "abandon" in doc["error"]["message"]
     assert_error(
@@ -747,7 +747,7 @@ async def test_metrics_parse_and_carry_the_names(
     ]
     await post(client, keys, ok())
     second = (await post(client, keys, ok(body="two"))).json()["id"]
-    await client.post(f"/api/v1/messages/{second}/cancel", headers=keys.auth("send"))
+    await client.post(f"/api/v1/messages/{second}/cancel", headers=keys.auth("send_read"))
     r = await client.get("/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
@@ -801,10 +801,10 @@ class FullDiskStore(Store):
 
     full = False
 
-    async def accept(self, new: NewMessage, *, key_id: int | None, queue_max: int) -> Any:
+    async def accept(self, new: NewMessage, *, key_id: int | None, queue_max: int, **kw: Any) -> Any:
         if self.full:
             raise StorageFull("the ledger's disk is full")
-        return await super().accept(new, key_id=key_id, queue_max=queue_max)
+        return await super().accept(new, key_id=key_id, queue_max=queue_max, **kw)
 
 
 async def test_storage_full_is_507_and_loses_nothing_accepted(

@@ -12,6 +12,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from appliance.store import KeyLimits
 from modem.simulator import Simulator
 from tests.integrations.receiver import Receiver, receiver
 from tests.system.conftest import Running, eventually, gateway_config, run_gateway
@@ -33,8 +34,8 @@ async def box(tmp_path: Path, sim: Simulator) -> AsyncIterator[Running]:
         yield running
 
 
-def client_for(box: Running) -> Client:
-    client = Client(ACCOUNT, box.key)
+def client_for(box: Running, key: str | None = None) -> Client:
+    client = Client(ACCOUNT, key or box.key)
     client.api.base_url = f"http://{box.config.api.listen}"  # twilio/base/domain.py joins base_url + uri
     return client
 
@@ -101,6 +102,34 @@ async def test_opted_out_recipient(box: Running, sim: Simulator) -> None:
         await asyncio.to_thread(client.messages.create, to=number, from_="+1", body="x")
     assert info.value.code == 21610
     assert info.value.status == 400
+
+
+async def test_a_send_key_fetches_its_own_messages_and_no_other_keys(box: Running) -> None:
+    """The fetch route used to hand any key any message: now another key's message is 404."""
+    _, alice_key = await box.gateway.store.create_key("alice", ["send"])
+    _, mallory_key = await box.gateway.store.create_key("mallory", ["send"])
+    alice, mallory = client_for(box, alice_key), client_for(box, mallory_key)
+    msg = await asyncio.to_thread(
+        alice.messages.create, to="+4915112345678", from_="+1", body="alice's secret"
+    )
+    own = await asyncio.to_thread(alice.messages(msg.sid).fetch)
+    assert own.body == "alice's secret"
+    with pytest.raises(TwilioRestException) as info:
+        await asyncio.to_thread(mallory.messages(msg.sid).fetch)
+    assert (info.value.status, info.value.code) == (404, 20404)
+    assert "secret" not in str(info.value.msg)
+    admin_view = await asyncio.to_thread(client_for(box).messages(msg.sid).fetch)
+    assert admin_view.body == "alice's secret"  # admin (and read_all) see every message
+
+
+async def test_a_key_over_its_quota_gets_429_through_the_twilio_client(box: Running) -> None:
+    _, key = await box.gateway.store.create_key("limited", ["send"], limits=KeyLimits(per_hour=1))
+    client = client_for(box, key)
+    await asyncio.to_thread(client.messages.create, to="+4915112345678", from_="+1", body="first")
+    with pytest.raises(TwilioRestException) as info:
+        await asyncio.to_thread(client.messages.create, to="+4915112345678", from_="+1", body="second")
+    assert (info.value.status, info.value.code) == (429, 20429)
+    assert "1 messages per hour" in str(info.value.msg)
 
 
 def _statuses(hook: Receiver) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,18 +25,20 @@ class Result:
     stderr: str
 
 
-async def smsgw(*args: str) -> Result:
+async def smsgw(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Result:
     """Run the CLI without blocking the event loop: the in-process gateway keeps serving meanwhile."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "appliance.cli",
         *args,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "SMSGW_API_KEY"} | (env or {}),
     )
     async with asyncio.timeout(30):
-        out, err = await proc.communicate()
+        out, err = await proc.communicate(stdin)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
 
@@ -142,7 +145,7 @@ async def test_keys_list_shows_keys_without_the_secret_and_revoke_locks_out(box:
 
 async def test_send_wait_prints_the_id_and_delivered(box: Box) -> None:
     result = await smsgw(
-        "send", "--config", box.config, "--key", box.gw.key, PHONE, "from the shell", "--wait"
+        "send", "--config", box.config, PHONE, "from the shell", "--wait", env={"SMSGW_API_KEY": box.gw.key}
     )
     assert result.returncode == 0, result.stderr
     first, *_rest, last = result.stdout.splitlines()
@@ -155,16 +158,20 @@ async def test_send_wait_prints_the_id_and_delivered(box: Box) -> None:
 
 
 async def test_send_reports_api_errors(box: Box) -> None:
-    result = await smsgw("send", "--config", box.config, "--key", box.gw.key, "call me", "bad number")
+    result = await smsgw(
+        "send", "--config", box.config, "call me", "bad number", env={"SMSGW_API_KEY": box.gw.key}
+    )
     assert result.returncode == 1
     assert "invalid_number" in result.stderr
-    no_key = await smsgw("send", "--config", box.config, "--key", "", PHONE, "no key")
+    no_key = await smsgw("send", "--config", box.config, PHONE, "no key")
     assert no_key.returncode == 2
     assert "API key" in no_key.stderr
 
 
 async def test_status_prints_the_verdict(box: Box) -> None:
-    result = await smsgw("status", "--config", box.config, "--key", box.gw.key)
+    key_file = Path(box.config).parent / "api.key"
+    key_file.write_text(box.gw.key + "\n")
+    result = await smsgw("status", "--config", box.config, "--key-file", str(key_file))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "smsgw: HEALTHY"
@@ -175,6 +182,83 @@ async def test_status_prints_the_verdict(box: Box) -> None:
 async def test_status_when_the_gateway_is_unreachable(tmp_path: Path) -> None:
     config = tmp_path / "smsgw.toml"
     config.write_text(toml_text(gateway_config(tmp_path, "/dev/nonexistent")))
-    result = await smsgw("status", "--config", str(config), "--key", "sgw_x")
+    result = await smsgw("status", "--config", str(config), env={"SMSGW_API_KEY": "sgw_x"})
     assert result.returncode == 1
     assert "cannot reach the gateway" in result.stderr
+
+
+async def test_send_refuses_a_key_on_the_command_line(box: Box) -> None:
+    """`ps` shows every argument to every user: --key is refused, naming what to use instead."""
+    result = await smsgw("send", "--config", box.config, "--key", box.gw.key, PHONE, "leaky")
+    assert result.returncode == 2
+    assert "--key-file" in result.stderr
+    assert "SMSGW_API_KEY" in result.stderr
+    assert "process list" in result.stderr
+    assert box.gw.sim is not None
+    assert box.gw.sim.network.phone(PHONE).texts() == []  # nothing was sent with it
+    status = await smsgw("status", "--config", box.config, "--key", box.gw.key)
+    assert status.returncode == 2
+    assert "--key-file" in status.stderr
+
+
+async def test_keys_import_from_stdin_is_idempotent_and_hashed(box: Box) -> None:
+    vault_key = "vault-" + "k3y" * 12  # as a secrets manager would hand it over
+    first = await smsgw(
+        "keys", "import", "--config", box.config, "--name", "vaulted", "--scope", "send,read",
+        stdin=(vault_key + "\n").encode(),
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert vault_key not in first.stdout
+    assert first.stdout.startswith("imported ")
+    assert (await box.get(vault_key, "/api/v1/messages")).status_code == 200
+    key_file = Path(box.config).parent / "vault.key"
+    key_file.write_text(vault_key)
+    again = await smsgw(
+        "keys", "import", "--config", box.config, "--name", "vaulted", "--scope", "send,read",
+        "--file", str(key_file),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("already imported")
+    listed = await smsgw("keys", "list", "--config", box.config)
+    assert len([ln for ln in listed.stdout.splitlines() if "\tvaulted\t" in ln]) == 1
+    assert vault_key not in listed.stdout
+    for suffix in ("", "-wal"):  # stored hashed only, in the database and its log
+        ledger = await asyncio.to_thread(Path(box.gw.config.store.path + suffix).read_bytes)
+        assert vault_key.encode() not in ledger
+    short = await smsgw("keys", "import", "--config", box.config, "--name", "weak", stdin=b"hunter2\n")
+    assert short.returncode == 2
+    assert "32" in short.stderr
+    assert await smsgw("keys", "revoke", "--config", box.config, "vaulted") is not None
+    revived = await smsgw(
+        "keys", "import", "--config", box.config, "--name", "vaulted", stdin=vault_key.encode()
+    )
+    assert revived.returncode == 1
+    assert "revoked" in revived.stderr
+    assert (await box.get(vault_key, "/api/v1/messages")).status_code == 401
+
+
+async def test_keys_update_sets_quota_and_priority_and_both_are_audited(box: Box) -> None:
+    key = (
+        await smsgw(
+            "keys", "create", "--config", box.config, "--name", "bulkapp", "--scope", "send",
+            "--per-hour", "1", "--max-priority", "normal",
+        )
+    ).stdout.strip()  # fmt: skip
+    async with httpx.AsyncClient(base_url=box.base, headers={"Authorization": f"Bearer {key}"}) as client:
+        urgent = await client.post("/api/v1/messages", json={"to": PHONE, "body": "x", "priority": "high"})
+        assert (urgent.status_code, urgent.json()["error"]["code"]) == (403, "priority_not_allowed")
+        assert (await client.post("/api/v1/messages", json={"to": PHONE, "body": "one"})).status_code == 202
+        over = await client.post("/api/v1/messages", json={"to": PHONE, "body": "two"})
+        assert (over.status_code, over.json()["error"]["code"]) == (429, "quota_exceeded")
+        assert 1 <= int(over.headers["retry-after"]) <= 3601
+        updated = await smsgw("keys", "update", "--config", box.config, "bulkapp", "--per-hour", "unlimited")
+        assert updated.returncode == 0, updated.stderr
+        assert "unlimited/hour" in updated.stdout
+        assert "priority up to normal" in updated.stdout  # untouched
+        assert (await client.post("/api/v1/messages", json={"to": PHONE, "body": "two"})).status_code == 202
+    audit = (await box.gw.client.get("/api/v1/audit")).json()["events"]
+    mine = [e for e in audit if e["actor"] == "cli"]
+    assert [e["action"] for e in mine][:2] == ["key_update", "key_create"]
+    assert all(e["source"] == "local" for e in mine)
+    assert "bulkapp" in mine[0]["detail"]
+    assert [e["action"] for e in audit if e["actor"] == "bulkapp"] == ["send", "send"]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from pathlib import Path
 
 from appliance.session import Signer, check_password, hash_password
+from appliance.status import watchdog_state_path
 from appliance.web import error_meaning, mask_number
 from modem.simulator import Simulator
 from tests.system.conftest import Running, eventually, gateway_config, run_gateway
 from tests.web.conftest import csrf_of, page_client
+from watchdog.alert import SCHEMA as WATCHDOG_SCHEMA
 
 PHONE = "+4915112345678"
 
@@ -139,3 +144,47 @@ def test_password_hash_and_cookie_signing() -> None:
     assert not signer.csrf_ok(session, "")
     assert signer.csrf_ok(session, signer.csrf_token(session))
     assert not Signer(b"other" * 8).csrf_ok(session, signer.csrf_token(session))
+
+
+async def test_page_actions_and_logins_are_audited_and_the_trail_is_for_admins(gw: Running) -> None:
+    base = f"http://{gw.config.api.listen}"
+    async with await page_client(base) as c:
+        r = await c.get("/audit")
+        assert (r.status_code, r.headers["location"]) == (303, "/login")  # logged-in only, even when public
+        token = csrf_of((await c.get("/login")).text)
+        r = await c.post("/login", data={"password": "guess", "csrf": token})
+        assert r.status_code == 403
+        r = await c.post("/login", data={"password": gw.key, "csrf": token})
+        assert r.status_code == 303
+        token = csrf_of((await c.get("/")).text)
+        r = await c.post("/actions/test-sms", data={"csrf": token, "to": PHONE, "body": "audited"})
+        msg_id = r.headers["location"].split("id=")[1]
+        await c.post("/actions/reset-modem", data={"csrf": token, "modem": "modem"})
+        await asyncio.to_thread(_open_incident, watchdog_state_path(gw.config), 7)
+        r = await c.post("/actions/ack-incident", data={"csrf": token, "incident": "7"})
+        assert r.status_code == 303, r.text
+        page = await c.get("/audit")
+        assert page.status_code == 200
+        assert 'href="/audit"' in page.text  # in the navigation once logged in
+        rows = page.text.count('class="audit-row"')
+        assert rows == 5, page.text
+    events = (await gw.client.get("/api/v1/audit")).json()["events"]
+    assert [(e["actor"], e["action"], e["target"]) for e in events] == [
+        ("web:test", "incident_ack", "incident 7"),
+        ("web:test", "modem_reset", "modem modem"),
+        ("web:test", "send", msg_id),
+        ("web:test", "login", None),
+        ("web:?", "login_failed", None),
+    ]
+    assert {e["source"] for e in events} == {"127.0.0.1"}
+    assert "guess" not in str(events)  # a failed password is never recorded
+
+
+def _open_incident(path: Path, incident_id: int) -> None:
+    """An open incident in the watchdog's state file, as the watchdog records one."""
+    with sqlite3.connect(path) as db:
+        db.executescript(WATCHDOG_SCHEMA)
+        db.execute(
+            "INSERT INTO incidents (id, subject, what, since, opened_at) VALUES (?, 'queue', 'stalled', ?, ?)",
+            (incident_id, time.time(), time.time()),
+        )
