@@ -139,7 +139,7 @@ class Watchdog:
                 if isinstance(msg, Deliver) and (
                     is_oncall(msg.sender.number, s.oncall) or self.canary.token is not None
                 ):
-                    key = reply_key(msg.sender.number, msg.text, msg.scts.timestamp())
+                    key = reply_key(msg.sender.number, msg.text, msg.scts.timestamp() if msg.scts else None)
                     found.append((Reply(key, msg.sender.number, msg.text), sms))
         for reply, stored in found:
             if self.canary.received(reply.text, now):

@@ -377,8 +377,10 @@ def _int(text: str, low: int = 0, high: int = 1 << 30) -> int:
     return value
 
 
-def text_time(when: datetime) -> str:
-    """27.005 text-mode time: yy/MM/dd,hh:mm:ss±zz (zz in quarter hours)."""
+def text_time(when: datetime | None) -> str:
+    """27.005 text-mode time: yy/MM/dd,hh:mm:ss±zz (zz in quarter hours); '' when unknown."""
+    if when is None:
+        return ""
     offset = when.utcoffset()
     quarters = int(offset.total_seconds() // 900) if offset is not None else 0
     sign = "-" if quarters < 0 else "+"
