@@ -24,6 +24,9 @@ class Profile:
     # Some modems (Quectel EC25) announce a stored report as +CDSI: "SM",n while it sits in SR.
     report_memory_fallback: tuple[str, ...] = ("SR", "SM")
     submit_timeout_s: float = 180.0
+    # Any byte written while AT+CMGS waits for its result aborts the send (Fibocom G510): probing
+    # a slow submit with ESC/AT on this port would cancel it; ask another port, or wait.
+    send_aborted_by_input: bool = False
 
 
 GENERIC = Profile(name="generic")
@@ -60,9 +63,9 @@ PROFILES: tuple[Profile, ...] = (
         # PDU mode does not need it.
     ),
     # Fibocom G510: any byte written before the result of AT+CMGS aborts the send (G5/G6 AT
-    # manual). Nothing to configure: the AT engine never writes while a send is pending
-    # (AtEngine.command_with_data holds the port until +CMGS/+CMS ERROR/+CMGS ERROR).
-    Profile(name="fibocom", match=("fibocom", "g510", "g610")),
+    # manual). The AT engine never writes while a send is pending (AtEngine.command_with_data
+    # holds the port until +CMGS/+CMS ERROR/+CMGS ERROR); the flag warns anything that probes.
+    Profile(name="fibocom", match=("fibocom", "g510", "g610"), send_aborted_by_input=True),
 )
 
 

@@ -753,8 +753,11 @@ def _parse_cmgr_header(payload: str) -> tuple[int | None, int | None]:
     <alpha>), ',,92' (no <stat>: ZTE, DWM-156), '24' (length only), '4,1,,151' (an extra field):
     the length is the last field, the <stat> the first when there are two or more.
     """
-    fields = _split_fields(payload.strip())
-    length = _int_or_none(fields[-1])
+    return _stat_and_length(_split_fields(payload.strip()))
+
+
+def _stat_and_length(fields: list[str]) -> tuple[int | None, int | None]:
+    length = _int_or_none(fields[-1]) if fields else None
     status = _int_or_none(fields[0]) if len(fields) >= 2 else None
     return status, length
 
@@ -768,9 +771,7 @@ def _parse_cmgl_header(payload: str) -> tuple[int, int | None, int | None] | Non
     index = _int_or_none(fields[0])
     if index is None:
         return None
-    if len(fields) == 1:
-        return index, None, None
-    status, length = _parse_cmgr_header(",".join(f'"{f}"' if "," in f else f for f in fields[1:]))
+    status, length = _stat_and_length(fields[1:])
     return index, status, length
 
 

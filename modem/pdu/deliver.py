@@ -18,6 +18,7 @@ from modem.pdu.udh import (
     decode_user_data,
     encode_user_data,
     join_concat,
+    pid_reserved,
     split_concat,
     text_to_units,
     units_to_text,
@@ -95,9 +96,9 @@ class Deliver(TpduFraming):
         pid = reader.octet("TP-PID")
         dcs = reader.octet("TP-DCS")
         scts = read_timestamp(reader, "TP-SCTS")
-        reserved = dcs_reserved(dcs)
-        if reserved:
-            reader.warn(reserved)
+        for reserved in (pid_reserved(pid), dcs_reserved(dcs)):
+            if reserved:
+                reader.warn(reserved)
         encoding = dcs_encoding(dcs)
         ies, units = decode_user_data(reader, encoding, bool(first & 0x40))
         concat, extra = split_concat(ies)

@@ -18,6 +18,7 @@ from modem.pdu.udh import (
     decode_user_data,
     encode_user_data,
     join_concat,
+    pid_reserved,
     split_concat,
     text_to_units,
     units_to_text,
@@ -132,9 +133,9 @@ class Submit(TpduFraming):
             absolute = read_timestamp(reader, "TP-VP")
         elif vpf == VPF_ENHANCED:
             enhanced = reader.take(7, "TP-VP")
-        reserved = dcs_reserved(dcs)
-        if reserved:
-            reader.warn(reserved)
+        for reserved in (pid_reserved(pid), dcs_reserved(dcs)):
+            if reserved:
+                reader.warn(reserved)
         encoding = dcs_encoding(dcs)
         ies, units = decode_user_data(reader, encoding, bool(first & 0x40))
         concat, extra = split_concat(ies)

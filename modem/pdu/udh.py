@@ -150,6 +150,13 @@ def dcs_encoding(dcs: int) -> Encoding:
     return Encoding.GSM7
 
 
+def pid_reserved(pid: int) -> str | None:
+    """Why a TP-PID is a reserved value (TS 23.040 9.2.3.9), or None; the message is read anyway."""
+    if pid >> 6 == 0b10:
+        return f"TP-PID 0x{pid:02X} is reserved (bits 7..6 = 10): ignored"
+    return None
+
+
 def dcs_reserved(dcs: int) -> str | None:
     """Why a TP-DCS is a reserved coding read as GSM-7 (TS 23.038 clause 4), or None."""
     group = dcs >> 4

@@ -21,7 +21,7 @@ import inspect
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -1951,6 +1951,8 @@ class Simulator:
                 for role, s in self.sessions.items()
             },
             "faults": self.faults.as_dict(),
+            "variants": asdict(self.variants),
+            "cmgs_aborts": self.cmgs_aborts,
             "held": len(self._held),
             "policy": self.network.default_policy.as_dict(),
             "policies": {n: p.as_dict() for n, p in self.network.policies.items()},

@@ -15,6 +15,7 @@ import pytest
 from modem import CmsError, ModemState
 from modem.pdu import StatusReport, tolerance
 from modem.simulator import Stored
+from modem.sms import _parse_cmgl_header, _parse_cmgr_header
 
 from .conftest import SimFactory
 from .test_modem import Collected, eventually, running
@@ -198,3 +199,36 @@ async def test_reports_with_odd_fields_are_matched_routed_and_stored(
     assert any("SMSC address" in t for t in tolerated)
     assert any("time zone octet 0xFF" in t for t in tolerated)
     assert any("FF padding" in t for t in tolerated)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("1,,24", (1, 24)),
+        (' 1,"",24', (1, 24)),
+        ('1,"Smith, J",24', (1, 24)),
+        ("0,23", (0, 23)),  # gammu at-sms/07.dump
+        (",,92", (None, 92)),  # gammu at-sms/39.dump
+        ("24", (None, 24)),  # gammu at-sms/38.dump
+        ("4,1,,151", (4, 151)),  # gammu at-sms/26.dump
+        ('"REC READ","+31625044454",,"07/07/05,09:56:03+08"', (None, None)),  # text mode: no length
+        ("", (None, None)),
+    ],
+)
+def test_cmgr_heads_as_real_modems_print_them(payload, expected) -> None:
+    assert _parse_cmgr_header(payload) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("3,1,,24", (3, 1, 24)),
+        ('3,1,"",24', (3, 1, 24)),
+        ('3,1,"Smith, J",24', (3, 1, 24)),
+        ("17,3,35", (17, 3, 35)),  # Pantech (ModemManager tests)
+        ("3,,,24", (3, None, 24)),
+        ("x,1,,24", None),
+    ],
+)
+def test_cmgl_heads_as_real_modems_print_them(payload, expected) -> None:
+    assert _parse_cmgl_header(payload) == expected

@@ -333,3 +333,11 @@ def test_any_smsc_clock_or_tail_leaves_the_match_intact(smsc_value, toa, scts, d
     report = decode_pdu(pdu)
     assert isinstance(report, StatusReport)
     assert _matching_fields(report) == (0x2A, "+49151123456", 0)
+
+
+def test_reserved_pid_is_read_with_a_warning():
+    # TP-PID 0x80: bits 7..6 = 10 are reserved (9.2.3.9); the text is still the text.
+    message = decode_pdu(SMSC_OK + "040B918496445078F78000" + "71213201447440" + "04D4F29C0E")
+    assert isinstance(message, Deliver)
+    assert (message.text, message.pid) == ("Test", 0x80)
+    assert message.warnings == ("TP-PID 0x80 is reserved (bits 7..6 = 10): ignored",)

@@ -259,6 +259,8 @@ async def test_control_interface_sets_variants_and_stray_input(sim_factory: SimF
     )
     await apply_fault(sim, {"name": "stray_input", "hex": "0D"})
     assert (await port.wait_for(FINAL)).endswith(b"\r\n+CMGS ERROR: 500\r\n")
+    state = sim.snapshot()
+    assert (state["variants"]["cmgr_header"], state["cmgs_aborts"]) == ("no_stat", 1)
 
 
 async def test_command_line_picks_model_and_wording(sim_factory: SimFactory) -> None:
