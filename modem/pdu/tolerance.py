@@ -24,6 +24,8 @@ _MAX_REMEMBERED = 256  # distinct warnings remembered; the oldest is forgotten f
 # The same oddity with other values (another timestamp, another SMSC) is the same warning.
 _VALUES = re.compile(r"0x[0-9A-F]{2}|[0-9A-F]{4,}(?:\.\.\.)?|[+]?[0-9?]+|\([^)]*\)")
 
+clock = time.monotonic  # replaceable in tests
+
 # warning kind -> (monotonic time it was last logged, repeats suppressed since)
 _seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
@@ -34,7 +36,7 @@ def _kind(text: str) -> str:
 
 def log_once(warnings: tuple[str, ...], *, kind: str) -> None:
     """Log each warning of a decoded `kind` ("StatusReport"); the same oddity at most once per REPEAT_S."""
-    now = time.monotonic()
+    now = clock()
     for text in warnings:
         key = f"{kind}: {_kind(text)}"
         last = _seen.get(key)

@@ -13,7 +13,7 @@ import logging
 import pytest
 
 from modem import CmsError, ModemState
-from modem.pdu import StatusReport, tolerance
+from modem.pdu import StatusReport
 from modem.simulator import Stored
 from modem.sms import _parse_cmgl_header, _parse_cmgr_header
 
@@ -169,7 +169,6 @@ SMSC_FILLER = "06" + "91" + "94712F70F6"
 async def test_reports_with_odd_fields_are_matched_routed_and_stored(
     sim_factory: SimFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tolerance.forget()
     caplog.set_level(logging.WARNING, logger="modem.pdu")
     sim = await sim_factory("quectel-ec25")
     collected = Collected()

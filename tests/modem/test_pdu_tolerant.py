@@ -46,13 +46,6 @@ def _report(smsc: str = SMSC_OK, scts: str = SCTS, dt: str = DT, tail: str = "")
     return smsc + REPORT_HEAD + scts + dt + DELIVERED + tail
 
 
-@pytest.fixture(autouse=True)
-def _fresh_log_memory():
-    tolerance.forget()
-    yield
-    tolerance.forget()
-
-
 def _matching_fields(report: StatusReport) -> tuple[int, str, int]:
     return report.mr, report.recipient.number, report.status
 
@@ -301,7 +294,7 @@ def test_the_same_oddity_is_logged_once(caplog):
 def test_a_repeat_is_logged_again_after_the_quiet_period(caplog, monkeypatch):
     caplog.set_level(logging.WARNING, logger="modem.pdu")
     clock = [1000.0]
-    monkeypatch.setattr(tolerance.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(tolerance, "clock", lambda: clock[0])
     for _ in range(3):
         decode_pdu(_report(smsc=SMSC_FILLER))
     clock[0] += tolerance.REPEAT_S + 1
