@@ -82,7 +82,7 @@ class Receiver:
             ref=concat.ref if concat else None,
             total=concat.total if concat else 1,
             seq=concat.seq if concat else 1,
-            sent_at=msg.scts.timestamp(),
+            sent_at=msg.scts.timestamp() if msg.scts else None,  # None: the SC timestamp was unreadable
             join=join,
             keyword_of=lambda text: keyword(text, self.cfg),
             seal=self.sealer,

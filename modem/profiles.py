@@ -24,6 +24,9 @@ class Profile:
     # Some modems (Quectel EC25) announce a stored report as +CDSI: "SM",n while it sits in SR.
     report_memory_fallback: tuple[str, ...] = ("SR", "SM")
     submit_timeout_s: float = 180.0
+    # Any byte written while AT+CMGS waits for its result aborts the send (Fibocom G510): probing
+    # a slow submit with ESC/AT on this port would cancel it; ask another port, or wait.
+    send_aborted_by_input: bool = False
 
 
 GENERIC = Profile(name="generic")
@@ -45,6 +48,24 @@ PROFILES: tuple[Profile, ...] = (
         name="cinterion", match=("cinterion", "gemalto", "bgs5", "mc35"), cnmi=("2,1,0,2,1", "2,1,0,0,0")
     ),
     Profile(name="telit", match=("telit", "le910", "he910", "me910")),
+    Profile(
+        # ZTE sticks and modules (K3565-Z, MF series, ME3630) and other Qualcomm-based sticks.
+        name="zte",
+        match=("zte", "k3565", "mf190", "mf626", "mf79", "mf833", "me3630", "qualcomm", "m6280", "m7227"),
+        # ModemManager zte: "+ZUSIMR:2" floods "fill up the device's buffers and make it crash"
+        # until AT+CPMS? is issued; ModemManager sends it while probing, so do we, first thing.
+        # (If the SIM is still locked it fails; the AT+CPMS? of the status read stops it later.)
+        extra_init=("AT+CPMS?",),
+        # ModemManager cnmi_sequence: Qualcomm-based devices refuse <ds>=1 although +CNMI=?
+        # lists it, and accept 2: stored reports (+CDSI) from the start, no refused command.
+        cnmi=("2,1,0,2,0", "2,1,0,0,0"),
+        # Never AT+CSMP here: it clears the SIM's SMSC on these sticks (python-gsmmodem #8);
+        # PDU mode does not need it.
+    ),
+    # Fibocom G510: any byte written before the result of AT+CMGS aborts the send (G5/G6 AT
+    # manual). The AT engine never writes while a send is pending (AtEngine.command_with_data
+    # holds the port until +CMGS/+CMS ERROR/+CMGS ERROR); the flag warns anything that probes.
+    Profile(name="fibocom", match=("fibocom", "g510", "g610"), send_aborted_by_input=True),
 )
 
 

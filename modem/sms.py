@@ -407,21 +407,17 @@ class Modem:
         await self.select_memory(memory or self.profile.storage)
         lines = (await self.command("AT+CMGL=4", timeout_s=max(30.0, self._command_timeout_s))).lines
         result: list[StoredSms] = []
-        header: list[str] | None = None
+        header: tuple[int, int | None, int | None] | None = None
         for line in lines:
             if line.startswith("+CMGL:"):
-                header = _split_fields(line[6:].strip())
+                header = _parse_cmgl_header(line[6:])
+                if header is None:
+                    _LOGGER.warning("skipping malformed %r", line)
                 continue
             if header is None:
                 continue
-            try:
-                index = int(header[0])
-                status = int(header[1]) if len(header) > 1 and header[1] else None
-            except ValueError:
-                _LOGGER.warning("skipping malformed +CMGL header %r", header)
-                header = None
-                continue
-            result.append(_stored(self._memory, index, status, line))
+            index, status, length = header
+            result.append(_stored(self._memory, index, status, _with_smsc_field(line, length)))
             header = None
         return result
 
@@ -438,11 +434,8 @@ class Modem:
         if header is None:
             return None  # Quectel: bare OK for a slot announced in the wrong memory
         pdu = lines[lines.index(header) + 1] if lines.index(header) + 1 < len(lines) else ""
-        fields = _split_fields(header[6:].strip())
-        status: int | None = None
-        if len(fields) >= 2 and fields[0].isdigit():
-            status = int(fields[0])
-        return _stored(self._memory, index, status, pdu)
+        status, length = _parse_cmgr_header(header[6:])
+        return _stored(self._memory, index, status, _with_smsc_field(pdu, length))
 
     async def delete_stored(self, index: int, memory: str | None = None) -> None:
         """Delete one stored message (AT+CMGD)."""
@@ -465,7 +458,9 @@ class Modem:
             self._note_timeout()
             raise
         self._timeouts = 0
-        # '+CMGS: <mr>[,<scts>|<ackpdu>]': the modem's MR, not the one in our PDU (python-gsmmodem#44).
+        # '+CMGS: <mr>[,<scts>|<ackpdu>]' (Telit, Quectel UGxx, Neoway, Nordic; the <scts> quoted
+        # or not, so it may hold commas): the MR is the first field, the modem's, not our PDU's
+        # (python-gsmmodem#44).
         mr_text = _split_fields(response.first("+CMGS:"))[0]
         if not mr_text.isdigit():
             raise AtError(f"AT+CMGS={submit.tpdu_length}", f"+CMGS: {mr_text}", response.lines)
@@ -745,6 +740,54 @@ def _split_fields(text: str) -> list[str]:
             cur.append(ch)
     fields.append("".join(cur).strip())
     return fields
+
+
+def _int_or_none(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def _parse_cmgr_header(payload: str) -> tuple[int | None, int | None]:
+    """(<stat>, <length>) of a PDU-mode '+CMGR:' head, in every shape modems print.
+
+    '1,,24' (27.005), '1,"",24' (Telit), '1,"Smith, J",24' (a phonebook <alpha>), '0,23' (no
+    <alpha>), ',,92' (no <stat>: ZTE, DWM-156), '24' (length only), '4,1,,151' (an extra field):
+    the length is the last field, the <stat> the first when there are two or more.
+    """
+    return _stat_and_length(_split_fields(payload.strip()))
+
+
+def _stat_and_length(fields: list[str]) -> tuple[int | None, int | None]:
+    length = _int_or_none(fields[-1]) if fields else None
+    status = _int_or_none(fields[0]) if len(fields) >= 2 else None
+    return status, length
+
+
+def _parse_cmgl_header(payload: str) -> tuple[int, int | None, int | None] | None:
+    """(<index>, <stat>, <length>) of a PDU-mode '+CMGL:' head; None without a readable index.
+
+    '3,1,,24', '3,1,"",24', '17,3,35' (Pantech, no <alpha>), '3,,,24' (no <stat>).
+    """
+    fields = _split_fields(payload.strip())
+    index = _int_or_none(fields[0])
+    if index is None:
+        return None
+    status, length = _stat_and_length(fields[1:])
+    return index, status, length
+
+
+def _with_smsc_field(pdu: str, length: int | None) -> str:
+    """The PDU as SMSC field + TPDU: quotes dropped, and "00" put in front when the modem left
+    the SMSC field out (its hex is exactly the header's <length> octets, which count the TPDU only).
+    """
+    pdu = pdu.strip().strip('"')
+    if length is None or length <= 0 or len(pdu) != 2 * length:
+        return pdu
+    # A modem that counts the SMSC octets into <length> (against 27.005) prints a PDU that
+    # decodes as it is: keep that reading.
+    with contextlib.suppress(PduError):
+        decode_pdu(pdu)
+        return pdu
+    return "00" + pdu
 
 
 def _parse_mem_index(line: str) -> tuple[str, int | None]:

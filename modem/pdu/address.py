@@ -87,14 +87,29 @@ class Address:
 
     @classmethod
     def decode_smsc(cls, reader: Reader) -> Address | None:
-        """Read an SMSC (RP) address; None for the "00" of "use the SIM's"."""
+        """Read an SMSC (RP) address; None for the "00" of "use the SIM's".
+
+        Nothing depends on the SMSC's digits, only on the field's length (it says where the
+        TPDU starts): a filler inside the number (D-Link DWM-156 / Qualcomm sticks, gammu
+        #156) reads as '?' and is noted in `reader.warnings`.
+        """
         length = reader.octet("SMSC length")
         if length == 0:
             return None
         toa = reader.octet("SMSC type of address")
         value = reader.take(length - 1, "SMSC address")
-        digits = _decode_semi_octets(value, 2 * len(value), trailing_filler=True)
-        return cls.from_toa(_prefix((toa >> 4) & 0x07) + digits, toa)
+        try:
+            number = _prefix((toa >> 4) & 0x07) + _decode_semi_octets(
+                value, 2 * len(value), trailing_filler=True
+            )
+        except PduError:
+            number = _prefix((toa >> 4) & 0x07) + _decode_semi_octets(
+                value, 2 * len(value), trailing_filler=True, unknown="?"
+            )
+            reader.warn(
+                f"SMSC address semi-octets {value.hex().upper()} have a filler inside the number: read as {number}"
+            )
+        return cls.from_toa(number, toa)
 
     def _digits(self) -> str:
         number = self.number
@@ -118,12 +133,14 @@ def _encode_semi_octets(digits: str) -> bytes:
     return bytes(nibbles[i] | nibbles[i + 1] << 4 for i in range(0, len(nibbles), 2))
 
 
-def _decode_semi_octets(value: bytes, count: int, *, trailing_filler: bool = False) -> str:
-    """`count` semi-octets -> digits; F is only allowed as filler at the end."""
+def _decode_semi_octets(
+    value: bytes, count: int, *, trailing_filler: bool = False, unknown: str | None = None
+) -> str:
+    """`count` semi-octets -> digits; F is only allowed as filler at the end, or reads as `unknown`."""
     nibbles = [n for octet in value for n in (octet & 0x0F, octet >> 4)][:count]
     if trailing_filler:
         while nibbles and nibbles[-1] == 0x0F:
             nibbles.pop()
-    if 0x0F in nibbles:
+    if 0x0F in nibbles and unknown is None:
         raise PduError(f"address semi-octets {value.hex().upper()} have a filler inside the number")
-    return "".join(_DIGITS[n] for n in nibbles)
+    return "".join(_DIGITS[n] if n != 0x0F else str(unknown) for n in nibbles)

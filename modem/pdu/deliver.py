@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modem.errors import PduError
 from modem.pdu.address import Address
-from modem.pdu.fields import Reader, TpduFraming, check_octet, decode_timestamp, encode_timestamp
+from modem.pdu.fields import Reader, TpduFraming, check_octet, encode_timestamp, read_timestamp
 from modem.pdu.udh import (
     Concat,
     Encoding,
     InformationElement,
     coerce_dcs,
     dcs_encoding,
+    dcs_reserved,
     decode_user_data,
     encode_user_data,
     join_concat,
+    pid_reserved,
     split_concat,
     text_to_units,
     units_to_text,
 )
 
 MTI_DELIVER = 0x00
+MTI_RESERVED = 0x03  # 9.2.3.1: an MS processes it as an SMS-DELIVER
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,11 @@ class Deliver(TpduFraming):
     """An SMS-DELIVER. `user_data` is the raw data after the UDH (GSM-7 codes, UTF-16BE or 8-bit octets).
 
     Give `text` or `user_data`; the other is derived. When both are given, `encode()` uses `user_data`.
+    A decoded `scts` is None when its digits were unreadable, naive when only its zone was.
     """
 
     sender: Address
-    scts: datetime.datetime  # aware (9.2.3.11)
+    scts: datetime.datetime | None  # aware (9.2.3.11); see above for decoded oddities
     text: str = ""
     encoding: Encoding = Encoding.GSM7
     user_data: bytes = b""
@@ -46,6 +50,8 @@ class Deliver(TpduFraming):
     status_report_indication: bool = False
     smsc: Address | None = None
     reply_path: bool = False
+    # Fields read as unknown when decoding (modem.pdu.tolerance); not part of the message.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dcs", coerce_dcs(self.dcs, self.encoding))
@@ -82,12 +88,17 @@ class Deliver(TpduFraming):
     def read(cls, reader: Reader, smsc: Address | None) -> Deliver:
         """Parse the TPDU at the reader's position."""
         first = reader.octet("first octet")
-        if first & 0x03 != MTI_DELIVER:
+        if first & 0x03 == MTI_RESERVED:
+            reader.warn("TP-MTI 3 is reserved: read as an SMS-DELIVER (TS 23.040 9.2.3.1)")
+        elif first & 0x03 != MTI_DELIVER:
             raise PduError(f"TP-MTI {first & 0x03} is not SMS-DELIVER")
         sender = Address.decode_tp(reader)
         pid = reader.octet("TP-PID")
         dcs = reader.octet("TP-DCS")
-        scts = decode_timestamp(reader.take(7, "TP-SCTS"))
+        scts = read_timestamp(reader, "TP-SCTS")
+        for reserved in (pid_reserved(pid), dcs_reserved(dcs)):
+            if reserved:
+                reader.warn(reserved)
         encoding = dcs_encoding(dcs)
         ies, units = decode_user_data(reader, encoding, bool(first & 0x40))
         concat, extra = split_concat(ies)
@@ -105,4 +116,5 @@ class Deliver(TpduFraming):
             status_report_indication=bool(first & 0x20),
             smsc=smsc,
             reply_path=bool(first & 0x80),
+            warnings=reader.warnings_tuple(),
         )

@@ -12,11 +12,20 @@ if TYPE_CHECKING:
 
 
 class Reader:
-    """Reads a PDU front to back; running out of octets is a PduError, never an IndexError."""
+    """Reads a PDU front to back; running out of octets is a PduError, never an IndexError.
+
+    `warnings` collects the fields read as unknown rather than rejected (see `tolerance`).
+    """
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
+        self.warnings: list[str] = []
+
+    def warn(self, text: str) -> None:
+        """Note a field that was read as unknown (each text once per PDU)."""
+        if text not in self.warnings:
+            self.warnings.append(text)
 
     def __repr__(self) -> str:
         return f"Reader(pos={self.pos}, len={len(self.data)})"
@@ -25,6 +34,13 @@ class Reader:
     def remaining(self) -> int:
         """Octets not read yet."""
         return len(self.data) - self.pos
+
+    def warnings_tuple(self) -> tuple[str, ...]:
+        """The warnings so far, for a frozen dataclass; notes octets left after the TPDU."""
+        if self.remaining:
+            self.warn(f"{describe_rest(self.data[self.pos :])} after the TPDU ignored")
+            self.pos = len(self.data)
+        return tuple(self.warnings)
 
     def octet(self, what: str) -> int:
         """One octet."""
@@ -43,6 +59,14 @@ class Reader:
         chunk = self.data[self.pos : self.pos + count]
         self.pos += count
         return chunk
+
+
+def describe_rest(rest: bytes) -> str:
+    """Octets left over, for a warning: FF padding (a SIM record, 31.102 EF_SMS) or a short hex."""
+    if rest == b"\xff" * len(rest):
+        return f"{len(rest)} octet(s) of FF padding"
+    shown = rest[:16].hex().upper() + ("..." if len(rest) > 16 else "")
+    return f"{len(rest)} octet(s) {shown}"
 
 
 def parse_hex(text: str) -> bytes:
@@ -74,27 +98,55 @@ def _to_bcd(value: int) -> int:
 
 
 def decode_timestamp(raw: bytes) -> datetime.datetime:
-    """Seven semi-octet octets -> aware datetime (9.2.3.11: YY MM DD hh mm ss TZ)."""
+    """Seven semi-octet octets -> aware datetime (9.2.3.11: YY MM DD hh mm ss TZ); strict."""
     if len(raw) != 7:
         raise PduError(f"timestamp needs 7 octets, got {len(raw)}")
+    when = _local_time(raw)
+    return when.replace(tzinfo=_time_zone(raw[6]))
+
+
+def _local_time(raw: bytes) -> datetime.datetime:
+    """The SC's local date and time from the first six octets, without its zone."""
     year, month, day, hour, minute, second = (_bcd(octet, "timestamp") for octet in raw[:6])
-    tz = raw[6]
+    try:
+        return datetime.datetime(2000 + year, month, day, hour, minute, second)  # noqa: DTZ001 - zone added by the caller
+    except ValueError as exc:
+        raise PduError(f"timestamp is not a valid date/time: {exc}") from None
+
+
+def _time_zone(tz: int) -> datetime.timezone:
     # 9.2.3.11: quarter hours in two swapped semi-octets; bit 3 of the octet is the sign.
     tens, units = tz & 0x07, tz >> 4
     if units > 9:
         raise PduError(f"timestamp time zone 0x{tz:02X} is not decimal")
     quarters = tens * 10 + units
-    offset = datetime.timedelta(minutes=15 * quarters) * (-1 if tz & 0x08 else 1)
+    return datetime.timezone(datetime.timedelta(minutes=15 * quarters) * (-1 if tz & 0x08 else 1))
+
+
+def read_timestamp(reader: Reader, what: str) -> datetime.datetime | None:
+    """Seven octets of a timestamp that nothing depends on (TP-SCTS, TP-DT, absolute TP-VP).
+
+    The octets must be there (a short PDU is still a PduError), but their digits need not make
+    sense: unreadable date/time digits give None, a time-zone octet that is not decimal gives
+    the SC's local time without a zone (a naive datetime). Both are noted in `reader.warnings`.
+    """
+    raw = reader.take(7, what)
     try:
-        return datetime.datetime(
-            2000 + year, month, day, hour, minute, second, tzinfo=datetime.timezone(offset)
-        )
-    except ValueError as exc:
-        raise PduError(f"timestamp is not a valid date/time: {exc}") from None
+        local = _local_time(raw)
+    except PduError as exc:
+        reader.warn(f"{what} {raw.hex().upper()} is not a date and time, taken as unknown ({exc})")
+        return None
+    try:
+        return local.replace(tzinfo=_time_zone(raw[6]))
+    except PduError:
+        reader.warn(f"{what} time zone octet 0x{raw[6]:02X} is not decimal: zone taken as unknown")
+        return local
 
 
-def encode_timestamp(when: datetime.datetime) -> bytes:
+def encode_timestamp(when: datetime.datetime | None) -> bytes:
     """Aware datetime in 2000..2099 with a quarter-hour offset -> seven octets."""
+    if when is None:
+        raise PduError("an unknown timestamp cannot be encoded")
     offset = when.utcoffset()
     if offset is None:
         raise PduError("timestamp must be timezone-aware")
@@ -131,6 +183,7 @@ class TpduFraming:
     """
 
     smsc: Address | None
+    warnings: tuple[str, ...]
 
     def encode_tpdu(self) -> bytes:
         raise NotImplementedError
@@ -152,10 +205,13 @@ class TpduFraming:
     def decode(cls, data: str | bytes, *, smsc: bool = True) -> Self:
         """Parse octets (or hex); `smsc=False` when there is no SMSC field."""
         from modem.pdu.address import Address  # noqa: PLC0415  (address imports this module)
+        from modem.pdu.tolerance import log_once  # noqa: PLC0415  (as above)
 
         reader = Reader(as_octets(data))
         address = Address.decode_smsc(reader) if smsc else None
-        return cls.read(reader, address)
+        message = cls.read(reader, address)
+        log_once(message.warnings, kind=cls.__name__)
+        return message
 
     @classmethod
     def read(cls, reader: Reader, smsc: Address | None) -> Self:

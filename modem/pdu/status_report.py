@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import datetime
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from modem.errors import PduError
 from modem.pdu.address import Address
-from modem.pdu.fields import Reader, TpduFraming, check_octet, decode_timestamp, encode_timestamp
+from modem.pdu.fields import (
+    Reader,
+    TpduFraming,
+    check_octet,
+    describe_rest,
+    encode_timestamp,
+    read_timestamp,
+)
 from modem.pdu.udh import (
     Encoding,
     InformationElement,
     dcs_encoding,
+    dcs_reserved,
     decode_user_data,
     encode_user_data,
     text_to_units,
@@ -22,6 +30,7 @@ from modem.pdu.udh import (
 MTI_STATUS_REPORT = 0x02
 # 9.2.3.27 TP-PI bits
 PI_PID, PI_DCS, PI_UDL, PI_EXTENSION = 0x01, 0x02, 0x04, 0x80
+PI_RESERVED = 0x78  # bits 3..6: "the receiving entity shall ignore" them (9.2.3.27)
 
 
 class StatusCategory(enum.StrEnum):
@@ -113,12 +122,16 @@ class TpStatus(int):
 
 @dataclass(frozen=True)
 class StatusReport(TpduFraming):
-    """An SMS-STATUS-REPORT; the optional TP-PI/PID/DCS/UD tail is parsed when present."""
+    """An SMS-STATUS-REPORT; the optional TP-PI/PID/DCS/UD tail is parsed when present.
+
+    Matching needs TP-MR, TP-RA and TP-ST only: a decoded `scts`/`discharge_time` is None when
+    its digits were unreadable and naive when only its zone was (see `warnings`).
+    """
 
     mr: int
     recipient: Address
-    scts: datetime.datetime
-    discharge_time: datetime.datetime
+    scts: datetime.datetime | None
+    discharge_time: datetime.datetime | None
     status: int  # TP-ST, raw
     smsc: Address | None = None
     # Beyond the agreed interface, so decoded PDUs re-encode to the same octets:
@@ -129,6 +142,8 @@ class StatusReport(TpduFraming):
     dcs: int = 0
     text: str = ""
     extra_ies: tuple[InformationElement, ...] = ()
+    # Fields read as unknown when decoding (modem.pdu.tolerance); not part of the report.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         for value, what in (
@@ -211,8 +226,8 @@ class StatusReport(TpduFraming):
             raise PduError(f"TP-MTI {first & 0x03} is not SMS-STATUS-REPORT")
         mr = reader.octet("TP-MR")
         recipient = Address.decode_tp(reader)
-        scts = decode_timestamp(reader.take(7, "TP-SCTS"))
-        discharge = decode_timestamp(reader.take(7, "TP-DT"))
+        scts = read_timestamp(reader, "TP-SCTS")
+        discharge = read_timestamp(reader, "TP-DT")
         status = reader.octet("TP-ST")
         report = cls(
             mr=mr,
@@ -224,18 +239,24 @@ class StatusReport(TpduFraming):
             more_messages=not first & 0x04,
             status_report_qualifier=bool(first & 0x20),
         )
-        if not reader.remaining:
-            return report
-        try:
-            return cls._read_tail(reader, report, udhi=bool(first & 0x40))
-        except PduError:
-            # Modems append odd octets after TP-ST (gammu #156, Wavecom): the
-            # mandatory part is what matters, so keep it.
-            return report
+        if reader.remaining:
+            tail_at = reader.pos
+            try:
+                report = cls._read_tail(reader, report, udhi=bool(first & 0x40))
+            except PduError as exc:
+                # Modems append odd octets after TP-ST (gammu #156, Wavecom): the
+                # mandatory part is what matters, so keep it.
+                rest = reader.data[tail_at:]
+                reader.warnings = [w for w in reader.warnings if not w.startswith("TP-PI 0x")]
+                reader.warn(f"{describe_rest(rest)} after TP-ST ignored: not a TP-PI tail ({exc})")
+                reader.pos = len(reader.data)
+        return replace(report, warnings=reader.warnings_tuple())
 
     @classmethod
     def _read_tail(cls, reader: Reader, report: StatusReport, *, udhi: bool) -> StatusReport:
         pi = reader.octet("TP-PI")
+        if pi & PI_RESERVED:
+            reader.warn(f"TP-PI 0x{pi:02X} sets reserved bits: ignored (9.2.3.27)")
         more = pi
         while more & PI_EXTENSION:  # 9.2.3.27: bit 7 announces another TP-PI octet
             more = reader.octet("TP-PI extension")
@@ -243,6 +264,9 @@ class StatusReport(TpduFraming):
         dcs = reader.octet("TP-DCS") if pi & PI_DCS else 0
         text = ""
         ies: tuple[InformationElement, ...] = ()
+        reserved = dcs_reserved(dcs) if pi & PI_DCS else None
+        if reserved:
+            reader.warn(reserved)
         if pi & PI_UDL:
             encoding = dcs_encoding(dcs) if pi & PI_DCS else Encoding.GSM7
             ies, units = decode_user_data(reader, encoding, udhi)

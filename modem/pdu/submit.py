@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modem.errors import PduError
 from modem.pdu.address import Address
-from modem.pdu.fields import Reader, TpduFraming, check_octet, decode_timestamp, encode_timestamp
+from modem.pdu.fields import Reader, TpduFraming, check_octet, encode_timestamp, read_timestamp
 from modem.pdu.udh import (
     Concat,
     Encoding,
     InformationElement,
     coerce_dcs,
     dcs_encoding,
+    dcs_reserved,
     decode_user_data,
     encode_user_data,
     join_concat,
+    pid_reserved,
     split_concat,
     text_to_units,
     units_to_text,
@@ -48,6 +50,8 @@ class Submit(TpduFraming):
     reply_path: bool = False
     validity_absolute: datetime.datetime | None = None  # TP-VPF 11 (9.2.3.12.2)
     validity_enhanced: bytes | None = None  # TP-VPF 01, the raw 7 octets (9.2.3.12.3)
+    # Fields read as unknown when decoding (modem.pdu.tolerance); not part of the message.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dcs", coerce_dcs(self.dcs, self.encoding))
@@ -125,9 +129,13 @@ class Submit(TpduFraming):
         if vpf == VPF_RELATIVE:
             relative = reader.octet("TP-VP")
         elif vpf == VPF_ABSOLUTE:
-            absolute = decode_timestamp(reader.take(7, "TP-VP"))
+            # An unreadable absolute validity period is dropped (the SC's default applies).
+            absolute = read_timestamp(reader, "TP-VP")
         elif vpf == VPF_ENHANCED:
             enhanced = reader.take(7, "TP-VP")
+        for reserved in (pid_reserved(pid), dcs_reserved(dcs)):
+            if reserved:
+                reader.warn(reserved)
         encoding = dcs_encoding(dcs)
         ies, units = decode_user_data(reader, encoding, bool(first & 0x40))
         concat, extra = split_concat(ies)
@@ -148,4 +156,5 @@ class Submit(TpduFraming):
             reply_path=bool(first & 0x80),
             validity_absolute=absolute,
             validity_enhanced=enhanced,
+            warnings=reader.warnings_tuple(),
         )

@@ -150,6 +150,23 @@ def dcs_encoding(dcs: int) -> Encoding:
     return Encoding.GSM7
 
 
+def pid_reserved(pid: int) -> str | None:
+    """Why a TP-PID is a reserved value (TS 23.040 9.2.3.9), or None; the message is read anyway."""
+    if pid >> 6 == 0b10:
+        return f"TP-PID 0x{pid:02X} is reserved (bits 7..6 = 10): ignored"
+    return None
+
+
+def dcs_reserved(dcs: int) -> str | None:
+    """Why a TP-DCS is a reserved coding read as GSM-7 (TS 23.038 clause 4), or None."""
+    group = dcs >> 4
+    if 0x08 <= group <= 0x0B:
+        return f"TP-DCS 0x{dcs:02X} is in a reserved coding group: read as GSM 7-bit"
+    if group <= 0x07 and not dcs & 0x20 and (dcs >> 2) & 0x03 == 0x03:
+        return f"TP-DCS 0x{dcs:02X} names the reserved alphabet 11: read as GSM 7-bit"
+    return None
+
+
 def coerce_dcs(dcs: int, encoding: Encoding) -> int:
     """`dcs` when it selects `encoding`, else the plain TP-DCS for `encoding`."""
     if 0 <= dcs <= 0xFF and dcs_encoding(dcs) is encoding:

@@ -48,7 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first-mr", type=int, default=0, help="first TP-MR handed out")
     parser.add_argument("--seed", type=int, default=None, help="seed for jitter, noise and shuffles")
     parser.add_argument("--fast", action="store_true", help="no delays at all (for scripts and tests)")
+    wording = parser.add_argument_group("answer wording (default: the model's; see modem.simulator.variants)")
+    wording.add_argument(
+        "--cmgr-header",
+        choices=("empty_alpha", "quoted_alpha", "no_alpha", "no_stat", "length_only"),
+        help='+CMGR/+CMGL head: 1,,24 | 1,"",24 | 1,24 | ,,24 | 24',
+    )
+    wording.add_argument("--alpha", help='a phonebook <alpha> in +CMGR/+CMGL heads, e.g. "Smith, J"')
+    wording.add_argument("--empty-read", choices=("cms321", "ok"), help="AT+CMGR on an empty slot")
+    wording.add_argument(
+        "--cmgs-extra", choices=("none", "scts", "ackpdu"), help="what follows <mr> in +CMGS under AT+CSMS=1"
+    )
     return parser
+
+
+def apply_wording(sim: Simulator, args: argparse.Namespace) -> None:
+    """The --cmgr-header/--alpha/--empty-read/--cmgs-extra overrides of the model's wording."""
+    if args.cmgr_header:
+        sim.variants.cmgr_header = args.cmgr_header
+    if args.alpha is not None:
+        sim.variants.alpha = args.alpha
+    if args.empty_read:
+        sim.variants.empty_read = args.empty_read
+    if args.cmgs_extra:
+        sim.variants.cmgs_extra = "" if args.cmgs_extra == "none" else args.cmgs_extra
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -69,6 +92,7 @@ async def run(args: argparse.Namespace) -> None:
         reenumerate_delay_s=0 if fast else 1.0,
         boot_delay_s=0 if fast else 0.5,
     )
+    apply_wording(sim, args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -15,7 +15,10 @@ POST /fault    {"name": "hang", "port": "primary"|"aux"|null}   also: unhang, un
                {"name": "cms_error", "code": 38, "count": 2}, {"name": "registration", "registered": false},
                {"name": "storage_full", "memory": "SM"}, {"name": "noise", "enabled": true},
                {"name": "pin_after_reset", "enabled": true}, {"name": "garbage", "hex": "00FF"},
-               {"name": "drop_prompt", "count": 1}, {"name": "clear"}
+               {"name": "drop_prompt", "count": 1}, {"name": "clear"},
+               {"name": "stray_input", "hex": "0D"} (bytes as if the host wrote them: aborts a
+               Fibocom send), {"name": "variants", "cmgr_header": "no_stat", "alpha": "Smith, J",
+               "empty_read": "ok", "cmgs_extra": "scts"} (see modem.simulator.variants)
 ```
 Example: `curl -s localhost:8025/inject -d '{"sender":"Megafon","text":"Привет 😀"}'`.
 """
@@ -130,10 +133,37 @@ async def apply_fault(sim: Simulator, body: dict[str, Any]) -> None:
         sim.inject_garbage(bytes.fromhex(raw) if raw else None, port or "primary")
     elif name == "drop_prompt":
         sim.drop_prompt(int(body.get("count", 1)))
+    elif name == "stray_input":
+        raw = body.get("hex")
+        sim.stray_input(bytes.fromhex(raw) if raw else b"\r", port or "primary")
+    elif name == "variants":
+        _set_variants(sim, body)
     elif name == "clear":
         sim.clear_faults()
     else:
         raise ControlError(f"unknown fault {name!r}")
+
+
+_VARIANT_CHOICES: dict[str, tuple[str, ...] | None] = {
+    "cmgr_header": ("empty_alpha", "quoted_alpha", "no_alpha", "no_stat", "length_only"),
+    "alpha": None,  # free text
+    "empty_read": ("cms321", "ok"),
+    "cmgs_extra": ("", "scts", "ackpdu"),
+}
+
+
+def _set_variants(sim: Simulator, body: dict[str, Any]) -> None:
+    for key, value in body.items():
+        if key == "name":
+            continue
+        if key not in _VARIANT_CHOICES:
+            raise ControlError(f"unknown variant {key!r}: one of {', '.join(_VARIANT_CHOICES)}")
+        choices = _VARIANT_CHOICES[key]
+        if not isinstance(value, str) or (choices is not None and value not in choices):
+            raise ControlError(
+                f"variant {key!r} must be one of {choices}" if choices else f"{key!r} must be text"
+            )
+        setattr(sim.variants, key, value)
 
 
 async def _json(request: Request) -> dict[str, Any]:

@@ -21,15 +21,17 @@ import inspect
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from modem.errors import PduError, describe
 from modem.pdu import Address, Deliver, Encoding, StatusReport, Submit, decode_pdu
+from modem.pdu.fields import encode_timestamp
 from modem.simulator.network import Network, SubmitRejected, encoding_name
 from modem.simulator.pty import PtyPort, TcpPort
+from modem.simulator.variants import CommandVariants
 
 CTRL_Z = 0x1A
 ESC = 0x1B
@@ -57,7 +59,9 @@ class Kind(enum.Enum):
 class AtFail(Exception):
     """A handler's error result; formatted per AT+CMEE by the session."""
 
-    def __init__(self, kind: Literal["CME", "CMS", "ERROR", "UNKNOWN"], code: int | None = None) -> None:
+    def __init__(
+        self, kind: Literal["CME", "CMS", "CMGS", "ERROR", "UNKNOWN"], code: int | None = None
+    ) -> None:
         super().__init__(f"{kind} {code}")
         self.kind = kind
         self.code = code
@@ -102,6 +106,7 @@ class ModelProfile:
     iccid_commands: tuple[str, ...] = ("+CCID", "+QCCID", "+ICCID")
     unsupported: frozenset[str] = frozenset()
     cms_for_unknown_in_sms: bool = False
+    variants: CommandVariants = field(default_factory=CommandVariants)  # +CMGR/+CMGL/+CMGS wording
 
 
 QUECTEL_EC25 = ModelProfile(
@@ -285,6 +290,16 @@ class _Input:
         self._buf += data
         self._event.set()
 
+    async def wait_any(self) -> None:
+        """Until at least one byte is waiting (nothing is consumed)."""
+        while not self._buf:
+            self._event.clear()
+            await self._event.wait()
+
+    def drop(self, count: int) -> None:
+        """Discard the first `count` waiting bytes."""
+        del self._buf[:count]
+
     def clear(self) -> None:
         self._buf.clear()
 
@@ -377,8 +392,10 @@ def _int(text: str, low: int = 0, high: int = 1 << 30) -> int:
     return value
 
 
-def text_time(when: datetime) -> str:
-    """27.005 text-mode time: yy/MM/dd,hh:mm:ss±zz (zz in quarter hours)."""
+def text_time(when: datetime | None) -> str:
+    """27.005 text-mode time: yy/MM/dd,hh:mm:ss±zz (zz in quarter hours); '' when unknown."""
+    if when is None:
+        return ""
     offset = when.utcoffset()
     quarters = int(offset.total_seconds() // 900) if offset is not None else 0
     sign = "-" if quarters < 0 else "+"
@@ -504,6 +521,8 @@ class FakeModem:
                 kind, code = "CME", 100
             else:
                 return unknown
+        if kind == "CMGS":
+            return f"+CMGS ERROR: {code}"  # Fibocom G510 manual: the form of a failed send
         if kind == "ERROR" or self.cmee == 0:
             return "ERROR"
         if self.cmee == 2 and code is not None:
@@ -982,7 +1001,8 @@ class FakeModem:
     def _format_entry(self, index: int | None, stored: Stored, *, listing: bool) -> list[str]:
         head = f"+CMGL: {index}," if listing else "+CMGR: "
         if self.cmgf == 0:
-            return [f"{head}{stored.stat},,{stored.tpdu_length}", stored.pdu.hex().upper()]
+            fields = self.sim.variants.head(stored.stat, stored.tpdu_length, index=index if listing else None)
+            return [f"{'+CMGL' if listing else '+CMGR'}: {fields}", stored.pdu.hex().upper()]
         stat = STAT_NAMES[stored.stat]
         try:
             message = decode_pdu(stored.pdu, smsc=True)
@@ -1025,6 +1045,8 @@ class FakeModem:
             raise AtFail.cms(321)
         stored = memory.slots.get(index)
         if stored is None:
+            if self.sim.variants.empty_read == "ok":
+                return []
             raise AtFail.cms(321)
         lines = self._format_entry(None, stored, listing=False)
         if stored.stat == REC_UNREAD:
@@ -1090,10 +1112,12 @@ class FakeModem:
             self.write(PROMPT)
         body = bytearray()
         while True:
-            stops = b"\x1a\x1b\r" if text_mode else b"\x1a\x1b"
+            stops = b"\x1a\x1b\r" if text_mode else self.prompt_stops
             data, term = await self._input.read_until(stops)
             if self.echo:
                 self.write(data)
+            if term not in (CTRL_Z, ESC) and not (text_mode and term == ord("\r")):
+                raise self.prompt_aborted(term)
             body += data
             if term == ord("\r"):
                 body += b"\n"
@@ -1159,8 +1183,30 @@ class FakeModem:
             if not send:
                 return []
             submit = self._text_submit(params, body.rstrip(b"\n"))
-        mr = await self.sim.submit(submit)
-        return [f"+CMGS: {mr}"]
+        mr = await self.submit(submit)
+        return [f"+CMGS: {mr}{self._cmgs_extra(submit)}"]
+
+    # Bytes that end PDU input at the "> " prompt: Ctrl-Z sends, ESC cancels (27.005 3.5.1).
+    prompt_stops: ClassVar[bytes] = b"\x1a\x1b"
+
+    def prompt_aborted(self, byte: int) -> AtFail:
+        """The answer when a byte in `prompt_stops` other than Ctrl-Z/ESC ends PDU input."""
+        return AtFail.cms(304)
+
+    async def submit(self, submit: Submit) -> int:
+        """Hand the PDU to the network; a model may race this against the host (Fibocom)."""
+        return await self.sim.submit(submit)
+
+    def _cmgs_extra(self, submit: Submit) -> str:
+        """',"<scts>"' or ',"<ackpdu>"' after the MR under AT+CSMS=1, as the model words it."""
+        extra = self.sim.variants.cmgs_extra
+        if not extra or self.csms != 1:
+            return ""
+        now = datetime.now(self.sim.network.tz).replace(microsecond=0)
+        if extra == "scts":
+            return f',"{text_time(now)}"'
+        # RP-ACK user data: an SMS-SUBMIT-REPORT (23.040 9.2.2.2a) with TP-PI 00 and the SCTS.
+        return f',"0100{encode_timestamp(now).hex().upper()}"'
 
     @handles("+CMGW")
     async def cmd_cmgw(self, kind: Kind, args: str) -> list[str]:
@@ -1371,6 +1417,8 @@ class Simulator:
             self.profile.cds_wrong_memory if cds_wrong_memory is None else cds_wrong_memory
         )
         self._noise_setting = self.profile.noise_default if noise is None else noise
+        self.variants = replace(self.profile.variants)  # the model's wording; tests may change it
+        self.cmgs_aborts = 0  # AT+CMGS sends aborted by a byte from the host (Fibocom)
         self.random = random.Random(seed)  # noqa: S311 - simulated behaviour, not secrets
         self.network = Network(
             smsc=smsc,
@@ -1645,6 +1693,10 @@ class Simulator:
             part = self.network.build_delivers("+4900000000", f"filler {n}")[0]
             storage.put(Stored(REC_READ, part.encode()))
 
+    def stray_input(self, data: bytes = b"\r", port: str = "primary") -> None:
+        """Bytes reach the modem as if the host had written them (a glitch on the host's TX line)."""
+        self._feed(port, data)
+
     def inject_garbage(self, data: bytes | None = None, port: str = "primary") -> None:
         """Line noise on the wire (a brown-out, a baud glitch)."""
         session = self.sessions.get(port)
@@ -1899,6 +1951,8 @@ class Simulator:
                 for role, s in self.sessions.items()
             },
             "faults": self.faults.as_dict(),
+            "variants": asdict(self.variants),
+            "cmgs_aborts": self.cmgs_aborts,
             "held": len(self._held),
             "policy": self.network.default_policy.as_dict(),
             "policies": {n: p.as_dict() for n, p in self.network.policies.items()},

@@ -10,6 +10,8 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import pytest
+
 from modem.simulator import Simulator
 
 from .conftest import SimFactory
@@ -103,3 +105,24 @@ async def test_huawei_noise_and_zero_based_storage(sim_factory: SimFactory, tmp_
     assert "E3372" in out
     assert "noisy but intact" in out
     assert sim.state.storage["SM"].slots.keys() == {0}
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [("fibocom-g510", "G510"), ("zte-k3565", "K3565-Z"), ("telit-le910", "LE910C1-EU")],
+)
+async def test_other_models_identify_send_and_list(
+    sim_factory: SimFactory, tmp_path: Path, model: str, name: str
+) -> None:
+    # Fibocom aborts a send on any stray byte, ZTE floods +ZUSIMR and puts +ZDONR/+ZPASR inside
+    # AT+CMGS and prints no <stat> in +CMGR, Telit quotes the empty <alpha>: Gammu copes with all.
+    sim = await sim_factory(model, noise_interval_s=0.5)
+    await sim.inject(sender="+4917612345678", text=f"hello {model}")
+    out = await run_batch(
+        sim, tmp_path, ["identify", f'sendsms TEXT {DEST} -text "via {model}"', "getallsms"]
+    )
+    assert name in out
+    assert "OK, message reference=" in out, out
+    assert f"hello {model}" in out
+    assert [m.text for m in sim.network.phone(DEST).inbox] == [f"via {model}"]
+    assert sim.cmgs_aborts == 0

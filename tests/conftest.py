@@ -1,0 +1,18 @@
+"""Fixtures for every test directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from modem.pdu import tolerance
+
+
+@pytest.fixture(autouse=True)
+def _pdu_warnings_logged_afresh() -> Iterator[None]:
+    """The decoder logs each kind of tolerated oddity once per hour per process: start each test
+    with a clean memory, so a test that expects the line does not depend on which ran before."""
+    tolerance.forget()
+    yield
+    tolerance.forget()
