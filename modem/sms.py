@@ -235,6 +235,8 @@ class Modem:
         self._runner: asyncio.Task[None] | None = None
         self._timeouts = 0
         self._memory = ""  # current <mem1> of CPMS
+        # One reader of stored memories at a time: CPMS then CMGR/CMGD must not interleave.
+        self._storage_lock = asyncio.Lock()
         self._acknowledge = False  # AT+CSMS=1 took: every routed +CMT/+CDS needs AT+CNMA
         self._cnmi_off = False  # an ack came too late: the modem turned routing off (27.005 +CNMA)
         self._concat_ref = random.randrange(256)  # noqa: S311  (not security, spreads refs across restarts)
@@ -531,6 +533,10 @@ class Modem:
 
     async def sweep(self) -> int:
         """Hand every stored received SMS and status report to the callbacks; delete each after."""
+        async with self._storage_lock:
+            return await self._sweep()
+
+    async def _sweep(self) -> int:
         handled = 0
         memories = [self.profile.storage]
         report_memory = self.profile.report_memory
@@ -765,6 +771,10 @@ class Modem:
             _LOGGER.info("periodic sweep failed (%s); retried later", exc)
 
     async def _take_stored(self, item: _Announced) -> None:
+        async with self._storage_lock:
+            await self._take_announced(item)
+
+    async def _take_announced(self, item: _Announced) -> None:
         sms = await self.read_stored(item.index, item.memory)
         if sms is None:
             if item.announced and item.announced != item.memory:
