@@ -92,21 +92,21 @@ PROFILES: tuple[Profile, ...] = (
         match=("huawei", "e3372", "e17", "k37", "k45", "e353"),
         extra_init=("AT^CURC=0",),  # silence ^RSSI/^HCSQ/^MODE periodic noise
         report_recovery=ReportRecovery.ACKNOWLEDGED,
-        why_recovery="acknowledged: E3372 stick firmware lists no SR memory (+CPMS: (\"SM\",\"ME\"), "
+        why_recovery='acknowledged: E3372 stick firmware lists no SR memory (+CPMS: ("SM","ME"), '
         "gammu at-cpms/brovi-e3372-325), so stored reports have no readable home; +CNMA is supported",
         cnmi=_acknowledged_first(_STORED_CNMI, _NO_REPORTS_CNMI),
     ),
     Profile(
         name="cinterion",
         match=("cinterion", "gemalto", "bgs5", "mc35"),
-        why_recovery="stored: BGS5 takes ds 0/2 only and announces reports correctly as +CDSI: \"SR\",n "
+        why_recovery='stored: BGS5 takes ds 0/2 only and announces reports correctly as +CDSI: "SR",n '
         "(gammu #759)",
         cnmi=("2,1,0,2,1", _NO_REPORTS_CNMI),
     ),
     Profile(
         name="telit",
         match=("telit", "le910", "he910", "me910"),
-        why_recovery="stored: Telit stores reports in SR and announces +CDSI: \"SR\",n (ME910C1 manual); "
+        why_recovery='stored: Telit stores reports in SR and announces +CDSI: "SR",n (ME910C1 manual); '
         "+CNMA (ds=1) remains the fallback",
     ),
 )

@@ -867,9 +867,7 @@ class Modem:
             self._inbox.put_nowait(_Announced(mem, index, report=True))
         else:
             # The model names the wrong memory: read where it really keeps reports.
-            self._inbox.put_nowait(
-                _Announced(self.profile.report_memory, index, report=True, announced=mem)
-            )
+            self._inbox.put_nowait(_Announced(self.profile.report_memory, index, report=True, announced=mem))
 
     def _urc_cmt(self, urc: Urc) -> None:
         self._routed(urc, Deliver)

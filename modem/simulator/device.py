@@ -1785,7 +1785,9 @@ class Simulator:
             self.network.record(
                 "rp_error",
                 self.state.own_number,
-                result=f"no +CNMA: the SC re-sends in {self.sc_retry_s:g} s" if again else "no +CNMA: SC gave up",
+                result=f"no +CNMA: the SC re-sends in {self.sc_retry_s:g} s"
+                if again
+                else "no +CNMA: SC gave up",
             )
             if again:
                 self._after(self.sc_retry_s, redeliver)

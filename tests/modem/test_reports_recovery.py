@@ -51,7 +51,9 @@ async def test_quectel_report_stored_while_dead_is_swept_from_sr_at_start(sim_fa
         await eventually(lambda: sim.state.storage["SR"].used == 0)  # deleted after the callback
 
 
-async def test_quectel_wrong_memory_announcement_reads_sr_and_leaves_sm_alone(sim_factory: SimFactory) -> None:
+async def test_quectel_wrong_memory_announcement_reads_sr_and_leaves_sm_alone(
+    sim_factory: SimFactory,
+) -> None:
     sim = await sim_factory()
     collected = Collected()
     # An unrelated SMS sits in SM:1, the slot +CDSI: "SM",1 will name.
