@@ -237,6 +237,8 @@ class Modem:
         self._memory = ""  # current <mem1> of CPMS
         # One reader of stored memories at a time: CPMS then CMGR/CMGD must not interleave.
         self._storage_lock = asyncio.Lock()
+        # Routed +CMT/+CDS are committed and acked in arrival order: AT+CNMA acks the oldest.
+        self._routed_lock = asyncio.Lock()
         self._acknowledge = False  # AT+CSMS=1 took: every routed +CMT/+CDS needs AT+CNMA
         self._cnmi_off = False  # an ack came too late: the modem turned routing off (27.005 +CNMA)
         self._concat_ref = random.randrange(256)  # noqa: S311  (not security, spreads refs across restarts)
@@ -715,12 +717,13 @@ class Modem:
                 _LOGGER.exception("inbound callback failed; keeping %s:%d on the SIM", sms.memory, sms.index)
                 return False
         elif isinstance(msg, StatusReport):
-            if self._on_status_report is not None:
-                try:
-                    await self._on_status_report(msg)
-                except Exception:
-                    _LOGGER.exception("report callback failed; keeping %s:%d", sms.memory, sms.index)
-                    return False
+            if self._on_status_report is None:
+                return False  # not ours to take (the watchdog's port): the gateway's sweep commits it
+            try:
+                await self._on_status_report(msg)
+            except Exception:
+                _LOGGER.exception("report callback failed; keeping %s:%d", sms.memory, sms.index)
+                return False
         else:
             return False  # a stored SUBMIT (draft/outbox): not ours to delete
         await self.delete_stored(sms.index, sms.memory)
@@ -730,8 +733,9 @@ class Modem:
         """Hand an undecodable PDU to the quarantine callback; True once it is committed (or logged)."""
         where = f"{memory}:{index}" if memory else "routed"
         if self._on_undecodable is None:
-            _LOGGER.warning("undecodable PDU (%s) at %s, no quarantine: %s", reason, where, pdu)
-            return True
+            # Nobody here keeps it (the watchdog's port): left for the gateway, which quarantines it.
+            _LOGGER.info("undecodable PDU (%s) at %s left for the gateway: %s", reason, where, pdu)
+            return False
         try:
             await self._on_undecodable(Undecodable(self.url, memory, index, pdu, reason))
         except Exception:
@@ -795,14 +799,15 @@ class Modem:
     async def _take_routed(self, urc: Urc, kind: type[Deliver] | type[StatusReport]) -> None:
         """Commit one routed +CMT/+CDS, then acknowledge it (AT+CSMS=1): the network re-sends it otherwise."""
         assert urc.pdu is not None  # noqa: S101  (checked by the caller)
-        try:
-            msg = decode_pdu(urc.pdu)
-        except PduError as exc:
-            committed = await self._quarantine("", None, urc.pdu, str(exc))
-        else:
-            committed = await self._hand_over_routed(urc, msg, kind)
-        if self._acknowledge:
-            await self._acknowledge_routed(committed)
+        async with self._routed_lock:
+            try:
+                msg = decode_pdu(urc.pdu)
+            except PduError as exc:
+                committed = await self._quarantine("", None, urc.pdu, str(exc))
+            else:
+                committed = await self._hand_over_routed(urc, msg, kind)
+            if self._acknowledge:
+                await self._acknowledge_routed(committed)
 
     async def _hand_over_routed(
         self, urc: Urc, msg: Deliver | Submit | StatusReport, kind: type[Deliver] | type[StatusReport]
@@ -812,6 +817,8 @@ class Modem:
                 await self._on_status_report(msg)
             elif isinstance(msg, Deliver) and self._on_deliver is not None:
                 await self._on_deliver(msg)
+            elif isinstance(msg, StatusReport | Deliver):
+                return False  # nobody here takes it: RP-ERROR, so the network keeps it for the gateway
             else:
                 _LOGGER.warning("%s carried a %s, expected %s", urc.name, type(msg).__name__, kind.__name__)
         except Exception:

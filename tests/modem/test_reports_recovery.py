@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from modem import Modem, Undecodable
 from modem.pdu import StatusReport
 from modem.simulator import Simulator
@@ -164,3 +166,41 @@ async def test_profiles_name_their_recovery_and_why(tmp_path: Path) -> None:
 
     for profile in (profiles.GENERIC, *profiles.PROFILES):
         assert profile.why_recovery.startswith(profile.report_recovery.value), profile.name
+
+
+async def test_a_port_without_callbacks_leaves_reports_and_undecodables_for_the_gateway(
+    sim_factory: SimFactory,
+) -> None:
+    """The watchdog opens the modem with no callbacks: its sweep must not delete what the gateway needs."""
+    sim = await sim_factory()
+    mr = await _send_while_dead(sim, "for the gateway")
+    sim.inject_pdu(TRUNCATED_DELIVER)
+    watchdog_side = Modem(str(sim.primary_path))
+    await watchdog_side.start()
+    try:
+        await watchdog_side.wait_ready(10)
+        assert await watchdog_side.sweep() == 0
+    finally:
+        await watchdog_side.stop()
+    assert (sim.state.storage["SR"].used, sim.state.storage["SM"].used) == (1, 1)
+    collected, quarantine = Collected(), Quarantine()
+    async with running(sim, collected, on_undecodable=quarantine):
+        await eventually(lambda: any(r.mr == mr for r in collected.reports) and len(quarantine.items) == 1)
+
+
+async def test_a_report_stored_during_a_freeze_is_found_by_the_quiet_sweep(
+    sim_factory: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modem import sms  # noqa: PLC0415
+
+    monkeypatch.setattr(sms, "QUIET_SWEEP_S", 0.3)  # 60 s in service; the mechanism is the same
+    sim = await sim_factory(report_delay_s=0.2)
+    collected = Collected()
+    # A sweep that meets the frozen port times out (command_timeout_s) and is tried again later.
+    async with running(sim, collected, command_timeout_s=0.5) as modem:
+        (sub,) = await modem.send_text(PHONE, "report during a freeze")
+        sim.hang()  # the +CDSI is lost in the frozen port; the report waits in SR
+        await eventually(lambda: sim.state.storage["SR"].used == 1)
+        sim.unhang()
+        await eventually(lambda: any(r.mr == sub.mr for r in collected.reports), timeout_s=10)
+        await eventually(lambda: sim.state.storage["SR"].used == 0)
