@@ -38,6 +38,8 @@ SIM_BUSY_WAIT_S = 10.0
 # With nothing announced for this long, stored memories are swept again: an announcement
 # (+CMTI/+CDSI) lost in a frozen or garbled port must not leave a report in the modem.
 QUIET_SWEEP_S = 60.0
+# At most this many routed messages a dead gateway never acked are refused at (re)open.
+UNSEEN_ACKS_MAX = 20
 
 
 class ModemState(enum.StrEnum):
@@ -681,6 +683,8 @@ class Modem:
                 else "none"
             )
             self._cnmi_off = False
+            if self._acknowledge:
+                await self._reject_unseen()
             _LOGGER.info(
                 "status reports %s (CNMI=%s): %s",
                 self.info.report_recovery,
@@ -843,6 +847,20 @@ class Modem:
         except ModemError as exc:
             _LOGGER.warning("%s failed (%s); the network re-sends the message", command, exc)
             self._cnmi_off = True
+
+    async def _reject_unseen(self) -> None:
+        """RP-ERROR every routed message still waiting for an ack from before this (re)open.
+
+        It was written to a port nobody read (a dead gateway): refusing it now makes the
+        network keep it and send it again, and keeps routing on; left alone, its ack timer
+        would expire later and the modem would turn routing off under our feet.
+        """
+        for _ in range(UNSEEN_ACKS_MAX):
+            try:
+                await self.command("AT+CNMA=2")
+            except AtError:
+                return  # 340: nothing (more) waits for an ack
+        _LOGGER.warning("the modem still expects acknowledgements after %d refusals", UNSEEN_ACKS_MAX)
 
     async def _restore_routing(self) -> None:
         """Re-apply CNMI when the modem dropped routing (a missed +CNMA sets mt=ds=0)."""

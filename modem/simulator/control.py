@@ -15,7 +15,8 @@ POST /fault    {"name": "hang", "port": "primary"|"aux"|null}   also: unhang, un
                {"name": "cms_error", "code": 38, "count": 2}, {"name": "registration", "registered": false},
                {"name": "storage_full", "memory": "SM"}, {"name": "noise", "enabled": true},
                {"name": "pin_after_reset", "enabled": true}, {"name": "garbage", "hex": "00FF"},
-               {"name": "drop_prompt", "count": 1}, {"name": "clear"}
+               {"name": "drop_prompt", "count": 1}, {"name": "clear"},
+               {"name": "pdu", "hex": "0791…", "report": false} (a raw PDU, even an undecodable one)
 ```
 Example: `curl -s localhost:8025/inject -d '{"sender":"Megafon","text":"Привет 😀"}'`.
 """
@@ -130,6 +131,11 @@ async def apply_fault(sim: Simulator, body: dict[str, Any]) -> None:
         sim.inject_garbage(bytes.fromhex(raw) if raw else None, port or "primary")
     elif name == "drop_prompt":
         sim.drop_prompt(int(body.get("count", 1)))
+    elif name == "pdu":
+        try:
+            sim.inject_pdu(bytes.fromhex(str(body.get("hex", ""))), report=bool(body.get("report", False)))
+        except (ValueError, IndexError) as exc:
+            raise ControlError(f"pdu needs hex of at least one octet: {exc}") from exc
     elif name == "clear":
         sim.clear_faults()
     else:

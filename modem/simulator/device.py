@@ -1812,6 +1812,8 @@ class Simulator:
         stored and announced, or routed, per the session's +CNMI. For PDUs no decoder can read.
         """
         raw = bytes.fromhex(pdu) if isinstance(pdu, str) else pdu
+        if not raw:
+            raise ValueError("a PDU has at least its SMSC length octet")
         self.network.record("inject_pdu", self.state.own_number, result=raw.hex().upper())
         item = RawPdu(raw, report)
         return self.deliver_report(item) if report else self.deliver_inbound(item)

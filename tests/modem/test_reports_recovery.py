@@ -98,6 +98,21 @@ async def test_sim800_report_routed_while_dead_is_sent_again_by_the_network(sim_
     assert any(e.kind == "retransmit" for e in sim.network.log)
 
 
+async def test_a_gateway_back_before_the_ack_timeout_refuses_what_it_never_saw(
+    sim_factory: SimFactory,
+) -> None:
+    # The report was routed to the dead gateway; the network still waits for its ack (TR2M).
+    sim = await sim_factory("sim800", cnma_timeout_s=10.0, sc_retry_s=0.1)
+    mr = await _send_while_dead(sim, "back in time")
+    assert sim.sessions["primary"]._unacked
+    collected = Collected()
+    async with running(sim, collected):
+        # AT+CNMA=2 at start: RP-ERROR now, re-sent soon, and routing never turned off.
+        await eventually(lambda: any(r.mr == mr for r in collected.reports))
+        assert sim.sessions["primary"].cnmi[3] == 1
+        await eventually(lambda: not sim.sessions["primary"]._unacked)
+
+
 async def test_a_late_acknowledgement_turns_routing_on_again(sim_factory: SimFactory) -> None:
     sim = await sim_factory("sim800", cnma_timeout_s=0.05, sc_retry_s=0.2)
     collected = Collected()

@@ -538,6 +538,10 @@ async def test_control_interface(simulator: Simulator, port: RawPort) -> None:
         assert [e["kind"] for e in log if e["kind"] in ("inject", "submit")] == ["inject", "submit"]
         assert (await http.get(f"/phones/{DEST}/inbox")).json() == []
         assert (await http.post("/fault", json={"name": "nope"})).status_code == 400
+        r = await http.post("/fault", json={"name": "pdu", "hex": "0006D60B9113", "report": True})
+        assert r.status_code == 200
+        assert r.json()["sim"]["storage"]["SR"]["used"] == 0  # CNMI ds=0 on this port: not kept
+        assert (await http.post("/fault", json={"name": "pdu", "hex": "zz"})).status_code == 400
         state = (await http.get("/state")).json()
         assert state["sim"]["next_mr"] == 1
 

@@ -89,9 +89,9 @@ async def test_kill_9_during_a_drain_loses_neither_messages_nor_reports(tmp_path
         "submit_latency_s": 0.01,
         "report_delay_s": REPORT_DELAY_S,
         "report_jitter_s": REPORT_JITTER_S,
-        # The network waits for AT+CNMA about as long as a real one (TR2M is 12-20 s, 24.011)
-        # shortened, and re-sends after RP-ERROR a little later: CSMS=1 models only.
-        "cnma_timeout_s": 3.0,
+        # The network waits for AT+CNMA as long as a real one (TR2M, 12 s at least: 24.011)
+        # and re-sends 2 s after an RP-ERROR (real SCs wait minutes): CSMS=1 models only.
+        "cnma_timeout_s": 12.0,
         "sc_retry_s": 2.0,
         "cnma_retries": 10,
     }
