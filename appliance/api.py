@@ -39,6 +39,7 @@ from appliance.store import (
     StorageFull,
     Store,
     inbound_payload,
+    quarantine_payload,
     rfc3339,
 )
 from appliance.validation import ApiError
@@ -82,6 +83,7 @@ def create_app(
         Route("/api/v1/inbound", api.list_inbound, methods=["GET"]),
         Route("/api/v1/status", api.status, methods=["GET"]),
         Route("/api/v1/audit", api.list_audit, methods=["GET"]),
+        Route("/api/v1/quarantine", api.list_quarantine, methods=["GET"]),
         *alertmanager.routes(store, config, gateway, api.metrics, min_free_bytes),
         *twilio.routes(store, config, gateway, api.metrics, min_free_bytes),
         *openapi.routes(),
@@ -337,6 +339,17 @@ class _Api:
         page = rows[:limit]
         next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
         return JSONResponse({"events": [audit_payload(e) for e in page], "next_cursor": next_cursor})
+    async def list_quarantine(self, request: Request) -> Response:
+        """PDUs no decoder could read, newest first: raw hex, port, memory and index (admin)."""
+        await auth.require(request, self.store, "admin")
+        q = request.query_params
+        validation.check_query(q.keys(), ("limit", "cursor"))
+        limit = validation.parse_limit(q.get("limit"))
+        before = validation.decode_cursor(q.get("cursor"))
+        rows = await self.store.list_quarantine(limit=limit + 1, before_seq=before)
+        page = rows[:limit]
+        next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
+        return JSONResponse({"items": [quarantine_payload(r) for r in page], "next_cursor": next_cursor})
 
     async def status(self, request: Request) -> Response:
         await auth.require(request, self.store, "read")

@@ -112,6 +112,7 @@ class Gateway:
                     else None,
                     "signal": {"dbm": sig.dbm, "bars": sig.bars} if sig else None,
                     "storage": {"memory": sto.memory, "used": sto.used, "total": sto.total} if sto else None,
+                    "report_recovery": info.report_recovery,
                     "last_error": info.last_error,
                     "reopens": info.reopens,
                     "resets": info.resets,
@@ -283,6 +284,7 @@ class Gateway:
                 pin=cfg.pin,
                 on_deliver=receiver.on_deliver,
                 on_status_report=receiver.on_report,
+                on_undecodable=receiver.on_undecodable,
                 command_timeout_s=cfg.command_timeout_s,
                 submit_timeout_s=cfg.submit_timeout_s,
             )

@@ -22,6 +22,7 @@ from pathlib import Path
 from appliance.config import InboundConfig
 from appliance.metrics import Metrics
 from appliance.store import Store
+from modem import Undecodable
 from modem.pdu import Deliver, Encoding, StatusReport
 from modem.pdu.udh import units_to_text
 from watchdog.commands import KEY_BYTES, load_key, seal
@@ -105,3 +106,13 @@ class Receiver:
             _LOGGER.info(
                 "status report MR %d from %s: no part yet (kept for matching)", report.mr, self.modem_name
             )
+
+    async def on_undecodable(self, item: Undecodable) -> None:
+        """Commit a PDU no decoder could read; the modem deletes it from its memory only after this."""
+        kept = await self.store.quarantine(
+            port=item.port, memory=item.memory, index=item.index, pdu=item.pdu, reason=item.reason
+        )
+        where = f"{item.memory}:{item.index}" if item.memory else "routed"
+        _LOGGER.warning(
+            "quarantined %s from %s (%s, %s): %s", kept.id, self.modem_name, where, item.reason, item.pdu
+        )

@@ -125,6 +125,16 @@ class _StatusCollector(Collector):
             "Parts whose outcome was unknown after a crash (maybe sent twice).",
             value=queue["ambiguous_total"],
         )
+        yield CounterMetricFamily(
+            "smsgw_reports_lost",
+            "Messages that became final without their status report (report_timeout): reports lost.",
+            value=queue.get("reports_lost_total", 0),
+        )
+        yield CounterMetricFamily(
+            "smsgw_quarantined_pdus",
+            "Undecodable PDUs committed to the quarantine before the modem deleted them.",
+            value=queue.get("quarantined_total", 0),
+        )
         yield GaugeMetricFamily(
             "smsgw_webhook_backlog", "Webhook deliveries waiting.", value=doc["webhooks"]["backlog"]
         )

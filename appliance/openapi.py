@@ -162,6 +162,27 @@ SCHEMAS: dict[str, Any] = {
             "next_cursor": {"type": ["string", "null"]},
         },
     },
+    "Quarantined": {
+        "type": "object",
+        "required": ["id", "at", "port", "memory", "index", "pdu", "reason"],
+        "properties": {
+            "id": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "port": {"type": "string", "description": "the modem's port"},
+            "memory": {"type": "string", "description": "SM, SR, ME...; empty for a routed +CMT/+CDS"},
+            "index": {"type": ["integer", "null"], "description": "null for a routed PDU"},
+            "pdu": {"type": "string", "description": "the raw hex as the modem gave it"},
+            "reason": {"type": "string", "description": "why the decoder refused it"},
+        },
+    },
+    "QuarantineList": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("Quarantined")},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
     "Status": {
         "type": "object",
         "required": ["gateway", "verdict", "modems", "queue"],
@@ -319,6 +340,13 @@ PATHS: dict[str, Any] = {
                 {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
                 *_PAGE,
             ],
+        )
+    },
+    "/api/v1/quarantine": {
+        "get": _op(
+            "Undecodable PDUs kept before the modem deleted them, newest first (admin)",
+            {"200": _json(_ref("QuarantineList"), "A page of quarantined PDUs")},
+            parameters=_PAGE,
         )
     },
     "/api/v1/alertmanager": {

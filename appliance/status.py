@@ -125,6 +125,11 @@ async def build_status(
             "by_status": by_status,
             "oldest_age_s": None if oldest_age_s is None else round(oldest_age_s, 3),
             "ambiguous_total": stats.ambiguous_total,
+            # Final as `sent` because their status report never came (report_timeout).
+            "reports_lost_total": stats.reports_lost_total,
+            # Undecodable PDUs kept by GET /api/v1/quarantine (received, never queued: counted here
+            # so the status document keeps its sections).
+            "quarantined_total": stats.quarantined_total,
         },
         "throughput": {
             "last_sent_at": rfc3339(stats.last_sent_at),

@@ -243,6 +243,20 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_at ON audit(at);
     """,
+    # 6 (issue 10, quarantine): PDUs no decoder could read, kept before the modem deletes them
+    """
+    CREATE TABLE quarantine (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        at REAL NOT NULL,
+        port TEXT NOT NULL,
+        memory TEXT NOT NULL,
+        idx INTEGER,
+        pdu TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX quarantine_slot ON quarantine(port, memory, idx, pdu);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -515,6 +529,22 @@ class Stats:
     oldest_queued_at: float | None = None
     last_sent_at: float | None = None
     ambiguous_total: int = 0
+    reports_lost_total: int = 0  # messages that became final without their status report
+    quarantined_total: int = 0  # undecodable PDUs kept in the quarantine table
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An undecodable PDU, as the modem gave it, with where it was found."""
+
+    seq: int
+    id: str
+    at: float
+    port: str
+    memory: str
+    index: int | None
+    pdu: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -1383,8 +1413,14 @@ class Store:
                     "report_timeout",
                     None,
                     None,
-                    f"no delivery report within {timeout_s / 3600:g} h: final as sent, delivery unconfirmed",
+                    f"status report lost: none within {timeout_s / 3600:g} h; final as sent, delivery unconfirmed",
                     now,
+                )
+            if rows:
+                await db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('reports_lost', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (len(rows),),
                 )
             await db.execute("DELETE FROM unmatched_reports WHERE received_at < ?", (now - 7 * 86400,))
             return len(rows)
@@ -1878,7 +1914,36 @@ class Store:
         stats.last_sent_at = None if row is None or row["t"] is None else float(row["t"])
         row = await _one(self.rdb, "SELECT value FROM counters WHERE name = 'ambiguous_parts'", ())
         stats.ambiguous_total = int(row["value"]) if row else 0
+        row = await _one(self.rdb, "SELECT value FROM counters WHERE name = 'reports_lost'", ())
+        stats.reports_lost_total = int(row["value"]) if row else 0
+        row = await _one(self.rdb, "SELECT count(*) AS n FROM quarantine", ())
+        stats.quarantined_total = int(row["n"]) if row else 0
         return stats
+
+    # -------------------------------------------------------------- quarantine
+    async def quarantine(
+        self, *, port: str, memory: str, index: int | None, pdu: str, reason: str, at: float | None = None
+    ) -> Quarantined:
+        """Keep an undecodable PDU (committed before the modem deletes it); the same slot twice is one row."""
+        now = time.time() if at is None else at
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO quarantine (id, at, port, memory, idx, pdu, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (new_id("pdu"), now, port, memory, index, pdu, reason),
+            )
+            row = await _one(
+                db,
+                "SELECT * FROM quarantine WHERE port = ? AND memory = ? AND idx IS ? AND pdu = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (port, memory, index, pdu),
+            )
+        assert row is not None  # noqa: S101
+        return _quarantined(row)
+
+    async def list_quarantine(self, *, limit: int = 50, before_seq: int | None = None) -> list[Quarantined]:
+        sql, args = _page_query("quarantine", [("seq < ?", before_seq)], limit)
+        return [_quarantined(r) for r in await _all(self.rdb, sql, args)]
 
     async def purge_bodies(self, retention_days: int, idempotency_hours: int) -> int:
         """Data minimisation: bodies of final messages after retention; metadata and events stay."""
@@ -2259,6 +2324,32 @@ def status_payload(msg: Message) -> dict[str, Any]:
         "sent_at": _rfc3339(msg.sent_at),
         "delivered_at": _rfc3339(msg.delivered_at),
         "metadata": msg.metadata,
+    }
+
+
+def _quarantined(r: sqlite3.Row) -> Quarantined:
+    return Quarantined(
+        seq=r["seq"],
+        id=r["id"],
+        at=r["at"],
+        port=r["port"],
+        memory=r["memory"],
+        index=r["idx"],
+        pdu=r["pdu"],
+        reason=r["reason"],
+    )
+
+
+def quarantine_payload(item: Quarantined) -> dict[str, Any]:
+    """The API's quarantine item."""
+    return {
+        "id": item.id,
+        "at": _rfc3339(item.at),
+        "port": item.port,
+        "memory": item.memory,
+        "index": item.index,
+        "pdu": item.pdu,
+        "reason": item.reason,
     }
 
 

@@ -60,6 +60,7 @@ FRAGMENT_HEADER = "x-smsgw-fragment"
 MAX_FORM_BYTES = 16384  # a test SMS of 1600 characters, percent-encoded, fits
 PAGE_ROWS = 50  # newest messages shown per list; filters narrow them
 RECENT_EVENTS = 5000  # diagnostics scan at most this many newest events for errors
+QUARANTINE_SHOWN = 20  # newest quarantined PDUs on /modem; GET /api/v1/quarantine has them all
 _ERROR_KINDS = ("retry", "failed", "outcome_unknown", "released")
 _CODE = re.compile(r"\b(cms|cme)_(\d+)\b", re.IGNORECASE)
 _NOTICES = {
@@ -200,6 +201,7 @@ class Web:
         context = {
             "doc": doc,
             "errors": await self._recent_errors(),
+            "quarantine": await self.store.list_quarantine(limit=QUARANTINE_SHOWN),
             "can_reset": hasattr(self.gateway, "reset_modem"),
         }
         return self._render(request, session, "modem.html", context)

@@ -28,6 +28,8 @@ from modem.sms import (
     Storage,
     StoredSms,
     Submitted,
+    Undecodable,
+    UndecodableCallback,
     same_subscriber,
 )
 
@@ -50,6 +52,8 @@ __all__ = [
     "StoredSms",
     "Submitted",
     "TransportError",
+    "Undecodable",
+    "UndecodableCallback",
     "UnexpectedResponse",
     "same_subscriber",
 ]

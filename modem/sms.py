@@ -35,6 +35,11 @@ TIMEOUTS_BEFORE_REOPEN = 2
 RESET_SETTLE_S = 5.0
 # SIM busy right after boot or PIN entry: retry for this long (ZTE needs ~2 s steps).
 SIM_BUSY_WAIT_S = 10.0
+# With nothing announced for this long, stored memories are swept again: an announcement
+# (+CMTI/+CDSI) lost in a frozen or garbled port must not leave a report in the modem.
+QUIET_SWEEP_S = 60.0
+# At most this many routed messages a dead gateway never acked are refused at (re)open.
+UNSEEN_ACKS_MAX = 20
 
 
 class ModemState(enum.StrEnum):
@@ -131,7 +136,29 @@ class StoredSms:
     index: int
     status: int | None
     pdu: str
-    message: Deliver | Submit | StatusReport | None  # None: undecodable, logged
+    message: Deliver | Submit | StatusReport | None  # None: undecodable, see error
+    error: str = ""  # why the PDU could not be decoded
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A PDU the decoder refused, handed over for quarantine before the modem forgets it."""
+
+    port: str  # the modem's url
+    memory: str  # "SM"/"SR"/"ME"...; "" for a routed +CMT/+CDS
+    index: int | None  # None when routed
+    pdu: str  # the raw hex as the modem gave it
+    reason: str  # the PduError text
+
+
+@dataclass(frozen=True)
+class _Announced:
+    """One +CMTI/+CDSI to act on: where we read it (not always where the URC said)."""
+
+    memory: str
+    index: int
+    report: bool = False  # from +CDSI: the slot must hold a status report to be taken
+    announced: str = ""  # the memory the URC named, when we read elsewhere (Quectel)
 
 
 class SendError(ModemError):
@@ -145,6 +172,7 @@ class SendError(ModemError):
 
 DeliverCallback = Callable[[Deliver], Awaitable[None]]
 ReportCallback = Callable[[StatusReport], Awaitable[None]]
+UndecodableCallback = Callable[[Undecodable], Awaitable[None]]
 
 
 @dataclass
@@ -159,6 +187,7 @@ class ModemInfo:
     signal: Signal | None = None
     storage: Storage | None = None
     cnmi: str = ""
+    report_recovery: str = ""  # "stored", "acknowledged" or "none" (see modem.profiles)
     profile: str = ""
     resets: int = 0
     reopens: int = 0
@@ -176,6 +205,7 @@ class Modem:
         pin: str = "",
         on_deliver: DeliverCallback | None = None,
         on_status_report: ReportCallback | None = None,
+        on_undecodable: UndecodableCallback | None = None,
         command_timeout_s: float = DEFAULT_TIMEOUT_S,
         submit_timeout_s: float | None = None,
     ) -> None:
@@ -187,6 +217,7 @@ class Modem:
         self.state_changed = asyncio.Condition()
         self._on_deliver = on_deliver
         self._on_status_report = on_status_report
+        self._on_undecodable = on_undecodable
         self._command_timeout_s = command_timeout_s
         self._submit_timeout_s = submit_timeout_s
         self.profile = profiles.GENERIC
@@ -201,11 +232,17 @@ class Modem:
         self._engine.on_urc("RDY", self._urc_reset)
         self._engine.on_urc("^SYSSTART", self._urc_reset)
         self._engine.on_urc("", self._urc_other)
-        self._inbox: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[_Announced] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._timeouts = 0
         self._memory = ""  # current <mem1> of CPMS
+        # One reader of stored memories at a time: CPMS then CMGR/CMGD must not interleave.
+        self._storage_lock = asyncio.Lock()
+        # Routed +CMT/+CDS are committed and acked in arrival order: AT+CNMA acks the oldest.
+        self._routed_lock = asyncio.Lock()
+        self._acknowledge = False  # AT+CSMS=1 took: every routed +CMT/+CDS needs AT+CNMA
+        self._cnmi_off = False  # an ack came too late: the modem turned routing off (27.005 +CNMA)
         self._concat_ref = random.randrange(256)  # noqa: S311  (not security, spreads refs across restarts)
         self.sent_parts = 0
 
@@ -495,12 +532,17 @@ class Modem:
 
     async def sweep(self) -> int:
         """Hand every stored received SMS and status report to the callbacks; delete each after."""
+        async with self._storage_lock:
+            return await self._sweep()
+
+    async def _sweep(self) -> int:
         handled = 0
         memories = [self.profile.storage]
-        if "SR" not in memories:
+        report_memory = self.profile.report_memory
+        if report_memory not in memories:
             with contextlib.suppress(AtError):
-                await self.select_memory("SR")
-                memories.append("SR")
+                await self.select_memory(report_memory)
+                memories.append(report_memory)
         for memory in memories:
             try:
                 stored = await self.list_stored(memory)
@@ -609,13 +651,43 @@ class Modem:
             return
 
     async def _choose_cnmi(self) -> None:
+        """The profile's first accepted CNMI; a routed one (ds=1) with AT+CSMS=1 so reports are acked."""
+        self._acknowledge = False
         for value in self.profile.cnmi:
+            routed_reports = value.split(",")[3:4] == ["1"]
+            if routed_reports:
+                try:
+                    await self.command("AT+CSMS=1")
+                    self._acknowledge = True
+                except AtError:
+                    self._acknowledge = False  # phase 2 only: a report routed to nobody is lost
             try:
                 await self.command(f"AT+CNMI={value}")
             except AtError:
+                if self._acknowledge:
+                    self._acknowledge = False
+                    with contextlib.suppress(AtError):
+                        await self.command("AT+CSMS=0")
                 continue
             self.info.cnmi = value
+            self.info.report_recovery = (
+                "acknowledged"
+                if self._acknowledge
+                else "stored"
+                if value.split(",")[3:4] == ["2"]
+                else "none"
+            )
+            self._cnmi_off = False
+            if self._acknowledge:
+                await self._reject_unseen()
+            _LOGGER.info(
+                "status reports %s (CNMI=%s): %s",
+                self.info.report_recovery,
+                value,
+                self.profile.why_recovery or "profile default",
+            )
             return
+        self.info.report_recovery = "none"
         _LOGGER.warning("modem accepted no CNMI setting: received SMS are found only by sweeps")
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -632,8 +704,9 @@ class Modem:
         """Give a stored message to its callback, then delete it; False when kept."""
         msg = sms.message
         if msg is None:
-            # Undecodable: keep a copy in the log, then free the slot so storage cannot fill.
-            _LOGGER.warning("deleting undecodable stored PDU %s:%d %s", sms.memory, sms.index, sms.pdu)
+            # Undecodable: quarantined (committed) first, then the slot is freed so memory cannot fill.
+            if not await self._quarantine(sms.memory, sms.index, sms.pdu, sms.error):
+                return False
         elif isinstance(msg, Deliver):
             if self._on_deliver is None:
                 return False
@@ -643,48 +716,178 @@ class Modem:
                 _LOGGER.exception("inbound callback failed; keeping %s:%d on the SIM", sms.memory, sms.index)
                 return False
         elif isinstance(msg, StatusReport):
-            if self._on_status_report is not None:
-                try:
-                    await self._on_status_report(msg)
-                except Exception:
-                    _LOGGER.exception("report callback failed; keeping %s:%d", sms.memory, sms.index)
-                    return False
+            if self._on_status_report is None:
+                return False  # not ours to take (the watchdog's port): the gateway's sweep commits it
+            try:
+                await self._on_status_report(msg)
+            except Exception:
+                _LOGGER.exception("report callback failed; keeping %s:%d", sms.memory, sms.index)
+                return False
         else:
             return False  # a stored SUBMIT (draft/outbox): not ours to delete
         await self.delete_stored(sms.index, sms.memory)
         return True
 
+    async def _quarantine(self, memory: str, index: int | None, pdu: str, reason: str) -> bool:
+        """Hand an undecodable PDU to the quarantine callback; True once it is committed (or logged)."""
+        where = f"{memory}:{index}" if memory else "routed"
+        if self._on_undecodable is None:
+            # Nobody here keeps it (the watchdog's port): left for the gateway, which quarantines it.
+            _LOGGER.info("undecodable PDU (%s) at %s left for the gateway: %s", reason, where, pdu)
+            return False
+        try:
+            await self._on_undecodable(Undecodable(self.url, memory, index, pdu, reason))
+        except Exception:
+            _LOGGER.exception("quarantine failed; keeping the undecodable PDU at %s", where)
+            return False
+        _LOGGER.warning("quarantined an undecodable PDU from %s (%s)", where, reason)
+        return True
+
     async def _inbound_worker(self) -> None:
-        """Read, hand over and delete messages announced by +CMTI/+CDSI, one at a time."""
+        """Read, hand over and delete messages announced by +CMTI/+CDSI, one at a time.
+
+        When nothing was announced for QUIET_SWEEP_S, sweep anyway: an announcement lost in a
+        frozen port must not leave a report or an SMS behind until the next reconnect.
+        """
         while True:
-            memory, index = await self._inbox.get()
+            try:
+                async with asyncio.timeout(QUIET_SWEEP_S):
+                    item = await self._inbox.get()
+            except TimeoutError:
+                if self.ready.is_set():
+                    await self._quiet_check()
+                continue
             try:
                 await self.ready.wait()
-                await self._take_stored(memory, index)
+                await self._take_stored(item)
             except (ModemError, ValueError) as exc:
-                _LOGGER.warning("reading %s:%d failed (%s); the next sweep retries", memory, index, exc)
+                _LOGGER.warning(
+                    "reading %s:%d failed (%s); the next sweep retries", item.memory, item.index, exc
+                )
 
-    async def _take_stored(self, memory: str, index: int) -> None:
-        candidates = [memory] if memory != "SR-ANNOUNCED" else list(self.profile.report_memory_fallback)
-        for mem in candidates:
-            sms = await self.read_stored(index, mem)
+    async def _quiet_check(self) -> None:
+        try:
+            if self._acknowledge:
+                await self._restore_routing()
+            await self.sweep()
+        except ModemError as exc:
+            _LOGGER.info("periodic sweep failed (%s); retried later", exc)
+
+    async def _take_stored(self, item: _Announced) -> None:
+        async with self._storage_lock:
+            await self._take_announced(item)
+
+    async def _take_announced(self, item: _Announced) -> None:
+        sms = await self.read_stored(item.index, item.memory)
+        if sms is None:
+            if item.announced and item.announced != item.memory:
+                # Announced in one memory, absent from the one the model really uses: the
+                # announced slot may hold an unrelated SMS (Quectel), never taken as a report.
+                sms = await self.read_stored(item.index, item.announced)
+                if sms is not None and not isinstance(sms.message, StatusReport):
+                    return
             if sms is None:
-                continue
-            if memory == "SR-ANNOUNCED" and not isinstance(sms.message, StatusReport):
-                continue  # Quectel: wrong memory announced; this slot holds something else
-            await self._handle_stored(sms)
+                return
+        if item.report and sms.message is not None and not isinstance(sms.message, StatusReport):
+            _LOGGER.info(
+                "+CDSI named %s:%d, which holds no status report; left alone", item.memory, item.index
+            )
             return
+        await self._handle_stored(sms)
+
+    async def _take_routed(self, urc: Urc, kind: type[Deliver] | type[StatusReport]) -> None:
+        """Commit one routed +CMT/+CDS, then acknowledge it (AT+CSMS=1): the network re-sends it otherwise."""
+        assert urc.pdu is not None  # noqa: S101  (checked by the caller)
+        async with self._routed_lock:
+            try:
+                msg = decode_pdu(urc.pdu)
+            except PduError as exc:
+                committed = await self._quarantine("", None, urc.pdu, str(exc))
+            else:
+                committed = await self._hand_over_routed(urc, msg, kind)
+            if self._acknowledge:
+                await self._acknowledge_routed(committed)
+
+    async def _hand_over_routed(
+        self, urc: Urc, msg: Deliver | Submit | StatusReport, kind: type[Deliver] | type[StatusReport]
+    ) -> bool:
+        try:
+            if isinstance(msg, StatusReport) and self._on_status_report is not None:
+                await self._on_status_report(msg)
+            elif isinstance(msg, Deliver) and self._on_deliver is not None:
+                await self._on_deliver(msg)
+            elif isinstance(msg, StatusReport | Deliver):
+                return False  # nobody here takes it: RP-ERROR, so the network keeps it for the gateway
+            else:
+                _LOGGER.warning("%s carried a %s, expected %s", urc.name, type(msg).__name__, kind.__name__)
+        except Exception:
+            _LOGGER.exception("callback for a routed %s failed", urc.name)
+            return False
+        return True
+
+    async def _acknowledge_routed(self, committed: bool) -> None:
+        # RP-ACK once committed; RP-ERROR (AT+CNMA=2) otherwise, so the network keeps it and re-sends.
+        command = "AT+CNMA" if committed else "AT+CNMA=2"
+        try:
+            await self.command(command)
+        except CmsError as exc:
+            if exc.code != 340:
+                _LOGGER.warning("%s refused: %s", command, exc)
+                return
+            # 340: no ack expected any more. We were too late: the modem sent RP-ERROR (the
+            # network re-sends the message) and turned routing off; turn it on again.
+            _LOGGER.warning("acknowledgement came too late; the network re-sends; routing restored")
+            self._cnmi_off = True
+            await self._restore_routing()
+        except ModemError as exc:
+            _LOGGER.warning("%s failed (%s); the network re-sends the message", command, exc)
+            self._cnmi_off = True
+
+    async def _reject_unseen(self) -> None:
+        """RP-ERROR every routed message still waiting for an ack from before this (re)open.
+
+        It was written to a port nobody read (a dead gateway): refusing it now makes the
+        network keep it and send it again, and keeps routing on; left alone, its ack timer
+        would expire later and the modem would turn routing off under our feet.
+        """
+        for _ in range(UNSEEN_ACKS_MAX):
+            try:
+                await self.command("AT+CNMA=2")
+            except AtError:
+                return  # 340: nothing (more) waits for an ack
+        _LOGGER.warning("the modem still expects acknowledgements after %d refusals", UNSEEN_ACKS_MAX)
+
+    async def _restore_routing(self) -> None:
+        """Re-apply CNMI when the modem dropped routing (a missed +CNMA sets mt=ds=0)."""
+        if not self.info.cnmi:
+            return
+        if not self._cnmi_off:
+            try:
+                current = (await self.command("AT+CNMI?")).first("+CNMI:")
+            except (AtError, ValueError):
+                return
+            self._cnmi_off = current.replace(" ", "") != self.info.cnmi
+        if self._cnmi_off:
+            with contextlib.suppress(AtError):
+                await self.command(f"AT+CNMI={self.info.cnmi}")
+                self._cnmi_off = False
+                _LOGGER.info("routing restored (CNMI=%s)", self.info.cnmi)
 
     # --------------------------------------------------------------------- URCs
     def _urc_cmti(self, urc: Urc) -> None:
         mem, index = _parse_mem_index(urc.line)
         if index is not None:
-            self._inbox.put_nowait((mem or self.profile.storage, index))
+            self._inbox.put_nowait(_Announced(mem or self.profile.storage, index))
 
     def _urc_cdsi(self, urc: Urc) -> None:
-        _mem, index = _parse_mem_index(urc.line)
-        if index is not None:
-            self._inbox.put_nowait(("SR-ANNOUNCED", index))
+        mem, index = _parse_mem_index(urc.line)
+        if index is None:
+            return
+        if self.profile.cdsi_memory_trusted and mem:
+            self._inbox.put_nowait(_Announced(mem, index, report=True))
+        else:
+            # The model names the wrong memory: read where it really keeps reports.
+            self._inbox.put_nowait(_Announced(self.profile.report_memory, index, report=True, announced=mem))
 
     def _urc_cmt(self, urc: Urc) -> None:
         self._routed(urc, Deliver)
@@ -694,19 +897,9 @@ class Modem:
 
     def _routed(self, urc: Urc, kind: type[Deliver] | type[StatusReport]) -> None:
         if urc.pdu is None:
-            _LOGGER.warning("%s without its PDU line; dropped", urc.line)
+            _LOGGER.warning("%s without its PDU line: nothing to keep", urc.line)
             return
-        try:
-            msg = decode_pdu(urc.pdu)
-        except PduError as exc:
-            _LOGGER.warning("malformed PDU in %s (%s): %s", urc.name, exc, urc.pdu)
-            return
-        if isinstance(msg, StatusReport) and self._on_status_report is not None:
-            self._spawn(self._on_status_report(msg))
-        elif isinstance(msg, Deliver) and self._on_deliver is not None:
-            self._spawn(self._on_deliver(msg))
-        else:
-            _LOGGER.warning("%s carried a %s, expected %s", urc.name, type(msg).__name__, kind.__name__)
+        self._spawn(self._take_routed(urc, kind))
 
     def _urc_creg(self, urc: Urc) -> None:
         reg = _parse_registration(urc.line.split(":", 1)[1], solicited=False)
@@ -824,8 +1017,7 @@ def _stored(memory: str, index: int, status: int | None, pdu: str) -> StoredSms:
     try:
         message: Deliver | Submit | StatusReport | None = decode_pdu(pdu)
     except PduError as exc:
-        _LOGGER.warning("malformed stored PDU %s:%d (%s): %s", memory, index, exc, pdu)
-        message = None
+        return StoredSms(memory=memory, index=index, status=status, pdu=pdu, message=None, error=str(exc))
     return StoredSms(memory=memory, index=index, status=status, pdu=pdu, message=message)
 
 

@@ -19,6 +19,7 @@ POST /fault    {"name": "hang", "port": "primary"|"aux"|null}   also: unhang, un
                {"name": "stray_input", "hex": "0D"} (bytes as if the host wrote them: aborts a
                Fibocom send), {"name": "variants", "cmgr_header": "no_stat", "alpha": "Smith, J",
                "empty_read": "ok", "cmgs_extra": "scts"} (see modem.simulator.variants)
+               {"name": "pdu", "hex": "0791…", "report": false} (a raw PDU, even an undecodable one)
 ```
 Example: `curl -s localhost:8025/inject -d '{"sender":"Megafon","text":"Привет 😀"}'`.
 """
@@ -138,6 +139,11 @@ async def apply_fault(sim: Simulator, body: dict[str, Any]) -> None:
         sim.stray_input(bytes.fromhex(raw) if raw else b"\r", port or "primary")
     elif name == "variants":
         _set_variants(sim, body)
+    elif name == "pdu":
+        try:
+            sim.inject_pdu(bytes.fromhex(str(body.get("hex", ""))), report=bool(body.get("report", False)))
+        except (ValueError, IndexError) as exc:
+            raise ControlError(f"pdu needs hex of at least one octet: {exc}") from exc
     elif name == "clear":
         sim.clear_faults()
     else:

@@ -97,6 +97,7 @@ class ModelProfile:
     index_base: int = 1
     sr_index_base: int = 1
     cds_wrong_memory: bool = False  # Quectel: +CDSI: "SM",<i> although the report sits in "SR"
+    empty_read_ok: bool = False  # Quectel: AT+CMGR of an empty slot answers a bare OK, not CMS 321
     noise_default: bool = False
     noise_urcs: tuple[bytes, ...] = ()
     charsets: tuple[str, ...] = ("GSM", "IRA", "UCS2")
@@ -120,6 +121,8 @@ QUECTEL_EC25 = ModelProfile(
     cnmi_ranges=((0, 1, 2), (0, 1, 2, 3), (0, 2), (0, 1, 2), (0, 1)),
     capacity=(("SM", 30), ("ME", 255), ("SR", 30)),
     iccid_commands=("+QCCID", "+CCID", "+ICCID"),
+    cds_wrong_memory=True,  # firmware EC25EFAR06A10M4G..EC25EFAR08A04M4G, EG25-G (chan-quectel PR #75)
+    empty_read_ok=True,
 )
 SIM800 = ModelProfile(
     key="sim800",
@@ -225,6 +228,14 @@ class Storage:
                 self.slots[index] = stored
                 return index
         return None
+
+
+@dataclass(frozen=True)
+class RawPdu:
+    """A PDU as bytes from the network, given as is (possibly one no decoder reads)."""
+
+    pdu: bytes  # SMSC field + TPDU
+    report: bool = False  # a status report (CNMI <ds> applies) rather than an SMS-DELIVER (<mt>)
 
 
 @dataclass
@@ -428,6 +439,7 @@ class FakeModem:
         self._busy = False
         self._held_urcs: list[bytes] = []
         self._cnmi_buffer: list[bytes] = []  # +CNMI mode 0: kept in the TA
+        # Routed +CMT/+CDS waiting for AT+CNMA (AT+CSMS=1): (network timer, RP-ERROR action).
         self._unacked: list[tuple[asyncio.TimerHandle, Callable[[], None]]] = []
         self.hung = False
         self.command = ""
@@ -976,22 +988,32 @@ class FakeModem:
     def cmd_cnma(self, kind: Kind, args: str) -> list[str]:
         if kind is Kind.TEST:
             return ["+CNMA: (0-2)"]
-        if not self._unacked:
-            raise AtFail.cms(340)
-        handle, _retry = self._unacked.pop(0)
+        reply = _int(split_args(args)[0] or "0", 0, 2) if kind is Kind.SET else 0
+        if self.csms != 1 or not self._unacked:
+            raise AtFail.cms(340)  # no acknowledgement expected (27.005 3.2.5)
+        handle, rp_error = self._unacked.pop(0)
         handle.cancel()
+        if reply == 2:
+            rp_error()  # the TE refused it: RP-ERROR now, the network keeps it and re-sends later
         return []
 
-    def expect_ack(self, retransmit: Callable[[], None]) -> None:
-        """AT+CSMS=1: a routed +CMT/+CDS must be acked with AT+CNMA, else the network sends it again."""
+    def expect_ack(self, rp_error: Callable[[], None]) -> None:
+        """AT+CSMS=1: a routed +CMT/+CDS must be acked with AT+CNMA within the network's timeout.
+
+        Without it the ME answers RP-ERROR (the network keeps the message and re-sends it
+        later) and turns routing off by setting <mt> and <ds> of +CNMI to 0 (27.005 3.4.4).
+        """
         loop = asyncio.get_running_loop()
 
         def expire() -> None:
             self._unacked[:] = [(h, r) for h, r in self._unacked if h is not handle]
-            retransmit()
+            if self.cnmi[1] in (2, 3):
+                self.cnmi[1] = 0
+            self.cnmi[3] = 0
+            rp_error()
 
         handle = loop.call_later(self.sim.cnma_timeout_s, expire)
-        self._unacked.append((handle, retransmit))
+        self._unacked.append((handle, rp_error))
 
     # -- SMS storage ----------------------------------------------------------------------
 
@@ -1045,8 +1067,8 @@ class FakeModem:
             raise AtFail.cms(321)
         stored = memory.slots.get(index)
         if stored is None:
-            if self.sim.variants.empty_read == "ok":
-                return []
+            if self.sim.variants.empty_read == "ok" or self.profile.empty_read_ok:
+                return []  # EC25: bare OK for an empty slot (chan-quectel PR #75)
             raise AtFail.cms(321)
         lines = self._format_entry(None, stored, listing=False)
         if stored.stat == REC_UNREAD:
@@ -1377,7 +1399,8 @@ class Simulator:
         reenumerate_delay_s: float = 1.0,
         boot_delay_s: float = 0.5,
         cnma_timeout_s: float = 5.0,
-        cnma_retries: int = 2,
+        cnma_retries: int = 6,
+        sc_retry_s: float = 30.0,
         first_mr: int = 0,
         pin: str | None = None,
         puk: str = "12345678",
@@ -1408,8 +1431,10 @@ class Simulator:
         self.reset_delay_s = reset_delay_s
         self.reenumerate_delay_s = reenumerate_delay_s
         self.boot_delay_s = boot_delay_s
-        self.cnma_timeout_s = cnma_timeout_s
-        self.cnma_retries = cnma_retries
+        self.cnma_timeout_s = cnma_timeout_s  # how long the network waits for RP-ACK (AT+CNMA)
+        self.cnma_retries = cnma_retries  # how often the SC re-sends after RP-ERROR
+        self.sc_retry_s = sc_retry_s  # and after how long
+        self._retries: set[asyncio.TimerHandle] = set()
         self.urc_port = urc_port
         self.noise_interval_s = noise_interval_s
         self.noise_rate = noise_rate
@@ -1443,7 +1468,7 @@ class Simulator:
         self._tcp: TcpPort | None = None
         self.plugged = False
         self.boots = 0
-        self._held: list[Deliver | StatusReport] = []
+        self._held: list[Deliver | StatusReport | RawPdu] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._noise_task: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
@@ -1476,6 +1501,9 @@ class Simulator:
     async def stop(self) -> None:
         """Close every port and timer; the symlinks disappear."""
         self._started = False
+        for handle in self._retries:
+            handle.cancel()
+        self._retries.clear()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -1761,17 +1789,18 @@ class Simulator:
             return None
         return session
 
-    def deliver_report(self, report: StatusReport, *, attempt: int = 0) -> Delivery:
+    def deliver_report(self, report: StatusReport | RawPdu, *, attempt: int = 0) -> Delivery:
         """A status report reaches the modem: routed (+CDS), stored (+CDSI) or dropped, per CNMI <ds>."""
         session = self._urc_session()
-        pdu = report.encode()
+        pdu = report.pdu if isinstance(report, RawPdu) else report.encode()
+        text = pdu.hex().upper()
         if session is None:
             self._held.append(report)
-            return Delivery("held", pdu=pdu.hex().upper())
+            return Delivery("held", pdu=text)
         ds = session.cnmi[3]
         if ds == 1:
-            if session.cmgf == 0:
-                session.urc(f"+CDS: {report.tpdu_length}", pdu.hex().upper(), sms=True)
+            if session.cmgf == 0 or isinstance(report, RawPdu):
+                session.urc(f"+CDS: {len(pdu) - 1 - pdu[0]}", text, sms=True)
             else:
                 ra = report.recipient
                 session.urc(
@@ -1780,29 +1809,64 @@ class Simulator:
                     sms=True,
                 )
             self._expect_ack(session, lambda: self.deliver_report(report, attempt=attempt + 1), attempt)
-            return Delivery("routed", pdu=pdu.hex().upper())
+            return Delivery("routed", pdu=text)
         if ds == 2 and "SR" in self.state.storage:
             storage = self.state.storage["SR"]
             index = storage.put(Stored(REC_UNREAD, pdu))
             if index is None:
                 self._held.append(report)
-                return Delivery("held", pdu=pdu.hex().upper())
+                return Delivery("held", pdu=text)
             memory = "SM" if self.cds_wrong_memory else "SR"
             session.urc(f'+CDSI: "{memory}",{index}', sms=True)
-            return Delivery("stored", "SR", index, pdu.hex().upper())
-        self.network.record("report_discarded", report.recipient.number, mr=report.mr, result="CNMI ds=0")
-        return Delivery("discarded", pdu=pdu.hex().upper())
+            return Delivery("stored", "SR", index, text)
+        # ds=0 (also after a missed +CNMA turned routing off): the ME acknowledges the report
+        # to the network and nobody ever sees it (what real MEs do here is unverified).
+        number = self.state.own_number if isinstance(report, RawPdu) else report.recipient.number
+        mr = None if isinstance(report, RawPdu) else report.mr
+        self.network.record("report_discarded", number, mr=mr, result="CNMI ds=0")
+        return Delivery("discarded", pdu=text)
 
-    def _expect_ack(self, session: FakeModem, retransmit: Callable[[], object], attempt: int) -> None:
+    def _expect_ack(self, session: FakeModem, redeliver: Callable[[], object], attempt: int) -> None:
         if session.csms != 1:
             return
 
-        def again() -> None:
-            if attempt < self.cnma_retries:
-                self.network.record("retransmit", self.state.own_number, result="no +CNMA: sent again")
-                retransmit()
+        def rp_error() -> None:
+            again = attempt < self.cnma_retries
+            self.network.record(
+                "rp_error",
+                self.state.own_number,
+                result=f"no +CNMA: the SC re-sends in {self.sc_retry_s:g} s"
+                if again
+                else "no +CNMA: SC gave up",
+            )
+            if again:
+                self._after(self.sc_retry_s, redeliver)
 
-        session.expect_ack(again)
+        session.expect_ack(rp_error)
+
+    def _after(self, delay_s: float, action: Callable[[], object]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._retries.discard(handle)
+            self.network.record("retransmit", self.state.own_number, result="SC re-sends after RP-ERROR")
+            action()
+
+        handle = loop.call_later(max(0.0, delay_s), fire)
+        self._retries.add(handle)
+
+    def inject_pdu(self, pdu: bytes | str, *, report: bool = False) -> Delivery:
+        """A raw PDU (SMSC field + TPDU) arrives as if from the network, decodable or not.
+
+        Goes the way a received SMS (report=False) or a status report (report=True) would:
+        stored and announced, or routed, per the session's +CNMI. For PDUs no decoder can read.
+        """
+        raw = bytes.fromhex(pdu) if isinstance(pdu, str) else pdu
+        if not raw:
+            raise ValueError("a PDU has at least its SMSC length octet")
+        self.network.record("inject_pdu", self.state.own_number, result=raw.hex().upper())
+        item = RawPdu(raw, report)
+        return self.deliver_report(item) if report else self.deliver_inbound(item)
 
     async def inject(
         self,
@@ -1835,17 +1899,17 @@ class Simulator:
         )
         return [self.deliver_inbound(parts[seq - 1]) for seq in order]
 
-    def deliver_inbound(self, part: Deliver, *, attempt: int = 0) -> Delivery:
+    def deliver_inbound(self, part: Deliver | RawPdu, *, attempt: int = 0) -> Delivery:
         """One SMS-DELIVER reaches the modem: stored (+CMTI) or routed (+CMT) per CNMI <mt>."""
         session = self._urc_session()
-        pdu = part.encode()
+        pdu = part.pdu if isinstance(part, RawPdu) else part.encode()
         if session is None:
             self._held.append(part)
             return Delivery("held", pdu=pdu.hex().upper())
         mt = session.cnmi[1]
         if mt == 2:
-            if session.cmgf == 0:
-                session.urc(f"+CMT: ,{part.tpdu_length}", pdu.hex().upper(), sms=True)
+            if session.cmgf == 0 or isinstance(part, RawPdu):
+                session.urc(f"+CMT: ,{len(pdu) - 1 - pdu[0]}", pdu.hex().upper(), sms=True)
             else:
                 session.urc(
                     f'+CMT: "{part.sender.number}",,"{text_time(part.scts)}"',
@@ -1860,7 +1924,8 @@ class Simulator:
             # Memory full: the network keeps the message (the ME answered "memory capacity
             # exceeded") and the modem says nothing; it comes once a slot is freed.
             self._held.append(part)
-            self.network.record("held", part.sender.number, text=part.text, result=f"{memory} full")
+            sender, text = ("?", "") if isinstance(part, RawPdu) else (part.sender.number, part.text)
+            self.network.record("held", sender, text=text, result=f"{memory} full")
             return Delivery("held", pdu=pdu.hex().upper())
         if mt in (1, 3):
             session.urc(f'+CMTI: "{memory}",{index}', sms=True)
@@ -1881,13 +1946,13 @@ class Simulator:
     def _flush_held(self) -> None:
         held, self._held = self._held, []
         for item in held:
-            if isinstance(item, StatusReport):
+            if isinstance(item, StatusReport) or (isinstance(item, RawPdu) and item.report):
                 self.deliver_report(item)
             else:
                 self.deliver_inbound(item)
 
     @property
-    def held(self) -> list[Deliver | StatusReport]:
+    def held(self) -> list[Deliver | StatusReport | RawPdu]:
         """What the network still keeps for the modem (storage full, unplugged, no network)."""
         return list(self._held)
 

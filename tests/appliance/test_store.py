@@ -428,7 +428,25 @@ async def test_report_timeout_keeps_sent_but_marks_delivery_unconfirmed(
     assert later is not None
     assert (later.status, later.report_expired) == (State.SENT, True)
     assert later.events[-1].kind == "report_timeout"
+    assert "status report lost" in (later.events[-1].detail or "")
     assert await store.expire_reports(3600, now=time.time() + 7200) == 0
+    assert (await store.stats()).reports_lost_total == 1  # counted once, for /metrics
+
+
+async def test_quarantine_keeps_each_slot_once_and_pages_newest_first(store: Store) -> None:
+    first = await store.quarantine(
+        port="/dev/gsmmodem", memory="SR", index=3, pdu="0006D6", reason="truncated"
+    )
+    # Read again after a crash before AT+CMGD: the same slot and PDU is the same row.
+    again = await store.quarantine(
+        port="/dev/gsmmodem", memory="SR", index=3, pdu="0006D6", reason="truncated"
+    )
+    assert again.id == first.id
+    routed = await store.quarantine(port="/dev/gsmmodem", memory="", index=None, pdu="0006D7", reason="short")
+    assert [q.id for q in await store.list_quarantine()] == [routed.id, first.id]
+    assert [q.id for q in await store.list_quarantine(limit=1, before_seq=routed.seq)] == [first.id]
+    assert routed.index is None
+    assert (await store.stats()).quarantined_total == 2
 
 
 async def test_inbound_parts_out_of_order_are_reassembled_once(store: Store) -> None:

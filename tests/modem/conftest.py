@@ -21,7 +21,9 @@ SIM_TEST_TIMING: dict[str, Any] = {
     "reenumerate_delay_s": 0,
     "boot_delay_s": 0,
     "noise_interval_s": 0,
-    "cnma_timeout_s": 0.05,
+    # The network's wait for AT+CNMA: long enough for a ledger commit; tests of the timeout pass less.
+    "cnma_timeout_s": 2.0,
+    "sc_retry_s": 0.05,
     "seed": 1,
 }
 

@@ -217,7 +217,7 @@ async def test_stored_status_report_and_quectel_wrong_memory(sim_factory: SimFac
         await client.command("ATE0;+CNMI=2,1,0,2,0")
         [mr] = await _send_text(client, "report me")
         await client.wait_for(b'\r\n+CDSI: "SM",1\r\n')  # announced as SM ...
-        assert await client.command("AT+CMGR=1") == b"\r\n+CMS ERROR: 321\r\n"  # ... but not there
+        assert await client.command("AT+CMGR=1") == b"\r\nOK\r\n"  # ... but not there: a bare OK
         await client.command('AT+CPMS="SR"')
         reply = await client.command("AT+CMGR=1")
         pdu = reply.split(b"\r\n")[2].decode()
@@ -280,7 +280,7 @@ async def test_inject_cmti_cmgr_cmgd(simulator: Simulator, port: RawPort) -> Non
     )
     assert (await port.command("AT+CMGR=1")).startswith(b"\r\n+CMGR: 1,,")  # now read
     assert await port.command("AT+CMGD=1") == b"\r\nOK\r\n"
-    assert await port.command("AT+CMGR=1") == b"\r\n+CMS ERROR: 321\r\n"
+    assert await port.command("AT+CMGR=1") == b"\r\nOK\r\n"  # EC25: an empty slot reads as a bare OK
     assert await port.command("AT+CMGL=4") == b"\r\nOK\r\n"
 
 
@@ -299,15 +299,83 @@ async def test_inject_multipart_ucs2_out_of_order(simulator: Simulator, port: Ra
     assert join_user_data(ordered) == text
 
 
-async def test_routed_cmt_with_csms1_needs_cnma(simulator: Simulator, port: RawPort) -> None:
-    await port.command("ATE0;+CSMS=1;+CNMI=2,2,0,0,0")
-    await simulator.inject(sender="+4917612345678", text="ack me")
-    first = await port.wait_for(re.compile(rb"\+CMT: ,\d+\r\n[0-9A-F]+\r\n"))
-    # No AT+CNMA in time: the network sends it again (a duplicate).
-    again = await port.wait_for(re.compile(rb"\+CMT: ,\d+\r\n[0-9A-F]+\r\n"))
-    assert first.strip() == again.strip()
-    assert await port.command("AT+CNMA") == b"\r\nOK\r\n"
-    assert await port.command("AT+CNMA") == b"\r\n+CMS ERROR: 340\r\n"
+async def test_routed_cmt_with_csms1_needs_cnma(sim_factory: SimFactory) -> None:
+    sim = await sim_factory(cnma_timeout_s=0.2, sc_retry_s=0.05)
+    port = RawPort(sim.primary_path)
+    try:
+        await port.command("ATE0;+CSMS=1;+CNMI=2,2,0,1,0")
+        await sim.inject(sender="+4917612345678", text="ack me")
+        await port.wait_for(re.compile(rb"\+CMT: ,\d+\r\n[0-9A-F]+\r\n"))
+        assert await port.command("AT+CNMA") == b"\r\nOK\r\n"
+        assert await port.command("AT+CNMA") == b"\r\n+CMS ERROR: 340\r\n"  # one ack per message
+        # No ack in time: RP-ERROR to the network, and the ME turns routing off (27.005 3.4.4).
+        await sim.inject(sender="+4917612345678", text="nobody acks me")
+        await port.wait_for(re.compile(rb"\+CMT: ,\d+\r\n[0-9A-F]+\r\n"))
+        await sim.network.wait_for(lambda: any(e.kind == "rp_error" for e in sim.network.log))
+        assert await port.command("AT+CNMA") == b"\r\n+CMS ERROR: 340\r\n"
+        assert b"+CNMI: 2,0,0,0,0" in await port.command("AT+CNMI?")
+        # The SC sends it again; with routing off it is stored without a +CMTI.
+        storage = sim.state.storage["SM"]
+        await sim.network.wait_for(lambda: storage.used == 1)
+        assert b"nobody acks me" not in port.buf
+        reply = await port.command("AT+CMGL=4")
+        part = decode_pdu(re.findall(rb"\r\n([0-9A-F]{20,})\r\n", reply)[0].decode())
+        assert isinstance(part, Deliver)
+        assert part.text == "nobody acks me"
+    finally:
+        port.close()
+
+
+async def test_cnma_2_refuses_and_the_network_resends(sim_factory: SimFactory) -> None:
+    sim = await sim_factory(cnma_timeout_s=5.0, sc_retry_s=0.05)
+    port = RawPort(sim.primary_path)
+    try:
+        await port.command("ATE0;+CSMS=1;+CNMI=2,1,0,1,0")
+        [mr] = await _send_text(port, "report me twice")
+        first = await port.wait_for(re.compile(rb"\+CDS: \d+\r\n([0-9A-F]+)\r\n"))
+        assert await port.command("AT+CNMA=2") == b"\r\nOK\r\n"  # RP-ERROR: not taken
+        again = await port.wait_for(re.compile(rb"\+CDS: \d+\r\n([0-9A-F]+)\r\n"))
+        assert first.split(b"\r\n")[-2] == again.split(b"\r\n")[-2]
+        report = decode_pdu(again.split(b"\r\n")[-2].decode())
+        assert isinstance(report, StatusReport)
+        assert report.mr == mr
+        assert await port.command("AT+CNMA") == b"\r\nOK\r\n"
+        assert b"+CNMI: 2,1,0,1,0" in await port.command("AT+CNMI?")  # an explicit refusal keeps routing
+    finally:
+        port.close()
+
+
+async def test_reports_stored_while_nobody_reads_the_port(sim_factory: SimFactory) -> None:
+    """The modem stays powered while the gateway is dead: ds=2 reports wait in SR, ds=1 ones are gone."""
+    sim = await sim_factory()
+    port = RawPort(sim.primary_path)
+    await port.command("ATE0;+CNMI=2,1,0,2,0")
+    [mr] = await _send_text(port, "while you were dead")
+    port.close()  # kill -9: nobody reads the port, the announcement goes nowhere
+    await sim.network.wait_for(lambda: sim.state.storage["SR"].used == 1)
+    port = RawPort(sim.primary_path)
+    try:
+        await port.command('ATE0;+CPMS="SR"')
+        reply = await port.command("AT+CMGL=4")
+        report = decode_pdu(re.findall(rb"\r\n([0-9A-F]{20,})\r\n", reply)[0].decode())
+        assert isinstance(report, StatusReport)
+        assert report.mr == mr
+    finally:
+        port.close()
+
+
+async def test_an_undecodable_pdu_is_stored_and_announced_like_any_other(
+    simulator: Simulator, port: RawPort
+) -> None:
+    await port.command("ATE0;+CNMI=2,1,0,2,0")
+    delivery = simulator.inject_pdu("0791947101670000040C91947161", report=False)  # truncated
+    assert (delivery.how, delivery.memory) == ("stored", "SM")
+    await port.wait_for(f'+CMTI: "SM",{delivery.index}\r\n'.encode())
+    reply = await port.command(f"AT+CMGR={delivery.index}")
+    assert b"0791947101670000040C91947161" in reply
+    report = simulator.inject_pdu("0006D60B9113", report=True)
+    assert (report.how, report.memory) == ("stored", "SR")
+    await port.wait_for(f'+CDSI: "SM",{report.index}\r\n'.encode())  # the EC25 names SM, as ever
 
 
 async def test_storage_full_holds_message_until_space(simulator: Simulator, port: RawPort) -> None:
@@ -470,6 +538,10 @@ async def test_control_interface(simulator: Simulator, port: RawPort) -> None:
         assert [e["kind"] for e in log if e["kind"] in ("inject", "submit")] == ["inject", "submit"]
         assert (await http.get(f"/phones/{DEST}/inbox")).json() == []
         assert (await http.post("/fault", json={"name": "nope"})).status_code == 400
+        r = await http.post("/fault", json={"name": "pdu", "hex": "0006D60B9113", "report": True})
+        assert r.status_code == 200
+        assert r.json()["sim"]["storage"]["SR"]["used"] == 0  # CNMI ds=0 on this port: not kept
+        assert (await http.post("/fault", json={"name": "pdu", "hex": "zz"})).status_code == 400
         state = (await http.get("/state")).json()
         assert state["sim"]["next_mr"] == 1
 

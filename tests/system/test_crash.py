@@ -1,4 +1,4 @@
-"""kill -9 of `smsgw serve` at random moments during a drain: nothing accepted is lost."""
+"""kill -9 of `smsgw serve` at random moments during a drain: no message and no status report is lost."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,17 @@ from modem.simulator import Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
 from tests.system.conftest import eventually, gateway_config
 
-MESSAGES = 300
-KILLS = 6
-# A routed status report that reaches the modem while the daemon is dead is gone (as on real
-# modems with +CDS): such a message ends `sent` with `delivery_report: expired` after this.
-REPORT_TIMEOUT_S = 5.0
+# The issue's bar is kill -9 x 50 during a 200-message drain: about 3.5 min here (a restart of
+# `smsgw serve` costs ~3 s of imports on a loaded box), so CI kills 15 times. The full run by hand:
+# SMSGW_CRASH_KILLS=50 (SMSGW_CRASH_MESSAGES, SMSGW_CRASH_MODEL=sim800 for the CNMA path, too).
+MESSAGES = int(os.environ.get("SMSGW_CRASH_MESSAGES", "200"))
+KILLS = int(os.environ.get("SMSGW_CRASH_KILLS", "15"))
+MODEL = os.environ.get("SMSGW_CRASH_MODEL", "quectel-ec25")
+# Reports come 0.3..1.3 s after the submit (the issue's emulator: 0.5 s), so many reach the
+# modem while the daemon is dead: kept in SR (Quectel, ds=2) or re-sent by the network after
+# a missing +CNMA (SIM800, CSMS=1). None may be lost: no message may stay `sent`.
+REPORT_DELAY_S = 0.3
+REPORT_JITTER_S = 1.0
 
 
 def _toml(raw: dict[str, Any]) -> str:
@@ -74,13 +81,23 @@ class Daemon:
                 await self.kill9()
 
 
-@pytest.mark.timeout(300)
-async def test_kill_9_during_a_drain_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.timeout(int(os.environ.get("SMSGW_CRASH_TIMEOUT_S", "240")))
+async def test_kill_9_during_a_drain_loses_neither_messages_nor_reports(tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("SMSGW_CRASH_SEED", "7")))  # noqa: S311  (fault timing, not security)
-    timing = {**SIM_TEST_TIMING, "submit_latency_s": 0.01}
-    sim = Simulator(tmp_path / "sim", "quectel-ec25", **timing)
+    timing = {
+        **SIM_TEST_TIMING,
+        "submit_latency_s": 0.01,
+        "report_delay_s": REPORT_DELAY_S,
+        "report_jitter_s": REPORT_JITTER_S,
+        # The network waits for AT+CNMA as long as a real one (TR2M, 12 s at least: 24.011)
+        # and re-sends 2 s after an RP-ERROR (real SCs wait minutes): CSMS=1 models only.
+        "cnma_timeout_s": 12.0,
+        "sc_retry_s": 2.0,
+        "cnma_retries": 10,
+    }
+    sim = Simulator(tmp_path / "sim", MODEL, **timing)
     await sim.start()
-    raw = gateway_config(tmp_path, str(sim.primary_path), dispatcher={"report_timeout_s": REPORT_TIMEOUT_S})
+    raw = gateway_config(tmp_path, str(sim.primary_path), dispatcher={"report_timeout_s": 3600.0})
     config_path = tmp_path / "smsgw.toml"
     config_path.write_text(_toml(raw))
     store = Store(raw["store"]["path"])
@@ -90,6 +107,7 @@ async def test_kill_9_during_a_drain_loses_nothing(tmp_path: Path) -> None:
     daemon = Daemon(config_path, tmp_path / "serve.log")
     base = f"http://{raw['api']['listen']}"
     accepted: dict[int, str] = {}
+    started = time.monotonic()
     try:
         await daemon.start()
         async with httpx.AsyncClient(
@@ -121,41 +139,50 @@ async def test_kill_9_during_a_drain_loses_nothing(tmp_path: Path) -> None:
             await eventually(up, timeout_s=30)
             poster = asyncio.create_task(post_all())
             for _ in range(KILLS):
-                await asyncio.sleep(rng.uniform(0.3, 1.5))  # a random moment: this is the fault's timing
+                await asyncio.sleep(rng.uniform(0.05, 0.8))  # a random moment: this is the fault's timing
                 await daemon.kill9()
                 await daemon.start()
                 await eventually(up, timeout_s=30)
             await poster
+            killed_for = time.monotonic() - started
 
-            async def all_final() -> bool:
+            async def statuses() -> dict[str, int]:
+                counts: dict[str, int] = {}
                 for msg_id in accepted.values():
                     r = await client.get(f"/api/v1/messages/{msg_id}")
-                    if r.status_code != 200 or not r.json()["final"]:
-                        return False
-                return True
+                    status = r.json()["status"] if r.status_code == 200 else "?"
+                    counts[status] = counts.get(status, 0) + 1
+                return counts
 
-            await eventually(all_final, timeout_s=120, interval_s=0.5)
+            async def all_delivered() -> bool:
+                return (await statuses()).get("delivered", 0) == MESSAGES
+
+            try:
+                await eventually(all_delivered, timeout_s=60, interval_s=0.5)
+            except TimeoutError:
+                pytest.fail(f"not every message was delivered: {await statuses()}")
             docs = [(await client.get(f"/api/v1/messages/{m}")).json() for m in accepted.values()]
             status = (await client.get("/api/v1/status")).json()
     finally:
         await daemon.stop()
         await sim.stop()
+    duration = time.monotonic() - started
     assert len(accepted) == MESSAGES
     assert len(set(accepted.values())) == MESSAGES  # one message per idempotency key
-    expired = [d for d in docs if d["status"] == "sent" and d["delivery_report"] == "expired"]
-    assert all(d["status"] == "delivered" for d in docs if d not in expired), sorted(
-        {d["status"] for d in docs}
-    )
+    assert all(d["status"] == "delivered" and d["delivery_report"] == "received" for d in docs)
     received = [m.text for p in sim.network.phones.values() for m in p.inbox]
     wanted = {f"crash test {i}" for i in range(MESSAGES)}
     assert wanted <= set(received)
-    duplicates = len(received) - len(set(received))
-    flagged = sum(1 for d in docs if d["possible_duplicate"])
+    twice = {t for t in received if received.count(t) > 1}
+    flagged = {d["body"] for d in docs if d["possible_duplicate"]}
+    kept = sum(1 for e in sim.network.log if e.kind == "report") - len(docs)
     print(
-        f"\nkill -9 x{KILLS} during a {MESSAGES}-message drain: {MESSAGES} accepted, all at the phones, "
-        f"{MESSAGES - len(expired)} delivered with a report, {len(expired)} final without one (report lost), "
-        f"0 lost, {duplicates} duplicate(s) at the phones, {flagged} message(s) flagged possible_duplicate, "
-        f"ambiguous parts counted {status['queue']['ambiguous_total']}"
+        f"\nkill -9 x{KILLS} ({MODEL}) during a {MESSAGES}-message drain in {killed_for:.1f} s "
+        f"(test {duration:.1f} s): 0 lost, {MESSAGES} delivered with their report, "
+        f"0 reports lost ({status['queue']['reports_lost_total']} counted), "
+        f"{len(received) - len(set(received))} duplicate(s) at the phones, all {len(twice)} among the "
+        f"{len(flagged)} message(s) flagged possible_duplicate; {kept} extra report(s) for resent parts; "
+        f"network re-sends after a missing +CNMA: {sum(1 for e in sim.network.log if e.kind == 'retransmit')}"
     )
-    # Every duplicate at a phone is one the ledger owned up to.
-    assert duplicates <= status["queue"]["ambiguous_total"]
+    # Every text that reached a phone twice belongs to a message the ledger flagged.
+    assert twice <= flagged

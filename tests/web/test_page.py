@@ -78,3 +78,23 @@ async def test_screenshots_nothing_overflows(gw: Running, browser: Browser) -> N
         await page.goto(f"http://{gw.config.api.listen}/")
         await page.screenshot(path=str(SCREENSHOTS / f"overview-{label}.png"), full_page=True)
         await page.close()
+
+
+async def test_modem_page_lists_quarantined_pdus_and_the_report_recovery(
+    gw: Running, browser: Browser
+) -> None:
+    assert gw.sim is not None
+    truncated = "0791947101670000040C9194716176"  # an SMS-DELIVER cut inside its sender address
+    gw.sim.inject_pdu(truncated)
+
+    async def quarantined() -> bool:
+        return bool((await gw.client.get("/api/v1/quarantine")).json()["items"])
+
+    await eventually(quarantined)
+    page = await browser.new_page()
+    await page.goto(f"http://{gw.config.api.listen}/modem")
+    section = await page.inner_text("#quarantine")
+    assert truncated in section
+    assert "SM:1" in section
+    assert "truncated" in section.lower()
+    assert await page.inner_text(".report-recovery") == "stored"
