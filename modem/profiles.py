@@ -24,6 +24,10 @@ class Profile:
     # Some modems (Quectel EC25) announce a stored report as +CDSI: "SM",n while it sits in SR.
     report_memory_fallback: tuple[str, ...] = ("SR", "SM")
     submit_timeout_s: float = 180.0
+    # Probe a submit that stays silent (ESC + AT on the same port, modem/at.py). Safe where a byte
+    # during a submit is buffered or ignored; Fibocom G510 aborts AT+CMGS on any byte, so there
+    # a silent submit is waited out to the timeout.
+    submit_probe: bool = True
 
 
 GENERIC = Profile(name="generic")
@@ -45,6 +49,7 @@ PROFILES: tuple[Profile, ...] = (
         name="cinterion", match=("cinterion", "gemalto", "bgs5", "mc35"), cnmi=("2,1,0,2,1", "2,1,0,0,0")
     ),
     Profile(name="telit", match=("telit", "le910", "he910", "me910")),
+    Profile(name="fibocom", match=("fibocom", "g510"), submit_probe=False),
 )
 
 
