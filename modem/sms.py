@@ -630,7 +630,7 @@ class Modem:
         self.stalled_since = time.monotonic() - silent_s
         usual = self.submit_times.usual_s
         _LOGGER.warning(
-            "%s: no answer to a submit for %.0f s (usually %s); probing the modem every %g s",
+            "%s: no answer to a submit for %.1f s (usually %s); probing the modem every %g s",
             self.url,
             silent_s,
             "unknown" if usual is None else f"{usual:.1f} s",
@@ -643,7 +643,7 @@ class Modem:
         self.stalled_since = None
         if outcome == "lost":
             _LOGGER.warning(
-                "%s answers again: the submit in flight was lost in a %.0f s freeze; it counts as possibly sent",
+                "%s answers again after %.1f s silent: the submit in flight was lost; it counts as possibly sent",
                 self.url,
                 elapsed_s,
             )
@@ -654,7 +654,7 @@ class Modem:
                 elapsed_s,
             )
         else:
-            _LOGGER.warning("%s: no answer to the submit in %.0f s; giving up on it", self.url, elapsed_s)
+            _LOGGER.warning("%s: no answer to the submit in %.1f s; giving up on it", self.url, elapsed_s)
 
     def _note_timeout(self) -> None:
         if self.state is not ModemState.READY:

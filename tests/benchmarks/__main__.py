@@ -1,17 +1,18 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog recovery)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from tests.benchmarks import bench_engine, bench_gateway, bench_page, bench_watchdog
+from tests.benchmarks import bench_engine, bench_gateway, bench_page, bench_recovery, bench_watchdog
 
 BENCHES = {
     "engine": bench_engine.run,
     "gateway": bench_gateway.run,
     "page": bench_page.run,
     "watchdog": bench_watchdog.run,
+    "recovery": bench_recovery.run,
 }
 
 
