@@ -126,7 +126,8 @@ async def _sim_busy() -> tuple[int, int, float, float, str]:
     with tempfile.TemporaryDirectory() as tmp:
         rig = _Rig(Path(tmp))
         await rig.start()
-        assert rig.daemon is not None and rig.daemon.proc is not None
+        assert rig.daemon is not None
+        assert rig.daemon.proc is not None
         pid = rig.daemon.proc.pid
         try:
             async with rig.client() as client:

@@ -123,4 +123,6 @@ async def test_replug_into_sim_busy_waits_quietly_and_cheaply(
     # dozen commands, then one SIM poll every few seconds.
     assert len(busy) < 2 * busy_s, busy
     assert any("SIM busy" in r.getMessage() for r in lines)  # said once, not hidden
-    print(f"\nreplug into {busy_s:g} s of SIM busy: {len(lines)} log lines, {len(busy)} AT commands in the window")
+    print(
+        f"\nreplug into {busy_s:g} s of SIM busy: {len(lines)} log lines, {len(busy)} AT commands in the window"
+    )
