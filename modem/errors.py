@@ -23,7 +23,7 @@ import enum
 class Retry(enum.StrEnum):
     """What to do about an error; the dispatcher maps this to an outcome."""
 
-    NOW = "now"  # short backoff, same modem (SIM busy, init in progress)
+    NOW = "now"  # wait and retry (SIM busy, init in progress): waited out with backoff during init
     LATER = "later"  # backoff seconds to minutes (network, radio, congestion)
     FIX = "fix"  # host/config/state problem: retrying unchanged will fail again
     NEVER = "never"  # permanent for this message or recipient

@@ -4,7 +4,15 @@
 On every (re)open it initialises the modem (echo off, numeric errors, SIM/PIN,
 PDU mode, CNMI routing, storage) and sweeps stored messages, so nothing
 received while the gateway was down is lost. Stored SMS are deleted only after
-the caller's callback returned (its content committed elsewhere).
+the caller's callback returned (its content committed elsewhere). Codes that
+mean "not yet" (SIM busy, +CME ERROR: 515) are waited out with backoff during
+init, said once when the wait starts and once when it ends.
+
+A submit silent past a deadline learnt from this modem's recent submits
+(`modem.liveness`) gets the modem probed (`modem.at`): a frozen modem that
+answers again ends the submit at once as `SubmitLost` (possibly sent), a busy
+one answers the submit first. `stalled_since` tells the daemon it is waiting
+on the modem, not stuck.
 
 Results are typed (`Submitted`, `StoredSms`, `Signal`, ...), never strings.
 """

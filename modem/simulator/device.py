@@ -9,7 +9,9 @@ with `@handles("+CMGS")`; models are subclasses carrying a `ModelProfile` (quirk
 
 `Simulator` is the whole device: SIM (PIN, storage "SM"/"ME"/"SR", MR counter), radio
 (registration, operator, signal), the ports (pseudo-terminals under stable symlinks, plus an
-optional TCP listener), the simulated network (`network.Network`), and the faults.
+optional TCP listener), the simulated network (`network.Network`), and the faults. After a boot
+(replug, AT+CFUN=1,1) it answers `+CME ERROR: 515` for `init_busy_s` and SIM busy for
+`sim_busy_s`, as real modems do; `freeze()` makes it stop answering mid-submit and come back.
 """
 
 from __future__ import annotations

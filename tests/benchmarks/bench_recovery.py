@@ -6,6 +6,8 @@ timeouts (submit ceiling 180 s, probe floor 10 s); the simulator runs here with 
 
 - Freeze: time from the modem answering again (the simulator's `thaw` entry) to the next submit
   the network accepts. Target <= 5 s (SMSTools3 on the same rig: 2.6 s; before: 150 s).
+- Slow network: 60 s per submit, no freeze. Target: no reset, no reopen, no duplicate; the
+  probes the modem got (answered after the submit, drained) and the deadline learnt.
 - SIM busy: log lines `smsgw serve` wrote from the unplug until a message sent after the replug
   is delivered (target <= 20), AT commands the modem received in the busy window, and the CPU time
   the daemon used in that window.
@@ -30,6 +32,8 @@ from tests.watchdog.conftest import Proc
 PHONE = "+4915112345678"
 FREEZES_S = (30.0, 60.0)
 SIM_BUSY_S = 20.0
+SLOW_SUBMIT_S = 60.0
+SLOW_MESSAGES = 2
 MESSAGES = 10
 TARGET_RESUME_S = 5.0
 TARGET_LINES = 20
@@ -41,8 +45,8 @@ def _cpu_s(pid: int) -> float:
 
 
 class _Rig:
-    def __init__(self, directory: Path) -> None:
-        timing = {**SIM_TEST_TIMING, "submit_latency_s": 0.15, "report_delay_s": 0.5}
+    def __init__(self, directory: Path, submit_latency_s: float = 0.15) -> None:
+        timing = {**SIM_TEST_TIMING, "submit_latency_s": submit_latency_s, "report_delay_s": 0.5}
         self.sim = Simulator(directory / "sim", "quectel-ec25", **timing)
         self.directory = directory
         self.raw: dict[str, Any] = {}
@@ -118,6 +122,31 @@ async def _freeze(freeze_s: float) -> tuple[float, int]:
         return resumed - thaw, delivered
 
 
+async def _slow_network() -> tuple[int, int, int, int, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = _Rig(Path(tmp), submit_latency_s=SLOW_SUBMIT_S)
+        await rig.start()
+        try:
+            async with rig.client() as client:
+                await eventually(lambda: _is_ready(client), timeout_s=30)
+                ids = [
+                    (await client.post("/api/v1/messages", json={"to": PHONE, "body": f"slow {i}"})).json()[
+                        "id"
+                    ]
+                    for i in range(SLOW_MESSAGES)
+                ]
+                timeout_s = SLOW_MESSAGES * SLOW_SUBMIT_S + 60
+                docs = await eventually(lambda: _all_final(client, ids), timeout_s=timeout_s, interval_s=1.0)
+                status = (await client.get("/api/v1/status")).json()
+        finally:
+            await rig.stop()
+        texts = rig.sim.network.phone(PHONE).texts()
+        probes = sum(1 for _t, role, text in rig.sim.commands if role == "primary" and text == "AT")
+        delivered = sum(d["status"] == "delivered" for d in docs)
+        modem = status["modems"][0]
+        return delivered, len(texts) - len(set(texts)), modem["resets"], modem["reopens"], probes
+
+
 async def _is_ready(client: httpx.AsyncClient) -> bool:
     return await _modem_state(client) == "ready"
 
@@ -176,6 +205,13 @@ async def run() -> None:
             f"  freeze {freeze_s:4.0f} s mid-submit: next submit {resume_s:5.2f} s after the modem answered "
             f"again (target <= {TARGET_RESUME_S:g} s) {verdict}; {delivered}/{MESSAGES} delivered"
         )
+    delivered, duplicates, resets, reopens, probes = await _slow_network()
+    verdict = "ok" if duplicates == resets == reopens == 0 else "MISTAKEN FOR A FREEZE"
+    print(
+        f"  network {SLOW_SUBMIT_S:g} s per submit: {delivered}/{SLOW_MESSAGES} delivered, {duplicates} duplicate(s), "
+        f"{resets} reset(s), {reopens} reopen(s) {verdict}; {probes} plain AT on the port "
+        f"(init and probes, answered after the submit)"
+    )
     lines, commands, cpu, ready_after, text = await _sim_busy()
     verdict = "ok" if lines <= TARGET_LINES else "NOISY"
     print(
