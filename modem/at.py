@@ -282,6 +282,7 @@ class AtEngine:
             if pending.prompt is not None and not pending.prompt.done():
                 pending.prompt.set_exception(err)
         self._needs_sync = False
+        self._strays = False  # a new port (or the same one reopened) owes no probe answers
 
     async def command(
         self, command: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, prefix: str | None = None

@@ -44,6 +44,8 @@ async def test_a_freeze_mid_submit_costs_seconds_after_the_modem_answers_again(
     finally:
         await sim.stop()
     assert [d["status"] for d in finals] == ["delivered"] * 20
+    # The part in flight when the modem froze is owned up to as possibly sent; no other.
+    assert sum(d["possible_duplicate"] for d in finals) == 1
     (thaw,) = [e.time.timestamp() for e in sim.network.log if e.kind == "thaw"]
     resumed = min(
         e.time.timestamp() for e in sim.network.log if e.kind == "submit" and e.time.timestamp() >= thaw
