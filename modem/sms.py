@@ -636,6 +636,7 @@ class Modem:
 
     def _stall_began(self, silent_s: float) -> None:
         self.stalled_since = time.monotonic() - silent_s
+        self.info.last_error = "no answer to a submit: probing whether the modem is alive"
         usual = self.submit_times.usual_s
         _LOGGER.warning(
             "%s: no answer to a submit for %.1f s (usually %s); probing the modem every %g s",
@@ -649,6 +650,7 @@ class Modem:
         if self.stalled_since is None:
             return
         self.stalled_since = None
+        self.info.last_error = ""
         if outcome == "lost":
             _LOGGER.warning(
                 "%s answers again after %.1f s silent: the submit in flight was lost; it counts as possibly sent",

@@ -39,6 +39,12 @@ async def test_a_freeze_mid_submit_costs_seconds_after_the_modem_answers_again(
             inbox = sim.network.phone(PHONE).inbox
             await eventually(lambda: len(inbox) >= 5)
             sim.freeze(freeze_s)  # the next submit freezes the modem and is lost
+
+            async def shown_as_probed() -> bool:
+                modems = (await gw.client.get("/api/v1/status")).json()["modems"]
+                return "probing" in modems[0]["last_error"]
+
+            await eventually(shown_as_probed)  # the status page says what the gateway is doing
             finals = [await gw.final(i, timeout_s=60) for i in ids]
             status = (await gw.client.get("/api/v1/status")).json()
     finally:
