@@ -175,9 +175,8 @@ async def test_inbound_multipart_parts_out_of_order_and_unicode(simulator: Simul
     text = "Ünïcödé 😀 " * 20
     async with running(simulator, collected):
         deliveries = await simulator.inject("+4917612345678", text, concat_bits=16, parts_order="reverse")
-        await eventually(
-            lambda: len(collected.delivers) >= len(deliveries)
-        )  # every part, not the first 3 of 4
+        # Every part (four here), not just the first three.
+        await eventually(lambda: len(collected.delivers) >= len(deliveries))
     parts = sorted(collected.delivers, key=lambda d: d.concat.seq if d.concat else 0)
     assert all(p.concat is not None and p.concat.ref_bits == 16 for p in parts)
     assert join_user_data(parts) == text
