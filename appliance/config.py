@@ -40,7 +40,11 @@ class ModemConfig:
     name: str = ""  # label in logs and status; defaults to the port
     rate_per_minute: float = 20.0  # carrier anti-spam: stay well below what gets a SIM blocked
     command_timeout_s: float = 10.0
-    submit_timeout_s: float = 180.0
+    submit_timeout_s: float = 180.0  # the ceiling: a silent submit is given up after this long
+    # A submit silent this long (at least; more when this modem's submits run slow; at most
+    # submit_timeout_s) gets the modem probed, so a freeze is noticed as soon as the modem answers
+    # again (modem/liveness.py).
+    submit_floor_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -330,7 +334,7 @@ def _check(config: Config) -> None:
             raise ConfigError(f"{where}.pin: a SIM PIN is 4 to 8 digits")
         if modem.baudrate <= 0:
             raise ConfigError(f"{where}.baudrate: must be positive")
-        for name in ("rate_per_minute", "command_timeout_s", "submit_timeout_s"):
+        for name in ("rate_per_minute", "command_timeout_s", "submit_timeout_s", "submit_floor_s"):
             if getattr(modem, name) <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive")
     ports = [m.port for m in config.modems if m.port != "sim"]

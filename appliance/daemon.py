@@ -24,7 +24,7 @@ import uvicorn
 from appliance.api import create_app
 from appliance.config import Config, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker
-from appliance.health import Notifier
+from appliance.health import Notifier, Progress
 from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, command_sealer, join, keyword
 from appliance.logrepeat import RepeatFilter, install
@@ -39,7 +39,8 @@ HEARTBEAT_S = 2.0  # the watchdog reads this row; stale after a few missed beats
 MAINTENANCE_S = 1.0  # scheduled -> queued, validity expiry
 SLOW_MAINTENANCE_S = 60.0  # report timeouts, stale multipart, retention, modem samples
 PURGE_EVERY_S = 3600.0
-# systemd WATCHDOG=1 is withheld when the dispatcher loop has not turned for this long.
+# systemd WATCHDOG=1 is withheld when the dispatcher loop has not turned for this long (unless a
+# modem that stopped answering holds it up: that is the modem's fault, see health.Progress).
 PROGRESS_STALE_S = 30.0
 
 
@@ -67,6 +68,7 @@ class Gateway:
             webhooks=[WebhookTarget(w.url, w.secret, w.events) for w in config.webhooks],
         )
         self.notifier = Notifier()
+        self.progress = Progress(PROGRESS_STALE_S)
         self.dispatcher = Dispatcher(self.store, config.dispatcher, self.metrics)
         self.modem_list: list[tuple[str, ModemConfig, Modem]] = []
         self.simulator: Any = None
@@ -287,6 +289,7 @@ class Gateway:
                 on_undecodable=receiver.on_undecodable,
                 command_timeout_s=cfg.command_timeout_s,
                 submit_timeout_s=cfg.submit_timeout_s,
+                submit_floor_s=cfg.submit_floor_s,
             )
             await modem.start()
             self.modem_list.append((name, cfg, modem))
@@ -391,13 +394,14 @@ class Gateway:
             except StoreError as exc:
                 _LOGGER.error("heartbeat: %s", exc)  # noqa: TRY400  (the message says it all)
             last_parts = parts
-            if time.monotonic() - self.dispatcher.last_progress < PROGRESS_STALE_S:
+            now = time.monotonic()
+            stalled = [
+                (name, now - modem.stalled_since)
+                for name, _cfg, modem in self.modem_list
+                if modem.stalled_since is not None
+            ]
+            if self.progress.check(now - self.dispatcher.last_progress, stalled):
                 self.notifier.watchdog()
-            else:
-                _LOGGER.error(
-                    "dispatcher made no progress for %.0f s: withholding WATCHDOG=1",
-                    time.monotonic() - self.dispatcher.last_progress,
-                )
             self.notifier.status(await self._status_line())
             # systemd restarts the service when WATCHDOG=1 is later than WATCHDOG_USEC: ping at
             # the interval the notifier derived from it (half) when that is shorter.

@@ -14,6 +14,7 @@ from modem.errors import (
     ModemError,
     PduError,
     Retry,
+    SubmitLost,
     TransportError,
     UnexpectedResponse,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Signal",
     "Storage",
     "StoredSms",
+    "SubmitLost",
     "Submitted",
     "TransportError",
     "Undecodable",

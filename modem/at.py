@@ -6,6 +6,14 @@ lines until a final result code (27.007 §5.7), and routes every other line to
 unsolicited-result handlers: real modems put URCs before the echo, between
 response lines and between `AT+CMGS` and its `> ` prompt (Telit `#STN`, ZTE
 `+ZDONR`, `+CDSI` while waiting for `AT+CPIN?`, see reference §1.1).
+
+A submit that stays silent past its `Liveness.probe_after_s` is probed with ESC + `AT`
+on the same port, once a second. A live modem busy with the network buffers (or drops)
+the probe and answers +CMGS first; a modem that froze and lost the command answers the
+probe with a bare OK, which proves the submit is gone (modems answer in order): the
+submit ends at once as `SubmitLost` instead of at the ceiling. Probe answers that come
+after the submit's own are swallowed before the next command (a resync that waits for
+the line to go quiet).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from modem.errors import (
     CmeError,
     CmsError,
     ModemError,
+    SubmitLost,
     TransportError,
 )
 
@@ -36,6 +45,10 @@ DEFAULT_TIMEOUT_S = 10.0
 PROMPT_TIMEOUT_S = 10.0
 # PDU + Ctrl-Z to +CMGS: 14.4 s seen; Quectel: "120 s, determined by network".
 SUBMIT_TIMEOUT_S = 180.0
+# A silent submit is probed this often: a frozen modem that answers again is noticed within it.
+PROBE_EVERY_S = 1.0
+# Stray probe answers come back to back; this long without one and the line is clean.
+STRAY_QUIET_S = 0.2
 
 CTRL_Z = b"\x1a"
 ESC = b"\x1b"
@@ -200,6 +213,15 @@ def to_error(command: str, final: Final, lines: list[str]) -> AtError:
 UrcHandler = Callable[[Urc], None]
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """When a silent submit starts being probed, how often, and whom to tell (once) that it stalled."""
+
+    probe_after_s: float
+    probe_every_s: float = PROBE_EVERY_S
+    on_stall: Callable[[float], None] | None = None  # called with the seconds of silence so far
+
+
 @dataclass
 class _Pending:
     command: str
@@ -208,6 +230,8 @@ class _Pending:
     lines: list[str] = field(default_factory=list)
     prompt: asyncio.Future[None] | None = None
     echo: str | None = None  # text written after the prompt, echoed back under ATE1
+    probes: int = 0  # liveness probes written while this submit was silent
+    since: float = 0.0  # loop time the data was written
 
 
 class AtEngine:
@@ -222,8 +246,11 @@ class AtEngine:
         self._handlers: list[tuple[str, UrcHandler]] = []
         self._urc_head: str | None = None  # a +CMT/+CDS line waiting for its PDU line
         self._needs_sync = False
+        self._strays = False  # probe answers may still come: swallow bare final results
+        self._stray_seen = asyncio.Event()
         self.unhandled_urcs = 0
         self.bad_lines = 0
+        self.probes_sent = 0
 
     # ----------------------------------------------------------------- public
     def on_urc(self, prefix: str, handler: UrcHandler) -> None:
@@ -255,6 +282,7 @@ class AtEngine:
             if pending.prompt is not None and not pending.prompt.done():
                 pending.prompt.set_exception(err)
         self._needs_sync = False
+        self._strays = False  # a new port (or the same one reopened) owes no probe answers
 
     async def command(
         self, command: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, prefix: str | None = None
@@ -272,12 +300,15 @@ class AtEngine:
         prompt_timeout_s: float = PROMPT_TIMEOUT_S,
         timeout_s: float = SUBMIT_TIMEOUT_S,
         prefix: str | None = None,
+        liveness: Liveness | None = None,
     ) -> Response:
         """AT+CMGS style: write command, await '> ', write data + Ctrl-Z, await the final result.
 
         Once the data is written the exchange runs to its end even if the caller is
         cancelled: the modem is submitting, and the next command must not collide
-        with its answer (Fibocom G510 aborts a send on any byte).
+        with its answer (Fibocom G510 aborts a send on any byte). With `liveness`, a
+        submit silent past `probe_after_s` is probed (module docstring); SubmitLost when
+        the modem answers a probe but not the submit. `timeout_s` stays the ceiling.
         """
         await self._lock.acquire()
         handed_over = False
@@ -310,9 +341,15 @@ class AtEngine:
                 self._finish(pending)
                 raise pending.prompt.exception()  # type: ignore[misc]
             pending.echo = data
+            pending.since = loop.time()
             self._write(data.encode("ascii") + CTRL_Z)
             # From here the task owns the lock and releases it when the modem has answered.
-            task = asyncio.ensure_future(self._await_final(pending, timeout_s))
+            waiting = (
+                self._await_final(pending, timeout_s)
+                if liveness is None
+                else self._await_probed(pending, timeout_s, liveness)
+            )
+            task = asyncio.ensure_future(waiting)
             task.add_done_callback(lambda _t: self._lock.release())
             handed_over = True
             return await asyncio.shield(task)
@@ -348,6 +385,38 @@ class AtEngine:
         finally:
             self._finish(pending)
 
+    async def _await_probed(self, pending: _Pending, timeout_s: float, liveness: Liveness) -> Response:
+        """Await a submit's answer; past `probe_after_s` of silence, probe the modem each `probe_every_s`."""
+        loop = asyncio.get_running_loop()
+        ceiling = pending.since + timeout_s
+        probe_at = pending.since + min(liveness.probe_after_s, timeout_s)
+        try:
+            while True:
+                until = min(ceiling, probe_at)
+                done, _ = await asyncio.wait({pending.future}, timeout=max(0.0, until - loop.time()))
+                if done:
+                    return pending.future.result()
+                if loop.time() >= ceiling:
+                    self._needs_sync = True
+                    raise AtTimeout(pending.command, timeout_s, pending.lines)
+                if pending.probes == 0 and liveness.on_stall is not None:
+                    liveness.on_stall(loop.time() - pending.since)
+                self._probe(pending)
+                probe_at = loop.time() + liveness.probe_every_s
+        finally:
+            if pending.probes:
+                # Answers to probes the modem buffered come after its own: drop them before the next command.
+                self._strays = True
+                self._needs_sync = True
+            self._finish(pending)
+
+    def _probe(self, pending: _Pending) -> None:
+        # ESC first: a modem that lost the Ctrl-Z sits in "> " input, where "AT" would be PDU text.
+        pending.probes += 1
+        self.probes_sent += 1
+        with contextlib.suppress(ModemError):
+            self._write(ESC + b"AT\r")
+
     def _finish(self, pending: _Pending) -> None:
         if self._pending is pending:
             self._pending = None
@@ -367,7 +436,7 @@ class AtEngine:
         self._needs_sync = True
 
     async def _sync_if_needed(self) -> None:
-        """After a timeout, swallow stray late lines with a plain AT before the next command."""
+        """After a timeout or probes, swallow stray late lines with a plain AT before the next command."""
         if not self._needs_sync:
             return
         self._needs_sync = False
@@ -377,10 +446,24 @@ class AtEngine:
             except AtTimeout:
                 continue
             except AtError:
-                return
+                pass
+            await self._drain_strays()
             return
         self._needs_sync = True
         raise AtTimeout("AT", self._sync_timeout_s)
+
+    async def _drain_strays(self) -> None:
+        # Our AT's OK may have been a probe's: wait until the answers stop coming, then trust the line.
+        if not self._strays:
+            return
+        while True:
+            self._stray_seen.clear()
+            try:
+                async with asyncio.timeout(STRAY_QUIET_S):
+                    await self._stray_seen.wait()
+            except TimeoutError:
+                break
+        self._strays = False
 
     def _on_prompt(self) -> None:
         pending = self._pending
@@ -402,12 +485,25 @@ class AtEngine:
             self._urc_head = line
             return
         if pending is None or pending.future.done():
+            if self._strays and classify_final(line) is not None:
+                self._stray_seen.set()  # a late answer to a liveness probe
+                return
             self._dispatch(Urc(line))
             return
         if _is_echo(line, pending):
             return
         final = classify_final(line)
         if final is not None:
+            if (
+                final.ok
+                and pending.probes
+                and not any(pending.prefix and ln.startswith(pending.prefix) for ln in pending.lines)
+            ):
+                # A bare OK while the submit is probed answers a probe: modems answer in order,
+                # so the submit itself will never be answered.
+                silent_s = asyncio.get_running_loop().time() - pending.since
+                pending.future.set_exception(SubmitLost(pending.command, silent_s))
+                return
             if final.ok:
                 pending.future.set_result(Response(pending.command, pending.lines))
             else:

@@ -3,6 +3,7 @@
 ```
 ModemError ─┬─ TransportError            the port is gone or cannot be opened
             ├─ AtTimeout (TimeoutError)  no final result code in time
+            │   └─ SubmitLost            the modem froze mid-submit and answers again without it
             ├─ UnexpectedResponse        a reply we cannot make sense of
             └─ AtError(command, final) ─┬─ CmeError(code)   +CME ERROR: <n> (27.007 §9.2)
                                         └─ CmsError(code)   +CMS ERROR: <n> (27.005 §3.2.5)
@@ -22,7 +23,7 @@ import enum
 class Retry(enum.StrEnum):
     """What to do about an error; the dispatcher maps this to an outcome."""
 
-    NOW = "now"  # short backoff, same modem (SIM busy, init in progress)
+    NOW = "now"  # wait and retry (SIM busy, init in progress): waited out with backoff during init
     LATER = "later"  # backoff seconds to minutes (network, radio, congestion)
     FIX = "fix"  # host/config/state problem: retrying unchanged will fail again
     NEVER = "never"  # permanent for this message or recipient
@@ -190,6 +191,22 @@ class AtTimeout(ModemError, TimeoutError):
         self.command = command
         self.timeout_s = timeout_s
         self.partial = partial or []
+
+
+class SubmitLost(AtTimeout):
+    """The modem stopped answering during a submit, then answered a probe but never the submit.
+
+    Modems answer in order, so a probe's OK with no +CMGS before it means the command was lost
+    in the freeze. Whether the network got the part is unknown: it counts as possibly sent.
+    """
+
+    def __init__(self, command: str, silent_s: float) -> None:
+        AtTimeout.__init__(self, command, silent_s)
+        self.args = (
+            f"{command!r}: the modem stopped answering for {silent_s:.0f} s and lost the command "
+            "(the network may have the part)",
+        )
+        self.silent_s = silent_s
 
 
 class UnexpectedResponse(ModemError):

@@ -4,7 +4,15 @@
 On every (re)open it initialises the modem (echo off, numeric errors, SIM/PIN,
 PDU mode, CNMI routing, storage) and sweeps stored messages, so nothing
 received while the gateway was down is lost. Stored SMS are deleted only after
-the caller's callback returned (its content committed elsewhere).
+the caller's callback returned (its content committed elsewhere). Codes that
+mean "not yet" (SIM busy, +CME ERROR: 515) are waited out with backoff during
+init, said once when the wait starts and once when it ends.
+
+A submit silent past a deadline learnt from this modem's recent submits
+(`modem.liveness`) gets the modem probed (`modem.at`): a frozen modem that
+answers again ends the submit at once as `SubmitLost` (possibly sent), a busy
+one answers the submit first. `stalled_since` tells the daemon it is waiting
+on the modem, not stuck.
 
 Results are typed (`Submitted`, `StoredSms`, `Signal`, ...), never strings.
 """
@@ -17,13 +25,25 @@ import enum
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from modem import profiles
-from modem.at import DEFAULT_TIMEOUT_S, AtEngine, Response, Urc
-from modem.errors import AtError, AtTimeout, CmeError, CmsError, ModemError, PduError, TransportError
+from modem.at import DEFAULT_TIMEOUT_S, PROBE_EVERY_S, AtEngine, Liveness, Response, Urc
+from modem.errors import (
+    AtError,
+    AtTimeout,
+    CmeError,
+    CmsError,
+    ModemError,
+    PduError,
+    Retry,
+    SubmitLost,
+    TransportError,
+)
+from modem.liveness import SubmitTimes
 from modem.pdu import Address, Deliver, StatusReport, Submit, decode_pdu, encode_submits
 from modem.transport import Port
 
@@ -33,13 +53,21 @@ _LOGGER = logging.getLogger(__name__)
 TIMEOUTS_BEFORE_REOPEN = 2
 # After AT+CFUN=1,1, how long a USB modem may take to drop off the bus before we reopen ourselves.
 RESET_SETTLE_S = 5.0
-# SIM busy right after boot or PIN entry: retry for this long (ZTE needs ~2 s steps).
+# SIM busy right after boot or PIN entry: AT+CPIN? alone waits this long (ZTE needs ~2 s steps).
 SIM_BUSY_WAIT_S = 10.0
 # With nothing announced for this long, stored memories are swept again: an announcement
 # (+CMTI/+CDSI) lost in a frozen or garbled port must not leave a report in the modem.
 QUIET_SWEEP_S = 60.0
 # At most this many routed messages a dead gateway never acked are refused at (re)open.
 UNSEEN_ACKS_MAX = 20
+# Wait-and-retry codes (SIM busy, +CME ERROR: 515 "init in progress"): the modem says "not yet".
+# Retried at 0.5 s doubling to 5 s (with jitter): a few commands a minute, ready soon after it is.
+WAIT_RETRY_MIN_S = 0.5
+WAIT_RETRY_MAX_S = 5.0
+# Initialisation waits this long on such codes; then it fails and the port keeper's backoff takes over.
+INIT_PATIENCE_S = 120.0
+# A submit silent this long (at least; more when this modem's submits are slow) gets the modem probed.
+SUBMIT_FLOOR_S = 10.0
 
 
 class ModemState(enum.StrEnum):
@@ -208,6 +236,7 @@ class Modem:
         on_undecodable: UndecodableCallback | None = None,
         command_timeout_s: float = DEFAULT_TIMEOUT_S,
         submit_timeout_s: float | None = None,
+        submit_floor_s: float = SUBMIT_FLOOR_S,
     ) -> None:
         self.url = url
         self.pin = pin
@@ -220,6 +249,11 @@ class Modem:
         self._on_undecodable = on_undecodable
         self._command_timeout_s = command_timeout_s
         self._submit_timeout_s = submit_timeout_s
+        self.submit_times = SubmitTimes(submit_floor_s, submit_timeout_s or profiles.GENERIC.submit_timeout_s)
+        # Monotonic time a submit went silent past its deadline (the modem is being probed), else None.
+        self.stalled_since: float | None = None
+        self._patience_until: float | None = None  # loop time; set while wait-and-retry codes are waited out
+        self._waiting: str | None = None  # the wait-and-retry code being waited out, logged once
         self.profile = profiles.GENERIC
         self._port = Port(url, baudrate=baudrate, on_data=self._data)
         self._engine = AtEngine(self._port.write, sync_timeout_s=min(2.0, command_timeout_s))
@@ -307,16 +341,66 @@ class Modem:
     async def command(
         self, cmd: str, *, timeout_s: float | None = None, prefix: str | None = None
     ) -> Response:
-        """One AT command through the engine; repeated timeouts make the port reopen."""
+        """One AT command through the engine; repeated timeouts make the port reopen.
+
+        While initialising, a wait-and-retry code (SIM busy, +CME ERROR: 515) repeats the
+        command with backoff instead of failing: one log line when the wait starts, one when
+        it ends.
+        """
+        loop = asyncio.get_running_loop()
+        delay = WAIT_RETRY_MIN_S
+        waited_since: float | None = None
+        while True:
+            try:
+                response = await self._engine.command(
+                    cmd, timeout_s=timeout_s or self._command_timeout_s, prefix=prefix
+                )
+            except AtTimeout:
+                self._note_timeout()
+                raise
+            except AtError as exc:
+                pause = delay * random.uniform(0.5, 1.5)  # noqa: S311  (jitter, not security)
+                patience = self._patience_until
+                if exc.retry is not Retry.NOW or patience is None or loop.time() + pause > patience:
+                    raise
+                if waited_since is None:
+                    waited_since = loop.time()
+                    self._wait_began(cmd, exc)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, WAIT_RETRY_MAX_S)
+                continue
+            self._timeouts = 0
+            if waited_since is not None:
+                self._wait_ended(cmd, loop.time() - waited_since)
+            return response
+
+    @contextlib.contextmanager
+    def _patient(self, seconds: float) -> Iterator[None]:
+        """Wait out wait-and-retry codes for up to `seconds` (the outermost caller's limit holds)."""
+        if self._patience_until is not None:
+            yield
+            return
+        self._patience_until = asyncio.get_running_loop().time() + seconds
         try:
-            response = await self._engine.command(
-                cmd, timeout_s=timeout_s or self._command_timeout_s, prefix=prefix
+            yield
+        finally:
+            self._patience_until = None
+            self._waiting = None
+
+    def _wait_began(self, cmd: str, exc: AtError) -> None:
+        what = f"+{exc.kind} ERROR {exc.code}: {exc.meaning}"
+        self.info.last_error = f"{what}; waiting"
+        if what != self._waiting:
+            self._waiting = what
+            _LOGGER.warning("%s: %s answered %s; retrying with backoff", self.url, cmd, what)
+
+    def _wait_ended(self, cmd: str, waited_s: float) -> None:
+        if self._waiting is not None:
+            _LOGGER.info(
+                "%s: %s went through after %.1f s (%s is over)", self.url, cmd, waited_s, self._waiting
             )
-        except AtTimeout:
-            self._note_timeout()
-            raise
-        self._timeouts = 0
-        return response
+            self._waiting = None
+            self.info.last_error = ""
 
     async def read_identity(self) -> Identity:
         """Manufacturer, model, firmware and IMEI (AT+CGMI/CGMM/CGMR/CGSN)."""
@@ -340,31 +424,30 @@ class Modem:
         return identity
 
     async def read_sim_state(self) -> str:
-        """'READY', 'SIM PIN', 'SIM PUK', ... or 'NO SIM' (CME 10) / 'SIM FAILURE' (CME 13)."""
-        deadline = asyncio.get_running_loop().time() + SIM_BUSY_WAIT_S
-        while True:
-            try:
+        """'READY', 'SIM PIN', 'SIM PUK', ... or 'NO SIM' (CME 10) / 'SIM FAILURE' (CME 13).
+
+        SIM busy (CME 14) after boot is waited out with backoff, as ModemManager polls it.
+        """
+        try:
+            with self._patient(SIM_BUSY_WAIT_S):
                 response = await self.command("AT+CPIN?")
-            except CmeError as exc:
-                if exc.code == 14 and asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(0.5)  # SIM busy after boot: poll, as ModemManager does
-                    continue
-                state = {10: "NO SIM", 13: "SIM FAILURE", 11: "SIM PIN", 12: "SIM PUK"}.get(exc.code or -1)
-                if state is None:
-                    raise
-                self.info.sim = state
-                return state
-            except AtTimeout as exc:
-                # Wavecom sends '+CPIN: READY' with no final OK: take the partial answer.
-                found = [ln for ln in exc.partial if ln.startswith("+CPIN:")]
-                if not found:
-                    raise
-                state = found[0][6:].strip()
-                self.info.sim = state
-                return state
-            state = response.first("+CPIN:").strip('"')
+        except CmeError as exc:
+            state = {10: "NO SIM", 13: "SIM FAILURE", 11: "SIM PIN", 12: "SIM PUK"}.get(exc.code or -1)
+            if state is None:
+                raise
             self.info.sim = state
             return state
+        except AtTimeout as exc:
+            # Wavecom sends '+CPIN: READY' with no final OK: take the partial answer.
+            found = [ln for ln in exc.partial if ln.startswith("+CPIN:")]
+            if not found:
+                raise
+            state = found[0][6:].strip()
+            self.info.sim = state
+            return state
+        state = response.first("+CPIN:").strip('"')
+        self.info.sim = state
+        return state
 
     async def enter_pin(self, pin: str) -> None:
         """Unlock the SIM. A wrong PIN raises CmeError(16); never retried here (3 tries lock the SIM)."""
@@ -487,13 +570,35 @@ class Modem:
     async def send_submit(self, submit: Submit) -> Submitted:
         """Send one SMS-SUBMIT part (AT+CMGS in PDU mode); returns its TP-MR from +CMGS."""
         timeout_s = self._submit_timeout_s or self.profile.submit_timeout_s
+        times = self.submit_times
+        times.ceiling_s = timeout_s
+        liveness = (
+            Liveness(times.probe_after_s, on_stall=self._stall_began) if not self.profile.send_aborted_by_input else None
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = "no answer"
         try:
             response = await self._engine.command_with_data(
-                f"AT+CMGS={submit.tpdu_length}", submit.hex(), timeout_s=timeout_s, prefix="+CMGS:"
+                f"AT+CMGS={submit.tpdu_length}",
+                submit.hex(),
+                timeout_s=timeout_s,
+                prefix="+CMGS:",
+                liveness=liveness,
             )
+            outcome = "answered"
+        except SubmitLost:
+            outcome = "lost"
+            raise
         except AtTimeout:
             self._note_timeout()
             raise
+        except AtError:
+            outcome = "answered"
+            raise
+        finally:
+            self._stall_ended(outcome, loop.time() - started)
+        times.record(loop.time() - started)
         self._timeouts = 0
         # '+CMGS: <mr>[,<scts>|<ackpdu>]' (Telit, Quectel UGxx, Neoway, Nordic; the <scts> quoted
         # or not, so it may hold commas): the MR is the first field, the modem's, not our PDU's
@@ -566,7 +671,41 @@ class Modem:
         self.info.reopens = self._port.reopens
         self._set_state(ModemState.DISCONNECTED)
 
+    def _stall_began(self, silent_s: float) -> None:
+        self.stalled_since = time.monotonic() - silent_s
+        self.info.last_error = "no answer to a submit: probing whether the modem is alive"
+        usual = self.submit_times.usual_s
+        _LOGGER.warning(
+            "%s: no answer to a submit for %.1f s (usually %s); probing the modem every %g s",
+            self.url,
+            silent_s,
+            "unknown" if usual is None else f"{usual:.1f} s",
+            PROBE_EVERY_S,
+        )
+
+    def _stall_ended(self, outcome: str, elapsed_s: float) -> None:
+        if self.stalled_since is None:
+            return
+        self.stalled_since = None
+        self.info.last_error = ""
+        if outcome == "lost":
+            _LOGGER.warning(
+                "%s answers again after %.1f s silent: the submit in flight was lost; it counts as possibly sent",
+                self.url,
+                elapsed_s,
+            )
+        elif outcome == "answered":
+            _LOGGER.info(
+                "%s: the submit answered after %.1f s (slow network; the modem was alive)",
+                self.url,
+                elapsed_s,
+            )
+        else:
+            _LOGGER.warning("%s: no answer to the submit in %.1f s; giving up on it", self.url, elapsed_s)
+
     def _note_timeout(self) -> None:
+        if self.state is not ModemState.READY:
+            return  # initialising: the port keeper reopens, with backoff, if init fails
         self._timeouts += 1
         if self._timeouts >= TIMEOUTS_BEFORE_REOPEN:
             _LOGGER.warning("%s stopped answering; reopening the port", self.url)
@@ -581,9 +720,18 @@ class Modem:
             self.ready.clear()
 
     async def _initialise(self) -> None:
-        """Bring a freshly opened port to READY: the order ModemManager and Gammu use."""
+        """Bring a freshly opened port to READY, waiting out SIM busy and "init in progress" codes."""
         self._set_state(ModemState.INITIALISING)
         self._memory = ""
+        try:
+            with self._patient(INIT_PATIENCE_S):
+                await self._initialise_steps()
+        except ModemError as exc:
+            self.info.last_error = f"initialisation failed: {exc}"
+            raise
+
+    async def _initialise_steps(self) -> None:
+        """The order ModemManager and Gammu use."""
         await self._wake()
         await self.command("ATE0")
         with contextlib.suppress(AtError):
@@ -636,7 +784,7 @@ class Modem:
                 _LOGGER.debug("status read failed: %s", exc)
 
     async def _wake(self) -> None:
-        # After boot a modem may need a moment; some answer +CME ERROR: 515 for a while.
+        # After boot a modem may need a moment: each try waits out its own timeout (no busy loop).
         deadline = asyncio.get_running_loop().time() + 20
         while True:
             # A client killed between "> " and Ctrl-Z leaves the modem waiting for PDU text:
@@ -644,7 +792,9 @@ class Modem:
             self._engine.abort_input()
             try:
                 await self.command("AT", timeout_s=min(2.0, self._command_timeout_s))
-            except (AtTimeout, AtError):
+            except AtError:
+                return  # it answered: awake; the next commands wait out "init in progress" codes
+            except AtTimeout:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 continue
@@ -697,8 +847,13 @@ class Modem:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _LOGGER.error("modem task failed", exc_info=task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, ModemError):
+            _LOGGER.warning("%s: %s", self.url, exc)  # an expected modem fault: one line, no traceback
+        elif exc is not None:
+            _LOGGER.error("modem task failed", exc_info=exc)
 
     async def _handle_stored(self, sms: StoredSms) -> bool:
         """Give a stored message to its callback, then delete it; False when kept."""

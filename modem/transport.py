@@ -10,18 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 
 import serial
 import serial_asyncio_fast
 
-from modem.errors import TransportError
+from modem.errors import ModemError, TransportError
 
 _LOGGER = logging.getLogger(__name__)
 
-# Reopen backoff: a USB modem re-enumerates in 1-15 s; poll quickly at first.
-REOPEN_DELAY_MIN_S = 0.05
-REOPEN_DELAY_MAX_S = 2.0
+# Reconnect while the device node is absent: 0.5 s doubling to 5 s, with jitter. A failed open
+# costs one syscall, and a USB modem re-enumerates in 1-15 s: a longer cap would only delay the
+# recovery after a replug by up to that long.
+REOPEN_DELAY_MIN_S = 0.5
+REOPEN_DELAY_MAX_S = 5.0
+# The port opens but the modem will not initialise: retry at 0.5 s doubling to 30 s, with jitter.
+INIT_RETRY_MIN_S = 0.5
+INIT_RETRY_MAX_S = 30.0
+
+
+def _jittered(delay_s: float) -> float:
+    return delay_s * random.uniform(0.5, 1.5)  # noqa: S311  (spreads retries, not security)
 
 
 class _Link(asyncio.Protocol):
@@ -104,29 +114,50 @@ class Port:
         on_open: Callable[[], Awaitable[None]],
         on_lost: Callable[[Exception | None], None],
     ) -> None:
-        """Keep the port open forever: open, call on_open, wait for loss, reopen with backoff."""
-        delay = REOPEN_DELAY_MIN_S
-        first = True
+        """Keep the port open forever: open, call on_open, wait for loss, reopen with backoff.
+
+        Every retry backs off with jitter and says why once, not at every turn: an absent
+        device (a replug) and a modem that refuses to initialise (SIM busy for longer than
+        init waits) cost a few syscalls or commands a minute and a line or two in the log.
+        """
+        absent_delay = REOPEN_DELAY_MIN_S
+        init_delay = INIT_RETRY_MIN_S
+        absent = False  # the device is gone and that was said
+        last_failure = ""
         while True:
             try:
                 await self.open()
             except TransportError as exc:
-                if first:
+                if not absent:
                     _LOGGER.warning("%s; waiting for it to appear", exc)
-                    first = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, REOPEN_DELAY_MAX_S)
+                    absent = True
+                await asyncio.sleep(_jittered(absent_delay))
+                absent_delay = min(absent_delay * 2, REOPEN_DELAY_MAX_S)
                 continue
-            delay = REOPEN_DELAY_MIN_S
-            if not first or self.reopens:
+            absent_delay = REOPEN_DELAY_MIN_S
+            if absent:
                 _LOGGER.info("%s reopened", self.url)
-            first = True
+                absent = False
             lost_task = asyncio.ensure_future(self.wait_lost())
             try:
                 await on_open()
-            except Exception:
-                _LOGGER.exception("modem initialisation on %s failed; reopening", self.url)
+            except Exception as exc:  # the modem would not initialise: close, back off, retry
+                failure = str(exc) if isinstance(exc, ModemError) else repr(exc)
+                pause = _jittered(init_delay)
+                if failure != last_failure:
+                    if isinstance(exc, ModemError):  # expected: one line, no traceback
+                        _LOGGER.warning("%s: initialisation failed: %s; retrying with backoff", self.url, exc)
+                    else:
+                        _LOGGER.exception("%s: initialisation failed; retrying with backoff", self.url)
+                    last_failure = failure
                 await self.close()
+                on_lost(await lost_task)
+                await asyncio.sleep(pause)
+                init_delay = min(init_delay * 2, INIT_RETRY_MAX_S)
+                continue
+            if last_failure:
+                _LOGGER.info("%s: initialised after retrying", self.url)
+            init_delay, last_failure = INIT_RETRY_MIN_S, ""
             reason = await lost_task
             self.connected.clear()
             self._transport = None

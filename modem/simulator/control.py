@@ -20,6 +20,10 @@ POST /fault    {"name": "hang", "port": "primary"|"aux"|null}   also: unhang, un
                Fibocom send), {"name": "variants", "cmgr_header": "no_stat", "alpha": "Smith, J",
                "empty_read": "ok", "cmgs_extra": "scts"} (see modem.simulator.variants)
                {"name": "pdu", "hex": "0791…", "report": false} (a raw PDU, even an undecodable one)
+               {"name": "freeze", "seconds": 30, "mid_submit": true}  (stops answering, the command in
+               flight lost, then answers again), {"name": "thaw"},
+               {"name": "boot_busy", "init_busy_s": 1, "sim_busy_s": 20}  (+CME ERROR: 515 / SIM busy
+               windows of the next boots: replug, reset)
 ```
 Example: `curl -s localhost:8025/inject -d '{"sender":"Megafon","text":"Привет 😀"}'`.
 """
@@ -146,6 +150,14 @@ async def apply_fault(sim: Simulator, body: dict[str, Any]) -> None:
             raise ControlError(f"pdu needs hex of at least one octet: {exc}") from exc
     elif name == "clear":
         sim.clear_faults()
+    elif name == "freeze":
+        sim.freeze(_seconds(body, "seconds", 30.0), mid_submit=bool(body.get("mid_submit", True)))
+    elif name == "thaw":
+        sim.thaw()
+    elif name == "boot_busy":
+        sim.boot_busy(
+            init_busy_s=_seconds(body, "init_busy_s", None), sim_busy_s=_seconds(body, "sim_busy_s", None)
+        )
     else:
         raise ControlError(f"unknown fault {name!r}")
 
@@ -170,6 +182,14 @@ def _set_variants(sim: Simulator, body: dict[str, Any]) -> None:
                 f"variant {key!r} must be one of {choices}" if choices else f"{key!r} must be text"
             )
         setattr(sim.variants, key, value)
+def _seconds(body: dict[str, Any], key: str, default: float | None) -> Any:
+    """A duration field of a fault: a number from 0 to one day."""
+    value = body.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+        raise ControlError(f"{key}: expected seconds from 0 to 86400, got {value!r}")
+    return float(value)
 
 
 async def _json(request: Request) -> dict[str, Any]:

@@ -9,12 +9,15 @@ with `@handles("+CMGS")`; models are subclasses carrying a `ModelProfile` (quirk
 
 `Simulator` is the whole device: SIM (PIN, storage "SM"/"ME"/"SR", MR counter), radio
 (registration, operator, signal), the ports (pseudo-terminals under stable symlinks, plus an
-optional TCP listener), the simulated network (`network.Network`), and the faults.
+optional TCP listener), the simulated network (`network.Network`), and the faults. After a boot
+(replug, AT+CFUN=1,1) it answers `+CME ERROR: 515` for `init_busy_s` and SIM busy for
+`sim_busy_s`, as real modems do; `freeze()` makes it stop answering mid-submit and come back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import inspect
@@ -45,6 +48,8 @@ STAT_NAMES = {0: "REC UNREAD", 1: "REC READ", 2: "STO UNSENT", 3: "STO SENT", 4:
 SMS_COMMANDS = frozenset(
     {"+CMGS", "+CMGR", "+CMGL", "+CMGD", "+CMGW", "+CMSS", "+CPMS", "+CNMI", "+CSCA", "+CMGF", "+CNMA"}
 )
+# Commands that read the SIM: `+CME ERROR: 14` (SIM busy) while it initialises after a boot.
+SIM_COMMANDS = frozenset({"+CPIN", "+CLCK", "+CIMI", "+CNUM", "+CCID", "+QCCID", "+ICCID", "^ICCID"})
 
 
 class Kind(enum.Enum):
@@ -54,6 +59,10 @@ class Kind(enum.Enum):
     READ = "read"  # AT+CMD?
     TEST = "test"  # AT+CMD=?
     SET = "set"  # AT+CMD=...
+
+
+class CommandLost(Exception):
+    """The modem froze while executing a command: it never answers it."""
 
 
 class AtFail(Exception):
@@ -271,6 +280,10 @@ class SimState:
     operator_numeric: str = "26201"
     signal: int = 21
     booting: bool = False
+    # Loop times until which, after a boot, every command gets +CME ERROR: 515 ("init in
+    # progress", Wavecom) and SIM commands get SIM busy (+CME ERROR: 14 / +CMS ERROR: 314, ZTE).
+    init_busy_until: float = 0.0
+    sim_busy_until: float = 0.0
     noise: bool = False
     storage: dict[str, Storage] = field(default_factory=dict)
     smsc_toa: int = 145
@@ -591,6 +604,7 @@ class FakeModem:
             return  # real modems ignore lines that do not start with AT
         lines: list[str] = []
         fail: AtFail | None = None
+        self.sim.commands.append((asyncio.get_running_loop().time(), self.role, text))
         for command in split_command_line(text[2:]):
             name, kind, args = parse_command(command)
             try:
@@ -598,6 +612,8 @@ class FakeModem:
             except AtFail as exc:
                 fail = exc
                 break
+            except CommandLost:
+                return  # frozen mid-command: no answer, ever
         self._maybe_noise()
         self._respond(lines, fail)
 
@@ -605,6 +621,9 @@ class FakeModem:
         attr = self._handlers.get(name)
         if attr is None or name in self.profile.unsupported:
             raise AtFail("UNKNOWN")
+        busy = self.sim.busy_failure(name)
+        if busy is not None:
+            raise busy
         if name in SMS_COMMANDS:
             self._require_sim(sms=True)
             if self.sim.state.booting:
@@ -1366,12 +1385,14 @@ class Faults:
     cms_errors: list[int] = field(default_factory=list)  # next submits fail with these codes
     drop_prompt: int = 0
     pin_after_reset: bool = False
+    freeze_at_submit_s: float | None = None  # the next submit freezes the modem this long
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "cms_errors": list(self.cms_errors),
             "drop_prompt": self.drop_prompt,
             "pin_after_reset": self.pin_after_reset,
+            "freeze_at_submit_s": self.freeze_at_submit_s,
         }
 
 
@@ -1398,6 +1419,8 @@ class Simulator:
         reset_delay_s: float = 0.2,
         reenumerate_delay_s: float = 1.0,
         boot_delay_s: float = 0.5,
+        init_busy_s: float = 1.0,
+        sim_busy_s: float = 5.0,
         cnma_timeout_s: float = 5.0,
         cnma_retries: int = 6,
         sc_retry_s: float = 30.0,
@@ -1435,6 +1458,8 @@ class Simulator:
         self.cnma_retries = cnma_retries  # how often the SC re-sends after RP-ERROR
         self.sc_retry_s = sc_retry_s  # and after how long
         self._retries: set[asyncio.TimerHandle] = set()
+        self.init_busy_s = init_busy_s
+        self.sim_busy_s = sim_busy_s
         self.urc_port = urc_port
         self.noise_interval_s = noise_interval_s
         self.noise_rate = noise_rate
@@ -1474,6 +1499,9 @@ class Simulator:
         self._changed: asyncio.Event | None = None
         self._started = False
         self.portsel = 0  # Huawei ^PORTSEL, reported only
+        self.frozen = False
+        # (loop time, port, command line) of every AT line executed: what a fault cost the modem.
+        self.commands: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=10000)
 
     def __repr__(self) -> str:
         return f"Simulator(model={self.profile.key!r}, primary={str(self.primary_path)!r}, plugged={self.plugged})"
@@ -1533,6 +1561,10 @@ class Simulator:
         state.pin_attempts = 3
         state.noise = self._noise_setting
         state.booting = boot_urcs and self.boot_delay_s > 0
+        if boot_urcs:  # a boot (replug, AT+CFUN=1,1), not a modem that was on long before we came
+            now = asyncio.get_running_loop().time()
+            state.init_busy_until = now + self.init_busy_s
+            state.sim_busy_until = now + self.sim_busy_s
         for role in self.roles():
             session = self.model_class(self, role, self._writer(role))
             self.sessions[role] = session
@@ -1664,6 +1696,59 @@ class Simulator:
                 session.hung = False
                 session._input.clear()
 
+    def freeze(self, seconds: float, *, mid_submit: bool = True) -> None:
+        """The modem stops answering on every port for `seconds`, then answers again.
+
+        With `mid_submit` the freeze begins when the next AT+CMGS has its PDU: that command is
+        lost (no +CMGS, no error, and the network never gets the part). URCs due meanwhile are
+        held and come after the thaw, as the network retries a report the radio never acked.
+        The network log gets a `freeze` and a `thaw` entry with their times.
+        """
+        if mid_submit:
+            self.faults.freeze_at_submit_s = seconds
+        else:
+            self._freeze(seconds)
+
+    def _freeze(self, seconds: float) -> None:
+        self.frozen = True
+        self.hang()
+        self.network.record("freeze", self.state.own_number, result=f"{seconds:g} s")
+
+        async def thaw() -> None:
+            await asyncio.sleep(seconds)
+            self.thaw()
+
+        self._spawn(thaw())
+
+    def thaw(self) -> None:
+        """End a freeze: the modem answers again (input typed meanwhile was lost)."""
+        if not self.frozen:
+            return
+        self.frozen = False
+        self.unhang()
+        self.network.record("thaw", self.state.own_number)
+        self._flush_held()
+
+    def boot_busy(self, *, init_busy_s: float | None = None, sim_busy_s: float | None = None) -> None:
+        """How long the next boots answer +CME ERROR: 515 to everything / SIM busy to SIM commands."""
+        if init_busy_s is not None:
+            self.init_busy_s = init_busy_s
+        if sim_busy_s is not None:
+            self.sim_busy_s = sim_busy_s
+
+    def busy_failure(self, name: str) -> AtFail | None:
+        """The error a command gets while the modem or its SIM is still starting, if any."""
+        state = self.state
+        now = asyncio.get_running_loop().time()
+        if now < state.init_busy_until:
+            return AtFail.cme(515)
+        if now < state.sim_busy_until:
+            if name in SMS_COMMANDS:
+                return AtFail.cms(314)
+            if name in SIM_COMMANDS:
+                return AtFail.cme(14)
+        return None
+
     def cms_error(self, code: int, count: int = 1) -> None:
         """The next `count` submits fail with +CMS ERROR: code (after the submit latency)."""
         self.faults.cms_errors.extend([code] * count)
@@ -1733,6 +1818,7 @@ class Simulator:
 
     def clear_faults(self) -> None:
         self.faults = Faults()
+        self.thaw()
         self.unhang()
         if not self.state.registered:
             self.set_registration(True)
@@ -1744,6 +1830,10 @@ class Simulator:
         state = self.state
         if state.reg_stat() not in (1, 5):
             raise AtFail.cms(331)
+        if self.faults.freeze_at_submit_s is not None:
+            seconds, self.faults.freeze_at_submit_s = self.faults.freeze_at_submit_s, None
+            self._freeze(seconds)
+            raise CommandLost
         latency = self.submit_latency_s
         if self.submit_jitter_s > 0:
             latency += self.random.uniform(0, self.submit_jitter_s)
@@ -1782,7 +1872,7 @@ class Simulator:
             self._submit_overrun_s = min(latency / 2, max(0.0, self._submit_overrun_s + 0.2 * error))
 
     def _urc_session(self) -> FakeModem | None:
-        if not self.plugged or self.state.booting:
+        if not self.plugged or self.state.booting or self.frozen:
             return None
         session = self.sessions.get(self.urc_port) or self.sessions.get("primary")
         if session is None or self.state.reg_stat() not in (1, 5):
@@ -2004,6 +2094,8 @@ class Simulator:
             },
             "noise": state.noise,
             "hung": {role: s.hung for role, s in self.sessions.items()},
+            "frozen": self.frozen,
+            "boot_busy": {"init_busy_s": self.init_busy_s, "sim_busy_s": self.sim_busy_s},
             "sessions": {
                 role: {
                     "echo": s.echo,

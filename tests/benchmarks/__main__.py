@@ -1,11 +1,11 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog flood)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog flood recovery)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from tests.benchmarks import bench_engine, bench_flood, bench_gateway, bench_page, bench_watchdog
+from tests.benchmarks import bench_engine, bench_flood, bench_gateway, bench_page, bench_recovery, bench_watchdog
 
 BENCHES = {
     "engine": bench_engine.run,
@@ -13,6 +13,7 @@ BENCHES = {
     "page": bench_page.run,
     "watchdog": bench_watchdog.run,
     "flood": bench_flood.run,
+    "recovery": bench_recovery.run,
 }
 
 

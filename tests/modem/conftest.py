@@ -20,6 +20,8 @@ SIM_TEST_TIMING: dict[str, Any] = {
     "reset_delay_s": 0,
     "reenumerate_delay_s": 0,
     "boot_delay_s": 0,
+    "init_busy_s": 0,
+    "sim_busy_s": 0,
     "noise_interval_s": 0,
     # The network's wait for AT+CNMA: long enough for a ledger commit; tests of the timeout pass less.
     "cnma_timeout_s": 2.0,
