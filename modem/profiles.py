@@ -120,6 +120,8 @@ PROFILES: tuple[Profile, ...] = (
         # until AT+CPMS? is issued; ModemManager sends it while probing, so do we, first thing.
         # (If the SIM is still locked it fails; the AT+CPMS? of the status read stops it later.)
         extra_init=("AT+CPMS?",),
+        why_recovery="stored: Qualcomm-based ZTE devices refuse ds=1 (ModemManager cnmi_sequence), so "
+        "reports are stored (+CDSI) and swept; there is no acknowledged fallback",
         # ModemManager cnmi_sequence: Qualcomm-based devices refuse <ds>=1 although +CNMI=?
         # lists it, and accept 2: stored reports (+CDSI) from the start, no refused command.
         cnmi=("2,1,0,2,0", "2,1,0,0,0"),
@@ -129,7 +131,13 @@ PROFILES: tuple[Profile, ...] = (
     # Fibocom G510: any byte written before the result of AT+CMGS aborts the send (G5/G6 AT
     # manual). The AT engine never writes while a send is pending (AtEngine.command_with_data
     # holds the port until +CMGS/+CMS ERROR/+CMGS ERROR); the flag warns anything that probes.
-    Profile(name="fibocom", match=("fibocom", "g510", "g610"), send_aborted_by_input=True),
+    Profile(
+        name="fibocom",
+        match=("fibocom", "g510", "g610"),
+        send_aborted_by_input=True,
+        why_recovery="stored: the generic order (ds=2 first, swept); the G510's report memory is "
+        "taken from its AT manual, not seen on a device",
+    ),
 )
 
 
