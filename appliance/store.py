@@ -510,8 +510,9 @@ class _BatchExtras:
         if key_id is not None:
             self.added[key_id, hour] = self.added.get((key_id, hour), 0) + 1
         if actor is not None:
+            action = "test_sms" if new.source == "page" else "send"
             detail = f"via {new.source}, priority {new.priority.name.lower()}"
-            self.audits.append((now, actor.name[:200], actor.source[:200], "send", msg_id, detail))
+            self.audits.append((now, actor.name[:200], actor.source[:200], action, msg_id, detail))
 
     async def write(self, db: aiosqlite.Connection) -> None:
         if self.added:
