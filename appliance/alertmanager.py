@@ -240,7 +240,7 @@ class AlertmanagerEndpoint:
                 body=text,
                 encoding=segmentation.encoding.value,
                 segments=len(segmentation.parts),
-                priority=max(Priority.HIGH, key.max_priority or Priority.HIGH),
+                priority=Priority.HIGH if key.max_priority is None else key.max_priority,
                 validity_s=self.config.dispatcher.default_validity_s,
                 metadata={
                     "alertmanager": {

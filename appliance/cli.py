@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_limits(update)
     lst = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
     _add_config(lst)
+    lst.add_argument("--long", "-l", action="store_true", help="also each key's quotas and highest priority")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id, name or prefix")
     _add_config(revoke)
     revoke.add_argument("key", help="id, name or prefix (sgw_...)")
@@ -268,10 +269,11 @@ async def _keys(args: argparse.Namespace) -> int:
         elif args.keys_verb == "list":
             for key in await store.list_keys():
                 state = "revoked" if key.revoked_at else "active"
-                limits = KeyLimits.of(key).describe()
-                print(
-                    f"{key.id}\t{key.name}\t{key.prefix}…\t{','.join(sorted(key.scopes))}\t{state}\t{limits}"
-                )
+                # Tab-separated, the state last: scripts (the Ansible role) parse these lines.
+                line = f"{key.id}\t{key.name}\t{key.prefix}…\t{','.join(sorted(key.scopes))}"
+                if args.long:
+                    line += f"\t{KeyLimits.of(key).describe()}"
+                print(f"{line}\t{state}")
         elif args.keys_verb == "revoke":
             revoked = await store.revoke_key(args.key, actor=actor)
             if revoked is None:

@@ -59,8 +59,12 @@ SCHEMAS: dict[str, Any] = {
         "required": ["to", "body"],
         "additionalProperties": False,
         "properties": {
-            "to": {"type": "string", "description": "E.164, or national in the configured region"},
-            "body": {"type": "string", "minLength": 1},
+            "to": {
+                "type": "string",
+                "description": "E.164, or national in the configured region",
+                "examples": ["+4915112345678"],
+            },
+            "body": {"type": "string", "minLength": 1, "examples": ["Disk full on db1"]},
             "idempotency_key": {"type": "string", "maxLength": 255},
             "send_at": {"type": "string", "format": "date-time"},
             "validity_s": {"type": "integer", "minimum": 60, "maximum": 604800},
@@ -291,7 +295,15 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("Message"), "The original message of a repeated idempotency key"),
             },
             parameters=[{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-            requestBody={"required": True, "content": {"application/json": {"schema": _ref("SendRequest")}}},
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": _ref("SendRequest"),
+                        "example": {"to": "+4915112345678", "body": "Disk full on db1"},
+                    }
+                },
+            },
         ),
         "get": _op(
             "List messages, newest first",

@@ -12,6 +12,7 @@ the session's CSRF token and, when the browser sends one, a same-origin Origin.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -255,7 +256,9 @@ class Web:
             return refused
         doc = {"to": str(form.get("to") or ""), "body": str(form.get("body") or "")}
         try:
-            new = validation.parse_send_request(doc, header_key=None, config=self.config)
+            new = dataclasses.replace(
+                validation.parse_send_request(doc, header_key=None, config=self.config), source="page"
+            )
             msg, _created = await self.store.accept(
                 new,
                 key_id=None,

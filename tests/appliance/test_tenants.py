@@ -3,6 +3,7 @@ priority; every action lands in the audit trail. Real httpx clients on the ASGI 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -165,6 +166,19 @@ async def test_a_key_over_its_hourly_quota_gets_429_with_retry_after_and_others_
     assert again.status_code == 200
     await send(client, tenants.alice, A_PHONE, "unaffected")  # one key's flood is not everyone's
     assert len(await listed(client, tenants.admin)) == 4
+
+
+async def test_a_concurrent_burst_gets_exactly_its_quota(client: httpx.AsyncClient, store: Store) -> None:
+    """Accepts share one commit: the quota still counts every message of the batch."""
+    _, burst = await store.create_key("burst", ["send"], limits=KeyLimits(per_hour=3, per_day=100))
+    replies = await asyncio.gather(
+        *(
+            client.post("/api/v1/messages", json={"to": A_PHONE, "body": f"n{i}"}, headers=bearer(burst))
+            for i in range(12)
+        )
+    )
+    assert sorted(r.status_code for r in replies) == [202] * 3 + [429] * 9
+    assert len(await store.list_messages()) == 3
 
 
 async def test_the_daily_quota_counts_the_last_24_hours(

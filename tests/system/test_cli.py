@@ -255,6 +255,9 @@ async def test_keys_update_sets_quota_and_priority_and_both_are_audited(box: Box
         assert updated.returncode == 0, updated.stderr
         assert "unlimited/hour" in updated.stdout
         assert "priority up to normal" in updated.stdout  # untouched
+        listed = await smsgw("keys", "list", "--long", "--config", box.config)
+        (line,) = [ln for ln in listed.stdout.splitlines() if "\tbulkapp\t" in ln]
+        assert line.split("\t")[4:] == ["unlimited/hour, unlimited/day, priority up to normal", "active"]
         assert (await client.post("/api/v1/messages", json={"to": PHONE, "body": "two"})).status_code == 202
     audit = (await box.gw.client.get("/api/v1/audit")).json()["events"]
     mine = [e for e in audit if e["actor"] == "cli"]

@@ -172,7 +172,7 @@ async def test_page_actions_and_logins_are_audited_and_the_trail_is_for_admins(g
     assert [(e["actor"], e["action"], e["target"]) for e in events] == [
         ("web:test", "incident_ack", "incident 7"),
         ("web:test", "modem_reset", "modem modem"),
-        ("web:test", "send", msg_id),
+        ("web:test", "test_sms", msg_id),
         ("web:test", "login", None),
         ("web:?", "login_failed", None),
     ]

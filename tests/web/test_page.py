@@ -98,3 +98,28 @@ async def test_modem_page_lists_quarantined_pdus_and_the_report_recovery(
     assert "SM:1" in section
     assert "truncated" in section.lower()
     assert await page.inner_text(".report-recovery") == "stored"
+
+
+async def test_audit_page_after_logging_in_shows_who_did_what(gw: Running, browser: Browser) -> None:
+    sent = await gw.send(to=PHONE, body="audited from the API")
+    assert sent.status_code == 202
+    page = await browser.new_page(viewport={"width": 390, "height": 844})
+    base = f"http://{gw.config.api.listen}"
+    await page.goto(f"{base}/audit")
+    assert page.url == f"{base}/login"  # logged-in only
+    assert await page.locator('a[href="/audit"]').count() == 0  # not offered before login
+    await page.fill('input[name="password"]', gw.key)
+    await page.click("button:has-text('Log in')")
+    await page.wait_for_url(f"{base}/?notice=login")
+    await page.click('a[href="/audit"]')
+    await page.wait_for_url(f"{base}/audit")
+    rows = [await r.inner_text() for r in await page.locator("tr.audit-row").all()]
+    assert len(rows) == 2, rows
+    assert "login" in rows[0]
+    assert "web:test" in rows[0]
+    assert "send" in rows[1]
+    assert sent.json()["id"] in rows[1]
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"/audit at phone width overflows by {overflow}px"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "audit-phone.png"), full_page=True)
