@@ -174,7 +174,7 @@ def dedupe_hash(doc: dict[str, Any]) -> str:
 
 def parse_notification(raw: bytes) -> dict[str, Any]:
     """The JSON document, checked for what we read: an object with an `alerts` list."""
-    doc = validation.parse_json(raw)
+    doc = _loads(raw)
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_request", "the body must be an Alertmanager or Grafana webhook object")
     alerts = doc.get("alerts")
@@ -190,7 +190,29 @@ def parse_notification(raw: bytes) -> dict[str, Any]:
 
 def _prepare(raw: bytes, max_segments: int, max_alerts: int) -> tuple[dict[str, Any], str, str]:
     doc = parse_notification(raw)
-    return doc, notification_text(doc, max_segments, max_alerts), dedupe_hash(doc)
+    text = notification_text(doc, max_segments, max_alerts)
+    try:  # only what is kept must be storable text (validation.parse_json re-encodes the whole body)
+        for kept in (text, str(doc.get("receiver", "")), str(doc.get("groupKey", ""))[:512]):
+            kept.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_json", "the notification holds a lone surrogate (\\ud800...)") from None
+    return doc, text, dedupe_hash(doc)
+
+
+def _loads(raw: bytes) -> Any:
+    """Strict JSON, as validation.parse_json, in one pass over the body (it holds the GIL throughout)."""
+
+    def _no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except UnicodeError:
+        raise ApiError(400, "invalid_json", "the request body is not valid UTF-8 JSON text") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the request body nests too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
 
 
 class AlertmanagerEndpoint:

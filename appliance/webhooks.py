@@ -46,6 +46,7 @@ BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 3600.0
 CONCURRENCY = 8  # targets delivered to at once; each target's own queue is serial
 BATCH = 16  # webhooks a target's worker reads at a time
+ERROR_PAUSE_S = 5.0  # after the ledger failed a target's worker
 SECRET_FILE = "callback.key"  # noqa: S105  (a file name)
 
 
@@ -169,8 +170,10 @@ class Relay:
             await self._drain(target)
         except StoreError as exc:
             _LOGGER.error("webhooks to %s: %s", target, exc)  # noqa: TRY400  (the ledger said it all)
+            await asyncio.sleep(ERROR_PAUSE_S)  # hold the slot: no retry loop while the ledger fails
         except Exception:
             _LOGGER.exception("webhooks to %s failed", target)
+            await asyncio.sleep(ERROR_PAUSE_S)
 
     async def _drain(self, target: str) -> None:
         while True:

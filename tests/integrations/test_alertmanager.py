@@ -192,3 +192,12 @@ async def test_a_megabyte_notification_is_one_bounded_sms(box: Running, sim: Sim
     assert f"+{27_000 - box.config.alertmanager.max_alerts} more" in text
     phone = sim.network.phone(ONCALL)
     assert await eventually(phone.texts, 20) == [text]
+
+
+async def test_a_lone_surrogate_in_a_label_is_a_400(box: Running) -> None:
+    body = b'{"status": "firing", "alerts": [{"labels": {"alertname": "Disk\\ud800Full"}}]}'
+    r = await box.client.post(
+        "/api/v1/alertmanager", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_json"
