@@ -541,6 +541,27 @@ class Modem:
             header = None
         return result
 
+    async def _read_each(self, memory: str) -> list[StoredSms]:
+        """Every message in memory by AT+CMGR, slot by slot, for modems whose AT+CMGL refuses it."""
+        try:
+            response = await self.command(f'AT+CPMS="{memory}"')
+            used, total = (int(n) for n in re.findall(r"\d+", response.first("+CPMS:"))[:2])
+        except (AtError, ValueError) as exc:
+            _LOGGER.info("cannot read %s slot by slot: %s", memory, exc)
+            return []
+        self._memory = memory
+        found: list[StoredSms] = []
+        for index in range(total + 1):  # 0- or 1-based: one slot more covers both
+            if len(found) >= used:
+                break
+            try:
+                sms = await self.read_stored(index, memory)
+            except CmsError:
+                continue
+            if sms is not None:
+                found.append(sms)
+        return found
+
     async def read_stored(self, index: int, memory: str | None = None) -> StoredSms | None:
         """One stored message (AT+CMGR), or None when the slot is empty."""
         await self.select_memory(memory or self.profile.storage)
@@ -652,8 +673,11 @@ class Modem:
             try:
                 stored = await self.list_stored(memory)
             except AtError as exc:
-                _LOGGER.info("cannot list %s: %s", memory, exc)
-                continue
+                if memory != report_memory:
+                    _LOGGER.info("cannot list %s: %s", memory, exc)
+                    continue
+                # Some modems cannot list SR (D-Link DWM-156, gammu #156): read slot by slot.
+                stored = await self._read_each(memory)
             for sms in stored:
                 if await self._handle_stored(sms):
                     handled += 1

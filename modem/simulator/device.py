@@ -1112,6 +1112,8 @@ class FakeModem:
                 raise AtFail.error()
             wanted = names[name]
         memory = self._memory(0)
+        if memory.name == "SR" and not self.sim.list_sr:
+            raise AtFail.cms(302)
         lines: list[str] = []
         for index in sorted(memory.slots):
             stored = memory.slots[index]
@@ -1436,6 +1438,7 @@ class Simulator:
         noise_interval_s: float = 2.0,
         noise_rate: float = 0.3,
         cds_wrong_memory: bool | None = None,
+        list_sr: bool = True,
         tz: tzinfo = UTC,
         seed: int | None = None,
     ) -> None:
@@ -1463,6 +1466,8 @@ class Simulator:
         self.urc_port = urc_port
         self.noise_interval_s = noise_interval_s
         self.noise_rate = noise_rate
+        # False: AT+CMGL refuses the SR memory, as on the D-Link DWM-156 (gammu #156); read by index.
+        self.list_sr = list_sr
         self.cds_wrong_memory = (
             self.profile.cds_wrong_memory if cds_wrong_memory is None else cds_wrong_memory
         )

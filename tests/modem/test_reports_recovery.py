@@ -219,3 +219,13 @@ async def test_a_report_stored_during_a_freeze_is_found_by_the_quiet_sweep(
         sim.unhang()
         await eventually(lambda: any(r.mr == sub.mr for r in collected.reports), timeout_s=10)
         await eventually(lambda: sim.state.storage["SR"].used == 0)
+
+
+async def test_reports_are_swept_slot_by_slot_where_sr_cannot_be_listed(sim_factory: SimFactory) -> None:
+    sim = await sim_factory("generic", list_sr=False)  # AT+CMGL on SR: +CMS ERROR: 302 (DWM-156)
+    mr = await _send_while_dead(sim, "not listable")
+    assert sim.state.storage["SR"].used == 1
+    collected = Collected()
+    async with running(sim, collected):
+        await eventually(lambda: any(r.mr == mr for r in collected.reports))
+        await eventually(lambda: sim.state.storage["SR"].used == 0)

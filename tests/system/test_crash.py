@@ -22,10 +22,10 @@ from tests.modem.conftest import SIM_TEST_TIMING
 from tests.system.conftest import eventually, gateway_config
 
 # The bar is kill -9 x 50 during a 200-message drain: about 3.5 min here (a restart of
-# `smsgw serve` costs ~3 s of imports on a loaded box), so CI kills 15 times. The full run by hand:
+# `smsgw serve` costs ~3 s of imports on a loaded box), so CI kills 10 times. The full run by hand:
 # SMSGW_CRASH_KILLS=50 (SMSGW_CRASH_MESSAGES, SMSGW_CRASH_MODEL=sim800 for the CNMA path, too).
 MESSAGES = int(os.environ.get("SMSGW_CRASH_MESSAGES", "200"))
-KILLS = int(os.environ.get("SMSGW_CRASH_KILLS", "15"))
+KILLS = int(os.environ.get("SMSGW_CRASH_KILLS", "10"))
 MODEL = os.environ.get("SMSGW_CRASH_MODEL", "quectel-ec25")
 # Reports come 0.3..1.3 s after the submit (the emulator: 0.5 s), so many reach the
 # modem while the daemon is dead: kept in SR (Quectel, ds=2) or re-sent by the network after
