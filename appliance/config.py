@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path("/etc/smsgw/smsgw.toml")
+# A burst larger than a minute's worth of sends at any sane rate defeats the carrier limit.
+MAX_RATE_BURST = 100
 
 
 class ConfigError(ValueError):
@@ -38,6 +40,9 @@ class ModemConfig:
     pin: str = ""
     name: str = ""  # label in logs and status; defaults to the port
     rate_per_minute: float = 20.0  # carrier anti-spam: stay well below what gets a SIM blocked
+    # Sends that may go back to back before the rate applies: sporadic traffic goes at once,
+    # the long-run rate stays rate_per_minute (a burst of 1 made every second message wait).
+    rate_burst: int = 5
     command_timeout_s: float = 10.0
     submit_timeout_s: float = 180.0
 
@@ -292,6 +297,10 @@ def _check(config: Config) -> None:
         for name in ("rate_per_minute", "command_timeout_s", "submit_timeout_s"):
             if getattr(modem, name) <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive")
+        if not 1 <= modem.rate_burst <= MAX_RATE_BURST:
+            raise ConfigError(
+                f"{where}.rate_burst: must be 1 to {MAX_RATE_BURST} sends (1 = no burst), got {modem.rate_burst}"
+            )
     ports = [m.port for m in config.modems if m.port != "sim"]
     if len(set(ports)) != len(ports):
         raise ConfigError("modems: two modems share one port")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from appliance.config import DispatcherConfig, ModemConfig
 from appliance.metrics import Metrics
 from appliance.states import PartState
-from appliance.store import Message, Store
+from appliance.store import Message, Store, rfc3339
 from modem import AtError, AtTimeout, Modem, ModemError, ModemState, TransportError
 from modem.pdu import Address, encode_submits
 
@@ -83,11 +83,17 @@ def backoff_s(attempt: int, cfg: DispatcherConfig, rng: random.Random) -> float:
 
 
 class TokenBucket:
-    """Sends per minute for one modem; carriers block SIMs that flood."""
+    """Sends per minute for one modem, with a burst; carriers block SIMs that flood.
+
+    It starts full: up to `burst` sends go back to back, then one every 60/per_minute s.
+    Over any window of T seconds at most burst + T * per_minute / 60 sends pass, so the
+    long-run rate is per_minute whatever the burst.
+    """
 
     def __init__(
         self, per_minute: float, *, burst: float = 1.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        self.per_minute = per_minute
         self.rate_s = per_minute / 60.0
         self.capacity = max(1.0, burst)
         self.tokens = self.capacity
@@ -107,6 +113,10 @@ class TokenBucket:
         now = self._clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate_s)
         self._last = now
+
+    def describe(self) -> str:
+        """The limit in words, for a timeline entry."""
+        return f"the modem's rate limit ({self.per_minute:g} a minute, burst {self.capacity:g})"
 
 
 class RecipientFlood:
@@ -168,7 +178,7 @@ class ModemWorker:
         self.modem = modem
         self.cfg = cfg
         self.name = name
-        self.bucket = TokenBucket(cfg.rate_per_minute)
+        self.bucket = TokenBucket(cfg.rate_per_minute, burst=cfg.rate_burst)
         self.failures = 0
         self.set_aside_until = 0.0
         self.sent_parts = 0
@@ -207,8 +217,9 @@ class ModemWorker:
             wait = self.bucket.wait_s()
             if wait > 0:
                 if wait >= NOTABLE_DELAY_S:
-                    await self._note_rate_limit(wait)
-                await asyncio.sleep(wait)
+                    await self._note_rate_limit(time.time() + wait)
+                # Woken early by a new message: the next turn says in its timeline why it waits.
+                await self._pause(wait)
                 return
             msg = await self._claim()
         if msg is None:
@@ -266,22 +277,22 @@ class ModemWorker:
 
     async def _idle(self) -> None:
         due = await self.d.store.next_due()
-        timeout = IDLE_WAIT_S if due is None else max(0.0, min(IDLE_WAIT_S, due - time.time()))
+        await self._pause(IDLE_WAIT_S if due is None else max(0.0, min(IDLE_WAIT_S, due - time.time())))
+
+    async def _pause(self, seconds: float) -> None:
+        """Until `seconds` pass or a message is committed."""
         self.d.work.clear()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self.d.work.wait()
         except TimeoutError:
             pass
 
-    async def _note_rate_limit(self, wait: float) -> None:
+    async def _note_rate_limit(self, until: float) -> None:
+        # `until` is taken before these awaits: a later one would hold the message past its token.
         nxt = await self.d.store.peek_next(time.time())
         if nxt is not None:
-            await self.d.store.delay(
-                nxt,
-                time.time() + wait,
-                f"waiting for the modem's rate limit ({self.cfg.rate_per_minute:g} a minute)",
-            )
+            await self.d.store.delay(nxt, until, f"waiting for {self.bucket.describe()}", move=False)
 
     async def _send(self, msg: Message) -> None:
         """Send the parts of msg not yet accepted by the network, with its concatenation reference."""
@@ -305,6 +316,13 @@ class ModemWorker:
             seq = submit.concat.seq if submit.concat else 1
             wait = self.bucket.wait_s()
             if wait > 0:  # a prefetched message, or the next part of a multipart one
+                if wait >= NOTABLE_DELAY_S:
+                    await self.d.store.note(
+                        msg.id,
+                        "delayed",
+                        f"part {seq}/{msg.segments} waiting for {self.bucket.describe()} "
+                        f"until {rfc3339(time.time() + wait)}",
+                    )
                 await asyncio.sleep(wait)
             self.bucket.take()
             if states[seq] is not PartState.SENDING:  # the claim marked the first one already

@@ -125,6 +125,11 @@ async def build_status(
             "by_status": by_status,
             "oldest_age_s": None if oldest_age_s is None else round(oldest_age_s, 3),
             "ambiguous_total": stats.ambiguous_total,
+            # Which limit (rate, anti-flood) holds messages back, how many, and until when.
+            "held_back": [
+                {"reason": reason, "messages": n, "until": rfc3339(until)}
+                for reason, n, until in await store.held_back(now)
+            ],
         },
         "throughput": {
             "last_sent_at": rfc3339(stats.last_sent_at),

@@ -30,7 +30,6 @@ from appliance.states import FINAL, PartState, Priority, State, check
 
 _LOGGER = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
 # Accepts committed together at most (group commit); bounds the latency one slow batch adds.
 ACCEPT_BATCH_MAX = 256
 
@@ -191,7 +190,36 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX messages_delivered_at ON messages(delivered_at) WHERE delivered_at IS NOT NULL;
     CREATE INDEX parts_submitted_at ON parts(submitted_at);
     """,
+    # 3 (issue 10, items 6 and 7, branch appfield): an 8-bit and a 16-bit concatenation reference
+    # with the same number are different messages, so the width is part of the reassembly key
+    # (parts already waiting: a reference above 255 can only be 16-bit, the rest are taken as
+    # 8-bit); and until when a limit holds a message back, for the status page (a rate limit
+    # holds the head of the queue without moving its due time, which would reorder the queue).
+    """
+    CREATE TABLE inbound_parts_new (
+        sender TEXT NOT NULL,
+        ref_bits INTEGER NOT NULL,
+        ref INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        encoding TEXT NOT NULL,
+        user_data BLOB NOT NULL,
+        sent_at REAL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (sender, ref_bits, ref, total, seq)
+    );
+    INSERT INTO inbound_parts_new (sender, ref_bits, ref, total, seq, encoding, user_data, sent_at, received_at)
+        SELECT sender, CASE WHEN ref > 255 THEN 16 ELSE 8 END, ref, total, seq, encoding, user_data, sent_at,
+               received_at FROM inbound_parts;
+    DROP TABLE inbound_parts;
+    ALTER TABLE inbound_parts_new RENAME TO inbound_parts;
+    ALTER TABLE messages ADD COLUMN held_until REAL;
+    CREATE INDEX messages_held_back ON messages(held_until) WHERE status = 'queued' AND delay_reason IS NOT NULL;
+    """,
 ]
+SCHEMA_VERSION = len(_MIGRATIONS)
+# The parts of one concatenated message (a fixed clause; only values are bound).
+_PARTS_KEY = "sender = ? AND ref_bits = ? AND ref = ? AND total = ?"
 
 
 class StoreError(Exception):
@@ -762,7 +790,7 @@ class Store:
                 ref = msg.concat_ref if msg.concat_ref is not None else secrets.randbelow(256)
                 await db.execute(
                     "UPDATE messages SET status = 'sending', attempts = attempts + 1, modem = ?, concat_ref = ?, "
-                    "updated_at = ?, delay_reason = NULL WHERE id = ?",
+                    "updated_at = ?, delay_reason = NULL, held_until = NULL WHERE id = ?",
                     (modem, ref, now, msg.id),
                 )
                 if mark_first_part:
@@ -910,24 +938,36 @@ class Store:
             await db.execute("UPDATE messages SET attempts = max(attempts - 1, 0) WHERE id = ?", (msg_id,))
             await self._transition(db, msg, State.QUEUED, "released", reason, now)
 
-    async def delay(self, msg_id: str, until: float, reason: str) -> None:
-        """Hold a queued message back until `until`, saying why in the timeline (once per reason)."""
+    async def delay(self, msg_id: str, until: float, reason: str, *, move: bool = True) -> None:
+        """Hold a queued message back until `until`, saying why in the timeline (once per reason).
+
+        `move=False` leaves its due time (and so its place in the queue) as it is: for a limit
+        that holds the whole modem, not this message.
+        """
         now = time.time()
         async with self._tx() as db:
             row = await _one(db, "SELECT id, status, delay_reason FROM messages WHERE id = ?", (msg_id,))
             if row is None or row["status"] != State.QUEUED.value:
                 return
-            await self._delay(db, row, until, reason, now)
+            await self._delay(db, row, until, reason, now, move=move)
 
     async def _delay(
-        self, db: aiosqlite.Connection, row: sqlite3.Row, until: float, reason: str, now: float
+        self,
+        db: aiosqlite.Connection,
+        row: sqlite3.Row,
+        until: float,
+        reason: str,
+        now: float,
+        *,
+        move: bool = True,
     ) -> None:
         await db.execute(
-            "UPDATE messages SET not_before = max(not_before, ?), delay_reason = ?, updated_at = ? WHERE id = ?",
-            (until, reason, now, row["id"]),
+            "UPDATE messages SET not_before = CASE WHEN ? THEN max(not_before, ?) ELSE not_before END, "
+            "delay_reason = ?, held_until = ?, updated_at = ? WHERE id = ?",
+            (int(move), until, reason, until, now, row["id"]),
         )
         if row["delay_reason"] != reason:
-            await self._event(db, row["id"], "delayed", None, None, reason, now)
+            await self._event(db, row["id"], "delayed", None, None, f"{reason} until {_rfc3339(until)}", now)
 
     async def peek_next(self, now: float) -> str | None:
         """Id of the message the next claim would take (for saying why it waits)."""
@@ -937,6 +977,16 @@ class Store:
             (now,),
         )
         return None if row is None else str(row["id"])
+
+    async def held_back(self, now: float) -> list[tuple[str, int, float]]:
+        """(reason, messages, until) for queued messages a limit holds back past `now`."""
+        rows = await _all(
+            self.rdb,
+            "SELECT delay_reason, count(*) AS n, max(held_until) AS until FROM messages "
+            "WHERE status = 'queued' AND delay_reason IS NOT NULL AND held_until > ? GROUP BY delay_reason",
+            (now,),
+        )
+        return [(str(r["delay_reason"]), int(r["n"]), float(r["until"])) for r in rows]
 
     async def note(self, msg_id: str, kind: str, detail: str) -> None:
         """Add a timeline entry without a state change (e.g. an ambiguous outcome)."""
@@ -1188,10 +1238,13 @@ class Store:
         sent_at: float | None,
         join: Any,
         keyword_of: Any,
+        ref_bits: int = 8,
     ) -> Inbound | None:
         """Commit one received part; returns the whole message once every part is here.
 
-        `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
+        Parts belong together by sender, reference width (8 or 16 bits: TS 23.040 9.2.3.24.1
+        and .8 are different IEs, so 8-bit 42 and 16-bit 42 are two messages), reference and
+        total. `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
         pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START.
         """
         now = time.time()
@@ -1200,22 +1253,18 @@ class Store:
                 return await self._commit_inbound(
                     db, sender, encoding, join(encoding, [user_data]), 1, 1, True, sent_at, now, keyword_of
                 )
+            key = (sender, ref_bits, ref, total)
             await db.execute(
-                "INSERT OR IGNORE INTO inbound_parts (sender, ref, total, seq, encoding, user_data, sent_at, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (sender, ref, total, seq, encoding, user_data, sent_at, now),
+                "INSERT OR IGNORE INTO inbound_parts "
+                "(sender, ref_bits, ref, total, seq, encoding, user_data, sent_at, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, seq, encoding, user_data, sent_at, now),
             )
-            rows = await _all(
-                db,
-                "SELECT * FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ? ORDER BY seq",
-                (sender, ref, total),
-            )
+            rows = await _all(db, f"SELECT * FROM inbound_parts WHERE {_PARTS_KEY} ORDER BY seq", key)  # noqa: S608
             if len(rows) < total:
                 return None
             text = join(rows[0]["encoding"], [bytes(r["user_data"]) for r in rows])
-            await db.execute(
-                "DELETE FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ?", (sender, ref, total)
-            )
+            await db.execute(f"DELETE FROM inbound_parts WHERE {_PARTS_KEY}", key)  # noqa: S608
             first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
             return await self._commit_inbound(
                 db, sender, rows[0]["encoding"], text, total, total, True, first_sent, now, keyword_of
@@ -1230,22 +1279,16 @@ class Store:
         async with self._tx() as db:
             groups = await _all(
                 db,
-                "SELECT sender, ref, total, min(received_at) AS first FROM inbound_parts GROUP BY sender, ref, total "
-                "HAVING first <= ?",
+                "SELECT sender, ref_bits, ref, total, min(received_at) AS first FROM inbound_parts "
+                "GROUP BY sender, ref_bits, ref, total HAVING first <= ?",
                 (now - timeout_s,),
             )
             for g in groups:
-                rows = await _all(
-                    db,
-                    "SELECT * FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ? ORDER BY seq",
-                    (g["sender"], g["ref"], g["total"]),
-                )
+                key = (g["sender"], g["ref_bits"], g["ref"], g["total"])
+                rows = await _all(db, f"SELECT * FROM inbound_parts WHERE {_PARTS_KEY} ORDER BY seq", key)  # noqa: S608
                 pieces = [join(r["encoding"], [bytes(r["user_data"])]) for r in rows]
                 text = " […] ".join(pieces)
-                await db.execute(
-                    "DELETE FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ?",
-                    (g["sender"], g["ref"], g["total"]),
-                )
+                await db.execute(f"DELETE FROM inbound_parts WHERE {_PARTS_KEY}", key)  # noqa: S608
                 first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
                 out.append(
                     await self._commit_inbound(
