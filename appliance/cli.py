@@ -170,7 +170,7 @@ async def _keys(args: argparse.Namespace) -> int:
     from appliance.store import Store  # noqa: PLC0415
 
     config = _load_config(args.config)
-    store = Store(config.store.path)
+    store = Store(config.store.path, reserve_bytes=config.store.reserve_bytes)
     await store.open()
     try:
         if args.keys_verb == "create":

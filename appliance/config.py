@@ -21,6 +21,9 @@ from typing import Any
 DEFAULT_PATH = Path("/etc/smsgw/smsgw.toml")
 # A burst larger than a minute's worth of sends at any sane rate defeats the carrier limit.
 MAX_RATE_BURST = 100
+# Less than one release step of the reserve would not let SQLite open a ledger on a full disk.
+MIN_RESERVE_BYTES = 1024 * 1024
+MAX_RESERVE_BYTES = 1024 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -63,6 +66,9 @@ class StoreConfig:
     body_retention_days: int = 30
     idempotency_retention_hours: int = 48
     webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
+    # Disk kept free (a preallocated file next to the ledger) so that a part the modem accepted
+    # is still recorded when the disk fills up; given up in 1 MiB steps, restored when room returns.
+    reserve_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -307,6 +313,11 @@ def _check(config: Config) -> None:
     host, sep, port = config.api.listen.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"api.listen: expected host:port such as 0.0.0.0:8080, got {config.api.listen!r}")
+    if not MIN_RESERVE_BYTES <= config.store.reserve_bytes <= MAX_RESERVE_BYTES:
+        raise ConfigError(
+            f"store.reserve_bytes: must be {MIN_RESERVE_BYTES} (1 MiB) to {MAX_RESERVE_BYTES} (1 GiB), "
+            f"got {config.store.reserve_bytes}"
+        )
     if config.dispatcher.unknown_outcome not in ("resend", "hold"):
         raise ConfigError(
             f'dispatcher.unknown_outcome: expected "resend" or "hold", got {config.dispatcher.unknown_outcome!r}'

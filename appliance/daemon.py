@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from appliance.dispatcher import Dispatcher, ModemWorker
 from appliance.health import Notifier
 from appliance.inbound import Receiver, join, keyword
 from appliance.metrics import Metrics
-from appliance.store import Store, StoreError, WebhookTarget
+from appliance.store import StorageFull, Store, StoreError, WebhookTarget
 from modem import Modem, ModemState
 from watchdog.port import hold_port_lock
 
@@ -36,6 +37,8 @@ _LOGGER = logging.getLogger(__name__)
 HEARTBEAT_S = 2.0  # the watchdog reads this row; stale after a few missed beats
 MAINTENANCE_S = 1.0  # scheduled -> queued, validity expiry
 SLOW_MAINTENANCE_S = 60.0  # report timeouts, stale multipart, retention, modem samples
+# At stop, wait at most this long for +CMGS records still being committed.
+SETTLE_S = 5.0
 # systemd WATCHDOG=1 is withheld when the dispatcher loop has not turned for this long.
 PROGRESS_STALE_S = 30.0
 
@@ -62,6 +65,7 @@ class Gateway:
         self.store = Store(
             config.store.path,
             webhooks=[WebhookTarget(w.url, w.secret, w.events) for w in config.webhooks],
+            reserve_bytes=config.store.reserve_bytes,
         )
         self.notifier = Notifier()
         self.dispatcher = Dispatcher(self.store, config.dispatcher, self.metrics)
@@ -155,12 +159,15 @@ class Gateway:
                 loop.add_signal_handler(sig, self._stop.set)
         try:
             await self.store.open()
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, sqlite3.Error) as exc:
             raise SystemExit(f"cannot open the ledger {self.config.store.path}: {exc}") from exc
         try:
             await self._run_open()
         finally:
             self.notifier.stopping()
+            for worker in self.dispatcher.workers:
+                with contextlib.suppress(Exception):
+                    await worker.settle(SETTLE_S)
             for _name, _cfg, modem in self.modem_list:
                 await modem.stop()
             port_lock = getattr(self, "port_lock", None)
@@ -177,13 +184,6 @@ class Gateway:
 
     async def _run_open(self) -> None:
         sock = self._bind()
-        recovered = await self.store.recover_inflight(self.config.dispatcher.unknown_outcome)
-        if recovered:
-            _LOGGER.warning(
-                "%d message(s) were being sent when the gateway stopped; policy %r applied",
-                len(recovered),
-                self.config.dispatcher.unknown_outcome,
-            )
         await self._start_modems()
         app = create_app(store=self.store, config=self.config, gateway=self, metrics=self.metrics)
         host, _, port = self.config.api.listen.rpartition(":")
@@ -201,7 +201,7 @@ class Gateway:
         async with asyncio.TaskGroup() as tg:
             serving = tg.create_task(self.server.serve(sockets=[sock]), name="http")
             tasks = [
-                tg.create_task(self.dispatcher.run(), name="dispatcher"),
+                tg.create_task(self._dispatch(), name="dispatcher"),
                 tg.create_task(_forever("webhooks", self._relay), name="webhooks"),
                 tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
@@ -217,6 +217,24 @@ class Gateway:
             self.server.should_exit = True
             for task in (*tasks, stop):
                 task.cancel()
+
+    async def _dispatch(self) -> None:
+        """Crash recovery, then the dispatcher. On a full disk recovery waits for room (the API
+        serves meanwhile, answering 507): nothing is sent before the ledger tells the truth."""
+        while True:
+            try:
+                recovered = await self.store.recover_inflight(self.config.dispatcher.unknown_outcome)
+            except StorageFull:
+                await self.store.writable.wait()  # the store said why, once; maintenance watches the disk
+                continue
+            break
+        if recovered:
+            _LOGGER.warning(
+                "%d message(s) were being sent when the gateway stopped; policy %r applied",
+                len(recovered),
+                self.config.dispatcher.unknown_outcome,
+            )
+        await self.dispatcher.run()
 
     def _bind(self) -> socket.socket:
         """Bind the API port before anything else starts, so a busy port fails fast and clearly."""
@@ -317,6 +335,9 @@ class Gateway:
         )
         while True:
             try:
+                if not await self.store.check_space():
+                    await asyncio.sleep(MAINTENANCE_S)
+                    continue
                 if await self.store.promote_and_expire():
                     self.dispatcher.wake()
                 if time.monotonic() - last_slow >= slow_every:
@@ -331,6 +352,8 @@ class Gateway:
                         cfg.store.body_retention_days, cfg.store.idempotency_retention_hours
                     )
                     await self._sample_modems()
+            except StorageFull:
+                pass  # the store logs a full disk once, and again when it has room
             except StoreError as exc:
                 _LOGGER.error("maintenance: %s", exc)  # noqa: TRY400  (the message says it all)
             await asyncio.sleep(MAINTENANCE_S)
@@ -358,6 +381,8 @@ class Gateway:
                 await self.store.heartbeat(
                     "serve", progress=parts != last_parts, detail=await self._status_line()
                 )
+            except StorageFull:
+                pass  # said once by the store; the watchdog sees the full disk itself
             except StoreError as exc:
                 _LOGGER.error("heartbeat: %s", exc)  # noqa: TRY400  (the message says it all)
             last_parts = parts

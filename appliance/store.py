@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import functools
 import hashlib
 import hmac
 import json
@@ -19,19 +21,27 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
+from appliance.reserve import OPEN_RESERVE_BYTES, RESERVE_STEP_BYTES, Reserve
 from appliance.states import FINAL, PartState, Priority, State, check
 
 _LOGGER = logging.getLogger(__name__)
 
 # Accepts committed together at most (group commit); bounds the latency one slow batch adds.
 ACCEPT_BATCH_MAX = 256
+DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
+DISK_FULL = (
+    "The ledger's disk is full: new messages are refused and sending is paused until space is freed "
+    "(parts the modem already accepted are recorded in the space kept in reserve)."
+)
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 _MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -408,18 +418,49 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# SQLITE_IOERR_SHMSIZE: the -shm file could not be grown, which on a full disk is ENOSPC.
+_FULL_CODES = {sqlite3.SQLITE_FULL, getattr(sqlite3, "SQLITE_IOERR_SHMSIZE", 4874)}
+
+
 def _is_disk_full(exc: BaseException) -> bool:
     return (
-        isinstance(exc, sqlite3.OperationalError)
-        and ("disk is full" in str(exc) or "database or disk is full" in str(exc))
-    ) or (isinstance(exc, OSError) and exc.errno == 28)
+        isinstance(exc, sqlite3.Error)
+        and (getattr(exc, "sqlite_errorcode", None) in _FULL_CODES or "disk is full" in str(exc))
+    ) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+
+
+def vital(
+    method: Callable[Concatenate[Store, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[Store, _P], Coroutine[Any, Any, _T]]:
+    """Mark a write that records what the modem or the network already did: it runs while the
+    disk is full, on the reserve (its transactions use `_tx(critical=True)`)."""
+
+    async def wrapper(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await self._vital(lambda: method(self, *args, **kwargs))
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
 
 
 class Store:
     """The ledger. One connection: every write is serialised through it (one writer)."""
 
-    def __init__(self, path: str | Path, *, webhooks: Sequence[WebhookTarget] = ()) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        webhooks: Sequence[WebhookTarget] = (),
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+    ) -> None:
         self.path = str(path)
+        self._reserve = (
+            None if self.path == ":memory:" else Reserve(Path(self.path + ".reserve"), reserve_bytes)
+        )
+        # Why the ledger takes only vital writes now (a sentence), or None; `writable` is its inverse.
+        self.storage_problem: str | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self._releases = 0  # steps of the reserve given up so far
         self._db: aiosqlite.Connection | None = None
         self._rdb: aiosqlite.Connection | None = None
         self._accepts: list[tuple[NewMessage, int | None, int, asyncio.Future[tuple[Message, bool]]]] = []
@@ -434,6 +475,13 @@ class Store:
         """Open (creating and migrating as needed)."""
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if (
+            self._reserve is not None
+            and await asyncio.to_thread(self._reserve.free_bytes) < RESERVE_STEP_BYTES
+        ):
+            # Started on a full disk: SQLite cannot even create its -shm file to read the ledger.
+            self._set_full(DISK_FULL)
+            await self._release_reserve(floor=0)
         db = await aiosqlite.connect(self.path, isolation_level=None)
         db.row_factory = sqlite3.Row
         await db.execute("PRAGMA journal_mode=WAL")
@@ -449,6 +497,67 @@ class Store:
         await reader.execute("PRAGMA busy_timeout=5000")
         await reader.execute("PRAGMA query_only=1")
         self._rdb = reader
+        if self.storage_problem is None and not await self._fill_reserve():
+            self._set_full(self._no_reserve())
+
+    # ------------------------------------------------------------ disk space
+    def _no_reserve(self) -> str:
+        size = self._reserve.target if self._reserve is not None else 0
+        return (
+            f"The ledger's disk has no room for the {size / 2**20:g} MiB kept in reserve for recording sends: "
+            "new messages are refused and sending is paused until space is freed."
+        )
+
+    def _set_full(self, why: str) -> None:
+        if self.storage_problem is None:
+            _LOGGER.error("%s", why)  # once per episode; writes refused meanwhile say nothing more
+        self.storage_problem = why
+        self.writable.clear()
+
+    async def _fill_reserve(self) -> bool:
+        return self._reserve is None or await asyncio.to_thread(self._reserve.fill)
+
+    async def _release_reserve(self, *, floor: int = OPEN_RESERVE_BYTES) -> bool:
+        """Give up a step of the reserve (a vital write failed, or the ledger must open on a full
+        disk); False when none is left above `floor`."""
+        if self._reserve is None:
+            return False
+        freed = await asyncio.to_thread(self._reserve.release, floor=floor)
+        if freed:
+            self._releases += 1
+            _LOGGER.warning("gave up %d KiB of the ledger's disk reserve", freed // 1024)
+        return freed > 0
+
+    async def check_space(self) -> bool:
+        """While the disk is full: once it has room again, restore the reserve and take writes.
+
+        True when the ledger takes every write.
+        """
+        if self.storage_problem is None:
+            return True
+        if not await self._fill_reserve():
+            return False
+        self.storage_problem = None
+        self.writable.set()
+        _LOGGER.warning("the ledger's disk has room again (reserve restored): accepting and sending resume")
+        return True
+
+    async def _vital(self, op: Callable[[], Awaitable[_T]]) -> _T:
+        """A write that must not be lost to a full disk (what the modem did, what the network said):
+        on ENOSPC give up a step of the reserve and try again, until none is left."""
+        while True:
+            releases = self._releases
+            try:
+                return await op()
+            except StorageFull:
+                # Two vital writes failing together give up one step, not one each.
+                if releases == self._releases and not await self._release_reserve():
+                    raise
+
+    @property
+    def reserve_bytes(self) -> int:
+        """The disk reserve held now (bytes)."""
+        return 0 if self._reserve is None else self._reserve.size
 
     async def close(self) -> None:
         if self._rdb is not None:
@@ -479,17 +588,21 @@ class Store:
                 f"ledger schema {version} is newer than this smsgw ({SCHEMA_VERSION}): upgrade smsgw"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            async with self._tx():
+            async with self._tx(critical=True):
                 for statement in _split_sql(_MIGRATIONS[target - 1]):
                     await self.db.execute(statement)
                 await self.db.execute(f"PRAGMA user_version={target}")
             _LOGGER.info("ledger migrated to schema %d", target)
 
     class _Tx:
-        def __init__(self, store: Store) -> None:
+        def __init__(self, store: Store, critical: bool) -> None:
             self.store = store
+            self.critical = critical
 
         async def __aenter__(self) -> aiosqlite.Connection:
+            # On a full disk what room is left goes to vital writes; the rest fail at once.
+            if not self.critical and self.store.storage_problem is not None:
+                raise StorageFull(self.store.storage_problem)
             await self.store._write_lock.acquire()
             self.store._outbox_pending = False
             # Shielded: a cancelled caller must not leave a BEGIN running in the database
@@ -527,12 +640,14 @@ class Store:
                     except BaseException as commit_exc:
                         await self._rollback()
                         if _is_disk_full(commit_exc):
-                            raise StorageFull("the ledger's disk is full") from commit_exc
+                            self.store._set_full(DISK_FULL)
+                            raise StorageFull(DISK_FULL) from commit_exc
                         raise
                 else:
                     await self._rollback()
                     if _is_disk_full(exc):
-                        raise StorageFull("the ledger's disk is full") from exc
+                        self.store._set_full(DISK_FULL)
+                        raise StorageFull(DISK_FULL) from exc
             finally:
                 self.store._write_lock.release()
 
@@ -540,9 +655,12 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 await self.store.db.execute("ROLLBACK")
 
-    def _tx(self) -> Store._Tx:
-        """BEGIN IMMEDIATE ... COMMIT, serialised with every other write."""
-        return Store._Tx(self)
+    def _tx(self, *, critical: bool = False) -> Store._Tx:
+        """BEGIN IMMEDIATE ... COMMIT, serialised with every other write.
+
+        Only `critical` ones run while the disk is full (see `_vital`).
+        """
+        return Store._Tx(self, critical)
 
     # -------------------------------------------------------------- messages
     async def accept(self, new: NewMessage, *, key_id: int | None, queue_max: int) -> tuple[Message, bool]:
@@ -832,12 +950,13 @@ class Store:
                 (msg_id, seq),
             )
 
+    @vital
     async def part_submitted(
         self, msg_id: str, seq: int, mr: int, modem: str, *, at: float | None = None
     ) -> Message:
         """Record +CMGS: <mr> for one part; the message becomes `sent` with its last part."""
         now = time.time() if at is None else at
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             await db.execute(
                 "UPDATE parts SET status = 'sent', mr = ?, modem = ?, submitted_at = ? WHERE message_id = ? AND seq = ?",
                 (mr, modem, now, msg_id, seq),
@@ -879,6 +998,7 @@ class Store:
             assert result is not None  # noqa: S101
             return result
 
+    @vital
     async def send_failed(
         self,
         msg_id: str,
@@ -890,7 +1010,7 @@ class Store:
     ) -> Message:
         """A send attempt failed: back to `queued` at retry_at (transient), else `failed`."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             msg = await self._get(db, msg_id)
             if msg is None:
                 raise NotFound(msg_id)
@@ -925,10 +1045,11 @@ class Store:
             assert result is not None  # noqa: S101
             return result
 
+    @vital
     async def release(self, msg_id: str, reason: str) -> None:
         """Put a claimed message back untouched (the modem went away before any AT)."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             msg = await self._get(db, msg_id)
             if msg is None or msg.status is not State.SENDING:
                 return
@@ -988,10 +1109,11 @@ class Store:
         )
         return [(str(r["delay_reason"]), int(r["n"]), float(r["until"])) for r in rows]
 
+    @vital
     async def note(self, msg_id: str, kind: str, detail: str) -> None:
         """Add a timeline entry without a state change (e.g. an ambiguous outcome)."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             if kind == "outcome_unknown":
                 await db.execute("UPDATE messages SET ambiguous = ambiguous + 1 WHERE id = ?", (msg_id,))
                 await db.execute(
@@ -1031,11 +1153,12 @@ class Store:
                 changed += 1
         return changed
 
+    @vital
     async def recover_inflight(self, policy: str) -> list[str]:
         """After a crash: messages left `sending` have an unknown outcome. Resend them, or hold them."""
         now = time.time()
         recovered: list[str] = []
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             rows = await _all(db, "SELECT * FROM messages WHERE status = 'sending' AND held = 0", ())
             for row in rows:
                 msg = _message(row)
@@ -1115,12 +1238,13 @@ class Store:
             return result
 
     # --------------------------------------------------------------- reports
+    @vital
     async def apply_report(
         self, mr: int, recipient: str, status: int, *, at: float | None = None
     ) -> ReportOutcome:
         """Match a status report to a part by MR, recipient and time window; monotonic."""
         now = time.time() if at is None else at
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             outcome = await self._apply_report(db, mr, recipient, status, now)
             if not outcome.matched:
                 await db.execute(

@@ -73,6 +73,8 @@ class Relay:
             self._client = client
             sem = asyncio.Semaphore(CONCURRENCY)
             while True:
+                # Full disk: a delivery could not be marked done and would go out again and again.
+                await self.store.writable.wait()
                 now = time.time()
                 items = await self.store.due_webhooks(now, limit=CONCURRENCY * 4)
                 if items:

@@ -171,6 +171,8 @@ def test_wrong_types_name_the_key(raw: dict[str, Any], key: str, expected: str) 
             "modems[1].rate_burst",
             "1 to",
         ),
+        ({"store": {"reserve_bytes": 1000}}, "store.reserve_bytes", "1 MiB"),
+        ({"store": {"reserve_bytes": 2**40}}, "store.reserve_bytes", "1 GiB"),
         ({"api": {"listen": "8080"}}, "api.listen", "host:port"),
         ({"api": {"listen": "localhost:http"}}, "api.listen", "host:port"),
         ({"api": {"listen": "0.0.0.0:70000"}}, "api.listen", "host:port"),
