@@ -198,6 +198,8 @@ class _Api:
         header_key = None if header is None else validation.parse_idempotency_header(header)
         new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
         new = capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
+        if self.store.storage_problem is not None:
+            raise ApiError(507, "storage_full", self.store.storage_problem)
         free, _total = disk_usage(self.store)
         if free < self.min_free_bytes:
             raise ApiError(
@@ -232,10 +234,8 @@ class _Api:
                 f"{self.config.api.queue_max} messages are already waiting; retry later",
                 headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
             ) from None
-        except StorageFull:
-            raise ApiError(
-                507, "storage_full", "the gateway's disk is full: no new message is accepted"
-            ) from None
+        except StorageFull as exc:
+            raise ApiError(507, "storage_full", str(exc)) from None
         if not created:
             return JSONResponse(message_payload(msg), status_code=200)
         self.metrics.accepted_total.labels(source="api").inc()

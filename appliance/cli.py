@@ -236,7 +236,7 @@ async def _keys(args: argparse.Namespace) -> int:
             return 2
     config = _load_config(args.config)
     actor = Actor("cli", "local")
-    store = Store(config.store.path)
+    store = Store(config.store.path, reserve_bytes=config.store.reserve_bytes)
     await store.open()
     try:
         if args.keys_verb == "create":

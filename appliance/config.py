@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path("/etc/smsgw/smsgw.toml")
+# A burst larger than a minute's worth of sends at any sane rate defeats the carrier limit.
+MAX_RATE_BURST = 100
+# Less than one release step of the reserve would not let SQLite open a ledger on a full disk.
+MIN_RESERVE_BYTES = 1024 * 1024
+MAX_RESERVE_BYTES = 1024 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -39,6 +44,9 @@ class ModemConfig:
     pin: str = ""
     name: str = ""  # label in logs and status; defaults to the port
     rate_per_minute: float = 20.0  # carrier anti-spam: stay well below what gets a SIM blocked
+    # Sends that may go back to back before the rate applies: sporadic traffic goes at once,
+    # the long-run rate stays rate_per_minute (a burst of 1 made every second message wait).
+    rate_burst: int = 5
     command_timeout_s: float = 10.0
     submit_timeout_s: float = 180.0  # the ceiling: a silent submit is given up after this long
     # A submit silent this long (at least; more when this modem's submits run slow; at most
@@ -70,6 +78,9 @@ class StoreConfig:
     body_retention_days: int = 30
     idempotency_retention_hours: int = 48
     webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
+    # Disk kept free (a preallocated file next to the ledger) so that a part the modem accepted
+    # is still recorded when the disk fills up; given up in 1 MiB steps, restored when room returns.
+    reserve_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -337,12 +348,21 @@ def _check(config: Config) -> None:
         for name in ("rate_per_minute", "command_timeout_s", "submit_timeout_s", "submit_floor_s"):
             if getattr(modem, name) <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive")
+        if not 1 <= modem.rate_burst <= MAX_RATE_BURST:
+            raise ConfigError(
+                f"{where}.rate_burst: must be 1 to {MAX_RATE_BURST} sends (1 = no burst), got {modem.rate_burst}"
+            )
     ports = [m.port for m in config.modems if m.port != "sim"]
     if len(set(ports)) != len(ports):
         raise ConfigError("modems: two modems share one port")
     host, sep, port = config.api.listen.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"api.listen: expected host:port such as 0.0.0.0:8080, got {config.api.listen!r}")
+    if not MIN_RESERVE_BYTES <= config.store.reserve_bytes <= MAX_RESERVE_BYTES:
+        raise ConfigError(
+            f"store.reserve_bytes: must be {MIN_RESERVE_BYTES} (1 MiB) to {MAX_RESERVE_BYTES} (1 GiB), "
+            f"got {config.store.reserve_bytes}"
+        )
     if config.dispatcher.unknown_outcome not in ("resend", "hold"):
         raise ConfigError(
             f'dispatcher.unknown_outcome: expected "resend" or "hold", got {config.dispatcher.unknown_outcome!r}'

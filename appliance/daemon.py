@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, command_sealer, join, keyword
 from appliance.logrepeat import RepeatFilter, install
 from appliance.metrics import Metrics
-from appliance.store import Retention, Store, StoreError, WebhookTarget
+from appliance.store import Retention, StorageFull, Store, StoreError, WebhookTarget
 from modem import Modem, ModemState
 from watchdog.port import hold_port_lock
 
@@ -39,6 +40,8 @@ HEARTBEAT_S = 2.0  # the watchdog reads this row; stale after a few missed beats
 MAINTENANCE_S = 1.0  # scheduled -> queued, validity expiry
 SLOW_MAINTENANCE_S = 60.0  # report timeouts, stale multipart, retention, modem samples
 PURGE_EVERY_S = 3600.0
+# At stop, wait at most this long for +CMGS records still being committed.
+SETTLE_S = 5.0
 # systemd WATCHDOG=1 is withheld when the dispatcher loop has not turned for this long (unless a
 # modem that stopped answering holds it up: that is the modem's fault, see health.Progress).
 PROGRESS_STALE_S = 30.0
@@ -66,6 +69,7 @@ class Gateway:
         self.store = Store(
             config.store.path,
             webhooks=[WebhookTarget(w.url, w.secret, w.events) for w in config.webhooks],
+            reserve_bytes=config.store.reserve_bytes,
         )
         self.notifier = Notifier()
         self.progress = Progress(PROGRESS_STALE_S)
@@ -168,12 +172,15 @@ class Gateway:
                 loop.add_signal_handler(sig, self._stop.set)
         try:
             await self.store.open()
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, sqlite3.Error) as exc:
             raise SystemExit(f"cannot open the ledger {self.config.store.path}: {exc}") from exc
         try:
             await self._run_open()
         finally:
             self.notifier.stopping()
+            for worker in self.dispatcher.workers:
+                with contextlib.suppress(Exception):
+                    await worker.settle(SETTLE_S)
             for _name, _cfg, modem in self.modem_list:
                 await modem.stop()
             port_lock = getattr(self, "port_lock", None)
@@ -190,13 +197,6 @@ class Gateway:
 
     async def _run_open(self) -> None:
         sock = self._bind()
-        recovered = await self.store.recover_inflight(self.config.dispatcher.unknown_outcome)
-        if recovered:
-            _LOGGER.warning(
-                "%d message(s) were being sent when the gateway stopped; policy %r applied",
-                len(recovered),
-                self.config.dispatcher.unknown_outcome,
-            )
         await self._start_modems()
         app = create_app(store=self.store, config=self.config, gateway=self, metrics=self.metrics)
         host, _, port = self.config.api.listen.rpartition(":")
@@ -215,7 +215,7 @@ class Gateway:
         async with asyncio.TaskGroup() as tg:
             serving = tg.create_task(self.server.serve(sockets=[sock]), name="http")
             tasks = [
-                tg.create_task(self.dispatcher.run(), name="dispatcher"),
+                tg.create_task(self._dispatch(), name="dispatcher"),
                 tg.create_task(_forever("webhooks", self._relay), name="webhooks"),
                 tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
@@ -231,6 +231,24 @@ class Gateway:
             self.server.should_exit = True
             for task in (*tasks, stop):
                 task.cancel()
+
+    async def _dispatch(self) -> None:
+        """Crash recovery, then the dispatcher. On a full disk recovery waits for room (the API
+        serves meanwhile, answering 507): nothing is sent before the ledger tells the truth."""
+        while True:
+            try:
+                recovered = await self.store.recover_inflight(self.config.dispatcher.unknown_outcome)
+            except StorageFull:
+                await self.store.writable.wait()  # the store said why, once; maintenance watches the disk
+                continue
+            break
+        if recovered:
+            _LOGGER.warning(
+                "%d message(s) were being sent when the gateway stopped; policy %r applied",
+                len(recovered),
+                self.config.dispatcher.unknown_outcome,
+            )
+        await self.dispatcher.run()
 
     def _bind(self) -> socket.socket:
         """Bind the API port before anything else starts, so a busy port fails fast and clearly."""
@@ -337,6 +355,9 @@ class Gateway:
         )
         while True:
             try:
+                if not await self.store.check_space():
+                    await asyncio.sleep(MAINTENANCE_S)
+                    continue
                 if await self.store.promote_and_expire():
                     self.dispatcher.wake()
                 if time.monotonic() - last_slow >= slow_every:
@@ -353,6 +374,8 @@ class Gateway:
                     )
                     await self._retention()
                     await self._sample_modems()
+            except StorageFull:
+                pass  # the store logs a full disk once, and again when it has room
             except StoreError as exc:
                 _LOGGER.error("maintenance: %s", exc)  # noqa: TRY400  (the message says it all)
             await asyncio.sleep(MAINTENANCE_S)
@@ -391,6 +414,8 @@ class Gateway:
                 await self.store.heartbeat(
                     "serve", progress=parts != last_parts, detail=await self._status_line()
                 )
+            except StorageFull:
+                pass  # said once by the store; the watchdog sees the full disk itself
             except StoreError as exc:
                 _LOGGER.error("heartbeat: %s", exc)  # noqa: TRY400  (the message says it all)
             last_parts = parts

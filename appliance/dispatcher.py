@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import logging
 import random
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from appliance.config import DispatcherConfig, ModemConfig
 from appliance.metrics import Metrics
 from appliance.states import PartState
-from appliance.store import Message, Store
+from appliance.store import Message, StorageFull, Store, rfc3339
 from modem import AtError, AtTimeout, Modem, ModemError, ModemState, TransportError
 from modem.pdu import Address, encode_submits
 
@@ -36,6 +37,9 @@ NOTABLE_DELAY_S = 0.5
 TURN_ERROR_PAUSE_S = 1.0
 # Claim the next message during a send only when its token comes within this time.
 PREFETCH_MAX_WAIT_S = 1.0
+# While the ledger's disk is full, look this often whether it has room again.
+DISK_FULL_WAIT_S = 1.0
+DISK_FULL_PAUSE = "the ledger's disk is full: sending paused until space is freed"
 
 
 class Outcome(enum.Enum):
@@ -83,11 +87,17 @@ def backoff_s(attempt: int, cfg: DispatcherConfig, rng: random.Random) -> float:
 
 
 class TokenBucket:
-    """Sends per minute for one modem; carriers block SIMs that flood."""
+    """Sends per minute for one modem, with a burst; carriers block SIMs that flood.
+
+    It starts full: up to `burst` sends go back to back, then one every 60/per_minute s.
+    Over any window of T seconds at most burst + T * per_minute / 60 sends pass, so the
+    long-run rate is per_minute whatever the burst.
+    """
 
     def __init__(
         self, per_minute: float, *, burst: float = 1.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        self.per_minute = per_minute
         self.rate_s = per_minute / 60.0
         self.capacity = max(1.0, burst)
         self.tokens = self.capacity
@@ -107,6 +117,10 @@ class TokenBucket:
         now = self._clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate_s)
         self._last = now
+
+    def describe(self) -> str:
+        """The limit in words, for a timeline entry."""
+        return f"the modem's rate limit ({self.per_minute:g} a minute, burst {self.capacity:g})"
 
 
 class RecipientFlood:
@@ -168,12 +182,14 @@ class ModemWorker:
         self.modem = modem
         self.cfg = cfg
         self.name = name
-        self.bucket = TokenBucket(cfg.rate_per_minute)
+        self.bucket = TokenBucket(cfg.rate_per_minute, burst=cfg.rate_burst)
         self.failures = 0
         self.set_aside_until = 0.0
         self.sent_parts = 0
         self._prefetch: asyncio.Task[Message | None] | None = None
         self._records: set[asyncio.Task[Message]] = set()
+        # +CMGS the ledger could not take yet (full disk): (message, part, MR, when), retried first.
+        self._unrecorded: list[tuple[str, int, int, float]] = []
 
     @property
     def available(self) -> bool:
@@ -184,6 +200,9 @@ class ModemWorker:
         while True:
             try:
                 await self._turn()
+            except StorageFull as exc:
+                # Even the reserve is used up by now: the store said so once; the next turn waits for room.
+                _LOGGER.error("dispatcher on %s: %s", self.name, exc)  # noqa: TRY400  (expected fault)
             except Exception:
                 _LOGGER.exception(
                     "dispatcher on %s: unexpected failure; continuing in %g s", self.name, TURN_ERROR_PAUSE_S
@@ -193,24 +212,33 @@ class ModemWorker:
     async def _turn(self) -> None:
         """Claim one message (or take the prefetched one) and send it."""
         self.d.progress()
+        if self._unrecorded:
+            await self._record_again()
         prefetched, self._prefetch = self._prefetch, None
-        if prefetched is not None:
-            msg = await prefetched
-            if msg is not None and not self.available:
-                await self.d.store.release(msg.id, f"{self.name} became unavailable before sending")
-                self.d.wake()
-                return
-        else:
-            if not self.available:
-                await self._wait_available()
-                return
-            wait = self.bucket.wait_s()
-            if wait > 0:
-                if wait >= NOTABLE_DELAY_S:
-                    await self._note_rate_limit(wait)
-                await asyncio.sleep(wait)
-                return
-            msg = await self._claim()
+        try:
+            if prefetched is not None:
+                msg = await prefetched
+                if msg is not None and not self.available:
+                    await self.d.store.release(msg.id, f"{self.name} became unavailable before sending")
+                    self.d.wake()
+                    return
+            else:
+                if self.d.store.storage_problem is not None:
+                    await self._wait_for_disk()
+                    return
+                if not self.available:
+                    await self._wait_available()
+                    return
+                wait = self.bucket.wait_s()
+                if wait > 0:
+                    if wait >= NOTABLE_DELAY_S:
+                        await self._note_rate_limit(time.time() + wait)
+                    # Woken early by a new message: the next turn says in its timeline why it waits.
+                    await self._pause(wait)
+                    return
+                msg = await self._claim()
+        except StorageFull:
+            return  # nothing was claimed, or the claim was rolled back; the next turn waits for room
         if msg is None:
             await self._idle()
             return
@@ -240,14 +268,84 @@ class ModemWorker:
 
     def _record(self, msg_id: str, seq: int, mr: int) -> None:
         """Commit +CMGS in the background; the store's FIFO write lock keeps the order."""
-        task = asyncio.create_task(self.d.store.part_submitted(msg_id, seq, mr, self.name))
+        record = (msg_id, seq, mr, time.time())
+        task = asyncio.create_task(self.d.store.part_submitted(msg_id, seq, mr, self.name, at=record[3]))
         self._records.add(task)
-        task.add_done_callback(self._recorded)
+        task.add_done_callback(lambda t: self._recorded(t, record))
 
-    def _recorded(self, task: asyncio.Task[Message]) -> None:
+    def _recorded(self, task: asyncio.Task[Message], record: tuple[str, int, int, float]) -> None:
         self._records.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _LOGGER.error("recording a submitted part failed", exc_info=task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        msg_id, seq, mr, _at = record
+        self._unrecorded.append(record)
+        if isinstance(exc, StorageFull):
+            # Even the reserve is used up: keep it here and write it first once there is room.
+            _LOGGER.error(
+                "message %s part %d was accepted by the network (MR %d) but the full disk keeps it "
+                "from the ledger; it is recorded once there is room",
+                msg_id,
+                seq,
+                mr,
+            )
+        else:
+            _LOGGER.error("recording message %s part %d failed; retrying", msg_id, seq, exc_info=exc)
+
+    async def settle(self, timeout_s: float) -> None:
+        """At stop: let the +CMGS records still being committed finish (else their parts stay
+        `sending` and the next start counts them as possibly sent)."""
+        if self._records:
+            await asyncio.wait(set(self._records), timeout=timeout_s)
+        if self._unrecorded:
+            await self._record_again()
+
+    async def _record_again(self) -> None:
+        while self._unrecorded:
+            msg_id, seq, mr, at = self._unrecorded[0]
+            try:
+                await self.d.store.part_submitted(msg_id, seq, mr, self.name, at=at)
+            except StorageFull:
+                return
+            except Exception:
+                _LOGGER.exception("recording message %s part %d failed again; giving up", msg_id, seq)
+            self._unrecorded.pop(0)
+
+    async def _wait_for_disk(self) -> None:
+        """The ledger's disk is full: send nothing (it could not be recorded) until it has room."""
+        try:
+            async with asyncio.timeout(DISK_FULL_WAIT_S):
+                await self.d.store.writable.wait()
+        except TimeoutError:
+            pass
+
+    async def _put_back(self, msg: Message) -> None:
+        """A claimed message goes back to the queue because the disk is full (vital: on the reserve).
+
+        After the +CMGS records of its parts sent so far: releasing first would mark them pending.
+        A record that did not make it leaves the message `sending`, so a restart counts that part
+        as possibly sent rather than sending it again unannounced. Shielded: a stop (SIGTERM) in
+        the middle must not leave the message `sending` either.
+        """
+        work = asyncio.ensure_future(self._put_back_now(msg))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await work
+            raise
+
+    async def _put_back_now(self, msg: Message) -> None:
+        if self._records:
+            await asyncio.wait(set(self._records))
+        if any(r[0] == msg.id for r in self._unrecorded):
+            return
+        try:
+            await self.d.store.release(msg.id, DISK_FULL_PAUSE)
+        except StorageFull:
+            _LOGGER.error(  # noqa: TRY400  (an expected fault: one line, no traceback)
+                "message %s stays `sending`: the full disk keeps even its release from the ledger", msg.id
+            )
 
     async def _wait_available(self) -> None:
         # Wake up when the modem comes back or the set-aside time ends.
@@ -266,22 +364,22 @@ class ModemWorker:
 
     async def _idle(self) -> None:
         due = await self.d.store.next_due()
-        timeout = IDLE_WAIT_S if due is None else max(0.0, min(IDLE_WAIT_S, due - time.time()))
+        await self._pause(IDLE_WAIT_S if due is None else max(0.0, min(IDLE_WAIT_S, due - time.time())))
+
+    async def _pause(self, seconds: float) -> None:
+        """Until `seconds` pass or a message is committed."""
         self.d.work.clear()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self.d.work.wait()
         except TimeoutError:
             pass
 
-    async def _note_rate_limit(self, wait: float) -> None:
+    async def _note_rate_limit(self, until: float) -> None:
+        # `until` is taken before these awaits: a later one would hold the message past its token.
         nxt = await self.d.store.peek_next(time.time())
         if nxt is not None:
-            await self.d.store.delay(
-                nxt,
-                time.time() + wait,
-                f"waiting for the modem's rate limit ({self.cfg.rate_per_minute:g} a minute)",
-            )
+            await self.d.store.delay(nxt, until, f"waiting for {self.bucket.describe()}", move=False)
 
     async def _send(self, msg: Message) -> None:
         """Send the parts of msg not yet accepted by the network, with its concatenation reference."""
@@ -303,12 +401,26 @@ class ModemWorker:
         ]
         for i, submit in enumerate(todo):
             seq = submit.concat.seq if submit.concat else 1
+            if self.d.store.storage_problem is not None:
+                await self._put_back(msg)
+                return
             wait = self.bucket.wait_s()
             if wait > 0:  # a prefetched message, or the next part of a multipart one
+                if wait >= NOTABLE_DELAY_S:
+                    await self.d.store.note(
+                        msg.id,
+                        "delayed",
+                        f"part {seq}/{msg.segments} waiting for {self.bucket.describe()} "
+                        f"until {rfc3339(time.time() + wait)}",
+                    )
                 await asyncio.sleep(wait)
             self.bucket.take()
             if states[seq] is not PartState.SENDING:  # the claim marked the first one already
-                await self.d.store.part_sending(msg.id, seq)
+                try:
+                    await self.d.store.part_sending(msg.id, seq)
+                except StorageFull:
+                    await self._put_back(msg)
+                    return
             # Counted at the attempt, before the next claim looks (a failed send over-counts: safe).
             self.d.flood.record(msg.to, time.time())
             if i == len(todo) - 1:

@@ -81,6 +81,7 @@ class Receiver:
             else Encoding.EIGHT_BIT.value,
             user_data=msg.user_data,
             ref=concat.ref if concat else None,
+            ref_bits=concat.ref_bits if concat else 8,
             total=concat.total if concat else 1,
             seq=concat.seq if concat else 1,
             sent_at=msg.scts.timestamp() if msg.scts else None,  # None: the SC timestamp was unreadable

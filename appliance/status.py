@@ -76,6 +76,8 @@ def ledger_problem(store: Store, *, min_free_bytes: int = MIN_FREE_BYTES) -> str
         _ = store.db
     except RuntimeError:
         return "The ledger is not open."
+    if store.storage_problem is not None:
+        return store.storage_problem
     if store.path != ":memory:":
         path = Path(store.path)
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
@@ -130,6 +132,11 @@ async def build_status(
             # Undecodable PDUs kept by GET /api/v1/quarantine (received, never queued: counted here
             # so the status document keeps its sections).
             "quarantined_total": stats.quarantined_total,
+            # Which limit (rate, anti-flood) holds messages back, how many, and until when.
+            "held_back": [
+                {"reason": reason, "messages": n, "until": rfc3339(until)}
+                for reason, n, until in await store.held_back(now)
+            ],
         },
         "throughput": {
             "last_sent_at": rfc3339(stats.last_sent_at),
@@ -139,7 +146,14 @@ async def build_status(
         },
         "webhooks": {"backlog": backlog},
         "watchdog": read_state(watchdog_state_path(config)),
-        "disk": {"free_bytes": free, "total_bytes": total},
+        # reserve_bytes: held back for recording sends when the disk fills (store.reserve_bytes);
+        # problem: why the ledger takes no new messages now, or null.
+        "disk": {
+            "free_bytes": free,
+            "total_bytes": total,
+            "reserve_bytes": store.reserve_bytes,
+            "problem": store.storage_problem,
+        },
         "history": await history(store, now=now),
     }
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import functools
 import hashlib
 import hmac
 import json
@@ -20,13 +22,14 @@ import secrets
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
+from appliance.reserve import OPEN_RESERVE_BYTES, RESERVE_STEP_BYTES, Reserve
 from appliance.states import FINAL, PartState, Priority, State, check
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,6 +40,13 @@ REPLY_WINDOW_S = 7 * 86400
 ACCEPT_BATCH_MAX = 256
 PURGE_BATCH = 500  # rows per retention transaction: accepts wait for one batch at most
 MASK = "•••"  # a purged number keeps its first 3 characters ("+49•••"): counts by country stay possible
+DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
+DISK_FULL = (
+    "The ledger's disk is full: new messages are refused and sending is paused until space is freed "
+    "(parts the modem already accepted are recorded in the space kept in reserve)."
+)
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 _MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -257,8 +267,36 @@ _MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX quarantine_slot ON quarantine(port, memory, idx, pdu);
     """,
+    # 7 (issue 10, items 6 and 7, branch appfield): an 8-bit and a 16-bit concatenation reference
+    # with the same number are different messages, so the width is part of the reassembly key
+    # (parts already waiting: a reference above 255 can only be 16-bit, the rest are taken as
+    # 8-bit); and until when a limit holds a message back, for the status page (a rate limit
+    # holds the head of the queue without moving its due time, which would reorder the queue).
+    """
+    CREATE TABLE inbound_parts_new (
+        sender TEXT NOT NULL,
+        ref_bits INTEGER NOT NULL,
+        ref INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        encoding TEXT NOT NULL,
+        user_data BLOB NOT NULL,
+        sent_at REAL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (sender, ref_bits, ref, total, seq)
+    );
+    INSERT INTO inbound_parts_new (sender, ref_bits, ref, total, seq, encoding, user_data, sent_at, received_at)
+        SELECT sender, CASE WHEN ref > 255 THEN 16 ELSE 8 END, ref, total, seq, encoding, user_data, sent_at,
+               received_at FROM inbound_parts;
+    DROP TABLE inbound_parts;
+    ALTER TABLE inbound_parts_new RENAME TO inbound_parts;
+    ALTER TABLE messages ADD COLUMN held_until REAL;
+    CREATE INDEX messages_held_back ON messages(held_until) WHERE status = 'queued' AND delay_reason IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+# The parts of one concatenated message (a fixed clause; only values are bound).
+_PARTS_KEY = "sender = ? AND ref_bits = ? AND ref = ? AND total = ?"
 
 
 class StoreError(Exception):
@@ -615,18 +653,49 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# SQLITE_IOERR_SHMSIZE: the -shm file could not be grown, which on a full disk is ENOSPC.
+_FULL_CODES = {sqlite3.SQLITE_FULL, getattr(sqlite3, "SQLITE_IOERR_SHMSIZE", 4874)}
+
+
 def _is_disk_full(exc: BaseException) -> bool:
     return (
-        isinstance(exc, sqlite3.OperationalError)
-        and ("disk is full" in str(exc) or "database or disk is full" in str(exc))
-    ) or (isinstance(exc, OSError) and exc.errno == 28)
+        isinstance(exc, sqlite3.Error)
+        and (getattr(exc, "sqlite_errorcode", None) in _FULL_CODES or "disk is full" in str(exc))
+    ) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+
+
+def vital(
+    method: Callable[Concatenate[Store, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[Store, _P], Coroutine[Any, Any, _T]]:
+    """Mark a write that records what the modem or the network already did: it runs while the
+    disk is full, on the reserve (its transactions use `_tx(critical=True)`)."""
+
+    async def wrapper(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await self._vital(lambda: method(self, *args, **kwargs))
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
 
 
 class Store:
     """The ledger. One connection: every write is serialised through it (one writer)."""
 
-    def __init__(self, path: str | Path, *, webhooks: Sequence[WebhookTarget] = ()) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        webhooks: Sequence[WebhookTarget] = (),
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+    ) -> None:
         self.path = str(path)
+        self._reserve = (
+            None if self.path == ":memory:" else Reserve(Path(self.path + ".reserve"), reserve_bytes)
+        )
+        # Why the ledger takes only vital writes now (a sentence), or None; `writable` is its inverse.
+        self.storage_problem: str | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self._releases = 0  # steps of the reserve given up so far
         self._db: aiosqlite.Connection | None = None
         self._rdb: aiosqlite.Connection | None = None
         self._accepts: list[_Accept] = []
@@ -642,6 +711,13 @@ class Store:
         """Open (creating and migrating as needed)."""
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if (
+            self._reserve is not None
+            and await asyncio.to_thread(self._reserve.free_bytes) < RESERVE_STEP_BYTES
+        ):
+            # Started on a full disk: SQLite cannot even create its -shm file to read the ledger.
+            self._set_full(DISK_FULL)
+            await self._release_reserve(floor=0)
         db = await aiosqlite.connect(self.path, isolation_level=None)
         db.row_factory = sqlite3.Row
         await db.execute("PRAGMA journal_mode=WAL")
@@ -661,6 +737,67 @@ class Store:
         await reader.execute("PRAGMA busy_timeout=5000")
         await reader.execute("PRAGMA query_only=1")
         self._rdb = reader
+        if self.storage_problem is None and not await self._fill_reserve():
+            self._set_full(self._no_reserve())
+
+    # ------------------------------------------------------------ disk space
+    def _no_reserve(self) -> str:
+        size = self._reserve.target if self._reserve is not None else 0
+        return (
+            f"The ledger's disk has no room for the {size / 2**20:g} MiB kept in reserve for recording sends: "
+            "new messages are refused and sending is paused until space is freed."
+        )
+
+    def _set_full(self, why: str) -> None:
+        if self.storage_problem is None:
+            _LOGGER.error("%s", why)  # once per episode; writes refused meanwhile say nothing more
+        self.storage_problem = why
+        self.writable.clear()
+
+    async def _fill_reserve(self) -> bool:
+        return self._reserve is None or await asyncio.to_thread(self._reserve.fill)
+
+    async def _release_reserve(self, *, floor: int = OPEN_RESERVE_BYTES) -> bool:
+        """Give up a step of the reserve (a vital write failed, or the ledger must open on a full
+        disk); False when none is left above `floor`."""
+        if self._reserve is None:
+            return False
+        freed = await asyncio.to_thread(self._reserve.release, floor=floor)
+        if freed:
+            self._releases += 1
+            _LOGGER.warning("gave up %d KiB of the ledger's disk reserve", freed // 1024)
+        return freed > 0
+
+    async def check_space(self) -> bool:
+        """While the disk is full: once it has room again, restore the reserve and take writes.
+
+        True when the ledger takes every write.
+        """
+        if self.storage_problem is None:
+            return True
+        if not await self._fill_reserve():
+            return False
+        self.storage_problem = None
+        self.writable.set()
+        _LOGGER.warning("the ledger's disk has room again (reserve restored): accepting and sending resume")
+        return True
+
+    async def _vital(self, op: Callable[[], Awaitable[_T]]) -> _T:
+        """A write that must not be lost to a full disk (what the modem did, what the network said):
+        on ENOSPC give up a step of the reserve and try again, until none is left."""
+        while True:
+            releases = self._releases
+            try:
+                return await op()
+            except StorageFull:
+                # Two vital writes failing together give up one step, not one each.
+                if releases == self._releases and not await self._release_reserve():
+                    raise
+
+    @property
+    def reserve_bytes(self) -> int:
+        """The disk reserve held now (bytes)."""
+        return 0 if self._reserve is None else self._reserve.size
 
     async def close(self) -> None:
         if self._rdb is not None:
@@ -691,17 +828,21 @@ class Store:
                 f"ledger schema {version} is newer than this smsgw ({SCHEMA_VERSION}): upgrade smsgw"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            async with self._tx():
+            async with self._tx(critical=True):
                 for statement in _split_sql(_MIGRATIONS[target - 1]):
                     await self.db.execute(statement)
                 await self.db.execute(f"PRAGMA user_version={target}")
             _LOGGER.info("ledger migrated to schema %d", target)
 
     class _Tx:
-        def __init__(self, store: Store) -> None:
+        def __init__(self, store: Store, critical: bool) -> None:
             self.store = store
+            self.critical = critical
 
         async def __aenter__(self) -> aiosqlite.Connection:
+            # On a full disk what room is left goes to vital writes; the rest fail at once.
+            if not self.critical and self.store.storage_problem is not None:
+                raise StorageFull(self.store.storage_problem)
             await self.store._write_lock.acquire()
             self.store._outbox_pending = False
             # Shielded: a cancelled caller must not leave a BEGIN running in the database
@@ -739,12 +880,14 @@ class Store:
                     except BaseException as commit_exc:
                         await self._rollback()
                         if _is_disk_full(commit_exc):
-                            raise StorageFull("the ledger's disk is full") from commit_exc
+                            self.store._set_full(DISK_FULL)
+                            raise StorageFull(DISK_FULL) from commit_exc
                         raise
                 else:
                     await self._rollback()
                     if _is_disk_full(exc):
-                        raise StorageFull("the ledger's disk is full") from exc
+                        self.store._set_full(DISK_FULL)
+                        raise StorageFull(DISK_FULL) from exc
             finally:
                 self.store._write_lock.release()
 
@@ -752,9 +895,12 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 await self.store.db.execute("ROLLBACK")
 
-    def _tx(self) -> Store._Tx:
-        """BEGIN IMMEDIATE ... COMMIT, serialised with every other write."""
-        return Store._Tx(self)
+    def _tx(self, *, critical: bool = False) -> Store._Tx:
+        """BEGIN IMMEDIATE ... COMMIT, serialised with every other write.
+
+        Only `critical` ones run while the disk is full (see `_vital`).
+        """
+        return Store._Tx(self, critical)
 
     # -------------------------------------------------------------- messages
     async def accept(
@@ -1036,7 +1182,7 @@ class Store:
                 ref = msg.concat_ref if msg.concat_ref is not None else secrets.randbelow(256)
                 await db.execute(
                     "UPDATE messages SET status = 'sending', attempts = attempts + 1, modem = ?, concat_ref = ?, "
-                    "updated_at = ?, delay_reason = NULL WHERE id = ?",
+                    "updated_at = ?, delay_reason = NULL, held_until = NULL WHERE id = ?",
                     (modem, ref, now, msg.id),
                 )
                 if mark_first_part:
@@ -1078,12 +1224,13 @@ class Store:
                 (msg_id, seq),
             )
 
+    @vital
     async def part_submitted(
         self, msg_id: str, seq: int, mr: int, modem: str, *, at: float | None = None
     ) -> Message:
         """Record +CMGS: <mr> for one part; the message becomes `sent` with its last part."""
         now = time.time() if at is None else at
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             await db.execute(
                 "UPDATE parts SET status = 'sent', mr = ?, modem = ?, submitted_at = ? WHERE message_id = ? AND seq = ?",
                 (mr, modem, now, msg_id, seq),
@@ -1125,6 +1272,7 @@ class Store:
             assert result is not None  # noqa: S101
             return result
 
+    @vital
     async def send_failed(
         self,
         msg_id: str,
@@ -1136,7 +1284,7 @@ class Store:
     ) -> Message:
         """A send attempt failed: back to `queued` at retry_at (transient), else `failed`."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             msg = await self._get(db, msg_id)
             if msg is None:
                 raise NotFound(msg_id)
@@ -1171,10 +1319,11 @@ class Store:
             assert result is not None  # noqa: S101
             return result
 
+    @vital
     async def release(self, msg_id: str, reason: str) -> None:
         """Put a claimed message back untouched (the modem went away before any AT)."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             msg = await self._get(db, msg_id)
             if msg is None or msg.status is not State.SENDING:
                 return
@@ -1184,24 +1333,36 @@ class Store:
             await db.execute("UPDATE messages SET attempts = max(attempts - 1, 0) WHERE id = ?", (msg_id,))
             await self._transition(db, msg, State.QUEUED, "released", reason, now)
 
-    async def delay(self, msg_id: str, until: float, reason: str) -> None:
-        """Hold a queued message back until `until`, saying why in the timeline (once per reason)."""
+    async def delay(self, msg_id: str, until: float, reason: str, *, move: bool = True) -> None:
+        """Hold a queued message back until `until`, saying why in the timeline (once per reason).
+
+        `move=False` leaves its due time (and so its place in the queue) as it is: for a limit
+        that holds the whole modem, not this message.
+        """
         now = time.time()
         async with self._tx() as db:
             row = await _one(db, "SELECT id, status, delay_reason FROM messages WHERE id = ?", (msg_id,))
             if row is None or row["status"] != State.QUEUED.value:
                 return
-            await self._delay(db, row, until, reason, now)
+            await self._delay(db, row, until, reason, now, move=move)
 
     async def _delay(
-        self, db: aiosqlite.Connection, row: sqlite3.Row, until: float, reason: str, now: float
+        self,
+        db: aiosqlite.Connection,
+        row: sqlite3.Row,
+        until: float,
+        reason: str,
+        now: float,
+        *,
+        move: bool = True,
     ) -> None:
         await db.execute(
-            "UPDATE messages SET not_before = max(not_before, ?), delay_reason = ?, updated_at = ? WHERE id = ?",
-            (until, reason, now, row["id"]),
+            "UPDATE messages SET not_before = CASE WHEN ? THEN max(not_before, ?) ELSE not_before END, "
+            "delay_reason = ?, held_until = ?, updated_at = ? WHERE id = ?",
+            (int(move), until, reason, until, now, row["id"]),
         )
         if row["delay_reason"] != reason:
-            await self._event(db, row["id"], "delayed", None, None, reason, now)
+            await self._event(db, row["id"], "delayed", None, None, f"{reason} until {_rfc3339(until)}", now)
 
     async def peek_next(self, now: float) -> str | None:
         """Id of the message the next claim would take (for saying why it waits)."""
@@ -1212,10 +1373,21 @@ class Store:
         )
         return None if row is None else str(row["id"])
 
+    async def held_back(self, now: float) -> list[tuple[str, int, float]]:
+        """(reason, messages, until) for queued messages a limit holds back past `now`."""
+        rows = await _all(
+            self.rdb,
+            "SELECT delay_reason, count(*) AS n, max(held_until) AS until FROM messages "
+            "WHERE status = 'queued' AND delay_reason IS NOT NULL AND held_until > ? GROUP BY delay_reason",
+            (now,),
+        )
+        return [(str(r["delay_reason"]), int(r["n"]), float(r["until"])) for r in rows]
+
+    @vital
     async def note(self, msg_id: str, kind: str, detail: str) -> None:
         """Add a timeline entry without a state change (e.g. an ambiguous outcome)."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             if kind == "outcome_unknown":
                 await db.execute("UPDATE messages SET ambiguous = ambiguous + 1 WHERE id = ?", (msg_id,))
                 await db.execute(
@@ -1255,11 +1427,12 @@ class Store:
                 changed += 1
         return changed
 
+    @vital
     async def recover_inflight(self, policy: str) -> list[str]:
         """After a crash: messages left `sending` have an unknown outcome. Resend them, or hold them."""
         now = time.time()
         recovered: list[str] = []
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             rows = await _all(db, "SELECT * FROM messages WHERE status = 'sending' AND held = 0", ())
             for row in rows:
                 msg = _message(row)
@@ -1343,12 +1516,13 @@ class Store:
             return result
 
     # --------------------------------------------------------------- reports
+    @vital
     async def apply_report(
         self, mr: int, recipient: str, status: int, *, at: float | None = None
     ) -> ReportOutcome:
         """Match a status report to a part by MR, recipient and time window; monotonic."""
         now = time.time() if at is None else at
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             outcome = await self._apply_report(db, mr, recipient, status, now)
             if not outcome.matched:
                 await db.execute(
@@ -1473,10 +1647,13 @@ class Store:
         join: Any,
         keyword_of: Any,
         seal: Any = None,
+        ref_bits: int = 8,
     ) -> Inbound | None:
         """Commit one received part; returns the whole message once every part is here.
 
-        `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
+        Parts belong together by sender, reference width (8 or 16 bits: TS 23.040 9.2.3.24.1
+        and .8 are different IEs, so 8-bit 42 and 16-bit 42 are two messages), reference and
+        total. `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
         pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START;
         `seal(text) -> (body, command_digest)` redacts an on-call command before it is stored.
         """
@@ -1487,22 +1664,18 @@ class Store:
                 return await self._commit_inbound(
                     db, sender, encoding, text, 1, 1, True, sent_at, now, keyword_of, seal
                 )
+            key = (sender, ref_bits, ref, total)
             await db.execute(
-                "INSERT OR IGNORE INTO inbound_parts (sender, ref, total, seq, encoding, user_data, sent_at, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (sender, ref, total, seq, encoding, user_data, sent_at, now),
+                "INSERT OR IGNORE INTO inbound_parts "
+                "(sender, ref_bits, ref, total, seq, encoding, user_data, sent_at, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, seq, encoding, user_data, sent_at, now),
             )
-            rows = await _all(
-                db,
-                "SELECT * FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ? ORDER BY seq",
-                (sender, ref, total),
-            )
+            rows = await _all(db, f"SELECT * FROM inbound_parts WHERE {_PARTS_KEY} ORDER BY seq", key)  # noqa: S608
             if len(rows) < total:
                 return None
             text = join(rows[0]["encoding"], [bytes(r["user_data"]) for r in rows])
-            await db.execute(
-                "DELETE FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ?", (sender, ref, total)
-            )
+            await db.execute(f"DELETE FROM inbound_parts WHERE {_PARTS_KEY}", key)  # noqa: S608
             first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
             return await self._commit_inbound(
                 db, sender, rows[0]["encoding"], text, total, total, True, first_sent, now, keyword_of, seal
@@ -1517,22 +1690,16 @@ class Store:
         async with self._tx() as db:
             groups = await _all(
                 db,
-                "SELECT sender, ref, total, min(received_at) AS first FROM inbound_parts GROUP BY sender, ref, total "
-                "HAVING first <= ?",
+                "SELECT sender, ref_bits, ref, total, min(received_at) AS first FROM inbound_parts "
+                "GROUP BY sender, ref_bits, ref, total HAVING first <= ?",
                 (now - timeout_s,),
             )
             for g in groups:
-                rows = await _all(
-                    db,
-                    "SELECT * FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ? ORDER BY seq",
-                    (g["sender"], g["ref"], g["total"]),
-                )
+                key = (g["sender"], g["ref_bits"], g["ref"], g["total"])
+                rows = await _all(db, f"SELECT * FROM inbound_parts WHERE {_PARTS_KEY} ORDER BY seq", key)  # noqa: S608
                 pieces = [join(r["encoding"], [bytes(r["user_data"])]) for r in rows]
                 text = " […] ".join(pieces)
-                await db.execute(
-                    "DELETE FROM inbound_parts WHERE sender = ? AND ref = ? AND total = ?",
-                    (g["sender"], g["ref"], g["total"]),
-                )
+                await db.execute(f"DELETE FROM inbound_parts WHERE {_PARTS_KEY}", key)  # noqa: S608
                 first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
                 out.append(
                     await self._commit_inbound(

@@ -139,6 +139,8 @@ class Relay:
 
     async def _dispatch(self) -> None:
         while True:
+            # Full disk: a delivery could not be marked done and would go out again and again.
+            await self.store.writable.wait()
             self.store.outbox_changed.clear()  # before looking: a commit after this wakes us
             now = time.time()
             free = CONCURRENCY - len(self._workers)

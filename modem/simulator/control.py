@@ -6,7 +6,8 @@ GET  /log?since=N                network log (submits, reports, injections), fro
 GET  /phones                     {number: inbox size}
 GET  /phones/{number}/inbox      messages the phone received, parts joined
 POST /inject   {"sender": "+4917612345678", "text": "hi", "encoding": null|"gsm7"|"ucs2",
-                "concat_bits": 8|16, "parts_order": [2,1]|"reverse"|"shuffle", "smsc": "+49…"|["…","…"]}
+                "concat_bits": 8|16, "ref": 42 (default: the next), "parts_order": [2,1]|[1]|"reverse"|"shuffle",
+                "smsc": "+49…"|["…","…"]}
 POST /policy   {"number": "+49…" (omit: default), "outcome": "delivered"|"pending"|"fail"|"expired"|
                 "gave_up"|"lost", "status": 65, "intermediate": 48, "duplicates": 1,
                 "order": "in"|"reverse"|"shuffle", "delay_s": 5, "recipient_format": "national",
@@ -74,6 +75,7 @@ def create_app(sim: Simulator) -> Starlette:
                 concat_bits=int(body.get("concat_bits", 8)),
                 parts_order=body.get("parts_order"),
                 smsc=body.get("smsc"),
+                ref=None if body.get("ref") is None else int(body["ref"]),
             )
         except (KeyError, ValueError) as exc:
             raise ControlError(f"inject needs sender and text: {exc}") from exc

@@ -1973,10 +1973,12 @@ class Simulator:
         parts_order: list[int] | str | None = None,
         smsc: str | list[str] | None = None,
         scts: datetime | None = None,
+        ref: int | None = None,
     ) -> list[Delivery]:
-        """An SMS from `sender` arrives: split by the codec, parts delivered in the given order."""
+        """An SMS from `sender` arrives: split by the codec, parts delivered in the given order
+        (a list may name only some parts: inject the rest later with the same `ref`)."""
         parts = self.network.build_delivers(
-            sender, text, encoding=encoding, concat_bits=concat_bits, smsc=smsc, scts=scts
+            sender, text, encoding=encoding, concat_bits=concat_bits, smsc=smsc, scts=scts, ref=ref
         )
         order = list(range(1, len(parts) + 1))
         if parts_order == "reverse":
@@ -1985,6 +1987,8 @@ class Simulator:
             self.random.shuffle(order)
         elif isinstance(parts_order, list):
             order = list(parts_order)
+            if not all(1 <= seq <= len(parts) for seq in order):
+                raise ValueError(f"parts_order {order}: the text has parts 1 to {len(parts)}")
         self.network.record(
             "inject",
             sender,

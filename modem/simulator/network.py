@@ -414,11 +414,21 @@ class Network:
         concat_bits: int = 8,
         smsc: str | list[str] | None = None,
         scts: datetime | None = None,
+        ref: int | None = None,
     ) -> list[Deliver]:
-        """The SMS-DELIVER parts a network would send for this text (codec segmentation)."""
+        """The SMS-DELIVER parts a network would send for this text (codec segmentation).
+
+        `ref` forces the concatenation reference (e.g. two senders' phones, or an 8-bit and a
+        16-bit message, that happen to use the same number); by default the next one is taken.
+        """
         chosen, texts = _segments(text, encoding_from_name(encoding), concat_bits)
         total = len(texts)
-        ref = self.next_reference(concat_bits) if total > 1 else 0
+        if ref is not None and not 0 <= ref < 1 << concat_bits:
+            raise ValueError(f"ref {ref} does not fit a {concat_bits}-bit concatenation reference")
+        if total <= 1:
+            ref = 0
+        elif ref is None:
+            ref = self.next_reference(concat_bits)
         when = scts or self.now()
         smscs = smsc if isinstance(smsc, list) else [smsc or self.smsc]
         parts: list[Deliver] = []

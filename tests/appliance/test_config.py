@@ -22,6 +22,7 @@ name = "left"
 baudrate = 115200
 pin = "1234"
 rate_per_minute = 10
+rate_burst = 3
 command_timeout_s = 5.5
 submit_timeout_s = 120
 
@@ -91,12 +92,14 @@ def test_a_full_file_reads_back_exactly(tmp_path: Path) -> None:
         baudrate=115200,
         pin="1234",
         rate_per_minute=10.0,
+        rate_burst=3,
         command_timeout_s=5.5,
         submit_timeout_s=120.0,
     )
     assert isinstance(left.rate_per_minute, float)  # an integer in TOML is fine for a number key
     assert right.port == "socket://10.0.0.2:4001"
     assert right.baudrate == 115200  # defaults fill the rest
+    assert right.rate_burst == 5
     assert config.api.listen == "[::]:8443"
     assert config.api.status_page_public is False
     assert config.store.body_retention_days == 7
@@ -139,6 +142,7 @@ def test_unknown_names_are_errors_with_a_suggestion(raw: dict[str, Any], wanted:
         ({"modem": {"baudrate": True}}, "modem.baudrate", "expected an integer"),
         ({"modem": {"port": 3}}, "modem.port", "expected a string"),
         ({"modem": {"rate_per_minute": "20"}}, "modem.rate_per_minute", "expected a number"),
+        ({"modem": {"rate_burst": 2.5}}, "modem.rate_burst", "expected an integer"),
         ({"api": {"status_page_public": "yes"}}, "api.status_page_public", "expected true or false"),
         ({"watchdog": {"oncall": "+4915112345678"}}, "watchdog.oncall", "expected a list"),
         ({"watchdog": {"oncall": [4915112345678]}}, "watchdog.oncall[0]", "expected a string"),
@@ -162,6 +166,15 @@ def test_wrong_types_name_the_key(raw: dict[str, Any], key: str, expected: str) 
         ({"watchdog": {"pin": "123456x"}}, "watchdog.pin", "6 to 32 digits"),
         ({"modem": {"port": ""}}, "modem.port", "must not be empty"),
         ({"modem": {"rate_per_minute": 0}}, "modem.rate_per_minute", "positive"),
+        ({"modem": {"rate_burst": 0}}, "modem.rate_burst", "must be 1 to 100"),
+        ({"modem": {"rate_burst": 1000}}, "modem.rate_burst", "must be 1 to 100"),
+        (
+            {"modems": [{"port": "/dev/a"}, {"port": "/dev/b", "rate_burst": -1}]},
+            "modems[1].rate_burst",
+            "1 to",
+        ),
+        ({"store": {"reserve_bytes": 1000}}, "store.reserve_bytes", "1 MiB"),
+        ({"store": {"reserve_bytes": 2**40}}, "store.reserve_bytes", "1 GiB"),
         ({"api": {"listen": "8080"}}, "api.listen", "host:port"),
         ({"api": {"listen": "localhost:http"}}, "api.listen", "host:port"),
         ({"api": {"listen": "0.0.0.0:70000"}}, "api.listen", "host:port"),

@@ -80,7 +80,7 @@ async def test_high_goes_before_normal_before_bulk_when_messages_queue(tmp_path:
 
 async def test_a_high_priority_message_overtakes_a_backlog(tmp_path: Path, sim: Simulator) -> None:
     # 60 a minute: the modem is busy with a backlog, one message a second.
-    raw = gateway_config(tmp_path, str(sim.primary_path), modem={"rate_per_minute": 60.0})
+    raw = gateway_config(tmp_path, str(sim.primary_path), modem={"rate_per_minute": 60.0, "rate_burst": 1})
     async with run_gateway(raw, sim) as gw:
         await gw.gateway.modem_list[0][2].wait_ready(10)
         backlog = [
@@ -149,7 +149,7 @@ async def test_message_not_sent_within_its_validity_fails_expired(tmp_path: Path
 
 # ------------------------------------------------------------------------------------ rate limit
 async def test_rate_limit_per_modem_spaces_submits_and_says_why(tmp_path: Path, sim: Simulator) -> None:
-    raw = gateway_config(tmp_path, str(sim.primary_path), modem={"rate_per_minute": 60.0})
+    raw = gateway_config(tmp_path, str(sim.primary_path), modem={"rate_per_minute": 60.0, "rate_burst": 1})
     async with run_gateway(raw, sim) as gw:
         await gw.gateway.modem_list[0][2].wait_ready(10)
         ids = [
@@ -164,6 +164,41 @@ async def test_rate_limit_per_modem_spaces_submits_and_says_why(tmp_path: Path, 
     delayed = [e["detail"] for d in docs for e in events(d, "delayed")]
     assert delayed, "a message held back by the rate limit says so in its timeline"
     assert all("rate limit" in d and "60 a minute" in d for d in delayed), delayed
+
+
+async def test_sporadic_messages_go_at_once_and_a_burst_beyond_the_limit_says_why(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """Shipped rate (20 a minute) and burst (5): five messages one at a time wait for no token;
+    two more at once are held back, with the limit and the time in the timeline and on /status."""
+    raw = gateway_config(tmp_path, str(sim.primary_path), modem={"rate_per_minute": 20.0})
+    assert "rate_burst" not in raw["modem"]  # the default burst is what is shown
+    async with run_gateway(raw, sim) as gw:
+        await gw.gateway.modem_list[0][2].wait_ready(10)
+        sporadic = []
+        for i in range(5):
+            msg_id = (await gw.send(to=f"+491510000045{i}", body=f"sporadic {i}")).json()["id"]
+            await eventually(lambda n=i: len(submits(sim)) == n + 1, 5)
+            sporadic.append(msg_id)
+        posted_at = time.time()
+        burst = [(await gw.send(to=f"+491510000046{i}", body=f"burst {i}")).json()["id"] for i in range(2)]
+        held = await eventually(lambda: _delayed(gw, burst[0]))
+        status = await eventually(lambda: _held_back(gw))
+        docs = [await gw.message(msg_id) for msg_id in sporadic]
+    assert [s.number for s in submits(sim)][:5] == [f"+491510000045{i}" for i in range(5)]
+    assert all(d["status"] in ("sent", "delivered") for d in docs), [d["status"] for d in docs]
+    assert [events(d, "delayed") for d in docs] == [[]] * 5, "no sporadic message waited for a token"
+    (detail,) = [e["detail"] for e in events(held, "delayed")]
+    assert "rate limit (20 a minute, burst 5) until 20" in detail, detail
+    (entry,) = status["queue"]["held_back"]
+    assert "rate limit (20 a minute, burst 5)" in entry["reason"]
+    assert entry["messages"] >= 1
+    assert datetime.fromisoformat(entry["until"]).timestamp() > posted_at
+
+
+async def _held_back(gw: Running) -> dict[str, Any] | None:
+    doc: dict[str, Any] = (await gw.client.get("/api/v1/status")).json()
+    return doc if doc["queue"]["held_back"] else None
 
 
 # ------------------------------------------------------------------------------------ anti-flood
@@ -184,6 +219,7 @@ async def test_anti_flood_holds_back_one_recipient_not_the_others(tmp_path: Path
         (detail,) = [e["detail"] for e in events(third, "delayed")]
         assert "anti-flood" in detail
         assert "2 messages a minute" in detail
+        assert " until 20" in detail  # and until when (RFC 3339)
     assert sim.network.phone(flooded).texts() == ["to the same number 0", "to the same number 1"]
     assert sim.network.phone(other).texts() == ["to someone else"]
 

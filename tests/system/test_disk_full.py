@@ -1,0 +1,234 @@
+"""The ledger's disk fills up mid-drain (a small tmpfs, filled to the last byte): `smsgw serve`
+as a real subprocess, the simulator on ptys, real HTTP.
+
+Nothing accepted is lost, no part is left `sending`, a restart on the still full disk serves
+(507 `storage_full`, /healthz, /readyz saying why), and once space is freed the drain ends
+with every message delivered exactly once. Needs root to mount the tmpfs (CI runs as root):
+without it the test fails, it does not skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from appliance.store import Store
+from modem.simulator import Simulator
+from tests.modem.conftest import SIM_TEST_TIMING
+from tests.system.conftest import eventually, gateway_config, toml_text
+
+MESSAGES = 40
+DISK_BYTES = 24 * 1024 * 1024
+RESERVE_BYTES = 2 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: int) -> Iterator[Path]:
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the disk-full test (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path, name: str) -> None:
+    """Take every free byte of the filesystem (down to the last page)."""
+    fd = os.open(disk / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for block in (1 << 20, 1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * block)
+    finally:
+        os.close(fd)
+    st = os.statvfs(disk)
+    assert st.f_bavail == 0, "the disk is full"
+
+
+class Daemon:
+    """`smsgw serve` as a subprocess, its output in a log file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Daemon:
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "appliance.cli",
+                "serve",
+                "--config",
+                str(self.config),
+                stdout=log,
+                stderr=log,
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def up(http: httpx.AsyncClient) -> bool:
+    try:
+        return (await http.get("/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def messages(http: httpx.AsyncClient, ids: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for msg_id in ids:
+        r = await http.get(f"/api/v1/messages/{msg_id}")
+        assert r.status_code == 200, r.text
+        out.append(r.json())
+    return out
+
+
+async def assert_refuses_with_a_reason(http: httpx.AsyncClient) -> None:
+    """507 storage_full with the reason; /healthz alive; /readyz and /api/v1/status say why."""
+    r = await http.post("/api/v1/messages", json={"to": "+4915199999999", "body": "no room"})
+    assert r.status_code == 507, r.text
+    assert r.json()["error"]["code"] == "storage_full"
+    assert "disk" in r.json()["error"]["message"]
+    assert (await http.get("/healthz")).status_code == 200
+    ready = await http.get("/readyz")
+    assert ready.status_code == 503
+    assert "disk" in ready.json()["reason"]
+    status = (await http.get("/api/v1/status")).json()
+    assert status["verdict"]["state"] == "down"
+    assert any("disk" in reason for reason in status["verdict"]["reasons"]), status["verdict"]
+
+
+def no_part_lies(docs: list[dict[str, Any]]) -> None:
+    """Every part is pending (never sent) or carries its MR: none is left `sending`, and none was
+    at the stop (the restart would have found it and said `outcome_unknown`)."""
+    for doc in docs:
+        assert not [e for e in doc["events"] if e["type"] == "outcome_unknown"], [
+            (e["at"][14:], e["type"], e["detail"]) for e in doc["events"]
+        ]
+        for part in doc["parts"]:
+            assert part["status"] != "sending", (doc["id"], doc["status"], part)
+            assert (part["status"] == "pending") == (part["mr"] is None), (doc["id"], part)
+        assert doc["status"] in ("queued", "sent", "delivered"), (doc["id"], doc["status"], doc["events"])
+
+
+@pytest.mark.timeout(120)
+async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_serves(
+    tmp_path: Path,
+) -> None:
+    sim = Simulator(tmp_path / "sim", "quectel-ec25", **{**SIM_TEST_TIMING, "submit_latency_s": 0.1})
+    await sim.start()
+    try:
+        with tmpfs(tmp_path / "disk", DISK_BYTES) as disk:
+            raw = gateway_config(tmp_path, str(sim.primary_path))
+            raw["store"] = {"path": str(disk / "ledger.sqlite3"), "reserve_bytes": RESERVE_BYTES}
+            raw["dispatcher"]["report_timeout_s"] = 3600.0
+            config = tmp_path / "smsgw.toml"
+            config.write_text(toml_text(raw))
+            store = Store(raw["store"]["path"], reserve_bytes=RESERVE_BYTES)
+            await store.open()
+            _rec, key = await store.create_key("test", ["send", "read", "admin"])
+            await store.close()
+            log = tmp_path / "serve.log"
+            base = f"http://{raw['api']['listen']}"
+            headers = {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
+                # 1. A drain; the disk fills up under it.
+                async with Daemon(config, log):
+                    await eventually(lambda: up(http), 15)
+                    await eventually(lambda: sim.snapshot()["sessions"], 15)
+                    posted = await asyncio.gather(
+                        *(
+                            http.post("/api/v1/messages", json={"to": f"+49151000{i:05d}", "body": f"m{i}"})
+                            for i in range(MESSAGES)
+                        )
+                    )
+                    assert [r.status_code for r in posted] == [202] * MESSAGES
+                    ids = [r.json()["id"] for r in posted]
+                    await eventually(lambda: len(submitted(sim)) >= 5, 15)
+                    fill(disk, "filler-1")
+                    problem = await eventually(lambda: _disk_problem(http), 15)
+                    assert "full" in problem
+                    await assert_refuses_with_a_reason(http)
+                    # The part in flight when the disk filled is recorded, a claimed one put back:
+                    # the gateway settles with nothing `sending` (so a stop now leaves nothing ambiguous).
+                    await eventually(lambda: _none_sending(http), 10)
+                sent_while_full = len(submitted(sim))  # the daemon is gone: no submit is in flight
+                assert sent_while_full < MESSAGES, "the disk filled mid-drain"
+                # 2. A restart while the disk is still full (the clean stop freed the WAL: take that too).
+                fill(disk, "filler-2")
+                async with Daemon(config, log) as daemon:
+                    await eventually(lambda: up(http), 15)
+                    await assert_refuses_with_a_reason(http)
+                    assert daemon.proc is not None
+                    assert daemon.proc.returncode is None
+                    no_part_lies(await messages(http, ids))
+                    assert len(submitted(sim)) == sent_while_full, (
+                        "nothing is sent that could not be recorded"
+                    )
+                    # 3. Space is freed: the gateway notices by itself and the drain completes.
+                    (disk / "filler-1").unlink()
+                    (disk / "filler-2").unlink()
+                    await eventually(lambda: _all_delivered(http, ids), 30)
+                    assert (await http.get("/readyz")).status_code == 200
+                    r = await http.post(
+                        "/api/v1/messages", json={"to": "+4915199999999", "body": "room again"}
+                    )
+                    assert r.status_code == 202, r.text
+                    status = (await http.get("/api/v1/status")).json()
+                    assert status["disk"]["problem"] is None
+                    assert status["disk"]["reserve_bytes"] == RESERVE_BYTES, "the reserve is back"
+    finally:
+        await sim.stop()
+    # Each message reached its phone exactly once: none lost, none resent.
+    for i in range(MESSAGES):
+        assert sim.network.phone(f"+49151000{i:05d}").texts() == [f"m{i}"]
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert text.count("disk is full") <= 4, text  # said once per episode (and per start), not per write
+
+
+def submitted(sim: Simulator) -> list[Any]:
+    return [e for e in sim.network.log if e.kind == "submit"]
+
+
+async def _disk_problem(http: httpx.AsyncClient) -> str | None:
+    problem: str | None = (await http.get("/api/v1/status")).json()["disk"]["problem"]
+    return problem
+
+
+async def _none_sending(http: httpx.AsyncClient) -> bool:
+    doc = (await http.get("/api/v1/status")).json()
+    return doc["queue"]["by_status"]["sending"] == 0
+
+
+async def _all_delivered(http: httpx.AsyncClient, ids: list[str]) -> bool:
+    return all(d["status"] == "delivered" for d in await messages(http, ids))
