@@ -1,15 +1,16 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway login page watchdog)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from tests.benchmarks import bench_engine, bench_gateway, bench_page, bench_watchdog
+from tests.benchmarks import bench_engine, bench_gateway, bench_login, bench_page, bench_watchdog
 
 BENCHES = {
     "engine": bench_engine.run,
     "gateway": bench_gateway.run,
+    "login": bench_login.run,
     "page": bench_page.run,
     "watchdog": bench_watchdog.run,
 }
