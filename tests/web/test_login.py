@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -14,10 +15,14 @@ import httpx
 import pytest
 
 from appliance import login, web
+from appliance.cli import _watchdog_settings
+from appliance.config import from_dict
 from appliance.session import COOKIE, hash_password
 from modem.simulator import Simulator
+from tests.appliance.test_login_limits import self_signed
 from tests.system.conftest import Running, gateway_config, run_gateway
 from tests.web.conftest import csrf_of
+from watchdog.facts import FactsReader
 
 PASSWORD = "correct horse battery staple"  # noqa: S105  (the test box's own)
 TWILIO = "/2010-04-01/Accounts/AC0123/Messages.json"
@@ -218,3 +223,31 @@ async def test_configured_allowed_hosts(tmp_path: Path, sim: Simulator) -> None:
             ("127.0.0.1", 200),  # loopback always: the watchdog probes it
         ):
             assert (await c.get("/", headers={"Host": host})).status_code == status, host
+
+
+async def test_tls_serves_https_with_secure_cookies_and_the_watchdog_still_probes(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    cert, key = self_signed(tmp_path)
+    raw = gateway_config(tmp_path, str(sim.primary_path), api={"tls_cert": str(cert), "tls_key": str(key)})
+    config = from_dict(raw)
+    async with (
+        run_gateway(raw, sim) as box,
+        httpx.AsyncClient(
+            base_url=f"https://{box.config.api.listen}",
+            verify=ssl.create_default_context(cafile=str(cert)),
+            timeout=10,
+        ) as c,
+    ):
+        assert (await c.get("/healthz")).status_code == 200
+        token = csrf_of((await c.get("/login")).text)
+        r = await c.post("/login", data={"password": box.key, "csrf": token})
+        assert r.status_code == 303
+        assert "secure" in r.headers["set-cookie"].lower()
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port gets no answer
+            await box.client.get("/healthz")
+        # The watchdog's probe follows the scheme and reaches the daemon over loopback.
+        settings = _watchdog_settings(config)
+        assert settings.healthz_url.startswith("https://127.0.0.1:")
+        facts = await FactsReader(settings, time.time()).read(time.time(), None)
+        assert facts.healthz_failing_since is None, facts.healthz_error

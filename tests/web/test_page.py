@@ -79,3 +79,40 @@ async def test_screenshots_nothing_overflows(gw: Running, browser: Browser) -> N
         await page.goto(f"http://{gw.config.api.listen}/")
         await page.screenshot(path=str(SCREENSHOTS / f"overview-{label}.png"), full_page=True)
         await page.close()
+
+
+async def test_number_filter_imei_and_iccid_only_after_login(gw: Running, browser: Browser) -> None:
+    ids = {}
+    for number in (PHONE, "+4917612349999"):
+        sent = await gw.send(to=number, body="filter test")
+        assert sent.status_code == 202
+        ids[number] = sent.json()["id"]
+    for msg_id in ids.values():
+        await gw.final(msg_id)
+    base = f"http://{gw.config.api.listen}"
+    page = await browser.new_page()
+    # Anonymous: a number filter in the URL is ignored (it would un-mask numbers digit by digit).
+    await page.goto(f"{base}/messages?number=5678")
+    for msg_id in ids.values():
+        assert await page.locator(f"#m-{msg_id}").count() == 1
+    await page.goto(f"{base}/modem")
+    anonymous = await page.inner_text("main")
+    assert "861234567890123" not in anonymous
+    assert gw.gateway.modems()[0]["iccid"] not in anonymous
+    await page.goto(f"{base}/login")
+    await page.fill("input[name=password]", gw.key)
+    await page.click("form[action='/login'] button")
+    await page.wait_for_url(f"{base}/?notice=login")
+    assert "861234567890123" in await page.inner_text("main")  # IMEI
+    await page.goto(f"{base}/modem")
+    main = await page.inner_text("main")
+    assert "861234567890123" in main
+    iccid = gw.gateway.modems()[0]["iccid"]
+    assert iccid
+    assert iccid in main
+    await page.goto(f"{base}/messages")
+    await page.fill("input[name=number]", "5678")
+    await page.click("#filter button")
+    await page.wait_for_url(f"{base}/messages?**number=5678**")
+    assert await page.locator(f"#m-{ids[PHONE]}").count() == 1
+    assert await page.locator(f"#m-{ids['+4917612349999']}").count() == 0
