@@ -2,6 +2,9 @@
 
 Keys are 32 random bytes shown once and stored as SHA-256 (`Store.verify_key`).
 401 when the key is missing, unknown or revoked; 403 when it lacks the scope.
+Checking a key never blocks the loop: one SHA-256 of at most MAX_KEY_CHARS characters and
+one indexed read on the ledger's reader thread (keys are random, so no slow KDF is needed).
+Headers holding non-ASCII bytes never get here: appliance/edge.py answers them with 401.
 """
 
 from __future__ import annotations
