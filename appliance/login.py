@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 FREE_FAILURES = 5  # typos and a forgotten caps lock cost nothing
+LOCK_BASE_S = 1.0  # the first lockout; each further failure doubles it
 MAX_LOCK_S = 900.0
 FORGET_S = 3600.0  # an address with no failure for this long starts afresh
 BURST = 10  # password checks box-wide before the refill rate applies
@@ -72,7 +73,7 @@ class LoginThrottle:
         rec.failures += 1
         rec.last_failure = now
         over = rec.failures - FREE_FAILURES
-        lock = 0.0 if over <= 0 else min(MAX_LOCK_S, 2.0 ** (over - 1))
+        lock = 0.0 if over <= 0 else min(MAX_LOCK_S, LOCK_BASE_S * 2.0 ** (over - 1))
         rec.locked_until = now + lock
         return lock
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import secrets
 import time
@@ -70,7 +71,9 @@ REFUSAL_LOG_S = 60.0  # refused login attempts are summed into one log line per 
 # A refused or failed login is answered no sooner than this after it arrived: a guesser waiting
 # for its answer sends fewer, so 100 of them cost the loop little. At most TARPIT_MAX are held.
 TARPIT_S = 1.0
+TARPIT_REFUSED_MAX_S = 5.0  # a refusal (429) is held until its Retry-After, at most this long
 TARPIT_MAX = 256
+BUSY_RETRY_S = 2.0  # Retry-After when every hashing thread is busy (a check takes ~0.4 s, more under load)
 RECENT_EVENTS = 5000  # diagnostics scan at most this many newest events for errors
 _ERROR_KINDS = ("retry", "failed", "outcome_unknown", "released")
 _CODE = re.compile(r"\b(cms|cme)_(\d+)\b", re.IGNORECASE)
@@ -284,20 +287,22 @@ class Web:
         if not stored:
             return _Verdict()
         if self.hashes.busy >= self.hashes.workers:
-            return _Verdict(retry_s=1.0)  # every hashing thread is taken: refuse, do not queue
+            return _Verdict(retry_s=BUSY_RETRY_S)  # every hashing thread is taken: refuse, do not queue
         wait = self.throttle.take_check()
         if wait > 0:
             return _Verdict(retry_s=wait)
         try:
             ok = await self.hashes.check(secret, stored)
         except HashPoolBusy:  # not reached (nothing awaited since the test above); kept for safety
-            return _Verdict(retry_s=1.0)
+            return _Verdict(retry_s=BUSY_RETRY_S)
         return _Verdict("password") if ok else _Verdict()
 
-    async def _tarpit(self, arrived: float) -> None:
+    async def _tarpit(self, arrived: float, hold_s: float = TARPIT_S) -> None:
         if self._held >= TARPIT_MAX:
             return  # holding more would tie up connections: answer at once
-        delay = arrived + TARPIT_S - time.monotonic()
+        # Jittered: guessers that arrived together would otherwise come back together, as a burst.
+        hold_s = max(TARPIT_S, hold_s) * random.uniform(1.0, 1.5)  # noqa: S311  (not a secret)
+        delay = arrived + hold_s - time.monotonic()
         if delay <= 0:
             return
         self._held += 1
@@ -322,7 +327,7 @@ class Web:
     async def _too_many(self, request: Request, wait_s: float, arrived: float) -> Response:
         """429 with Retry-After, tarpitted, from a fixed text (no template, no session: refusals
         must stay cheap under a flood); summed into one log line a minute, not one per attempt."""
-        await self._tarpit(arrived)
+        await self._tarpit(arrived, min(wait_s, TARPIT_REFUSED_MAX_S))
         self._refused += 1
         now = time.monotonic()
         if now - self._refused_logged_at >= REFUSAL_LOG_S:

@@ -33,6 +33,7 @@ async def box(tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -
     """The gateway with an admin password (cheap to hash: these tests count attempts, not CPU),
     refusals held 50 ms instead of 1 s (the mechanism is the same)."""
     monkeypatch.setattr(web, "TARPIT_S", 0.05)
+    monkeypatch.setattr(web, "TARPIT_REFUSED_MAX_S", 0.05)
     raw = gateway_config(
         tmp_path, str(sim.primary_path), web={"admin_password_hash": hash_password(PASSWORD, iterations=1000)}
     )
@@ -67,7 +68,10 @@ async def raw_request(box: Running, head: bytes) -> int:
     return int(status_line.split()[1])
 
 
-async def test_guessers_get_429_after_the_free_failures(box: Running) -> None:
+async def test_guessers_get_429_after_the_free_failures(
+    box: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(login, "LOCK_BASE_S", 60.0)  # the lockout outlasts a slow CI machine
     async with client_from(box, "127.0.0.2") as guesser:
         for _ in range(login.FREE_FAILURES + 1):
             assert (await try_login(guesser, "wrong")).status_code == 403
