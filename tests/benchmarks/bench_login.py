@@ -153,6 +153,7 @@ async def run() -> dict[str, float]:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(tmp / "serve.log").open("wb"),
         )
+        flood: asyncio.subprocess.Process | None = None
         try:
             async with httpx.AsyncClient(base_url=base) as client:
                 deadline = time.monotonic() + 30
@@ -197,6 +198,10 @@ async def run() -> dict[str, float]:
             cpu = _cpu_s(proc.pid) - cpu0
             counts = json.loads(out)
         finally:
+            if flood is not None and flood.returncode is None:  # the bench failed mid-flood
+                flood.send_signal(signal.SIGCONT)
+                flood.kill()
+                await flood.wait()
             proc.terminate()
             await proc.wait()
             await sim.stop()
