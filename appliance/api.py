@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from appliance import alertmanager, auth, openapi, twilio, validation, web
+from appliance import alertmanager, auth, edge, openapi, twilio, validation, web
 from appliance.config import Config
 from appliance.metrics import Metrics
 from appliance.states import State
@@ -93,6 +93,7 @@ def create_app(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
+    app.add_middleware(edge.Edge, allowed=edge.allowed_hosts(config.api))  # Host and credential bytes
     app.add_middleware(_Guard)
     app.state.metrics = api.metrics
     return app

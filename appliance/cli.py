@@ -197,7 +197,8 @@ def _watchdog_settings(config: Any) -> Any:
     from watchdog.settings import Settings  # noqa: PLC0415
 
     wd = config.watchdog
-    base = f"http://{config.api.listen.replace('0.0.0.0', '127.0.0.1')}"  # noqa: S104  (a wildcard is reached locally)
+    scheme = "https" if config.api.tls_cert else "http"
+    base = f"{scheme}://{config.api.listen.replace('0.0.0.0', '127.0.0.1')}"  # noqa: S104  (a wildcard is reached locally)
     own = {f.name for f in dataclasses.fields(Settings)}
     values = {k: v for k, v in dataclasses.asdict(wd).items() if k in own and k != "healthz_url"}
     healthz = wd.healthz_url or f"{base}/healthz"

@@ -70,6 +70,11 @@ class ApiConfig:
     keepalive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
     max_connections: int = 512  # past it, the oldest connection waiting for a request is closed
     max_connections_per_client: int = 128  # the same, per client address
+    # Host names the box answers to (DNS rebinding): names, IP literals, "*.lan" suffixes, or "*" for any.
+    # Empty: the box's own names and addresses. Loopback names are always allowed (local probes).
+    allowed_hosts: tuple[str, ...] = ()
+    tls_cert: str = ""  # PEM certificate chain; with tls_key the API and page speak HTTPS only
+    tls_key: str = ""  # PEM private key for tls_cert
 
 
 @dataclass(frozen=True)
@@ -363,6 +368,7 @@ def _check(config: Config) -> None:
             f"store.reserve_bytes: must be {MIN_RESERVE_BYTES} (1 MiB) to {MAX_RESERVE_BYTES} (1 GiB), "
             f"got {config.store.reserve_bytes}"
         )
+    _check_api(config.api)
     if config.dispatcher.unknown_outcome not in ("resend", "hold"):
         raise ConfigError(
             f'dispatcher.unknown_outcome: expected "resend" or "hold", got {config.dispatcher.unknown_outcome!r}'
@@ -405,6 +411,41 @@ def _check(config: Config) -> None:
     for i, hook in enumerate(config.webhooks):
         if not re.match(r"^https?://", hook.url):
             raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")
+
+
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")
+
+
+def _check_api(api: ApiConfig) -> None:
+    """[api] allowed_hosts entries are host names or addresses; TLS files exist and can be read."""
+    import ipaddress  # noqa: PLC0415
+
+    for i, host in enumerate(api.allowed_hosts):
+        if host == "*":
+            continue
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            continue
+        except ValueError:
+            pass
+        if not _HOST_NAME.fullmatch(host.lower()):
+            raise ConfigError(
+                f"api.allowed_hosts[{i}]: {host!r} is not a host name or address "
+                '(no scheme, port or path; "*.example.lan" allows its subdomains, "*" any)'
+            )
+    if bool(api.tls_cert) != bool(api.tls_key):
+        raise ConfigError("api.tls_cert and api.tls_key: set both (HTTPS) or neither (plain HTTP)")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(api, name)
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as fh:  # noqa: PTH123  (a readability check, nothing kept)
+                head = fh.read(4096)
+        except OSError as exc:
+            raise ConfigError(f"api.{name}: cannot read {path}: {exc.strerror}") from None
+        if b"-----BEGIN " not in head:
+            raise ConfigError(f"api.{name}: {path} is not a PEM file (no -----BEGIN line)")
 
 
 def _apply_env(raw: dict[str, Any], env: typing.Mapping[str, str]) -> None:

@@ -210,6 +210,9 @@ class Gateway:
                 access_log=False,
                 server_header=False,
                 **_hardened(self.config),
+                # [api] tls_cert/tls_key: HTTPS only on the one port (cookies are Secure then).
+                ssl_certfile=self.config.api.tls_cert or None,
+                ssl_keyfile=self.config.api.tls_key or None,
             )
         )
         async with asyncio.TaskGroup() as tg:
@@ -224,7 +227,10 @@ class Gateway:
             self.notifier.ready(await self._status_line())
             self.serving.set()
             _LOGGER.warning(
-                "smsgw serving on http://%s (ledger %s)", self.config.api.listen, self.config.store.path
+                "smsgw serving on %s://%s (ledger %s)",
+                "https" if self.config.api.tls_cert else "http",
+                self.config.api.listen,
+                self.config.store.path,
             )
             stop = tg.create_task(self._stop.wait())
             await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)

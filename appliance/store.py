@@ -293,6 +293,19 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN held_until REAL;
     CREATE INDEX messages_held_back ON messages(held_until) WHERE status = 'queued' AND delay_reason IS NOT NULL;
     """,
+    # 8 (task login): status-page admin sessions, ended by logout, expiry or revoking their API key
+    """
+    CREATE TABLE web_sessions (
+        id TEXT PRIMARY KEY,
+        actor TEXT NOT NULL,
+        key_id INTEGER,
+        address TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        ended_at REAL
+    );
+    CREATE INDEX web_sessions_expires ON web_sessions(expires_at);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 # The parts of one concatenated message (a fixed clause; only values are bound).
@@ -2277,6 +2290,47 @@ class Store:
             await self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             await self.db.execute("VACUUM")
             return free
+
+    # ---------------------------------------------------- status-page sessions
+    async def start_web_session(
+        self,
+        digest: str,
+        actor: str,
+        *,
+        key_id: int | None,
+        address: str,
+        created_at: float,
+        expires_at: float,
+    ) -> None:
+        """Record an admin login (`digest` is the SHA-256 of the cookie's id); drops dead sessions."""
+        async with self._tx() as db:
+            await db.execute(
+                "DELETE FROM web_sessions WHERE expires_at < ? OR ended_at IS NOT NULL", (created_at,)
+            )
+            await db.execute(
+                "INSERT INTO web_sessions (id, actor, key_id, address, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (digest, actor, key_id, address, created_at, expires_at),
+            )
+
+    async def live_web_session(self, digest: str, now: float) -> tuple[str, int | None] | None:
+        """(actor, key id) of a session neither ended nor expired; None otherwise."""
+        row = await _one(
+            self.rdb,
+            "SELECT actor, key_id FROM web_sessions WHERE id = ? AND ended_at IS NULL AND expires_at > ?",
+            (digest, now),
+        )
+        if row is None:
+            return None
+        return str(row["actor"]), None if row["key_id"] is None else int(row["key_id"])
+
+    async def end_web_session(self, digest: str, now: float) -> bool:
+        """Logout; True when a live session ended."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE web_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (now, digest)
+            )
+            return (cur.rowcount or 0) > 0
 
     # --------------------------------------------------------------- internals
     async def _get(self, db: aiosqlite.Connection, msg_id: str) -> Message | None:

@@ -5,18 +5,23 @@ Server-rendered (Jinja2), no asset from outside the box. Every figure comes from
 part every 5 s by fetching itself with `X-Smsgw-Fragment: 1` and swapping it in.
 
 Access: read-only views are public on the LAN unless `[web] public = false` (or
-`[api] status_page_public = false`); actions need an admin session (the password in
-`[web] admin_password_hash`, or an API key with the admin scope). Every POST needs
-the session's CSRF token and, when the browser sends one, a same-origin Origin.
+`[api] status_page_public = false`); full numbers, texts, the number filter, IMEI and
+ICCID only for an admin session (the password in `[web] admin_password_hash`, or an
+API key with the admin scope; sessions live in the ledger, see session.py). Every POST
+needs the session's CSRF token and, when the browser sends one, a same-origin Origin.
+Logins are rate limited (login.py) and the password is hashed off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import random
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,15 +32,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from appliance import charts, validation
+from appliance import auth, charts, validation
 from appliance.config import Config, ConfigError
+from appliance.login import LoginThrottle, retry_after
 from appliance.session import (
     COOKIE,
     SESSION_TTL_S,
     BadPasswordHash,
+    HashPool,
+    HashPoolBusy,
     Session,
+    Sessions,
     Signer,
-    check_password,
     load_secret,
     parse_password_hash,
 )
@@ -60,6 +68,14 @@ _LOGGER = logging.getLogger(__name__)
 FRAGMENT_HEADER = "x-smsgw-fragment"
 MAX_FORM_BYTES = 16384  # a test SMS of 1600 characters, percent-encoded, fits
 PAGE_ROWS = 50  # newest messages shown per list; filters narrow them
+MAX_SECRET_CHARS = 1024  # a password or key longer than this is refused unhashed
+REFUSAL_LOG_S = 60.0  # refused login attempts are summed into one log line per minute
+# A refused or failed login is answered no sooner than this after it arrived: a guesser waiting
+# for its answer sends fewer, so 100 of them cost the loop little. At most TARPIT_MAX are held.
+TARPIT_S = 1.0
+TARPIT_REFUSED_MAX_S = 5.0  # a refusal (429) is held until its Retry-After, at most this long
+TARPIT_MAX = 256
+BUSY_RETRY_S = 2.0  # Retry-After when every hashing thread is busy (a check takes ~0.4 s, more under load)
 RECENT_EVENTS = 5000  # diagnostics scan at most this many newest events for errors
 QUARANTINE_SHOWN = 20  # newest quarantined PDUs on /modem; GET /api/v1/quarantine has them all
 _ERROR_KINDS = ("retry", "failed", "outcome_unknown", "released")
@@ -133,6 +149,13 @@ class Web:
                 raise ConfigError(f"web.admin_password_hash: {exc}") from None
         directory = None if store.path == ":memory:" else Path(store.path).parent
         self.signer = Signer(load_secret(web.session_secret, directory))
+        self.sessions = Sessions(store, self.signer)
+        self.throttle = LoginThrottle()
+        self.hashes = HashPool()
+        self.tls = bool(config.api.tls_cert)
+        self._refused = 0  # login attempts refused by the rate limits since the last log line
+        self._refused_logged_at = 0.0
+        self._held = 0  # refused logins being held (tarpit)
         self.public = web.public and config.api.status_page_public
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("appliance", "templates"),
@@ -148,7 +171,7 @@ class Web:
 
     # ------------------------------------------------------------------ pages
     async def overview(self, request: Request) -> Response:
-        session, refuse = self._read_access(request)
+        session, refuse = await self._read_access(request)
         if refuse is not None:
             return refuse
         doc = await self._status()
@@ -172,14 +195,15 @@ class Web:
         return self._render(request, session, "overview.html", context)
 
     async def messages(self, request: Request) -> Response:
-        session, refuse = self._read_access(request)
+        session, refuse = await self._read_access(request)
         if refuse is not None:
             return refuse
         q = request.query_params
         status = q.get("status") or None
         if status is not None and status not in {s.value for s in State}:
             status = None
-        number = (q.get("number") or "").strip()
+        # The number filter is for admins only: on masked rows it is an oracle that un-masks them.
+        number = (q.get("number") or "").strip() if session.is_admin else ""
         direction = q.get("direction") or "both"
         outbound = [] if direction == "in" else await self._outbound(status, number)
         inbound = [] if direction == "out" or status is not None else await self._inbound(number)
@@ -195,7 +219,7 @@ class Web:
         return self._render(request, session, "messages.html", context)
 
     async def modem(self, request: Request) -> Response:
-        session, refuse = self._read_access(request)
+        session, refuse = await self._read_access(request)
         if refuse is not None:
             return refuse
         doc = await self._status()
@@ -208,28 +232,36 @@ class Web:
         return self._render(request, session, "modem.html", context)
 
     async def login_form(self, request: Request) -> Response:
-        session = self._session(request)
+        session = await self._session(request)
         return self._render(request, session, "login.html", {"error": ""})
 
     # ---------------------------------------------------------------- actions
     async def login(self, request: Request) -> Response:
-        session = self._session(request)
+        arrived = time.monotonic()
+        address = _client(request)
+        wait = self.throttle.wait_s(address)
+        if wait > 0:  # before anything else: a refusal must cost next to nothing
+            return await self._too_many(request, wait, arrived)
+        session = self._visitor(request)  # no ledger look-up until the secret proved right
         form = await _form(request)
         refused = self._check_post(request, session, form)
         if refused is not None:
             return refused
-        secret = str(form.get("password") or "")
-        who = ""
-        if check_password(secret, self.config.web.admin_password_hash):
-            who = "password"
-        elif secret and len(secret) <= 256:
-            key = await self.store.verify_key(secret)
-            if key is not None and "admin" in key.scopes:
-                who = f"API key {key.name}"
-        if not who:
-            client = request.client.host if request.client else "?"
-            _LOGGER.warning("status page: failed login from %s", client)
-            await self.store.audit(Actor("web:?", client), "login_failed", None, "wrong password or key")
+        self.throttle.begin(address)
+        try:
+            verdict = await self._verify(str(form.get("password") or ""))
+        except BaseException:
+            self.throttle.abandoned(address)
+            raise
+        if verdict.retry_s > 0:
+            self.throttle.abandoned(address)
+            return await self._too_many(request, verdict.retry_s, arrived)
+        if not verdict.actor:
+            lock_s = self.throttle.failed(address)
+            await self._login_event(
+                request, "login_failed", "", f"locked out {lock_s:.0f} s" if lock_s else ""
+            )
+            await self._tarpit(arrived)
             return self._render(
                 request,
                 session,
@@ -237,18 +269,93 @@ class Web:
                 {"error": "Wrong password, or not an API key with the admin scope."},
                 status=403,
             )
-        _LOGGER.warning("status page: admin login (%s)", who)
-        fresh = self.signer.new(admin=who)  # a new id on login: no session fixation
-        await self.store.audit(web_actor(fresh.admin, request), "login", None, who)
+        self.throttle.succeeded(address)
+        await self.sessions.end(session)  # a login over a live one ends it: one session per cookie
+        fresh = await self.sessions.start(verdict.actor, key_id=verdict.key_id, address=address)
+        await self._login_event(request, "login", verdict.actor)
         return self._redirect(request, "/?notice=login", fresh)
 
     async def logout(self, request: Request) -> Response:
-        session = self._session(request)
+        session = await self._session(request)
         form = await _form(request)
         refused = self._check_post(request, session, form)
         if refused is not None:
             return refused
+        if session.is_admin:
+            await self.sessions.end(session)
+            await self._login_event(request, "logout", session.admin)
         return self._redirect(request, "/?notice=logout", self.signer.new())
+
+    async def _verify(self, secret: str) -> _Verdict:
+        """Who this secret logs in as: an admin API key (one SHA-256) or the password (PBKDF2 on a
+        pool thread, within the box-wide budget); `retry_s` > 0 when the check was refused."""
+        if not secret or len(secret) > MAX_SECRET_CHARS:
+            return _Verdict()
+        key = await self.store.verify_key(secret) if len(secret) <= auth.MAX_KEY_CHARS else None
+        if key is not None:
+            return _Verdict(f"API key {key.name}", key.id) if auth.allows(key, "admin") else _Verdict()
+        stored = self.config.web.admin_password_hash
+        if not stored:
+            return _Verdict()
+        if self.hashes.busy >= self.hashes.workers:
+            return _Verdict(retry_s=BUSY_RETRY_S)  # every hashing thread is taken: refuse, do not queue
+        wait = self.throttle.take_check()
+        if wait > 0:
+            return _Verdict(retry_s=wait)
+        try:
+            ok = await self.hashes.check(secret, stored)
+        except HashPoolBusy:  # not reached (nothing awaited since the test above); kept for safety
+            return _Verdict(retry_s=BUSY_RETRY_S)
+        return _Verdict("password") if ok else _Verdict()
+
+    async def _tarpit(self, arrived: float, hold_s: float = TARPIT_S) -> None:
+        if self._held >= TARPIT_MAX:
+            return  # holding more would tie up connections: answer at once
+        # Jittered: guessers that arrived together would otherwise come back together, as a burst.
+        hold_s = max(TARPIT_S, hold_s) * random.uniform(1.0, 1.5)  # noqa: S311  (not a secret)
+        delay = arrived + hold_s - time.monotonic()
+        if delay <= 0:
+            return
+        self._held += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._held -= 1
+
+    async def _login_event(self, request: Request, kind: str, actor: str, detail: str = "") -> None:
+        """The one place a login succeeds ("login"), fails ("login_failed") or ends ("logout").
+
+        Logged here; the audit trail records the same events from here (actor `web:<who>`).
+        """
+        client = _client(request)
+        if kind == "login":
+            _LOGGER.warning("status page: admin login (%s) from %s", actor, client)
+        elif kind == "logout":
+            _LOGGER.warning("status page: %s logged out from %s", actor, client)
+        else:
+            _LOGGER.warning("status page: failed login from %s%s", client, f" ({detail})" if detail else "")
+        if kind == "login_failed":
+            await self.store.audit(Actor("web:?", client), kind, None, detail or "wrong password or key")
+        else:
+            await self.store.audit(web_actor(actor, request), kind, None, actor)
+
+    async def _too_many(self, request: Request, wait_s: float, arrived: float) -> Response:
+        """429 with Retry-After, tarpitted, from a fixed text (no template, no session: refusals
+        must stay cheap under a flood); summed into one log line a minute, not one per attempt."""
+        await self._tarpit(arrived, min(wait_s, TARPIT_REFUSED_MAX_S))
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged_at >= REFUSAL_LOG_S:
+            _LOGGER.warning(
+                "status page: %d login attempt(s) refused by the rate limits (latest from %s)",
+                self._refused,
+                _client(request),
+            )
+            self._refused = 0
+            self._refused_logged_at = now
+        seconds = retry_after(wait_s)
+        html = _TOO_MANY.replace("{seconds}", seconds)
+        return HTMLResponse(html, status_code=429, headers={**_headers(""), "retry-after": seconds})
 
     async def test_sms(self, request: Request) -> Response:
         session, form, refused = await self._admin_post(request)
@@ -307,7 +414,7 @@ class Web:
 
     async def audit(self, request: Request) -> Response:
         """The audit trail: who did what, from where (logged-in only, whatever `[web] public` says)."""
-        session = self._session(request)
+        session = await self._session(request)
         if not session.is_admin:
             return self._redirect(request, "/login", session)
         try:
@@ -381,15 +488,20 @@ class Web:
         )
         return [{**dict(r), "meaning": error_meaning(r["detail"])} for r in rows]
 
-    def _session(self, request: Request) -> Session:
+    def _visitor(self, request: Request) -> Session:
+        """The cookie's session as signed, not looked up: enough for CSRF, anonymous to everything else."""
         session = self.signer.load(request.cookies.get(COOKIE))
         if session is None:
             session = self.signer.new()
             request.state.new_session = True
         return session
 
-    def _read_access(self, request: Request) -> tuple[Session, Response | None]:
-        session = self._session(request)
+    async def _session(self, request: Request) -> Session:
+        """The visitor's session, admin when the ledger says its login lives."""
+        return await self.sessions.resolve(self._visitor(request))
+
+    async def _read_access(self, request: Request) -> tuple[Session, Response | None]:
+        session = await self._session(request)
         if self.public or session.is_admin:
             return session, None
         if request.headers.get(FRAGMENT_HEADER):
@@ -397,7 +509,7 @@ class Web:
         return session, self._redirect(request, "/login", session)
 
     async def _admin_post(self, request: Request) -> tuple[Session, dict[str, str], Response | None]:
-        session = self._session(request)
+        session = await self._session(request)
         form = await _form(request)
         refused = self._check_post(request, session, form)
         if refused is None and not session.is_admin:
@@ -473,8 +585,28 @@ class Web:
                 path="/",
                 httponly=True,
                 samesite="strict",
-                secure=request.url.scheme == "https",
+                secure=self.tls or request.url.scheme == "https",
             )
+
+
+_TOO_MANY = (
+    '<!doctype html><html lang="en"><meta charset="utf-8"><title>Too many login attempts</title>'
+    "<h1>Too many login attempts</h1><p>Login is paused after repeated failures: try again in "
+    '{seconds} s.</p><p><a href="/login">Back to the login</a></p></html>'
+)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """The outcome of checking a login secret."""
+
+    actor: str = ""  # "" when the secret is wrong
+    key_id: int | None = None
+    retry_s: float = 0.0  # > 0: not checked (rate limit or every hash thread busy)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
 
 
 def _headers(nonce: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shutil
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +141,10 @@ class FactsReader:
     async def read(self, now: float, modem: Modem | None) -> Facts:
         s = self.settings
         timeout = httpx.Timeout(s.healthz_timeout_s)
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        # The box's own daemon over loopback (HTTPS when [api] tls_cert is set): nothing on the
+        # path to verify, and its certificate names the box, not 127.0.0.1.
+        local = urllib.parse.urlsplit(s.healthz_url).hostname in ("127.0.0.1", "::1", "localhost")
+        async with httpx.AsyncClient(timeout=timeout, verify=not local) as client:
             (health, health_err), (ready, _) = await asyncio.gather(
                 probe_http(client, s.healthz_url),
                 probe_http(client, s.readyz_url) if s.readyz_url else _none(),

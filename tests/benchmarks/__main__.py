@@ -1,15 +1,24 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog flood recovery)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog flood recovery login)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from tests.benchmarks import bench_engine, bench_flood, bench_gateway, bench_page, bench_recovery, bench_watchdog
+from tests.benchmarks import (
+    bench_engine,
+    bench_flood,
+    bench_gateway,
+    bench_login,
+    bench_page,
+    bench_recovery,
+    bench_watchdog,
+)
 
 BENCHES = {
     "engine": bench_engine.run,
     "gateway": bench_gateway.run,
+    "login": bench_login.run,
     "page": bench_page.run,
     "watchdog": bench_watchdog.run,
     "flood": bench_flood.run,

@@ -136,10 +136,14 @@ def test_password_hash_and_cookie_signing() -> None:
     assert check_password("pw", stored)
     assert not check_password("pW", stored)
     signer = Signer(b"k" * 32)
-    session = signer.new(admin="password")
+    session = signer.new()
     cookie = signer.dump(session)
     assert signer.load(cookie) == session
+    assert "password" not in cookie  # who is logged in is known server-side only
     assert signer.load(cookie[:-2] + "xx") is None
+    assert signer.load(cookie[:-2] + "é€") is None  # non-ASCII: no TypeError from compare_digest
+    assert signer.load("\udcff.\x00") is None
+    assert not signer.csrf_ok(session, "é" * 64)
     assert signer.load(cookie, now=session.issued_at + 13 * 3600) is None
     assert not signer.csrf_ok(session, "")
     assert signer.csrf_ok(session, signer.csrf_token(session))
