@@ -20,7 +20,6 @@ import functools
 import ipaddress
 import re
 import socket
-import ssl
 import typing
 from collections.abc import Iterable
 
@@ -194,7 +193,7 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
     def __init__(self, policy: AddressPolicy, *, limits: httpx.Limits = _LIMITS) -> None:
         super().__init__(trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            ssl_context=httpx.create_ssl_context(),  # the CAs the configured targets' client trusts
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -62,9 +62,8 @@ class ApiConfig:
     max_text_chars: int = 1600  # about 10 UCS-2 / 10 GSM-7 segments
     queue_max: int = 100000
     status_page_public: bool = True
-    callback_secret: str = (
-        ""  # signs per-message status_callback webhooks; "" = generated, kept by the ledger
-    )
+    # Signs per-message status_callback webhooks; "" = one generated at first start (callback.key).
+    callback_secret: str = ""
     # A hostile LAN (appliance/httpguard.py): the whole request within this, or the connection is closed.
     request_timeout_s: float = 10.0
     keepalive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
