@@ -1859,7 +1859,8 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         name,
-                        plaintext[:12],
+                        # Ours: "sgw_" and 8 random characters; an imported key shows less of itself.
+                        plaintext[:12] if action == "key_create" else plaintext[:8],
                         digest,
                         scope_text,
                         now,
