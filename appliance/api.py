@@ -340,6 +340,7 @@ class _Api:
         page = rows[:limit]
         next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
         return JSONResponse({"events": [audit_payload(e) for e in page], "next_cursor": next_cursor})
+
     async def list_quarantine(self, request: Request) -> Response:
         """PDUs no decoder could read, newest first: raw hex, port, memory and index (admin)."""
         await auth.require(request, self.store, "admin")

@@ -594,7 +594,9 @@ class Modem:
         times = self.submit_times
         times.ceiling_s = timeout_s
         liveness = (
-            Liveness(times.probe_after_s, on_stall=self._stall_began) if not self.profile.send_aborted_by_input else None
+            Liveness(times.probe_after_s, on_stall=self._stall_began)
+            if not self.profile.send_aborted_by_input
+            else None
         )
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -157,7 +157,9 @@ class Watchdog:
                     msg.sender.number, self.oncall, s.default_region
                 )
                 if command or self.canary.matches(msg.text):
-                    reply = self.inbox.sim_reply(msg.sender.number, msg.text, msg.scts.timestamp() if msg.scts else None)
+                    reply = self.inbox.sim_reply(
+                        msg.sender.number, msg.text, msg.scts.timestamp() if msg.scts else None
+                    )
                     found.append((reply, sms))
         for reply, stored in found:
             if self.canary.received(reply.text, now):

@@ -184,6 +184,8 @@ def _set_variants(sim: Simulator, body: dict[str, Any]) -> None:
                 f"variant {key!r} must be one of {choices}" if choices else f"{key!r} must be text"
             )
         setattr(sim.variants, key, value)
+
+
 def _seconds(body: dict[str, Any], key: str, default: float | None) -> Any:
     """A duration field of a fault: a number from 0 to one day."""
     value = body.get(key, default)
