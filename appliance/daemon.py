@@ -197,6 +197,14 @@ class Gateway:
 
     async def _run_open(self) -> None:
         sock = self._bind()
+        # Recovery before the API answers, so nobody reads a message in the state a crash left;
+        # with a full disk it is left to the dispatcher's task, which waits for room.
+        try:
+            recovered: list[str] | None = await self.store.recover_inflight(
+                self.config.dispatcher.unknown_outcome
+            )
+        except StorageFull:
+            recovered = None
         await self._start_modems()
         app = create_app(store=self.store, config=self.config, gateway=self, metrics=self.metrics)
         host, _, port = self.config.api.listen.rpartition(":")
@@ -218,7 +226,7 @@ class Gateway:
         async with asyncio.TaskGroup() as tg:
             serving = tg.create_task(self.server.serve(sockets=[sock]), name="http")
             tasks = [
-                tg.create_task(self._dispatch(), name="dispatcher"),
+                tg.create_task(self._dispatch(recovered), name="dispatcher"),
                 tg.create_task(_forever("webhooks", self._relay), name="webhooks"),
                 tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
@@ -238,16 +246,15 @@ class Gateway:
             for task in (*tasks, stop):
                 task.cancel()
 
-    async def _dispatch(self) -> None:
-        """Crash recovery, then the dispatcher. On a full disk recovery waits for room (the API
-        serves meanwhile, answering 507): nothing is sent before the ledger tells the truth."""
-        while True:
+    async def _dispatch(self, recovered: list[str] | None) -> None:
+        """Crash recovery (unless done already), then the dispatcher. On a full disk recovery waits
+        for room (the API serves meanwhile, answering 507): nothing is sent before the ledger
+        tells the truth."""
+        while recovered is None:
             try:
                 recovered = await self.store.recover_inflight(self.config.dispatcher.unknown_outcome)
             except StorageFull:
                 await self.store.writable.wait()  # the store said why, once; maintenance watches the disk
-                continue
-            break
         if recovered:
             _LOGGER.warning(
                 "%d message(s) were being sent when the gateway stopped; policy %r applied",

@@ -22,7 +22,7 @@ async def _one(port: int, source: str, stop: asyncio.Event, opened: list[int]) -
             continue
         opened[0] += 1
         try:
-            writer.write(b"GET /api/v1/status HTTP/1.1\r\nHost: box\r\n")
+            writer.write(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             while not stop.is_set() and not reader.at_eof():
                 writer.write(b"X-Slow: a\r\n")
                 await writer.drain()

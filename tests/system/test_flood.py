@@ -74,7 +74,7 @@ async def _open_idle(host: str, port: int, n: int) -> list[asyncio.StreamWriter]
             _reader, writer = await asyncio.open_connection(host, port)
         except OSError:
             return None  # the server may refuse while at its limit: that is its right
-        writer.write(b"GET /api/v1/status HTTP/1.1\r\nHost: box\r\n")
+        writer.write(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         return writer
 
     writers: list[asyncio.StreamWriter] = []
@@ -123,7 +123,7 @@ async def test_a_request_that_never_completes_is_closed(tmp_path: Path, sim: Sim
         reader, writer = await asyncio.open_connection(host, int(port))
 
         async def dribble() -> None:
-            for byte in b"GET /healthz HTTP/1.1\r\nHost: box\r\nX-Slow: " + b"a" * 1000:
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 1000:
                 writer.write(bytes([byte]))
                 await writer.drain()
                 await asyncio.sleep(0.1)  # the attack's pace, not synchronisation
@@ -174,7 +174,7 @@ async def test_at_the_global_cap_the_busiest_address_gives_way(tmp_path: Path, s
             for reader, _writer in flood[:20]:  # the flood's oldest made room for its newest
                 assert await asyncio.wait_for(reader.read(), 5) == b""
             for reader, writer in app:  # the app's connections are all still served
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: box\r\n\r\n")
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         finally:
             for _reader, writer in app + flood:
