@@ -1350,6 +1350,7 @@ class Store:
             return len(rows)
 
     # ------------------------------------------------------------------ inbound
+    @vital  # a routed SMS (+CMT) not committed is gone; a stored one would fill the SIM
     async def add_inbound_part(
         self,
         *,
@@ -1372,7 +1373,7 @@ class Store:
         pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START.
         """
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             if ref is None or total <= 1:
                 return await self._commit_inbound(
                     db, sender, encoding, join(encoding, [user_data]), 1, 1, True, sent_at, now, keyword_of

@@ -184,6 +184,7 @@ async def test_sporadic_messages_go_at_once_and_a_burst_beyond_the_limit_says_wh
         burst = [(await gw.send(to=f"+491510000046{i}", body=f"burst {i}")).json()["id"] for i in range(2)]
         held = await eventually(lambda: _delayed(gw, burst[0]))
         status = await eventually(lambda: _held_back(gw))
+        page = (await gw.client.get("/")).text
         docs = [await gw.message(msg_id) for msg_id in sporadic]
     assert [s.number for s in submits(sim)][:5] == [f"+491510000045{i}" for i in range(5)]
     assert all(d["status"] in ("sent", "delivered") for d in docs), [d["status"] for d in docs]
@@ -194,6 +195,7 @@ async def test_sporadic_messages_go_at_once_and_a_burst_beyond_the_limit_says_wh
     assert "rate limit (20 a minute, burst 5)" in entry["reason"]
     assert entry["messages"] >= 1
     assert datetime.fromisoformat(entry["until"]).timestamp() > posted_at
+    assert "held back: waiting for the modem&#39;s rate limit (20 a minute, burst 5) (until 20" in page, page
 
 
 async def _held_back(gw: Running) -> dict[str, Any] | None:
