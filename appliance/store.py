@@ -1647,6 +1647,7 @@ class Store:
             return len(rows)
 
     # ------------------------------------------------------------------ inbound
+    @vital  # a routed SMS (+CMT) not committed is gone; a stored one would fill the SIM
     async def add_inbound_part(
         self,
         *,
@@ -1671,7 +1672,7 @@ class Store:
         `seal(text) -> (body, command_digest)` redacts an on-call command before it is stored.
         """
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             if ref is None or total <= 1:
                 text = join(encoding, [user_data])
                 return await self._commit_inbound(

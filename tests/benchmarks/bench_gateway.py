@@ -34,6 +34,8 @@ DRAIN_MESSAGES = 200
 DRAIN_L_S = 0.05
 RSS_MESSAGES = 10_000
 IDLE_CPU_S = 10.0
+SPORADIC_SAMPLES = 10
+SPORADIC_GAP_S = 1.0
 
 
 def _free_port() -> int:
@@ -55,9 +57,11 @@ def _cpu_s(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, tmp: Path, latency_s: float) -> None:
+    def __init__(self, tmp: Path, latency_s: float, *, limits: str | None = None) -> None:
+        """`limits`: the [modem] and [dispatcher] rate lines to use instead of "lifted"."""
         self.tmp = tmp
         self.latency_s = latency_s
+        self.limits = limits
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.sim: Simulator | None = None
@@ -77,11 +81,16 @@ class Bench:
         )
         await self.sim.start()
         config = self.tmp / "smsgw.toml"
+        modem_limits, dispatcher_limits = (
+            ("rate_per_minute = 100000.0\n", "per_recipient_per_minute = 1000000.0\n")
+            if self.limits is None
+            else (self.limits, "")
+        )
         config.write_text(
-            f'[modem]\nport = "{self.sim.primary_path}"\nrate_per_minute = 100000.0\n'
+            f'[modem]\nport = "{self.sim.primary_path}"\n{modem_limits}'
             f'[api]\nlisten = "127.0.0.1:{self.port}"\nqueue_max = 1000000\n'
             f'[store]\npath = "{self.tmp / "ledger.sqlite3"}"\n'
-            "[dispatcher]\nper_recipient_per_minute = 1000000.0\n"
+            f"[dispatcher]\n{dispatcher_limits}"
         )
         store = Store(self.tmp / "ledger.sqlite3")
         await store.open()
@@ -188,6 +197,38 @@ async def bench_latency(tmp: Path) -> None:
     )
 
 
+async def bench_sporadic(tmp: Path) -> None:
+    """POST -> AT+CMGS for sporadic traffic under the shipped limits (20 a minute per modem,
+    6 a minute per recipient): one message at a time, a second after the previous went out,
+    each to its own recipient; with a burst of 1 (before issue 10) and the shipped burst."""
+    results = []
+    for label, limits in (("burst 1", "rate_burst = 1\n"), ("shipped burst", "")):
+        async with Bench(tmp / f"sporadic-{len(results)}", 0.0, limits=limits) as b, b.client() as c:
+            waits, ids = [], []
+            for i in range(SPORADIC_SAMPLES):
+                before = b.submits()
+                t0 = time.perf_counter()
+                r = await c.post(
+                    "/api/v1/messages", json={"to": f"+49151100{i:05d}", "body": f"sporadic {i}"}
+                )
+                assert r.status_code == 202, r.text
+                ids.append(r.json()["id"])
+                while b.submits() == before:
+                    await asyncio.sleep(0.001)
+                waits.append(time.perf_counter() - t0)
+                await asyncio.sleep(SPORADIC_GAP_S)  # sporadic: the next one a second later
+            docs = [(await c.get(f"/api/v1/messages/{msg_id}")).json() for msg_id in ids]
+            held = sum(any(e["type"] == "delayed" for e in d["events"]) for d in docs)
+        results.append(
+            f"{label}: median {statistics.median(waits) * 1000:.0f} ms, max {max(waits) * 1000:.0f} ms, "
+            f"{held}/{len(waits)} held back by the rate limit (timeline)"
+        )
+    print(
+        f"sporadic POST -> AT+CMGS, shipped limits, {SPORADIC_SAMPLES} messages {SPORADIC_GAP_S:g} s apart: "
+        + "; ".join(results)
+    )
+
+
 async def bench_drain(tmp: Path) -> None:
     async with Bench(tmp / "drain", DRAIN_L_S) as b:
         assert b.sim is not None
@@ -249,5 +290,6 @@ async def run() -> None:
         tmp = Path(tmp_name)
         await bench_accepts(tmp)
         await bench_latency(tmp)
+        await bench_sporadic(tmp)
         await bench_drain(tmp)
         await bench_resources(tmp)
