@@ -377,7 +377,23 @@ def _base_url(config: Any, url: str | None) -> str:
     host, _, port = config.api.listen.rpartition(":")
     if host in ("0.0.0.0", "::", "[::]", ""):  # noqa: S104  (a wildcard bind is reached on loopback)
         host = "127.0.0.1"
-    return f"http://{host}:{port}"
+    scheme = "https" if config.api.tls_cert else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def _verify(config: Any, base: str) -> Any:
+    """How the CLI checks the gateway's certificate (httpx `verify`)."""
+    import ssl  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    if urllib.parse.urlsplit(base).hostname in ("127.0.0.1", "::1", "localhost"):
+        # As the watchdog's probe: the box's own daemon over loopback, nothing on the path to
+        # verify, and its certificate names the box, not 127.0.0.1.
+        return False
+    if config.api.tls_cert:
+        # Usually self-signed: the configured certificate is the CA that vouches for the gateway.
+        return ssl.create_default_context(cafile=config.api.tls_cert)
+    return True
 
 
 def _api_call(args: argparse.Namespace) -> int:
@@ -390,7 +406,15 @@ def _api_call(args: argparse.Namespace) -> int:
     base = _base_url(config, args.url)
     headers = {"Authorization": f"Bearer {key}"}
     try:
-        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+        verify = _verify(config, base)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        print(
+            f"smsgw: cannot use api.tls_cert {config.api.tls_cert} to verify the gateway: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=10, verify=verify) as client:
             if args.verb == "send":
                 r = client.post("/api/v1/messages", json={"to": args.to, "body": args.text})
                 doc = r.json()

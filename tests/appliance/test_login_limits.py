@@ -187,9 +187,9 @@ def test_tls_files_must_be_readable_pem(tmp_path: Path) -> None:
     assert "api.tls_key: cannot read" in result.stderr
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, made by the real openssl."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
+def self_signed(directory: Path, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate for `ip` and localhost, made by the real openssl."""
+    cert, key = directory / f"cert-{ip}.pem", directory / f"key-{ip}.pem"
     subprocess.run(
         [
             "openssl",
@@ -203,7 +203,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
             "-subj",
             "/CN=localhost",
             "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            f"subjectAltName=DNS:localhost,IP:{ip}",
             "-keyout",
             str(key),
             "-out",

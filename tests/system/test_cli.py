@@ -8,11 +8,13 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from modem.simulator import Simulator
+from tests.appliance.test_login_limits import self_signed
 from tests.system.conftest import Running, gateway_config, run_gateway, toml_text
 
 PHONE = "+4915112345678"
@@ -265,3 +267,53 @@ async def test_keys_update_sets_quota_and_priority_and_both_are_audited(box: Box
     assert all(e["source"] == "local" for e in mine)
     assert "bulkapp" in mine[0]["detail"]
     assert [e["action"] for e in audit if e["actor"] == "bulkapp"] == ["send", "send"]
+
+
+def tls_config(tmp_path: Path, sim: Simulator, host: str, cert: Path, key: Path) -> dict[str, Any]:
+    raw = gateway_config(tmp_path, str(sim.primary_path), api={"tls_cert": str(cert), "tls_key": str(key)})
+    raw["api"]["listen"] = raw["api"]["listen"].replace("127.0.0.1:", f"{host}:")
+    return raw
+
+
+async def test_send_and_status_over_tls_on_loopback(tmp_path: Path, sim: Simulator) -> None:
+    """[api] tls_cert/tls_key: the CLI on the box speaks HTTPS to 127.0.0.1 (unverified, as the watchdog)."""
+    cert, key = self_signed(tmp_path)
+    raw = tls_config(tmp_path, sim, "127.0.0.1", cert, key)
+    config = tmp_path / "smsgw.toml"
+    config.write_text(toml_text(raw))
+    async with run_gateway(raw, sim) as gw:
+        await gw.gateway.modem_list[0][2].wait_ready(10)
+        env = {"SMSGW_API_KEY": gw.key}
+        sent = await smsgw("send", "--config", str(config), PHONE, "over tls", "--wait", env=env)
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.splitlines()[-1].endswith("\tdelivered")
+        assert sim.network.phone(PHONE).texts() == ["over tls"]
+        status = await smsgw("status", "--config", str(config), env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.splitlines()[0] == "smsgw: HEALTHY"
+
+
+async def test_send_over_tls_verifies_the_gateway_against_the_configured_certificate(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """Off loopback the configured (self-signed) certificate is the CA: the right one is trusted,
+    a gateway it does not vouch for is refused before the key is sent."""
+    cert, key = self_signed(tmp_path, "127.0.0.2")
+    raw = tls_config(tmp_path, sim, "127.0.0.2", cert, key)
+    config = tmp_path / "smsgw.toml"
+    config.write_text(toml_text(raw))
+    other_cert, other_key = self_signed(tmp_path, "127.0.0.3")
+    stranger = tmp_path / "stranger.toml"
+    stranger.write_text(
+        toml_text(raw | {"api": raw["api"] | {"tls_cert": str(other_cert), "tls_key": str(other_key)}})
+    )
+    async with run_gateway(raw, sim) as gw:
+        await gw.gateway.modem_list[0][2].wait_ready(10)
+        env = {"SMSGW_API_KEY": gw.key}
+        sent = await smsgw("send", "--config", str(config), PHONE, "verified", "--wait", env=env)
+        assert sent.returncode == 0, sent.stderr
+        assert sim.network.phone(PHONE).texts() == ["verified"]
+        refused = await smsgw("send", "--config", str(stranger), PHONE, "not to a stranger", env=env)
+        assert refused.returncode == 1
+        assert "cannot reach the gateway at https://127.0.0.2:" in refused.stderr
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
