@@ -397,7 +397,9 @@ class Gateway:
         r = self.config.retention
         if time.monotonic() - self._purged >= PURGE_EVERY_S:  # periods are days: hourly is plenty
             self._purged = time.monotonic()
-            await self.store.purge(Retention(r.numbers_days, r.metadata_days, r.events_days, r.messages_days))
+            await self.store.purge(
+                Retention(r.numbers_days, r.metadata_days, r.events_days, r.messages_days, r.audit_days)
+            )
         if r.vacuum_every_hours > 0 and time.monotonic() - self._compacted >= r.vacuum_every_hours * 3600:
             self._compacted = time.monotonic()
             await self.store.compact()

@@ -560,6 +560,7 @@ class Retention:
     metadata_days: int = 0
     events_days: int = 0
     messages_days: int = 0
+    audit_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -2191,7 +2192,7 @@ class Store:
         interleave with a large first purge. Returns rows touched per kind.
         """
         now = time.time() if now is None else now
-        done = {"numbers": 0, "metadata": 0, "events": 0, "messages": 0, "inbound": 0}
+        done = {"numbers": 0, "metadata": 0, "events": 0, "messages": 0, "inbound": 0, "audit": 0}
         if retention.numbers_days > 0:
             cutoff = now - retention.numbers_days * 86400
             done["numbers"] = await self._batches(
@@ -2228,6 +2229,11 @@ class Store:
             done["inbound"] = await self._batches(
                 "DELETE FROM inbound WHERE seq IN (SELECT seq FROM inbound WHERE received_at < ? LIMIT ?)",
                 (cutoff,),
+            )
+        if retention.audit_days > 0:
+            done["audit"] = await self._batches(
+                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ? LIMIT ?)",
+                (now - retention.audit_days * 86400,),
             )
         if any(done.values()):
             _LOGGER.info("retention: %s", ", ".join(f"{n} {k}" for k, n in done.items() if n))

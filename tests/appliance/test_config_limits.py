@@ -24,6 +24,7 @@ def test_defaults() -> None:
     assert config.alertmanager.max_alerts == 10
     assert config.webhook_policy.allow == ()
     assert config.retention.messages_days == 365
+    assert config.retention.audit_days == 365
 
 
 def test_webhooks_table_holds_allow_and_targets() -> None:
@@ -64,6 +65,8 @@ def test_environment_sets_a_limit() -> None:
         ({"webhooks": {"targets": [{"url": "ftp://x"}]}}, "webhooks[0].url", "http"),
         ({"retention": {"events_days": -1}}, "retention.events_days", "negative"),
         ({"retention": {"numbers_days": "90"}}, "retention.numbers_days", "integer"),
+        ({"retention": {"audit_days": -1}}, "retention.audit_days", "negative"),
+        ({"retention": {"audit_days": 1.5}}, "retention.audit_days", "integer"),
     ],
 )
 def test_bad_values_name_the_key(raw: dict[str, Any], key: str, expected: str) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from appliance.store import NewMessage, Retention, Store
+from appliance import store as store_module
+from appliance.store import Actor, NewMessage, Retention, Store
 from tests.appliance.conftest import join_units, units
 
 DAY = 86400.0
@@ -144,3 +145,26 @@ async def test_deleted_messages_give_their_space_back(tmp_path: Path) -> None:
         assert (tmp_path / "big.sqlite3").stat().st_size < size_full / 2
     finally:
         await store.close()
+
+
+# (days later, [retention] audit_days, audit rows left)
+AUDIT_CASES = [(364, 365, 1), (366, 365, 0), (31, 30, 0), (3650, 0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("days", "audit_days", "left"), AUDIT_CASES, ids=[f"{d}d-keep{a}" for d, a, _n in AUDIT_CASES]
+)
+async def test_audit_rows_after(store: Store, days: int, audit_days: int, left: int) -> None:
+    await store.audit(Actor("ops", "192.0.2.7"), "modem_reset", "modem")
+    done = await store.purge(Retention(audit_days=audit_days), now=time.time() + days * DAY)
+    assert len(await store.list_audit(limit=10)) == left
+    assert done["audit"] == 1 - left
+
+
+async def test_audit_purge_goes_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PURGE_BATCH", 2)
+    for n in range(5):
+        await store.audit(Actor("ops", "192.0.2.7"), "test_sms", f"+49•••{n}")
+    done = await store.purge(Retention(audit_days=365), now=time.time() + 366 * DAY)
+    assert done["audit"] == 5
+    assert await store.list_audit(limit=10) == []
