@@ -30,8 +30,11 @@ from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, command_sealer, join, keyword
 from appliance.logrepeat import RepeatFilter, install
 from appliance.metrics import Metrics
+from appliance.status import watchdog_state_path
 from appliance.store import Retention, StorageFull, Store, StoreError, WebhookTarget
+from appliance.web import mask_number
 from modem import Modem, ModemState
+from watchdog.audit import commands_after
 from watchdog.port import hold_port_lock
 
 _LOGGER = logging.getLogger(__name__)
@@ -386,12 +389,32 @@ class Gateway:
                         cfg.store.body_retention_days, cfg.store.idempotency_retention_hours
                     )
                     await self._retention()
+                    await self._copy_watchdog_commands()
                     await self._sample_modems()
             except StorageFull:
                 pass  # the store logs a full disk once, and again when it has room
             except StoreError as exc:
                 _LOGGER.error("maintenance: %s", exc)  # noqa: TRY400  (the message says it all)
             await asyncio.sleep(MAINTENANCE_S)
+
+    async def _copy_watchdog_commands(self) -> None:
+        """The watchdog's command facts into the audit trail (GET /api/v1/audit, /audit), so that
+        paging stays one ordered table; the last copied id is kept in the ledger (idempotent)."""
+        path = watchdog_state_path(self.config)
+        while True:
+            facts = await asyncio.to_thread(commands_after, path, await self.store.watchdog_audit_mark())
+            if not facts:
+                return
+            rows = [
+                (
+                    f["at"],
+                    f"sms ({f['via']})",
+                    mask_number(f["sender"]),
+                    f"{f['verb']} {f['outcome']}" + (f": {f['detail']}" if f["detail"] else ""),
+                )
+                for f in facts
+            ]
+            await self.store.copy_watchdog_commands(rows, facts[-1]["id"])
 
     async def _retention(self) -> None:
         r = self.config.retention

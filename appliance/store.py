@@ -1950,9 +1950,38 @@ class Store:
     async def list_audit(
         self, *, since: float | None = None, limit: int = 50, before_seq: int | None = None
     ) -> list[AuditEvent]:
-        """Newest first; `before_seq` continues a page."""
-        sql, args = _page_query("audit", [("at >= ?", since), ("seq < ?", before_seq)], limit)
-        return [_audit(r) for r in await _all(self.rdb, sql, args)]
+        """Newest first by time (watchdog commands are copied in late, at their own time); ties by
+        seq. `before_seq` continues a page after that row."""
+        where, args = [], []
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        if before_seq is not None:
+            where.append("(at, seq) < (SELECT at, seq FROM audit WHERE seq = ?)")
+            args.append(before_seq)
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608  (fixed clauses; values bound)
+        sql += " ORDER BY at DESC, seq DESC LIMIT ?"  # the audit_at index holds (at, seq)
+        return [_audit(r) for r in await _all(self.rdb, sql, [*args, limit])]
+
+    async def watchdog_audit_mark(self) -> int:
+        """The id of the last watchdog command copied into the audit trail (0: none yet)."""
+        row = await _one(self.rdb, "SELECT value FROM counters WHERE name = 'watchdog_audit_id'", ())
+        return int(row["value"]) if row else 0
+
+    async def copy_watchdog_commands(self, rows: list[tuple[float, str, str, str]], last_id: int) -> None:
+        """Watchdog command facts (at, source, target, detail) into the audit trail together with the
+        id of the last one, in one transaction: nothing is copied twice, nothing skipped."""
+        async with self._tx() as db:
+            await db.executemany(
+                "INSERT INTO audit (at, actor, source, action, target, detail) "
+                "VALUES (?, 'watchdog', ?, 'watchdog_command', ?, ?)",
+                rows,
+            )
+            await db.execute(
+                "INSERT INTO counters (name, value) VALUES ('watchdog_audit_id', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (last_id,),
+            )
 
     async def verify_key(self, plaintext: str) -> ApiKey | None:
         """The live key with this plaintext, or None (constant-time compare of digests)."""

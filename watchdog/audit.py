@@ -141,3 +141,31 @@ def read_commands(path: Path, *, limit: int = 50, before_id: int | None = None) 
         }
         for r in rows
     ]
+
+
+def commands_after(path: Path, after_id: int, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Audit facts with an id above `after_id`, oldest first, read-only (the daemon copies them into
+    its own audit trail). A state file made anew (its newest id behind `after_id`) is read from its
+    start. Empty without a state file."""
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return []
+    try:
+        newest = db.execute("SELECT MAX(id) FROM commands").fetchone()[0]
+        if newest is not None and newest < after_id:
+            after_id = 0
+        rows = db.execute(
+            "SELECT id, at, sender, verb, outcome, detail, via FROM commands WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()
+    return [
+        {"id": r[0], "at": r[1], "sender": r[2], "verb": r[3], "outcome": r[4], "detail": r[5], "via": r[6]}
+        for r in rows
+    ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from appliance.session import Signer, check_password, hash_password
 from appliance.status import watchdog_state_path
@@ -14,6 +16,7 @@ from modem.simulator import Simulator
 from tests.system.conftest import Running, eventually, gateway_config, run_gateway
 from tests.web.conftest import csrf_of, page_client
 from watchdog.alert import SCHEMA as WATCHDOG_SCHEMA
+from watchdog.audit import CommandFact, CommandLog
 
 PHONE = "+4915112345678"
 
@@ -192,3 +195,75 @@ def _open_incident(path: Path, incident_id: int) -> None:
             "INSERT INTO incidents (id, subject, what, since, opened_at) VALUES (?, 'queue', 'stalled', ?, ?)",
             (incident_id, time.time(), time.time()),
         )
+
+
+async def test_watchdog_commands_join_the_audit_trail_by_time(tmp_path: Path, sim: Simulator) -> None:
+    """On-call commands the watchdog recorded in its state file show in GET /api/v1/audit and on /audit
+    (actor `watchdog`, masked number), merged by time with the daemon's own rows, each once."""
+    raw = gateway_config(tmp_path, str(sim.primary_path), inbound={"reassembly_timeout_s": 2.0})
+    async with run_gateway(raw, sim) as box:
+        state = watchdog_state_path(box.config)
+        oncall = "+4915123456789"
+        await asyncio.to_thread(
+            _record_command,
+            state,
+            CommandFact(time.time() - 60, oncall, "RESTART", "refused", "wrong PIN", "sim"),
+        )
+        assert (await box.send(to=PHONE, body="between")).status_code == 202
+        await asyncio.to_thread(
+            _record_command, state, CommandFact(time.time() + 1, oncall, "STATUS", "accepted", "", "ledger")
+        )
+
+        async def trail(**params: str) -> list[dict[str, Any]]:
+            r = await box.client.get("/api/v1/audit", params=params)
+            assert r.status_code == 200, r.text
+            events: list[dict[str, Any]] = r.json()["events"]
+            return events
+
+        async def copied(n: int) -> bool:
+            return sum(e["actor"] == "watchdog" for e in await trail()) >= n
+
+        await eventually(lambda: copied(2))
+        events = await trail()
+        assert [(e["actor"], e["action"], e["target"], e["detail"]) for e in events] == [
+            ("watchdog", "watchdog_command", mask_number(oncall), "STATUS accepted"),
+            ("test", "send", events[1]["target"], events[1]["detail"]),
+            ("watchdog", "watchdog_command", mask_number(oncall), "RESTART refused: wrong PIN"),
+        ]
+        # Paging one row at a time walks the same order.
+        walked, cursor = [], None
+        while True:
+            r = (
+                await box.client.get(
+                    "/api/v1/audit", params={"limit": "1"} | ({"cursor": cursor} if cursor else {})
+                )
+            ).json()
+            walked += r["events"]
+            if not (cursor := r["next_cursor"]):
+                break
+        assert walked == events
+        # A later command is copied by a later pass; the earlier ones are not copied again.
+        await asyncio.to_thread(
+            _record_command, state, CommandFact(time.time() + 2, oncall, "ACK", "accepted", "", "sim")
+        )
+        await eventually(lambda: copied(3))
+        assert [e["detail"] for e in await trail() if e["actor"] == "watchdog"] == [
+            "ACK accepted",
+            "STATUS accepted",
+            "RESTART refused: wrong PIN",
+        ]
+        base = f"http://{box.config.api.listen}"
+        async with await page_client(base) as c:
+            token = csrf_of((await c.get("/login")).text)
+            assert (await c.post("/login", data={"password": box.key, "csrf": token})).status_code == 303
+            page = (await c.get("/audit")).text
+        assert "RESTART refused: wrong PIN" in page
+        assert mask_number(oncall) in page
+        assert oncall not in page
+
+
+def _record_command(path: Path, fact: CommandFact) -> None:
+    """One command fact in the watchdog's state file, written by the watchdog's own CommandLog."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        CommandLog(db).record(fact)
+        db.commit()
