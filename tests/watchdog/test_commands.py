@@ -158,3 +158,31 @@ def test_the_old_replies_table_with_whole_texts_is_dropped(tmp_path: Path) -> No
     state.close()
     for f in tmp_path.iterdir():
         assert PIN.encode() not in f.read_bytes(), f
+
+
+def test_commands_after_reads_oldest_first_from_a_mark_and_restarts_on_a_new_state_file(
+    tmp_path: Path,
+) -> None:
+    """What the daemon copies into its audit trail: facts past the last copied id, and all of a
+    state file made anew (its ids behind the mark), so none are skipped."""
+    path = tmp_path / "watchdog.sqlite3"
+    assert audit.commands_after(path, 0) == []  # no watchdog yet
+    state = StateFile(path)
+    log = CommandLog(state.db)
+    for verb in ("STATUS", "ACK", "RESTART"):
+        log.record(CommandFact(NOW, ONCALL, verb, "accepted", "", "sim"))
+    state.db.commit()
+    assert [f["verb"] for f in audit.commands_after(path, 0)] == ["STATUS", "ACK", "RESTART"]
+    assert [f["verb"] for f in audit.commands_after(path, 1)] == ["ACK", "RESTART"]
+    assert [f["verb"] for f in audit.commands_after(path, 1, limit=1)] == ["ACK"]
+    assert audit.commands_after(path, 3) == []
+    state.close()
+    path.unlink()
+    state = StateFile(path)
+    log = CommandLog(state.db)
+    log.record(CommandFact(NOW, ONCALL, "ACK", "refused", "wrong_pin", "ledger"))
+    state.db.commit()
+    assert [(f["id"], f["verb"], f["outcome"]) for f in audit.commands_after(path, 3)] == [
+        (1, "ACK", "refused")
+    ]
+    state.close()
