@@ -87,7 +87,10 @@ class Gateway:
         self.server: _Server | None = None
         self._resets: set[asyncio.Task[None]] = set()  # modem resets asked for by the status page
         try:
-            self.sealer = command_sealer(config.store.path)  # on-call commands are stored redacted
+            # on-call commands are stored redacted
+            self.sealer = command_sealer(
+                config.store.path, config.watchdog.oncall, config.gateway.default_region
+            )
         except OSError as exc:
             raise SystemExit(f"smsgw: store.path {config.store.path}: command key: {exc}") from None
         self._compacted = time.monotonic()  # the first compaction one period after start

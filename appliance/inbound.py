@@ -16,7 +16,7 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from appliance.config import InboundConfig
@@ -25,9 +25,10 @@ from appliance.store import Store
 from modem import Undecodable
 from modem.pdu import Deliver, Encoding, StatusReport
 from modem.pdu.udh import units_to_text
-from watchdog.commands import KEY_BYTES, load_key, seal
+from watchdog.commands import KEY_BYTES, command_shaped, load_key, seal
+from watchdog.replies import is_oncall, oncall_set
 
-Sealer = Callable[[str], tuple[str, str | None]]
+Sealer = Callable[[str, str], tuple[str, str | None]]  # (sender, text) -> (body, command digest)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,10 +48,24 @@ def keyword(text: str, cfg: InboundConfig) -> str | None:
     return None
 
 
-def command_sealer(ledger_path: str) -> Sealer:
-    """`text -> (body to store, digest of a command's PIN word)`, keyed by the file beside the ledger."""
+def command_sealer(ledger_path: str, oncall: Iterable[str], region: str) -> Sealer:
+    """`(sender, text) -> (body to store, digest of a command's PIN word)`, keyed by the file beside
+    the ledger. Only commands are sealed: customers' texts ("Status of my order 42?") stay whole."""
     key = secrets.token_bytes(KEY_BYTES) if ledger_path == ":memory:" else load_key(Path(ledger_path).parent)
-    return functools.partial(seal, key)
+    return functools.partial(_seal_command, key, oncall_set(tuple(oncall), region), region)
+
+
+def _seal_command(
+    key: bytes, oncall: frozenset[str], region: str, sender: str, text: str
+) -> tuple[str, str | None]:
+    # From an on-call number (the watchdog's rule: E.164 equality) any verb-led text is sealed,
+    # however sloppily typed ("Restart:123456" may still hold the PIN). From anyone else only the
+    # exact command shape `VERB <6..32 digits>` is sealed: on-call lists change (a new phone, the
+    # watchdog reloaded before the daemon), a PIN is a credential, and no customer writes a verb and
+    # six or more bare digits by chance; migration 3 applies the same rule to older rows.
+    if is_oncall(sender, oncall, region) or command_shaped(text):
+        return seal(key, text)
+    return text, None
 
 
 class Receiver:

@@ -207,17 +207,25 @@ _MIGRATIONS: list[str] = [
     """,
     # 3 (issue 11 item 1, wdcmd): on-call commands are kept redacted ("RESTART ******") with a keyed
     # digest of the PIN word beside them (watchdog/commands.py); rows stored before are redacted here.
+    # Only the exact command shape `VERB <6..32 digits>` (command_shaped()): a migration cannot know
+    # the on-call numbers, and a customer's "Status of my order 42?" must stay as received.
     """
     ALTER TABLE inbound ADD COLUMN command_digest TEXT;
-    UPDATE inbound SET body = 'STATUS ******' WHERE upper(ltrim(body, ' ' || char(9, 10, 13))) GLOB 'STATUS[^A-Z]*';
-    UPDATE inbound SET body = 'ACK ******' WHERE upper(ltrim(body, ' ' || char(9, 10, 13))) GLOB 'ACK[^A-Z]*';
-    UPDATE inbound SET body = 'RESTART ******' WHERE upper(ltrim(body, ' ' || char(9, 10, 13))) GLOB 'RESTART[^A-Z]*';
+    UPDATE inbound SET body = 'STATUS ******' WHERE upper(trim(body, ' ' || char(9, 10, 13))) GLOB 'STATUS[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 7), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 7), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
+    UPDATE inbound SET body = 'ACK ******' WHERE upper(trim(body, ' ' || char(9, 10, 13))) GLOB 'ACK[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 4), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 4), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
+    UPDATE inbound SET body = 'RESTART ******' WHERE upper(trim(body, ' ' || char(9, 10, 13))) GLOB 'RESTART[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 8), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 8), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
     UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'STATUS ******') WHERE type = 'message.received'
-        AND upper(ltrim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'STATUS[^A-Z]*';
+        AND upper(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'STATUS[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 7), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 7), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
     UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'ACK ******') WHERE type = 'message.received'
-        AND upper(ltrim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'ACK[^A-Z]*';
+        AND upper(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'ACK[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 4), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 4), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
     UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'RESTART ******') WHERE type = 'message.received'
-        AND upper(ltrim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'RESTART[^A-Z]*';
+        AND upper(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'RESTART[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 8), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 8), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
     """,
     # 4 (task bounded): per-target webhook queues; retention finds old rows by index
     """
@@ -1670,7 +1678,7 @@ class Store:
         and .8 are different IEs, so 8-bit 42 and 16-bit 42 are two messages), reference and
         total. `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
         pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START;
-        `seal(text) -> (body, command_digest)` redacts an on-call command before it is stored.
+        `seal(sender, text) -> (body, command_digest)` redacts an on-call command before it is stored.
         """
         now = time.time()
         async with self._tx(critical=True) as db:
@@ -1749,7 +1757,7 @@ class Store:
     ) -> Inbound:
         inbound_id = new_id("in")
         keyword = keyword_of(text) if complete else None
-        body, command_digest = seal(text) if seal is not None else (text, None)
+        body, command_digest = seal(sender, text) if seal is not None else (text, None)
         if not complete:
             command_digest = None  # a command is one whole SMS
         await db.execute(

@@ -61,6 +61,12 @@ def token_of(text: str) -> str | None:
     return words[1]
 
 
+def command_shaped(text: str) -> bool:
+    """Exactly `VERB <6..32 digits>`: what no customer writes by chance, and what may hold a PIN."""
+    token = token_of(text)
+    return token is not None and valid_pin(token)
+
+
 def digest(key: bytes, token: str) -> str:
     return hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
