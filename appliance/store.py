@@ -1806,7 +1806,10 @@ class Store:
             [
                 ("received_at >= ?", since),
                 ("seq < ?", before_seq),
-                (_THREADED_TO_KEY, None if replies_to_key is None else (REPLY_WINDOW_S, replies_to_key)),
+                (
+                    _THREADED_TO_KEY,
+                    None if replies_to_key is None else (f"%{MASK}", REPLY_WINDOW_S, replies_to_key),
+                ),
             ],
             limit,
         )
@@ -2478,7 +2481,10 @@ _LIVE_KEY = (
 )
 
 # The key of the latest outbound message to an inbound text's sender, sent before it arrived.
+# A number masked by retention ("+49•••") is shared by every sender of its country: such a text
+# threads to no key (else a `read` key would see other tenants' replies through the mask).
 _THREADED_TO_KEY = (
+    "inbound.from_number NOT LIKE ? AND "
     "(SELECT m.key_id FROM messages m WHERE m.to_number = inbound.from_number "
     "AND m.created_at <= inbound.received_at AND m.created_at >= inbound.received_at - ? "
     "ORDER BY m.seq DESC LIMIT 1) = ?"

@@ -16,7 +16,7 @@ import pytest
 from appliance import store as store_mod
 from appliance.api import create_app
 from appliance.states import Priority
-from appliance.store import KeyLimits, Store, hash_key
+from appliance.store import KeyLimits, Retention, Store, hash_key
 from appliance.validation import keyword_of
 from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, join_units, units
 
@@ -139,6 +139,25 @@ async def test_inbound_is_threaded_to_the_key_that_texted_the_sender_last(
     )
     assert [m["body"] for m in page2.json()["messages"]] == ["at noon"]
     assert page2.json()["next_cursor"] is None
+
+
+async def test_a_read_key_sees_no_reply_through_a_number_that_retention_masked(
+    client: httpx.AsyncClient, tenants: Tenants, store: Store
+) -> None:
+    a = await send(client, tenants.alice, A_PHONE, "ok to deploy?")
+    b = await send(client, tenants.bob, B_PHONE, "lunch?")
+    await receive(store, A_PHONE, "alice's secret")
+    await receive(store, B_PHONE, "at noon")
+    for key, msg in ((tenants.alice, a), (tenants.bob, b)):  # final, so that retention masks them
+        r = await client.post(f"/api/v1/messages/{msg['id']}/cancel", headers=bearer(key))
+        assert r.status_code == 200, r.text
+    done = await store.purge(Retention(numbers_days=90), now=time.time() + 100 * 86400)
+    assert done["numbers"] == 4  # both numbers now read "+49•••" on either side
+    inbound = "/api/v1/inbound"
+    # Masked numbers no longer tell whose reply a text was: it is no key's own any more.
+    assert await listed(client, tenants.bob, inbound) == []
+    assert await listed(client, tenants.alice, inbound) == []
+    assert await listed(client, tenants.watcher, inbound) == ["at noon", "alice's secret"]
 
 
 # ---------------------------------------------------------------------- quotas
