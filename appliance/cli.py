@@ -67,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", default="send,read", help="comma-separated: " + ", ".join(VALID_SCOPES))
     _add_limits(create)
     imp = keys_sub.add_parser(
-        "import", help="store a key kept elsewhere (a vault), hashed; read from --file or stdin; idempotent"
+        "import",
+        help="store a key kept elsewhere (a vault), hashed; read from --file or stdin; idempotent; "
+        "never narrows the scopes of a key already here",
     )
     _add_config(imp)
     imp.add_argument("--name", required=True)
@@ -254,6 +256,12 @@ async def _keys(args: argparse.Namespace) -> int:
                 print(f"smsgw: {exc}", file=sys.stderr)
                 return 1
             print(f"{'imported' if created else 'already imported, updated'} {rec.id} {rec.name}")
+            kept = sorted(set(rec.scopes) - set(scopes or rec.scopes))
+            if kept:  # an import never narrows a key (the Ansible role shows this line)
+                print(
+                    f"kept scopes not in the import: {','.join(kept)} "
+                    f"(narrow them with `smsgw keys update {rec.id} --scope ...`)"
+                )
         elif args.keys_verb == "update":
             changes = _limit_changes(args)
             if scopes is None and not changes:

@@ -1843,8 +1843,10 @@ class Store:
     ) -> tuple[ApiKey, bool]:
         """Store a key made elsewhere (a vault), hashed: (record, created).
 
-        Idempotent: importing a key that is already here sets its name, scopes and limits to
-        these and creates nothing. KeyConflict when that key was revoked (never revived).
+        Idempotent: importing a key that is already here sets its name and limits to these and
+        creates nothing. Its scopes are never narrowed (an inventory written before `read_all`
+        must not undo migration 5): the import's are added to those it has; the caller reports
+        what was kept (`rec.scopes - scopes`). KeyConflict when that key was revoked (never revived).
         """
         return await self._insert_key(plaintext, name, scopes, limits, actor, "key_import")
 
@@ -1862,9 +1864,11 @@ class Store:
         lim = limits or KeyLimits()
         digest = hash_key(plaintext)
         async with self._tx() as db:
-            row = await _one(db, "SELECT id, revoked_at FROM api_keys WHERE hash = ?", (digest,))
+            row = await _one(db, "SELECT id, revoked_at, scopes FROM api_keys WHERE hash = ?", (digest,))
             if row is not None and row["revoked_at"] is not None:
                 raise KeyConflict(f"key {row['id']} with this secret was revoked; make a new one")
+            if row is not None and action == "key_import":
+                scope_text = ",".join(widest(scope_text.split(","), row["scopes"].split(",")))
             created = row is None
             if row is None:
                 cur = await db.execute(
@@ -2479,6 +2483,15 @@ _LIVE_KEY = (
     "SELECT * FROM api_keys WHERE (CAST(id AS TEXT) = ? OR name = ? OR prefix = ?) AND revoked_at IS NULL "
     "ORDER BY id LIMIT 1"
 )
+
+
+def widest(scopes: Iterable[str], kept: Iterable[str]) -> list[str]:
+    """Both sets of scopes, sorted; `read` is dropped where `read_all` (which grants it) is there."""
+    out = {s for s in (*scopes, *kept) if s}
+    if "read_all" in out:
+        out.discard("read")
+    return sorted(out)
+
 
 # The key of the latest outbound message to an inbound text's sender, sent before it arrived.
 # A number masked by retention ("+49•••") is shared by every sender of its country: such a text

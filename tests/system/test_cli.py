@@ -239,6 +239,48 @@ async def test_keys_import_from_stdin_is_idempotent_and_hashed(box: Box) -> None
     assert (await box.get(vault_key, "/api/v1/messages")).status_code == 401
 
 
+async def test_keys_import_never_narrows_a_keys_scopes_and_says_what_it_kept(box: Box) -> None:
+    vault_key = "vault-" + "r3ad" * 9
+    # A key made before scopes narrowed `read` (migration 5 turned it into read_all) ...
+    first = await smsgw(
+        "keys", "import", "--config", box.config, "--name", "dashboard", "--scope", "send,read_all",
+        stdin=vault_key.encode(),
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    async with httpx.AsyncClient(base_url=box.base, timeout=10) as client:
+        r = await client.post(
+            "/api/v1/messages",
+            json={"to": PHONE, "body": "not the dashboard's"},
+            headers={"Authorization": f"Bearer {box.gw.key}"},
+        )
+        assert r.status_code == 202, r.text
+    # ... then an inventory still listing `read` (the Ansible role runs this on every play).
+    again = await smsgw(
+        "keys", "import", "--config", box.config, "--name", "dashboard", "--scope", "send,read",
+        stdin=vault_key.encode(),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("already imported")
+    assert "kept scopes not in the import: read_all" in again.stdout
+    listed = await smsgw("keys", "list", "--config", box.config)
+    assert [ln.split("\t")[3] for ln in listed.stdout.splitlines() if "\tdashboard\t" in ln] == [
+        "read_all,send"
+    ]
+    seen = await box.get(vault_key, "/api/v1/messages")
+    assert [m["body"] for m in seen.json()["messages"]] == ["not the dashboard's"]  # still reads everything
+    # Wider scopes in the inventory are added.
+    wider = await smsgw(
+        "keys", "import", "--config", box.config, "--name", "dashboard", "--scope", "send,read,admin",
+        stdin=vault_key.encode(),
+    )  # fmt: skip
+    assert wider.returncode == 0, wider.stderr
+    assert "kept scopes not in the import: read_all" in wider.stdout
+    listed = await smsgw("keys", "list", "--config", box.config)
+    assert [ln.split("\t")[3] for ln in listed.stdout.splitlines() if "\tdashboard\t" in ln] == [
+        "admin,read_all,send"
+    ]
+
+
 async def test_keys_update_sets_quota_and_priority_and_both_are_audited(box: Box) -> None:
     key = (
         await smsgw(
