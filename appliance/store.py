@@ -2124,9 +2124,12 @@ class Store:
 
     # ------------------------------------------------------- status and samples
     async def heartbeat(self, name: str, *, progress: bool, detail: str = "") -> None:
-        """Written every few seconds; the watchdog reads it to know the daemon lives."""
+        """Written every few seconds; the watchdog reads it to know the daemon lives.
+
+        Critical (a tiny row): on a full disk the daemon still lives, answering 507, and the
+        watchdog must not page a stale heartbeat for it; not vital (no reserve given up for it)."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             await db.execute(
                 "INSERT INTO heartbeats (name, at, progress_at, detail) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET at = excluded.at, detail = excluded.detail, "
