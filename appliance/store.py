@@ -1941,10 +1941,22 @@ class Store:
         return await self.get_key(int(row["id"]))
 
     # ------------------------------------------------------------------ audit
-    async def audit(self, actor: Actor, action: str, target: str | None = None, detail: str = "") -> None:
-        """Record one action on its own (actions that change messages record it in their transaction)."""
+    async def audit(
+        self,
+        actor: Actor,
+        action: str,
+        target: str | None = None,
+        detail: str = "",
+        *,
+        critical: bool = False,
+    ) -> None:
+        """Record one action on its own (actions that change messages record it in their transaction).
+
+        `critical` (logins and logouts): a tiny row that runs on a full disk too, so the admin can
+        still log in to see why; no reserve is given up for it.
+        """
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=critical) as db:
             await _insert_audit(db, actor, action, target, detail, now)
 
     async def list_audit(
@@ -2342,8 +2354,10 @@ class Store:
         created_at: float,
         expires_at: float,
     ) -> None:
-        """Record an admin login (`digest` is the SHA-256 of the cookie's id); drops dead sessions."""
-        async with self._tx() as db:
+        """Record an admin login (`digest` is the SHA-256 of the cookie's id); drops dead sessions.
+
+        Critical (a tiny row, no reserve given up): the admin can log in while the disk is full."""
+        async with self._tx(critical=True) as db:
             await db.execute(
                 "DELETE FROM web_sessions WHERE expires_at < ? OR ended_at IS NOT NULL", (created_at,)
             )
@@ -2365,8 +2379,8 @@ class Store:
         return str(row["actor"]), None if row["key_id"] is None else int(row["key_id"])
 
     async def end_web_session(self, digest: str, now: float) -> bool:
-        """Logout; True when a live session ended."""
-        async with self._tx() as db:
+        """Logout; True when a live session ended (critical, like the login)."""
+        async with self._tx(critical=True) as db:
             cur = await db.execute(
                 "UPDATE web_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (now, digest)
             )
