@@ -2073,8 +2073,10 @@ class Store:
     async def webhook_result(
         self, item_id: int, *, ok: bool, error: str = "", next_at: float | None = None
     ) -> None:
+        """Record an attempt. A delivery is marked done even on a full disk (critical, a tiny
+        update, no reserve given up): unmarked, the receiver would get it again later."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=ok) as db:
             if ok:
                 await db.execute(
                     "UPDATE webhook_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
