@@ -114,6 +114,12 @@ class Receiver:
             port=item.port, memory=item.memory, index=item.index, pdu=item.pdu, reason=item.reason
         )
         where = f"{item.memory}:{item.index}" if item.memory else "routed"
+        # Not the PDU: it holds the sender's text (maybe a garbled command with its PIN).
         _LOGGER.warning(
-            "quarantined %s from %s (%s, %s): %s", kept.id, self.modem_name, where, item.reason, item.pdu
+            "quarantined %s from %s (%s, %s, %d hex digits): see GET /api/v1/quarantine",
+            kept.id,
+            self.modem_name,
+            where,
+            item.reason,
+            len(item.pdu),
         )

@@ -2184,12 +2184,16 @@ class Store:
         return stats
 
     # -------------------------------------------------------------- quarantine
+    @vital
     async def quarantine(
         self, *, port: str, memory: str, index: int | None, pdu: str, reason: str, at: float | None = None
     ) -> Quarantined:
-        """Keep an undecodable PDU (committed before the modem deletes it); the same slot twice is one row."""
+        """Keep an undecodable PDU (committed before the modem deletes it); the same slot twice is one row.
+
+        Vital: a routed PDU acknowledged by the modem is gone from the network, and a stored one
+        is deleted from the SIM once this returns."""
         now = time.time() if at is None else at
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             await db.execute(
                 "INSERT OR IGNORE INTO quarantine (id, at, port, memory, idx, pdu, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",

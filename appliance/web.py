@@ -611,8 +611,8 @@ class Web:
 
 _DISK_FULL = (
     '<!doctype html><html lang="en"><meta charset="utf-8"><title>The gateway\'s disk is full</title>'
-    "<h1>The gateway's disk is full</h1><p id=\"problem\">{reason}</p><p>Nothing was changed: free space "
-    'on the gateway (GET /api/v1/status says how much is left), then try again.</p>'
+    '<h1>The gateway\'s disk is full</h1><p id="problem">{reason}</p><p>Nothing was changed: free space '
+    "on the gateway (GET /api/v1/status says how much is left), then try again.</p>"
     '<p><a href="/">Back to the overview</a></p></html>'
 )
 

@@ -914,7 +914,10 @@ class Modem:
         where = f"{memory}:{index}" if memory else "routed"
         if self._on_undecodable is None:
             # Nobody here keeps it (the watchdog's port): left for the gateway, which quarantines it.
-            _LOGGER.info("undecodable PDU (%s) at %s left for the gateway: %s", reason, where, pdu)
+            # Not the PDU itself: it holds the sender's text (maybe a command with its PIN).
+            _LOGGER.info(
+                "undecodable PDU (%s, %d hex digits) at %s left for the gateway", reason, len(pdu), where
+            )
             return False
         try:
             await self._on_undecodable(Undecodable(self.url, memory, index, pdu, reason))
