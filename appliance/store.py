@@ -41,6 +41,9 @@ ACCEPT_BATCH_MAX = 256
 PURGE_BATCH = 500  # rows per retention transaction: accepts wait for one batch at most
 MASK = "•••"  # a purged number keeps its first 3 characters ("+49•••"): counts by country stay possible
 DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
+# A full VACUUM writes a copy of the ledger (and as much WAL) before freeing the old pages: it
+# runs only with this many times the ledger's size free on its disk.
+VACUUM_ROOM = 1.2
 DISK_FULL = (
     "The ledger's disk is full: new messages are refused and sending is paused until space is freed "
     "(parts the modem already accepted are recorded in the space kept in reserve)."
@@ -2326,11 +2329,22 @@ class Store:
         """Give free pages back to the file system; returns the pages freed.
 
         Ledgers made since schema 3 use incremental vacuum (a few thousand pages at a time,
-        cheap); an older one is converted by one full VACUUM once a quarter of it is free.
+        cheap); an older one is converted by one full VACUUM once a quarter of it is free and the
+        disk has room for the copy VACUUM writes (VACUUM_ROOM x the ledger): it holds every
+        write meanwhile, and would fail half-way on a nearly full disk. A failure is one log line.
         """
+        try:
+            return await self._compact(max_pages)
+        except sqlite3.Error as exc:
+            # VACUUM rolls back whole (a disk filled by its copy is free again): retried next period.
+            _LOGGER.warning("ledger: compaction failed (retried later): %s", exc)
+            return 0
+
+    async def _compact(self, max_pages: int) -> int:
         mode_row = await _one(self.db, "PRAGMA auto_vacuum", ())
         free_row = await _one(self.db, "PRAGMA freelist_count", ())
         pages_row = await _one(self.db, "PRAGMA page_count", ())
+        size_row = await _one(self.db, "PRAGMA page_size", ())
         mode = int(mode_row[0]) if mode_row else 0
         free = int(free_row[0]) if free_row else 0
         pages = int(pages_row[0]) if pages_row else 0
@@ -2341,6 +2355,18 @@ class Store:
                 await self.db.execute_fetchall(f"PRAGMA incremental_vacuum({int(max_pages)})")
                 return min(free, max_pages)
             if free * 4 < pages:
+                return 0
+            size = pages * (int(size_row[0]) if size_row else 4096)
+            room = await asyncio.to_thread(self._reserve.free_bytes) if self._reserve is not None else None
+            if room is not None and room <= VACUUM_ROOM * size:
+                _LOGGER.info(
+                    "ledger: %d of %d pages free, but only %d KiB free on its disk for a %d KiB VACUUM: "
+                    "not compacted",
+                    free,
+                    pages,
+                    room // 1024,
+                    size // 1024,
+                )
                 return 0
             _LOGGER.warning(
                 "ledger: %d of %d pages free: one VACUUM (and incremental from now on)", free, pages

@@ -112,8 +112,8 @@ def routes(
 
 # The page's paths: a full disk met there is answered with a page, not the API's JSON.
 PAGE_PATHS = frozenset(
-    ("/", "/messages", "/modem", "/audit", "/login", "/logout")
-    + ("/actions/test-sms", "/actions/reset-modem", "/actions/ack-incident")
+    {"/", "/messages", "/modem", "/audit", "/login", "/logout"}
+    | {"/actions/test-sms", "/actions/reset-modem", "/actions/ack-incident"}
 )
 
 
