@@ -2,8 +2,9 @@
 as a real subprocess, the simulator on ptys, real HTTP.
 
 Nothing accepted is lost, no part is left `sending`, a restart on the still full disk serves
-(507 `storage_full`, /healthz, /readyz saying why), and once space is freed the drain ends
-with every message delivered exactly once. Needs root to mount the tmpfs (CI runs as root):
+(507 `storage_full`, /healthz, /readyz saying why; the heartbeat the watchdog reads stays fresh;
+the admin can log in; no route answers 500), and once space is freed the drain ends with every
+message delivered exactly once. Needs root to mount the tmpfs (CI runs as root):
 without it the test fails, it does not skip.
 """
 
@@ -15,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from appliance.store import Store
 from modem.simulator import Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
 from tests.system.conftest import eventually, gateway_config, toml_text
+from tests.web.conftest import csrf_of, page_client
+from watchdog.facts import read_ledger
 
 MESSAGES = 40
 DISK_BYTES = 24 * 1024 * 1024
@@ -178,6 +182,7 @@ async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_
                     problem = await eventually(lambda: _disk_problem(http), 15)
                     assert "full" in problem
                     await assert_refuses_with_a_reason(http)
+                    await assert_heartbeat_fresh(raw["store"]["path"])
                     # The part in flight when the disk filled is recorded, a claimed one put back:
                     # the gateway settles with nothing `sending` (so a stop now leaves nothing ambiguous).
                     await eventually(lambda: _none_sending(http), 10)
@@ -194,6 +199,8 @@ async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_
                     assert len(submitted(sim)) == sent_while_full, (
                         "nothing is sent that could not be recorded"
                     )
+                    await assert_heartbeat_fresh(raw["store"]["path"])
+                    await assert_no_500_while_full(http, base, key, ids)
                     # 3. Space is freed: the gateway notices by itself and the drain completes.
                     (disk / "filler-1").unlink()
                     (disk / "filler-2").unlink()
@@ -214,6 +221,39 @@ async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert text.count("disk is full") <= 4, text  # said once per episode (and per start), not per write
+
+
+async def assert_heartbeat_fresh(ledger: str) -> None:
+    """The row the watchdog reads (watchdog.facts) is rewritten while the disk is full: no false
+    "heartbeat stale" incident pages on-call while the daemon answers 507."""
+    since = time.time()
+
+    async def fresh() -> bool:
+        facts = await asyncio.to_thread(read_ledger, ledger, time.time())
+        return facts is not None and facts.heartbeat_at is not None and facts.heartbeat_at > since
+
+    await eventually(fresh, 10)
+
+
+async def assert_no_500_while_full(http: httpx.AsyncClient, base: str, key: str, ids: list[str]) -> None:
+    """A cancel is refused with the reason (507, not a 500); the admin can log in (and a wrong
+    secret is refused as ever) to see why the gateway is down."""
+    queued = [d["id"] for d in await messages(http, ids) if d["status"] == "queued"]
+    assert queued, "the disk filled mid-drain: some messages wait"
+    r = await http.post(f"/api/v1/messages/{queued[0]}/cancel")
+    assert r.status_code == 507, r.text
+    assert r.json()["error"]["code"] == "storage_full"
+    assert "disk" in r.json()["error"]["message"]
+    async with await page_client(base) as page:
+        token = csrf_of((await page.get("/login")).text)
+        wrong = await page.post("/login", data={"password": "not-the-key", "csrf": token})
+        assert wrong.status_code == 403, wrong.text
+        token = csrf_of((await page.get("/login")).text)
+        login = await page.post("/login", data={"password": key, "csrf": token})
+        assert login.status_code == 303, login.text
+        overview = await page.get("/")
+        assert overview.status_code == 200
+        assert "disk" in overview.text, "the logged-in admin sees why"
 
 
 def submitted(sim: Simulator) -> list[Any]:
