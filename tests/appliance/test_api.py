@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from html import escape
 from typing import Any
 
 import httpx
@@ -20,7 +21,6 @@ from appliance.api import create_app
 from appliance.config import ApiConfig, Config
 from appliance.store import NewMessage, StorageFull, Store
 from appliance.validation import keyword_of
-from appliance.web import escape
 from tests.appliance.conftest import (
     TEST_CONFIG,
     ClientFactory,
