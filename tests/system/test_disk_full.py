@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -272,3 +274,43 @@ async def _none_sending(http: httpx.AsyncClient) -> bool:
 
 async def _all_delivered(http: httpx.AsyncClient, ids: list[str]) -> bool:
     return all(d["status"] == "delivered" for d in await messages(http, ids))
+
+
+async def test_an_old_ledger_is_vacuumed_only_with_room_for_the_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full VACUUM writes a copy of the ledger: on a disk without 1.2 x its size free it is put
+    off (one log line, nothing raised, the ledger untouched), and done once there is room."""
+    with tmpfs(tmp_path / "disk", 16 * 1024 * 1024) as disk:
+        path = disk / "ledger.sqlite3"
+        # A ledger from before incremental vacuum (auto_vacuum NONE) with 4 MiB of freed pages.
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA auto_vacuum=NONE")
+        db.execute("CREATE TABLE old_rows (data BLOB)")
+        db.executemany("INSERT INTO old_rows VALUES (?)", [(b"x" * 65536,) for _ in range(64)])
+        db.commit()
+        db.execute("DELETE FROM old_rows")
+        db.commit()
+        db.close()
+        caplog.set_level(logging.INFO, logger="appliance.store")
+        store = Store(path, reserve_bytes=256 * 1024)
+        await store.open()
+        try:
+            pages = await page_count(store)
+            st = os.statvfs(disk)
+            leave = 3 * 1024 * 1024  # less than 1.2 x the ledger
+            with (disk / "filler").open("wb") as filler:
+                os.posix_fallocate(filler.fileno(), 0, st.f_bavail * st.f_frsize - leave)
+            assert await store.compact() == 0
+            assert await page_count(store) == pages, "not compacted"
+            assert "not compacted" in caplog.text
+            (disk / "filler").unlink()
+            assert await store.compact() > 0
+            assert await page_count(store) < pages / 2, "compacted once there is room"
+        finally:
+            await store.close()
+
+
+async def page_count(store: Store) -> int:
+    rows = list(await store.db.execute_fetchall("PRAGMA page_count"))
+    return int(rows[0][0])
