@@ -892,6 +892,8 @@ class Store:
                             raise
                         if self.store._outbox_pending:
                             self.store.outbox_changed.set()
+                        if self.critical and self.store.storage_problem is not None:
+                            await self._checkpoint()
                     except asyncio.CancelledError:
                         raise
                     except BaseException as commit_exc:
@@ -907,6 +909,12 @@ class Store:
                         raise StorageFull(DISK_FULL) from exc
             finally:
                 self.store._write_lock.release()
+
+        async def _checkpoint(self) -> None:
+            # On a full disk the WAL must not grow (~5 KiB a heartbeat, up to 1000 pages before
+            # SQLite's own checkpoint): copied back, the next write starts it over in place.
+            with contextlib.suppress(sqlite3.Error):
+                await self.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
         async def _rollback(self) -> None:
             with contextlib.suppress(sqlite3.Error):

@@ -314,3 +314,22 @@ async def test_an_old_ledger_is_vacuumed_only_with_room_for_the_copy(
 async def page_count(store: Store) -> int:
     rows = list(await store.db.execute_fetchall("PRAGMA page_count"))
     return int(rows[0][0])
+
+
+async def test_heartbeats_on_a_full_disk_do_not_grow_the_wal(tmp_path: Path) -> None:
+    """Critical writes on a full disk reuse the WAL in place: the heartbeat (every 2 s) keeps
+    going for as long as the disk stays full, not until a few hundred of them used the room."""
+    with tmpfs(tmp_path / "disk", 16 * 1024 * 1024) as disk:
+        # Wanting a reserve no disk holds: the real full-disk state (only critical writes run).
+        store = Store(disk / "ledger.sqlite3", reserve_bytes=1 << 50)
+        await store.open()
+        try:
+            assert store.storage_problem is not None
+            wal = disk / "ledger.sqlite3-wal"
+            await store.heartbeat("serve", progress=True, detail="x" * 200)
+            size = wal.stat().st_size
+            for _ in range(200):
+                await store.heartbeat("serve", progress=True, detail="x" * 200)
+            assert wal.stat().st_size == size
+        finally:
+            await store.close()
