@@ -94,7 +94,7 @@ def routes(
 ) -> list[BaseRoute]:
     """The page's routes, mounted next to the API by `create_app`."""
     web = Web(store, config, gateway, min_free_bytes)
-    pages = [
+    pages: list[BaseRoute] = [
         Route("/", web.overview, methods=["GET"]),
         Route("/messages", web.messages, methods=["GET"]),
         Route("/modem", web.modem, methods=["GET"]),
@@ -106,7 +106,8 @@ def routes(
         Route("/actions/reset-modem", web.reset_modem, methods=["POST"]),
         Route("/actions/ack-incident", web.ack_incident, methods=["POST"]),
     ]
-    assert {r.path for r in pages} <= PAGE_PATHS  # noqa: S101  (storage_full_page relies on it)
+    # A full disk met on these is answered with a page (api.py): keep PAGE_PATHS in step.
+    assert {r.path for r in pages if isinstance(r, Route)} <= PAGE_PATHS  # noqa: S101
     return pages
 
 
