@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -19,17 +20,22 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from appliance.store import Store
 from modem.simulator import Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, gateway_config, toml_text
+from tests.system.conftest import eventually, free_port, gateway_config, toml_text
 from tests.web.conftest import csrf_of, page_client
 from watchdog.facts import read_ledger
 
@@ -67,6 +73,26 @@ def fill(disk: Path, name: str) -> None:
         os.close(fd)
     st = os.statvfs(disk)
     assert st.f_bavail == 0, "the disk is full"
+
+
+@contextlib.asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A webhook target on loopback: (its URL, the events it got, each with its webhook-id)."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: Request) -> Response:
+        received.append({"id": request.headers["webhook-id"], **json.loads(await request.body())})
+        return Response(status_code=204)
+
+    port = free_port()
+    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        yield f"http://127.0.0.1:{port}/hook", received
+    finally:
+        server.should_exit = True
+        await serving
 
 
 class Daemon:
@@ -153,68 +179,74 @@ async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_
     sim = Simulator(tmp_path / "sim", "quectel-ec25", **{**SIM_TEST_TIMING, "submit_latency_s": 0.1})
     await sim.start()
     try:
-        with tmpfs(tmp_path / "disk", DISK_BYTES) as disk:
-            raw = gateway_config(tmp_path, str(sim.primary_path))
-            raw["store"] = {"path": str(disk / "ledger.sqlite3"), "reserve_bytes": RESERVE_BYTES}
-            raw["dispatcher"]["report_timeout_s"] = 3600.0
-            config = tmp_path / "smsgw.toml"
-            config.write_text(toml_text(raw))
-            store = Store(raw["store"]["path"], reserve_bytes=RESERVE_BYTES)
-            await store.open()
-            _rec, key = await store.create_key("test", ["send", "read", "admin"])
-            await store.close()
-            log = tmp_path / "serve.log"
-            base = f"http://{raw['api']['listen']}"
-            headers = {"Authorization": f"Bearer {key}"}
-            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
-                # 1. A drain; the disk fills up under it.
-                async with Daemon(config, log):
-                    await eventually(lambda: up(http), 15)
-                    await eventually(lambda: sim.snapshot()["sessions"], 15)
-                    posted = await asyncio.gather(
-                        *(
-                            http.post("/api/v1/messages", json={"to": f"+49151000{i:05d}", "body": f"m{i}"})
-                            for i in range(MESSAGES)
+        async with webhook_receiver() as (hook_url, hooks):
+            with tmpfs(tmp_path / "disk", DISK_BYTES) as disk:
+                raw = gateway_config(tmp_path, str(sim.primary_path))
+                raw["webhooks"] = [{"url": hook_url, "events": ["message.status"]}]
+                raw["store"] = {"path": str(disk / "ledger.sqlite3"), "reserve_bytes": RESERVE_BYTES}
+                raw["dispatcher"]["report_timeout_s"] = 3600.0
+                config = tmp_path / "smsgw.toml"
+                config.write_text(toml_text(raw))
+                store = Store(raw["store"]["path"], reserve_bytes=RESERVE_BYTES)
+                await store.open()
+                _rec, key = await store.create_key("test", ["send", "read", "admin"])
+                await store.close()
+                log = tmp_path / "serve.log"
+                base = f"http://{raw['api']['listen']}"
+                headers = {"Authorization": f"Bearer {key}"}
+                async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
+                    # 1. A drain; the disk fills up under it.
+                    async with Daemon(config, log):
+                        await eventually(lambda: up(http), 15)
+                        await eventually(lambda: sim.snapshot()["sessions"], 15)
+                        posted = await asyncio.gather(
+                            *(
+                                http.post(
+                                    "/api/v1/messages", json={"to": f"+49151000{i:05d}", "body": f"m{i}"}
+                                )
+                                for i in range(MESSAGES)
+                            )
                         )
-                    )
-                    assert [r.status_code for r in posted] == [202] * MESSAGES
-                    ids = [r.json()["id"] for r in posted]
-                    await eventually(lambda: len(submitted(sim)) >= 5, 15)
-                    fill(disk, "filler-1")
-                    problem = await eventually(lambda: _disk_problem(http), 15)
-                    assert "full" in problem
-                    await assert_refuses_with_a_reason(http)
-                    await assert_heartbeat_fresh(raw["store"]["path"])
-                    # The part in flight when the disk filled is recorded, a claimed one put back:
-                    # the gateway settles with nothing `sending` (so a stop now leaves nothing ambiguous).
-                    await eventually(lambda: _none_sending(http), 10)
-                sent_while_full = len(submitted(sim))  # the daemon is gone: no submit is in flight
-                assert sent_while_full < MESSAGES, "the disk filled mid-drain"
-                # 2. A restart while the disk is still full (the clean stop freed the WAL: take that too).
-                fill(disk, "filler-2")
-                async with Daemon(config, log) as daemon:
-                    await eventually(lambda: up(http), 15)
-                    await assert_refuses_with_a_reason(http)
-                    assert daemon.proc is not None
-                    assert daemon.proc.returncode is None
-                    no_part_lies(await messages(http, ids))
-                    assert len(submitted(sim)) == sent_while_full, (
-                        "nothing is sent that could not be recorded"
-                    )
-                    await assert_heartbeat_fresh(raw["store"]["path"])
-                    await assert_no_500_while_full(http, base, key, ids)
-                    # 3. Space is freed: the gateway notices by itself and the drain completes.
-                    (disk / "filler-1").unlink()
-                    (disk / "filler-2").unlink()
-                    await eventually(lambda: _all_delivered(http, ids), 30)
-                    assert (await http.get("/readyz")).status_code == 200
-                    r = await http.post(
-                        "/api/v1/messages", json={"to": "+4915199999999", "body": "room again"}
-                    )
-                    assert r.status_code == 202, r.text
-                    status = (await http.get("/api/v1/status")).json()
-                    assert status["disk"]["problem"] is None
-                    assert status["disk"]["reserve_bytes"] == RESERVE_BYTES, "the reserve is back"
+                        assert [r.status_code for r in posted] == [202] * MESSAGES
+                        ids = [r.json()["id"] for r in posted]
+                        await eventually(lambda: len(submitted(sim)) >= 5, 15)
+                        fill(disk, "filler-1")
+                        problem = await eventually(lambda: _disk_problem(http), 15)
+                        assert "full" in problem
+                        await assert_refuses_with_a_reason(http)
+                        await assert_heartbeat_fresh(raw["store"]["path"])
+                        # The part in flight when the disk filled is recorded, a claimed one put back:
+                        # the gateway settles with nothing `sending` (so a stop now leaves nothing ambiguous).
+                        await eventually(lambda: _none_sending(http), 10)
+                    sent_while_full = len(submitted(sim))  # the daemon is gone: no submit is in flight
+                    assert sent_while_full < MESSAGES, "the disk filled mid-drain"
+                    # 2. A restart while the disk is still full (the clean stop freed the WAL: take that too).
+                    fill(disk, "filler-2")
+                    async with Daemon(config, log) as daemon:
+                        await eventually(lambda: up(http), 15)
+                        await assert_refuses_with_a_reason(http)
+                        assert daemon.proc is not None
+                        assert daemon.proc.returncode is None
+                        no_part_lies(await messages(http, ids))
+                        assert len(submitted(sim)) == sent_while_full, (
+                            "nothing is sent that could not be recorded"
+                        )
+                        await assert_heartbeat_fresh(raw["store"]["path"])
+                        await assert_no_500_while_full(http, base, key, ids)
+                        # 3. Space is freed: the gateway notices by itself and the drain completes.
+                        (disk / "filler-1").unlink()
+                        (disk / "filler-2").unlink()
+                        await eventually(lambda: _all_delivered(http, ids), 30)
+                        assert (await http.get("/readyz")).status_code == 200
+                        r = await http.post(
+                            "/api/v1/messages", json={"to": "+4915199999999", "body": "room again"}
+                        )
+                        assert r.status_code == 202, r.text
+                        status = (await http.get("/api/v1/status")).json()
+                        assert status["disk"]["problem"] is None
+                        assert status["disk"]["reserve_bytes"] == RESERVE_BYTES, "the reserve is back"
+                        # Every message's delivery reached the webhook target: none lost to the pause.
+                        await eventually(lambda: _hooked_delivered(hooks) >= set(ids), 30)
     finally:
         await sim.stop()
     # Each message reached its phone exactly once: none lost, none resent.
@@ -222,6 +254,9 @@ async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_
         assert sim.network.phone(f"+49151000{i:05d}").texts() == [f"m{i}"]
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
+    assert "webhooks to" not in text, "webhook workers stop quietly while the disk is full"
+    twice = len(hooks) - len({h["id"] for h in hooks})
+    print(f"disk full mid-drain: {len(hooks)} webhooks, {twice} sent twice")
     assert text.count("disk is full") <= 4, text  # said once per episode (and per start), not per write
 
 
@@ -256,6 +291,10 @@ async def assert_no_500_while_full(http: httpx.AsyncClient, base: str, key: str,
         overview = await page.get("/")
         assert overview.status_code == 200
         assert "disk" in overview.text, "the logged-in admin sees why"
+
+
+def _hooked_delivered(hooks: list[dict[str, Any]]) -> set[str]:
+    return {h["data"]["id"] for h in hooks if h["data"].get("status") == "delivered"}
 
 
 def submitted(sim: Simulator) -> list[Any]:
