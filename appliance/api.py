@@ -91,7 +91,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, StorageFull: _storage_full},
     )
     app.add_middleware(edge.Edge, allowed=edge.allowed_hosts(config.api))  # Host and credential bytes
     app.add_middleware(_Guard)
@@ -476,6 +476,15 @@ def _too_large(limit: int) -> ApiError:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)  # noqa: S101  (registered for ApiError only)
     return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _storage_full(request: Request, exc: Exception) -> Response:
+    """A full disk met by any route (a write the store refused): 507 with its reason, said once
+    by the store, never a traceback; the page gets a page."""
+    reason = str(exc) or "the gateway's disk is full"
+    if request.url.path in web.PAGE_PATHS:
+        return web.storage_full_page(reason)
+    return error_response(507, "storage_full", reason)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

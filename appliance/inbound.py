@@ -12,17 +12,18 @@ the page, webhooks nor logs ever hold a PIN.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from appliance.config import InboundConfig
 from appliance.metrics import Metrics
-from appliance.store import Store
-from modem import Undecodable
+from appliance.store import StorageFull, Store
+from modem import CallbackDeferred, Undecodable
 from modem.pdu import Deliver, Encoding, StatusReport
 from modem.pdu.udh import units_to_text
 from watchdog.commands import KEY_BYTES, command_shaped, load_key, seal
@@ -68,6 +69,16 @@ def _seal_command(
     return text, None
 
 
+@contextlib.contextmanager
+def _deferred_when_full() -> Iterator[None]:
+    """A full ledger disk is an expected fault for the modem layer: it keeps the message (or
+    refuses a routed one) and logs one line, not a traceback per sweep."""
+    try:
+        yield
+    except StorageFull as exc:
+        raise CallbackDeferred(str(exc)) from None
+
+
 class Receiver:
     """The modem's callbacks, bound to the ledger."""
 
@@ -89,21 +100,22 @@ class Receiver:
         """Commit one received part; returns only once it is on disk."""
         concat = msg.concat
         sender = msg.sender.number
-        inbound = await self.store.add_inbound_part(
-            sender=sender,
-            encoding=msg.encoding.value
-            if msg.encoding is not Encoding.EIGHT_BIT
-            else Encoding.EIGHT_BIT.value,
-            user_data=msg.user_data,
-            ref=concat.ref if concat else None,
-            ref_bits=concat.ref_bits if concat else 8,
-            total=concat.total if concat else 1,
-            seq=concat.seq if concat else 1,
-            sent_at=msg.scts.timestamp() if msg.scts else None,  # None: the SC timestamp was unreadable
-            join=join,
-            keyword_of=lambda text: keyword(text, self.cfg),
-            seal=self.sealer,
-        )
+        with _deferred_when_full():
+            inbound = await self.store.add_inbound_part(
+                sender=sender,
+                encoding=msg.encoding.value
+                if msg.encoding is not Encoding.EIGHT_BIT
+                else Encoding.EIGHT_BIT.value,
+                user_data=msg.user_data,
+                ref=concat.ref if concat else None,
+                ref_bits=concat.ref_bits if concat else 8,
+                total=concat.total if concat else 1,
+                seq=concat.seq if concat else 1,
+                sent_at=msg.scts.timestamp() if msg.scts else None,  # None: the SC timestamp was unreadable
+                join=join,
+                keyword_of=lambda text: keyword(text, self.cfg),
+                seal=self.sealer,
+            )
         if inbound is not None:
             self.metrics.inbound_total.inc()
             _LOGGER.info(
@@ -115,7 +127,8 @@ class Receiver:
 
     async def on_report(self, report: StatusReport) -> None:
         """Match a status report to its part; unmatched ones are kept for a later match."""
-        outcome = await self.store.apply_report(report.mr, report.recipient.number, report.status)
+        with _deferred_when_full():
+            outcome = await self.store.apply_report(report.mr, report.recipient.number, report.status)
         cls = "trying" if not report.is_final else ("delivered" if report.is_success else "failed")
         self.metrics.reports_total.labels(status_class=cls if outcome.matched else "unmatched").inc()
         if not outcome.matched:
@@ -125,10 +138,17 @@ class Receiver:
 
     async def on_undecodable(self, item: Undecodable) -> None:
         """Commit a PDU no decoder could read; the modem deletes it from its memory only after this."""
-        kept = await self.store.quarantine(
-            port=item.port, memory=item.memory, index=item.index, pdu=item.pdu, reason=item.reason
-        )
+        with _deferred_when_full():
+            kept = await self.store.quarantine(
+                port=item.port, memory=item.memory, index=item.index, pdu=item.pdu, reason=item.reason
+            )
         where = f"{item.memory}:{item.index}" if item.memory else "routed"
+        # Not the PDU: it holds the sender's text (maybe a garbled command with its PIN).
         _LOGGER.warning(
-            "quarantined %s from %s (%s, %s): %s", kept.id, self.modem_name, where, item.reason, item.pdu
+            "quarantined %s from %s (%s, %s, %d hex digits): see GET /api/v1/quarantine",
+            kept.id,
+            self.modem_name,
+            where,
+            item.reason,
+            len(item.pdu),
         )

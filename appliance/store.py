@@ -41,6 +41,9 @@ ACCEPT_BATCH_MAX = 256
 PURGE_BATCH = 500  # rows per retention transaction: accepts wait for one batch at most
 MASK = "•••"  # a purged number keeps its first 3 characters ("+49•••"): counts by country stay possible
 DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
+# A full VACUUM writes a copy of the ledger (and as much WAL) before freeing the old pages: it
+# runs only with this many times the ledger's size free on its disk.
+VACUUM_ROOM = 1.2
 DISK_FULL = (
     "The ledger's disk is full: new messages are refused and sending is paused until space is freed "
     "(parts the modem already accepted are recorded in the space kept in reserve)."
@@ -897,6 +900,8 @@ class Store:
                             raise
                         if self.store._outbox_pending:
                             self.store.outbox_changed.set()
+                        if self.critical and self.store.storage_problem is not None:
+                            await self._checkpoint()
                     except asyncio.CancelledError:
                         raise
                     except BaseException as commit_exc:
@@ -912,6 +917,12 @@ class Store:
                         raise StorageFull(DISK_FULL) from exc
             finally:
                 self.store._write_lock.release()
+
+        async def _checkpoint(self) -> None:
+            # On a full disk the WAL must not grow (~5 KiB a heartbeat, up to 1000 pages before
+            # SQLite's own checkpoint): copied back, the next write starts it over in place.
+            with contextlib.suppress(sqlite3.Error):
+                await self.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
         async def _rollback(self) -> None:
             with contextlib.suppress(sqlite3.Error):
@@ -1956,10 +1967,22 @@ class Store:
         return await self.get_key(int(row["id"]))
 
     # ------------------------------------------------------------------ audit
-    async def audit(self, actor: Actor, action: str, target: str | None = None, detail: str = "") -> None:
-        """Record one action on its own (actions that change messages record it in their transaction)."""
+    async def audit(
+        self,
+        actor: Actor,
+        action: str,
+        target: str | None = None,
+        detail: str = "",
+        *,
+        critical: bool = False,
+    ) -> None:
+        """Record one action on its own (actions that change messages record it in their transaction).
+
+        `critical` (logins and logouts): a tiny row that runs on a full disk too, so the admin can
+        still log in to see why; no reserve is given up for it.
+        """
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=critical) as db:
             await _insert_audit(db, actor, action, target, detail, now)
 
     async def list_audit(
@@ -2076,8 +2099,10 @@ class Store:
     async def webhook_result(
         self, item_id: int, *, ok: bool, error: str = "", next_at: float | None = None
     ) -> None:
+        """Record an attempt. A delivery is marked done even on a full disk (critical, a tiny
+        update, no reserve given up): unmarked, the receiver would get it again later."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=ok) as db:
             if ok:
                 await db.execute(
                     "UPDATE webhook_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
@@ -2139,9 +2164,12 @@ class Store:
 
     # ------------------------------------------------------- status and samples
     async def heartbeat(self, name: str, *, progress: bool, detail: str = "") -> None:
-        """Written every few seconds; the watchdog reads it to know the daemon lives."""
+        """Written every few seconds; the watchdog reads it to know the daemon lives.
+
+        Critical (a tiny row): on a full disk the daemon still lives, answering 507, and the
+        watchdog must not page a stale heartbeat for it; not vital (no reserve given up for it)."""
         now = time.time()
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             await db.execute(
                 "INSERT INTO heartbeats (name, at, progress_at, detail) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET at = excluded.at, detail = excluded.detail, "
@@ -2182,12 +2210,16 @@ class Store:
         return stats
 
     # -------------------------------------------------------------- quarantine
+    @vital
     async def quarantine(
         self, *, port: str, memory: str, index: int | None, pdu: str, reason: str, at: float | None = None
     ) -> Quarantined:
-        """Keep an undecodable PDU (committed before the modem deletes it); the same slot twice is one row."""
+        """Keep an undecodable PDU (committed before the modem deletes it); the same slot twice is one row.
+
+        Vital: a routed PDU acknowledged by the modem is gone from the network, and a stored one
+        is deleted from the SIM once this returns."""
         now = time.time() if at is None else at
-        async with self._tx() as db:
+        async with self._tx(critical=True) as db:
             await db.execute(
                 "INSERT OR IGNORE INTO quarantine (id, at, port, memory, idx, pdu, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -2320,11 +2352,22 @@ class Store:
         """Give free pages back to the file system; returns the pages freed.
 
         Ledgers made since schema 3 use incremental vacuum (a few thousand pages at a time,
-        cheap); an older one is converted by one full VACUUM once a quarter of it is free.
+        cheap); an older one is converted by one full VACUUM once a quarter of it is free and the
+        disk has room for the copy VACUUM writes (VACUUM_ROOM x the ledger): it holds every
+        write meanwhile, and would fail half-way on a nearly full disk. A failure is one log line.
         """
+        try:
+            return await self._compact(max_pages)
+        except sqlite3.Error as exc:
+            # VACUUM rolls back whole (a disk filled by its copy is free again): retried next period.
+            _LOGGER.warning("ledger: compaction failed (retried later): %s", exc)
+            return 0
+
+    async def _compact(self, max_pages: int) -> int:
         mode_row = await _one(self.db, "PRAGMA auto_vacuum", ())
         free_row = await _one(self.db, "PRAGMA freelist_count", ())
         pages_row = await _one(self.db, "PRAGMA page_count", ())
+        size_row = await _one(self.db, "PRAGMA page_size", ())
         mode = int(mode_row[0]) if mode_row else 0
         free = int(free_row[0]) if free_row else 0
         pages = int(pages_row[0]) if pages_row else 0
@@ -2335,6 +2378,18 @@ class Store:
                 await self.db.execute_fetchall(f"PRAGMA incremental_vacuum({int(max_pages)})")
                 return min(free, max_pages)
             if free * 4 < pages:
+                return 0
+            size = pages * (int(size_row[0]) if size_row else 4096)
+            room = await asyncio.to_thread(self._reserve.free_bytes) if self._reserve is not None else None
+            if room is not None and room <= VACUUM_ROOM * size:
+                _LOGGER.info(
+                    "ledger: %d of %d pages free, but only %d KiB free on its disk for a %d KiB VACUUM: "
+                    "not compacted",
+                    free,
+                    pages,
+                    room // 1024,
+                    size // 1024,
+                )
                 return 0
             _LOGGER.warning(
                 "ledger: %d of %d pages free: one VACUUM (and incremental from now on)", free, pages
@@ -2354,8 +2409,10 @@ class Store:
         created_at: float,
         expires_at: float,
     ) -> None:
-        """Record an admin login (`digest` is the SHA-256 of the cookie's id); drops dead sessions."""
-        async with self._tx() as db:
+        """Record an admin login (`digest` is the SHA-256 of the cookie's id); drops dead sessions.
+
+        Critical (a tiny row, no reserve given up): the admin can log in while the disk is full."""
+        async with self._tx(critical=True) as db:
             await db.execute(
                 "DELETE FROM web_sessions WHERE expires_at < ? OR ended_at IS NOT NULL", (created_at,)
             )
@@ -2377,8 +2434,8 @@ class Store:
         return str(row["actor"]), None if row["key_id"] is None else int(row["key_id"])
 
     async def end_web_session(self, digest: str, now: float) -> bool:
-        """Logout; True when a live session ended."""
-        async with self._tx() as db:
+        """Logout; True when a live session ended (critical, like the login)."""
+        async with self._tx(critical=True) as db:
             cur = await db.execute(
                 "UPDATE web_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (now, digest)
             )

@@ -22,6 +22,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -93,7 +94,7 @@ def routes(
 ) -> list[BaseRoute]:
     """The page's routes, mounted next to the API by `create_app`."""
     web = Web(store, config, gateway, min_free_bytes)
-    return [
+    pages: list[BaseRoute] = [
         Route("/", web.overview, methods=["GET"]),
         Route("/messages", web.messages, methods=["GET"]),
         Route("/modem", web.modem, methods=["GET"]),
@@ -105,6 +106,22 @@ def routes(
         Route("/actions/reset-modem", web.reset_modem, methods=["POST"]),
         Route("/actions/ack-incident", web.ack_incident, methods=["POST"]),
     ]
+    # A full disk met on these is answered with a page (api.py): keep PAGE_PATHS in step.
+    assert {r.path for r in pages if isinstance(r, Route)} <= PAGE_PATHS  # noqa: S101
+    return pages
+
+
+# The page's paths: a full disk met there is answered with a page, not the API's JSON.
+PAGE_PATHS = frozenset(
+    {"/", "/messages", "/modem", "/audit", "/login", "/logout"}
+    | {"/actions/test-sms", "/actions/reset-modem", "/actions/ack-incident"}
+)
+
+
+def storage_full_page(reason: str) -> HTMLResponse:
+    """507 with the store's reason, from a fixed text (no template, no session: no ledger needed)."""
+    html = _DISK_FULL.replace("{reason}", escape(reason))
+    return HTMLResponse(html, status_code=507, headers=_headers(""))
 
 
 def mask_number(number: str) -> str:
@@ -258,10 +275,12 @@ class Web:
             return await self._too_many(request, verdict.retry_s, arrived)
         if not verdict.actor:
             lock_s = self.throttle.failed(address)
-            await self._login_event(
-                request, "login_failed", "", f"locked out {lock_s:.0f} s" if lock_s else ""
-            )
-            await self._tarpit(arrived)
+            try:
+                await self._login_event(
+                    request, "login_failed", "", f"locked out {lock_s:.0f} s" if lock_s else ""
+                )
+            finally:  # held even when the audit row finds no room (StorageFull: 507)
+                await self._tarpit(arrived)
             return self._render(
                 request,
                 session,
@@ -335,9 +354,11 @@ class Web:
         else:
             _LOGGER.warning("status page: failed login from %s%s", client, f" ({detail})" if detail else "")
         if kind == "login_failed":
-            await self.store.audit(Actor("web:?", client), kind, None, detail or "wrong password or key")
+            await self.store.audit(
+                Actor("web:?", client), kind, None, detail or "wrong password or key", critical=True
+            )
         else:
-            await self.store.audit(web_actor(actor, request), kind, None, actor)
+            await self.store.audit(web_actor(actor, request), kind, None, actor, critical=True)
 
     async def _too_many(self, request: Request, wait_s: float, arrived: float) -> Response:
         """429 with Retry-After, tarpitted, from a fixed text (no template, no session: refusals
@@ -588,6 +609,13 @@ class Web:
                 secure=self.tls or request.url.scheme == "https",
             )
 
+
+_DISK_FULL = (
+    '<!doctype html><html lang="en"><meta charset="utf-8"><title>The gateway\'s disk is full</title>'
+    '<h1>The gateway\'s disk is full</h1><p id="problem">{reason}</p><p>Nothing was changed: free space '
+    "on the gateway (GET /api/v1/status says how much is left), then try again.</p>"
+    '<p><a href="/">Back to the overview</a></p></html>'
+)
 
 _TOO_MANY = (
     '<!doctype html><html lang="en"><meta charset="utf-8"><title>Too many login attempts</title>'

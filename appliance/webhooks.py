@@ -35,7 +35,7 @@ import httpx
 from appliance import twilio
 from appliance.addrpolicy import AddressPolicy, ForbiddenAddress, PinnedTransport
 from appliance.metrics import Metrics
-from appliance.store import OutboxItem, Store, StoreError
+from appliance.store import OutboxItem, StorageFull, Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -170,6 +170,8 @@ class Relay:
         """Deliver the target's due webhooks in order; on a failure its whole queue waits."""
         try:
             await self._drain(target)
+        except StorageFull:
+            pass  # said once by the store; `_dispatch` waits until the disk has room again
         except StoreError as exc:
             _LOGGER.error("webhooks to %s: %s", target, exc)  # noqa: TRY400  (the ledger said it all)
             await asyncio.sleep(ERROR_PAUSE_S)  # hold the slot: no retry loop while the ledger fails
@@ -183,6 +185,8 @@ class Relay:
             if not items:
                 return
             for item in items:
+                if not self.store.writable.is_set():
+                    return  # full disk: a delivery might not be marked done and go out again later
                 delay = await self._deliver(item)
                 if delay is not None:
                     await self.store.defer_webhook_target(

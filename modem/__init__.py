@@ -9,6 +9,7 @@ status), `pdu` (TS 23.040 codec), `errors` (typed +CMS/+CME tree), `profiles`
 from modem.errors import (
     AtError,
     AtTimeout,
+    CallbackDeferred,
     CmeError,
     CmsError,
     ModemError,
@@ -37,6 +38,7 @@ from modem.sms import (
 __all__ = [
     "AtError",
     "AtTimeout",
+    "CallbackDeferred",
     "CmeError",
     "CmsError",
     "Identity",

@@ -209,6 +209,12 @@ class SubmitLost(AtTimeout):
         self.silent_s = silent_s
 
 
+class CallbackDeferred(Exception):
+    """A callback cannot take a message now (say the ledger's disk is full), an expected fault:
+    a stored message stays on the SIM, a routed one is refused (RP-ERROR) for the network to
+    re-send, and either is offered again later. Logged as one line, without a traceback."""
+
+
 class UnexpectedResponse(ModemError):
     """The modem answered, but not in a form we can use."""
 

@@ -35,6 +35,7 @@ from modem.at import DEFAULT_TIMEOUT_S, PROBE_EVERY_S, AtEngine, Liveness, Respo
 from modem.errors import (
     AtError,
     AtTimeout,
+    CallbackDeferred,
     CmeError,
     CmsError,
     ModemError,
@@ -247,6 +248,7 @@ class Modem:
         self._on_deliver = on_deliver
         self._on_status_report = on_status_report
         self._on_undecodable = on_undecodable
+        self._deferring = False  # a callback deferred (said once) and none has taken a message since
         self._command_timeout_s = command_timeout_s
         self._submit_timeout_s = submit_timeout_s
         self.submit_times = SubmitTimes(submit_floor_s, submit_timeout_s or profiles.GENERIC.submit_timeout_s)
@@ -893,6 +895,9 @@ class Modem:
                 return False
             try:
                 await self._on_deliver(msg)
+            except CallbackDeferred as exc:
+                self._deferred(exc, "received SMS are kept on the SIM")
+                return False
             except Exception:
                 _LOGGER.exception("inbound callback failed; keeping %s:%d on the SIM", sms.memory, sms.index)
                 return False
@@ -901,11 +906,15 @@ class Modem:
                 return False  # not ours to take (the watchdog's port): the gateway's sweep commits it
             try:
                 await self._on_status_report(msg)
+            except CallbackDeferred as exc:
+                self._deferred(exc, "status reports are kept on the SIM")
+                return False
             except Exception:
                 _LOGGER.exception("report callback failed; keeping %s:%d", sms.memory, sms.index)
                 return False
         else:
             return False  # a stored SUBMIT (draft/outbox): not ours to delete
+        self._deferring = False
         await self.delete_stored(sms.index, sms.memory)
         return True
 
@@ -914,10 +923,16 @@ class Modem:
         where = f"{memory}:{index}" if memory else "routed"
         if self._on_undecodable is None:
             # Nobody here keeps it (the watchdog's port): left for the gateway, which quarantines it.
-            _LOGGER.info("undecodable PDU (%s) at %s left for the gateway: %s", reason, where, pdu)
+            # Not the PDU itself: it holds the sender's text (maybe a command with its PIN).
+            _LOGGER.info(
+                "undecodable PDU (%s, %d hex digits) at %s left for the gateway", reason, len(pdu), where
+            )
             return False
         try:
             await self._on_undecodable(Undecodable(self.url, memory, index, pdu, reason))
+        except CallbackDeferred as exc:
+            self._deferred(exc, "undecodable PDUs are kept (stored) or refused (routed)")
+            return False
         except Exception:
             _LOGGER.exception("quarantine failed; keeping the undecodable PDU at %s", where)
             return False
@@ -1001,10 +1016,22 @@ class Modem:
                 return False  # nobody here takes it: RP-ERROR, so the network keeps it for the gateway
             else:
                 _LOGGER.warning("%s carried a %s, expected %s", urc.name, type(msg).__name__, kind.__name__)
+        except CallbackDeferred as exc:
+            self._deferred(exc, "routed messages are refused (RP-ERROR) for the network to re-send")
+            return False
         except Exception:
             _LOGGER.exception("callback for a routed %s failed", urc.name)
             return False
+        self._deferring = False
         return True
+
+    def _deferred(self, exc: CallbackDeferred, meanwhile: str) -> None:
+        """One line per episode (every sweep and network re-send meets the same cause), not per message."""
+        if not self._deferring:
+            self._deferring = True
+            _LOGGER.warning("%s: %s; %s until it takes them again", self.url, exc, meanwhile)
+        else:
+            _LOGGER.debug("%s: deferred again: %s", self.url, exc)
 
     async def _acknowledge_routed(self, committed: bool) -> None:
         # RP-ACK once committed; RP-ERROR (AT+CNMA=2) otherwise, so the network keeps it and re-sends.

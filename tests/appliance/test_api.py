@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from html import escape
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from tests.appliance.conftest import (
     ready_modem,
     units,
 )
+from tests.web.conftest import csrf_of
 
 TO = "+4915112345678"
 MESSAGE_FIELDS = {
@@ -828,6 +830,53 @@ async def test_storage_full_is_507_and_loses_nothing_accepted(
         assert gateway.wakes == 1
     finally:
         await ledger.close()
+
+
+class ResettableGateway(FakeGateway):
+    def reset_modem(self, name: str) -> bool:
+        return True
+
+
+async def test_a_write_refused_for_a_full_disk_is_507_with_the_reason_on_the_api_and_the_page(
+    tmp_path: Any, client_for: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Store(path)
+    await ledger.open()
+    _, key = await ledger.create_key("ops", ["send", "read", "admin"])
+    auth = {"Authorization": f"Bearer {key}"}
+    client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=FakeGateway()))
+    msg_id = (await client.post("/api/v1/messages", json=ok(), headers=auth)).json()["id"]
+    await ledger.close()
+    # The same ledger reopened wanting a reserve no disk holds: the real full-disk state, in which
+    # only critical writes run.
+    full = Store(path, reserve_bytes=1 << 50)
+    await full.open()
+    try:
+        assert full.storage_problem is not None
+        client = await client_for(create_app(store=full, config=TEST_CONFIG, gateway=ResettableGateway()))
+        r = await client.post(f"/api/v1/messages/{msg_id}/cancel", headers=auth)
+        assert assert_error(r, 507, "storage_full")["error"]["message"] == full.storage_problem
+        r = await client.get(f"/api/v1/messages/{msg_id}", headers=auth)
+        assert r.json()["status"] == "queued"
+        # The admin logs in all the same (session and audit rows are critical) ...
+        token = csrf_of((await client.get("/login")).text)
+        r = await client.post("/login", data={"password": "wrong", "csrf": token})
+        assert r.status_code == 403, r.text
+        token = csrf_of((await client.get("/login")).text)
+        r = await client.post("/login", data={"password": key, "csrf": token})
+        assert r.status_code == 303, r.text
+        # ... and an action whose audit row finds no room gets a page saying why, not a 500.
+        token = csrf_of((await client.get("/login")).text)
+        r = await client.post("/actions/reset-modem", data={"csrf": token, "modem": "gsm0"})
+        assert r.status_code == 507, r.text
+        assert r.headers["content-type"].startswith("text/html")
+        assert escape(full.storage_problem) in r.text
+        audit = (await client.get("/api/v1/audit", headers=auth)).json()
+        assert [e["action"] for e in audit["events"]][:2] == ["login", "login_failed"]
+    finally:
+        await full.close()
+    assert not [rec for rec in caplog.records if rec.exc_info], "no traceback logged"
 
 
 async def test_queue_full_is_503_with_retry_after(

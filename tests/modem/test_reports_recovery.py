@@ -7,11 +7,12 @@ modem, which stays powered: what a kill -9 of the daemon looks like from the mod
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 
-from modem import Modem, Undecodable
+from modem import CallbackDeferred, Modem, Undecodable
 from modem.pdu import StatusReport
 from modem.simulator import Simulator
 from tests.modem.conftest import SimFactory
@@ -26,8 +27,11 @@ class Quarantine:
     def __init__(self) -> None:
         self.items: list[Undecodable] = []
         self.fail = False
+        self.defer = False
 
     async def __call__(self, item: Undecodable) -> None:
+        if self.defer:
+            raise CallbackDeferred("the ledger's disk is full")
         if self.fail:
             raise RuntimeError("ledger unavailable")
         self.items.append(item)
@@ -157,6 +161,36 @@ async def test_undecodable_stored_pdus_are_quarantined_then_deleted(sim_factory:
     assert by_memory["SR"].pdu == TRUNCATED_REPORT
     assert by_memory["SM"].port == str(sim.primary_path)
     assert all(q.index is not None and q.reason for q in quarantine.items)
+
+
+async def test_a_deferred_callback_keeps_stored_pdus_and_says_so_once(
+    sim_factory: SimFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An expected fault of the receiver (a full disk) is one log line for every sweep and PDU
+    that meets it, no traceback; the PDUs stay on the SIM and are taken once it clears."""
+    sim = await sim_factory()
+    quarantine = Quarantine()
+    quarantine.defer = True
+    sim.inject_pdu(TRUNCATED_DELIVER)
+    sim.inject_pdu(TRUNCATED_DELIVER[:-2])
+    caplog.set_level(logging.DEBUG, logger="modem.sms")
+    modem = Modem(str(sim.primary_path), on_undecodable=quarantine)
+    await modem.start()
+    try:
+        await modem.wait_ready(10)
+        await modem.sweep()
+        await modem.sweep()
+        assert sim.state.storage["SM"].used == 2, "kept on the SIM"
+        said = [r for r in caplog.records if "disk is full" in r.getMessage()]
+        assert [r.levelno for r in said].count(logging.WARNING) == 1, [r.getMessage() for r in said]
+        assert len(said) >= 4, "every attempt met the fault (two PDUs, at least two sweeps)"
+        quarantine.defer = False
+        await modem.sweep()
+        await eventually(lambda: len(quarantine.items) == 2)
+        assert sim.state.storage["SM"].used == 0
+    finally:
+        await modem.stop()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
 
 
 async def test_undecodable_routed_report_is_quarantined_and_acknowledged(sim_factory: SimFactory) -> None:
