@@ -1245,6 +1245,15 @@ class Store:
         )
         return None if row is None or row["t"] is None else float(row["t"])
 
+    async def submitted_since(self, modem: str, since: float) -> list[float]:
+        """When `modem` handed parts to the network since `since` (the rate limit after a restart)."""
+        rows = await _all(
+            self.rdb,
+            "SELECT submitted_at FROM parts WHERE submitted_at >= ? AND modem = ? ORDER BY submitted_at",
+            (since, modem),
+        )
+        return [float(r["submitted_at"]) for r in rows]
+
     async def part_sending(self, msg_id: str, seq: int) -> None:
         """Commit that this part is about to go to AT+CMGS (crash point)."""
         async with self._tx() as db:
