@@ -1,4 +1,5 @@
-"""The per-modem token bucket on its own: burst, refill, and the long-run rate it keeps.
+"""The per-modem token bucket on its own: burst, refill, the long-run rate it keeps, and after a
+restart the state the sends recorded in the ledger give it (a crash loop sends no extra bursts).
 
 A hand-driven clock stands in for time.monotonic so that minutes pass in microseconds;
 the bucket takes the clock as a parameter for exactly this.
