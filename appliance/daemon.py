@@ -35,6 +35,7 @@ from appliance.store import Retention, StorageFull, Store, StoreError, WebhookTa
 from appliance.web import mask_number
 from modem import Modem, ModemState
 from watchdog.audit import commands_after
+from watchdog.keyfile import DamagedKey
 from watchdog.port import hold_port_lock
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,6 +94,14 @@ class Gateway:
             )
         except OSError as exc:
             raise SystemExit(f"smsgw: store.path {config.store.path}: command key: {exc}") from None
+        from appliance.webhooks import load_callback_secret  # noqa: PLC0415
+
+        try:  # once: a key file that cannot be read stops the start, not a relay loop
+            self.callback_secret = load_callback_secret(config.api.callback_secret, config.store.path)
+        except OSError as exc:
+            raise SystemExit(
+                f"smsgw: store.path {config.store.path}: webhook signing secret: {exc}"
+            ) from None
         self._compacted = time.monotonic()  # the first compaction one period after start
         self._purged = -PURGE_EVERY_S  # the first retention purge at the first slow maintenance
         self.log_filter: RepeatFilter | None = None  # set by serve(): collapses repeated log lines
@@ -212,7 +221,10 @@ class Gateway:
         except StorageFull:
             recovered = None
         await self._start_modems()
-        app = create_app(store=self.store, config=self.config, gateway=self, metrics=self.metrics)
+        try:
+            app = create_app(store=self.store, config=self.config, gateway=self, metrics=self.metrics)
+        except DamagedKey as exc:
+            raise SystemExit(f"smsgw: session key: {exc}") from None
         host, _, port = self.config.api.listen.rpartition(":")
         self.server = _Server(
             uvicorn.Config(
@@ -353,13 +365,13 @@ class Gateway:
 
     async def _relay(self) -> None:
         from appliance.addrpolicy import AddressPolicy  # noqa: PLC0415
-        from appliance.webhooks import Relay, load_callback_secret  # noqa: PLC0415
+        from appliance.webhooks import Relay  # noqa: PLC0415
 
         relay = Relay(
             self.store,
             self.metrics,
             retention_s=self.config.store.webhook_retention_hours * 3600.0,
-            callback_secret=load_callback_secret(self.config.api.callback_secret, self.config.store.path),
+            callback_secret=self.callback_secret,
             policy=AddressPolicy(self.config.webhook_policy.allow),
             configured=[w.url for w in self.config.webhooks],
         )

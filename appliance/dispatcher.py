@@ -14,14 +14,15 @@ import contextlib
 import enum
 import logging
 import random
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from appliance.config import DispatcherConfig, ModemConfig
 from appliance.metrics import Metrics
 from appliance.states import PartState
-from appliance.store import Message, StorageFull, Store, rfc3339
+from appliance.store import Message, StorageFull, Store, StoreError, rfc3339
 from modem import AtError, AtTimeout, Modem, ModemError, ModemState, TransportError
 from modem.pdu import Address, encode_submits
 
@@ -91,7 +92,8 @@ class TokenBucket:
 
     It starts full: up to `burst` sends go back to back, then one every 60/per_minute s.
     Over any window of T seconds at most burst + T * per_minute / 60 sends pass, so the
-    long-run rate is per_minute whatever the burst.
+    long-run rate is per_minute whatever the burst. After a restart `replay` sets it from the
+    sends the ledger recorded, so a crash loop does not send a fresh burst per start.
     """
 
     def __init__(
@@ -103,6 +105,23 @@ class TokenBucket:
         self.tokens = self.capacity
         self._clock = clock
         self._last = clock()
+
+    @property
+    def lookback_s(self) -> float:
+        """How far back sends are replayed: twice the time an empty bucket takes to fill."""
+        return 2 * self.capacity / self.rate_s
+
+    def replay(self, ages_s: Iterable[float]) -> None:
+        """The bucket after sends made `ages_s` seconds ago. It is taken as empty `lookback_s` ago:
+        never fuller than it really is (a restart adds no burst), and exact unless the modem sent
+        at its limit all that time (then a little stricter)."""
+        window = self.lookback_s
+        tokens, last = 0.0, window
+        for age in sorted((min(max(a, 0.0), window) for a in ages_s), reverse=True):
+            tokens = min(self.capacity, tokens + (last - age) * self.rate_s) - 1
+            last = age
+        self.tokens = min(self.capacity, tokens + last * self.rate_s)
+        self._last = self._clock()
 
     def wait_s(self) -> float:
         """Seconds until a token is available (0 when one is)."""
@@ -197,6 +216,7 @@ class ModemWorker:
 
     async def run(self) -> None:
         """Forever: a failure in one turn (ledger error, bug) is logged and the next turn begins."""
+        await self._restore_rate()
         while True:
             try:
                 await self._turn()
@@ -208,6 +228,18 @@ class ModemWorker:
                     "dispatcher on %s: unexpected failure; continuing in %g s", self.name, TURN_ERROR_PAUSE_S
                 )
                 await asyncio.sleep(TURN_ERROR_PAUSE_S)
+
+    async def _restore_rate(self) -> None:
+        """The rate limit goes on where the last run left it (systemd restarts within seconds)."""
+        now = time.time()
+        try:
+            sent = await self.d.store.submitted_since(self.name, now - self.bucket.lookback_s)
+        except (StoreError, sqlite3.Error) as exc:
+            _LOGGER.warning(
+                "dispatcher on %s: recent sends unreadable, rate limit starts full: %s", self.name, exc
+            )
+            return
+        self.bucket.replay(now - at for at in sent)
 
     async def _turn(self) -> None:
         """Claim one message (or take the prefetched one) and send it."""

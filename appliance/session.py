@@ -35,11 +35,13 @@ from pathlib import Path
 
 from appliance import auth
 from appliance.store import Store
+from watchdog.keyfile import load_or_make
 
 COOKIE = "smsgw_session"
 SESSION_TTL_S = 12 * 3600  # a working day at the box; then log in again
 PBKDF2_ITERATIONS = 600_000  # OWASP 2023 figure for PBKDF2-HMAC-SHA256
 KEY_FILE = "session.key"
+KEY_BYTES = 32
 MAX_COOKIE_CHARS = 512  # ours are ~110; longer is not ours and is not worth a MAC
 HASH_WORKERS = 2  # concurrent PBKDF2 jobs; a third login attempt meanwhile is refused (429)
 HASH_NICE = 19  # the hashing threads' nice value: the lowest priority
@@ -192,21 +194,13 @@ def load_secret(configured: str, directory: Path | None) -> bytes:
     if configured:
         return configured.encode()
     if directory is None:
-        return secrets.token_bytes(32)  # an in-memory ledger: sessions end with the process
-    path = directory / KEY_FILE
-    try:
-        data = path.read_bytes()
-        if len(data) >= 32:
-            return data
-    except FileNotFoundError:
-        pass
-    data = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    return data
+        return secrets.token_bytes(KEY_BYTES)  # an in-memory ledger: sessions end with the process
+    return load_or_make(directory / KEY_FILE, lambda: secrets.token_bytes(KEY_BYTES), _valid_secret)
+
+
+def _valid_secret(data: bytes) -> bool:
+    """32 random bytes; fewer, or only zeros (a block a power cut left unwritten), are damage."""
+    return len(data) >= KEY_BYTES and data.strip(b"\0") != b""
 
 
 def hash_password(password: str, *, iterations: int = PBKDF2_ITERATIONS) -> str:

@@ -319,6 +319,9 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+# Migration 4 can only copy `url` into `target`; the queue key is webhook_target(url) (Python),
+# set in the same transaction so upgraded rows share the queue of new rows to the same receiver.
+_WEBHOOK_TARGETS_ADDED = 4
 # The parts of one concatenated message (a fixed clause; only values are bound).
 _PARTS_KEY = "sender = ? AND ref_bits = ? AND ref = ? AND total = ?"
 
@@ -561,6 +564,16 @@ def webhook_target(url: str) -> str:
         port = None
     host = (parts.hostname or "").lower()
     return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+async def _retarget_pending_webhooks(db: aiosqlite.Connection) -> None:
+    rows = await db.execute_fetchall(
+        "SELECT id, url FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL"
+    )
+    await db.executemany(
+        "UPDATE webhook_outbox SET target = ? WHERE id = ?",
+        [(webhook_target(r["url"]), r["id"]) for r in rows],
+    )
 
 
 @dataclass(frozen=True)
@@ -856,6 +869,8 @@ class Store:
             async with self._tx(critical=True):
                 for statement in _split_sql(_MIGRATIONS[target - 1]):
                     await self.db.execute(statement)
+                if target == _WEBHOOK_TARGETS_ADDED:
+                    await _retarget_pending_webhooks(self.db)
                 await self.db.execute(f"PRAGMA user_version={target}")
             _LOGGER.info("ledger migrated to schema %d", target)
 
@@ -1248,6 +1263,15 @@ class Store:
             (),
         )
         return None if row is None or row["t"] is None else float(row["t"])
+
+    async def submitted_since(self, modem: str, since: float) -> list[float]:
+        """When `modem` handed parts to the network since `since` (the rate limit after a restart)."""
+        rows = await _all(
+            self.rdb,
+            "SELECT submitted_at FROM parts WHERE submitted_at >= ? AND modem = ? ORDER BY submitted_at",
+            (since, modem),
+        )
+        return [float(r["submitted_at"]) for r in rows]
 
     async def part_sending(self, msg_id: str, seq: int) -> None:
         """Commit that this part is about to go to AT+CMGS (crash point)."""

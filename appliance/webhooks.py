@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import random
 import secrets
 import time
@@ -36,6 +35,7 @@ from appliance import twilio
 from appliance.addrpolicy import AddressPolicy, ForbiddenAddress, PinnedTransport
 from appliance.metrics import Metrics
 from appliance.store import OutboxItem, StorageFull, Store, StoreError
+from watchdog.keyfile import load_or_make
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,28 +51,38 @@ SECRET_FILE = "callback.key"  # noqa: S105  (a file name)
 
 
 def load_callback_secret(configured: str, ledger_path: str) -> str:
-    """`[api] callback_secret`, else `callback.key` next to the ledger (made 0600 at first start)."""
+    """`[api] callback_secret`, else `callback.key` next to the ledger (made 0600 at first start;
+    an empty or damaged one is an error: receivers hold the secret it had)."""
     if configured:
         return configured
     if ledger_path == ":memory:":
-        return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        return _new_callback_secret().decode()
     path = Path(ledger_path).parent / SECRET_FILE
-    try:
-        text = path.read_text(encoding="ascii").strip()
-        if text:
-            return text
-    except FileNotFoundError:
-        pass
-    text = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (text + "\n").encode())
-    finally:
-        os.close(fd)
-    _LOGGER.warning(
-        "generated a webhook signing secret in %s (set [api] callback_secret to choose one)", path
-    )
+    made = False
+
+    def make() -> bytes:
+        nonlocal made
+        made = True
+        return _new_callback_secret() + b"\n"
+
+    text = load_or_make(path, make, _valid_callback_secret).decode("ascii").strip()
+    if made and path.exists():  # else it is this run's only (keyfile said so)
+        _LOGGER.warning(
+            "generated a webhook signing secret in %s (set [api] callback_secret to choose one)", path
+        )
     return text
+
+
+def _new_callback_secret() -> bytes:
+    return b"whsec_" + base64.b64encode(secrets.token_bytes(32))
+
+
+def _valid_callback_secret(data: bytes) -> bool:
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and text.isprintable()
 
 
 def secret_bytes(secret: str) -> bytes:

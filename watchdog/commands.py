@@ -10,16 +10,16 @@ an offline search of the PIN space.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 from pathlib import Path
 
 import phonenumbers
+
+from watchdog.keyfile import load_or_make
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -85,39 +85,15 @@ def pin_matches(key: bytes, pin: str, token_digest: str | None) -> bool:
 
 def load_key(directory: Path) -> bytes:
     """The digest key next to the ledger; made by whichever process needs it first."""
-    path = directory / KEY_NAME
-    key = _read_key(path)
-    if key is not None:
-        return key
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{KEY_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secrets.token_hex(KEY_BYTES).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # atomic, and complete once visible: if the other process won, its key stays
-    except FileExistsError:
-        if _read_key(path) is None:
-            tmp.replace(path)  # damaged: replaced (commands stored with the old one are refused)
-            _LOGGER.warning("%s was unreadable; made a new one", path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    key = _read_key(path)
-    if key is None:
-        raise OSError(f"{path}: cannot read the command key")
-    return key
+    text = load_or_make(directory / KEY_NAME, lambda: secrets.token_hex(KEY_BYTES).encode(), _valid_key)
+    return bytes.fromhex(text.decode("ascii").strip())
 
 
-def _read_key(path: Path) -> bytes | None:
+def _valid_key(data: bytes) -> bool:
     try:
-        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
-        return None
-    return key if len(key) == KEY_BYTES else None
+        return len(bytes.fromhex(data.decode("ascii").strip())) == KEY_BYTES
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def e164(number: str, region: str) -> str | None:

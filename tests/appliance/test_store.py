@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from appliance.config import InboundConfig
 from appliance.states import FINAL, TRANSITIONS, PartState, State
 from appliance.store import (
+    _MIGRATIONS,
     Conflict,
     IdempotencyMismatch,
     Message,
@@ -25,6 +27,8 @@ from appliance.store import (
     OptedOut,
     QueueFull,
     Store,
+    _split_sql,
+    webhook_target,
 )
 from appliance.validation import keyword_of
 from modem.pdu import segment_text
@@ -568,3 +572,31 @@ async def test_a_reopened_ledger_keeps_everything(tmp_path: Path) -> None:
         assert await second.verify_key(key) is not None
     finally:
         await second.close()
+
+
+async def test_webhooks_waiting_in_an_older_ledger_join_their_receivers_queue(tmp_path: Path) -> None:
+    """A schema-2 ledger with webhooks pending to one receiver under two paths: after the upgrade
+    they wait in the receiver's one queue (scheme://host:port), as webhooks queued from then on do."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in _MIGRATIONS[:2]:
+        for statement in _split_sql(script):
+            db.execute(statement)
+    db.execute("PRAGMA user_version=2")
+    urls = ["https://Hooks.Example.com/sms?a=1", "https://hooks.example.com:443/other"]
+    for i, url in enumerate(urls):
+        db.execute(
+            "INSERT INTO webhook_outbox (webhook_id, url, secret, type, payload, created_at, next_attempt_at) "
+            "VALUES (?, ?, '', 'message.sent', '{}', 0, 0)",
+            (f"wh_{i}", url),
+        )
+    db.close()
+    store = Store(str(path), webhooks=[])
+    await store.open()
+    try:
+        due = await store.due_webhooks(time.time())
+        targets = await store.due_webhook_targets(time.time())
+    finally:
+        await store.close()
+    assert [item.target for item in due] == [webhook_target(url) for url in urls]
+    assert targets == ["https://hooks.example.com:443"]

@@ -11,7 +11,8 @@ from watchdog import audit
 from watchdog.alert import StateFile
 from watchdog.audit import CommandFact, CommandLog, read_commands
 from watchdog.commands import load_key, pin_matches, redact, seal, valid_pin
-from watchdog.replies import GUESSES_PER_HOUR, decide, oncall_set, sim_reply
+from watchdog.keyfile import DamagedKey
+from watchdog.replies import GUESSES_PER_HOUR, LedgerInbox, decide, oncall_set, sim_reply
 
 NOW = 1_000_000.0
 PIN = "582139"
@@ -103,7 +104,20 @@ def test_the_stored_digest_proves_the_pin_only_with_the_key(tmp_path: Path) -> N
     assert seal(key, "hello") == ("hello", None)
     assert seal(key, f"RESTART {PIN} now")[1] is None  # not a command's shape: never a match
     (tmp_path / "command.key").write_text("damaged")
-    assert load_key(tmp_path) != key
+    with pytest.raises(DamagedKey, match=r"command\.key"):  # stored digests need the old key: no new one
+        load_key(tmp_path)
+
+
+def test_a_damaged_command_key_leaves_the_watchdog_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Commands from the SIM still work (checked with a key of this run); the file is left as it is."""
+    (tmp_path / "command.key").write_text("")
+    inbox = LedgerInbox(str(tmp_path / "ledger.sqlite3"), PIN, NOW)
+    assert inbox.sim_reply(ONCALL, f"STATUS {PIN}", NOW).pin_ok
+    assert not inbox.sim_reply(ONCALL, "STATUS 000000", NOW).pin_ok
+    assert [r.levelname for r in caplog.records if "command.key" in r.getMessage()] == ["ERROR"]
+    assert (tmp_path / "command.key").read_text() == ""
 
 
 def test_failures_survive_a_restart_and_age_out_after_an_hour(tmp_path: Path) -> None:
