@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# System packages the tests drive for real (Gammu talks to the simulator).
-APT_PACKAGES := gammu python3-venv chromium prometheus-alertmanager prometheus systemd
+# System packages the tests drive for real (Gammu talks to the simulator; openssl makes TLS test certificates).
+APT_PACKAGES := gammu python3-venv chromium prometheus-alertmanager prometheus systemd openssl
 
 .PHONY: run test lint bench system-deps venv clean
 
