@@ -7,7 +7,6 @@ exception is logged and answered with a 500 of the same shape, never a traceback
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -31,7 +30,6 @@ from appliance.store import (
     Conflict,
     IdempotencyMismatch,
     Message,
-    NewMessage,
     NotFound,
     OptedOut,
     QueueFull,
@@ -198,7 +196,7 @@ class _Api:
         header = request.headers.get("idempotency-key")
         header_key = None if header is None else validation.parse_idempotency_header(header)
         new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
-        new = capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
+        new = auth.capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
         if self.store.storage_problem is not None:
             raise ApiError(507, "storage_full", self.store.storage_problem)
         free, _total = disk_usage(self.store)
@@ -383,22 +381,6 @@ class _Api:
             ) from None
 
 
-def capped_priority(key: ApiKey, new: NewMessage, *, explicit: bool) -> NewMessage:
-    """The request within the key's highest priority: a default above it is lowered to it,
-    an explicit one above it is refused (403 priority_not_allowed)."""
-    top = key.max_priority
-    if top is None or new.priority >= top:
-        return new
-    if explicit:
-        raise ApiError(
-            403,
-            "priority_not_allowed",
-            f"priority: the API key {key.name!r} may send at most {top.name.lower()} priority, "
-            f"not {new.priority.name.lower()}",
-        )
-    return dataclasses.replace(new, priority=top)
-
-
 def quota_error(key: ApiKey, exc: QuotaExceeded) -> ApiError:
     return ApiError(
         429,
@@ -535,4 +517,4 @@ class _Guard:
                 await response(scope, receive, send_with_headers)
 
 
-__all__ = ["audit_payload", "capped_priority", "create_app", "error_response", "message_payload"]
+__all__ = ["audit_payload", "create_app", "error_response", "message_payload"]

@@ -15,11 +15,12 @@ Headers holding non-ASCII bytes never get here: appliance/edge.py answers them w
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from starlette.requests import Request
 
-from appliance.store import Actor, ApiKey, Store
+from appliance.store import Actor, ApiKey, NewMessage, Store
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)
@@ -101,3 +102,19 @@ def actor(key: ApiKey, request: Request) -> Actor:
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "?"
+
+
+def capped_priority(key: ApiKey, new: NewMessage, *, explicit: bool) -> NewMessage:
+    """The request within the key's highest priority: a default above it is lowered to it,
+    an explicit one above it is refused (403 priority_not_allowed)."""
+    top = key.max_priority
+    if top is None or new.priority >= top:
+        return new
+    if explicit:
+        raise ApiError(
+            403,
+            "priority_not_allowed",
+            f"priority: the API key {key.name!r} may send at most {top.name.lower()} priority, "
+            f"not {new.priority.name.lower()}",
+        )
+    return dataclasses.replace(new, priority=top)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import hashlib
 import hmac
 import logging
@@ -267,7 +266,7 @@ class TwilioEndpoint:
             idempotency_key=_idempotency(request),
             source="twilio",
         )
-        new = _capped(key, new)
+        new = auth.capped_priority(key, new, explicit=False)  # Twilio requests carry no priority
         try:
             msg, created = await self.store.accept(
                 new,
@@ -353,13 +352,6 @@ def _idempotency(request: Request) -> str | None:
         return validation.parse_idempotency_header(value)
     except ApiError as exc:
         raise TwilioError(400, 20001, exc.message) from exc
-
-
-def _capped(key: ApiKey, new: NewMessage) -> NewMessage:
-    """Twilio requests carry no priority: the default is lowered to the key's highest."""
-    if key.max_priority is not None and new.priority < key.max_priority:
-        return dataclasses.replace(new, priority=key.max_priority)
-    return new
 
 
 def _unavailable(message: str) -> TwilioError:
