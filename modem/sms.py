@@ -893,28 +893,23 @@ class Modem:
         elif isinstance(msg, Deliver):
             if self._on_deliver is None:
                 return False
-            try:
-                await self._on_deliver(msg)
-            except CallbackDeferred as exc:
-                self._deferred(exc, "received SMS are kept on the SIM")
-                return False
-            except Exception:
-                _LOGGER.exception("inbound callback failed; keeping %s:%d on the SIM", sms.memory, sms.index)
+            if not await self._commit(
+                self._on_deliver(msg),
+                "received SMS are kept on the SIM",
+                f"inbound callback failed; keeping {sms.memory}:{sms.index} on the SIM",
+            ):
                 return False
         elif isinstance(msg, StatusReport):
             if self._on_status_report is None:
                 return False  # not ours to take (the watchdog's port): the gateway's sweep commits it
-            try:
-                await self._on_status_report(msg)
-            except CallbackDeferred as exc:
-                self._deferred(exc, "status reports are kept on the SIM")
-                return False
-            except Exception:
-                _LOGGER.exception("report callback failed; keeping %s:%d", sms.memory, sms.index)
+            if not await self._commit(
+                self._on_status_report(msg),
+                "status reports are kept on the SIM",
+                f"report callback failed; keeping {sms.memory}:{sms.index}",
+            ):
                 return False
         else:
             return False  # a stored SUBMIT (draft/outbox): not ours to delete
-        self._deferring = False
         await self.delete_stored(sms.index, sms.memory)
         return True
 
@@ -928,13 +923,11 @@ class Modem:
                 "undecodable PDU (%s, %d hex digits) at %s left for the gateway", reason, len(pdu), where
             )
             return False
-        try:
-            await self._on_undecodable(Undecodable(self.url, memory, index, pdu, reason))
-        except CallbackDeferred as exc:
-            self._deferred(exc, "undecodable PDUs are kept (stored) or refused (routed)")
-            return False
-        except Exception:
-            _LOGGER.exception("quarantine failed; keeping the undecodable PDU at %s", where)
+        if not await self._commit(
+            self._on_undecodable(Undecodable(self.url, memory, index, pdu, reason)),
+            "undecodable PDUs are kept (stored) or refused (routed)",
+            f"quarantine failed; keeping the undecodable PDU at {where}",
+        ):
             return False
         _LOGGER.warning("quarantined an undecodable PDU from %s (%s)", where, reason)
         return True
@@ -1007,20 +1000,31 @@ class Modem:
     async def _hand_over_routed(
         self, urc: Urc, msg: Deliver | Submit | StatusReport, kind: type[Deliver] | type[StatusReport]
     ) -> bool:
+        if isinstance(msg, StatusReport) and self._on_status_report is not None:
+            call = self._on_status_report(msg)
+        elif isinstance(msg, Deliver) and self._on_deliver is not None:
+            call = self._on_deliver(msg)
+        elif isinstance(msg, StatusReport | Deliver):
+            return False  # nobody here takes it: RP-ERROR, so the network keeps it for the gateway
+        else:
+            _LOGGER.warning("%s carried a %s, expected %s", urc.name, type(msg).__name__, kind.__name__)
+            return True
+        return await self._commit(
+            call,
+            "routed messages are refused (RP-ERROR) for the network to re-send",
+            f"callback for a routed {urc.name} failed",
+        )
+
+    async def _commit(self, call: Awaitable[None], meanwhile: str, failed: str) -> bool:
+        """Await a callback that commits to the caller's ledger: True once it returned. A deferral
+        (full disk) is one line per episode; any other failure is logged and the item kept."""
         try:
-            if isinstance(msg, StatusReport) and self._on_status_report is not None:
-                await self._on_status_report(msg)
-            elif isinstance(msg, Deliver) and self._on_deliver is not None:
-                await self._on_deliver(msg)
-            elif isinstance(msg, StatusReport | Deliver):
-                return False  # nobody here takes it: RP-ERROR, so the network keeps it for the gateway
-            else:
-                _LOGGER.warning("%s carried a %s, expected %s", urc.name, type(msg).__name__, kind.__name__)
+            await call
         except CallbackDeferred as exc:
-            self._deferred(exc, "routed messages are refused (RP-ERROR) for the network to re-send")
+            self._deferred(exc, meanwhile)
             return False
         except Exception:
-            _LOGGER.exception("callback for a routed %s failed", urc.name)
+            _LOGGER.exception("%s", failed)
             return False
         self._deferring = False
         return True
