@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-import signal
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -20,6 +17,7 @@ from appliance.store import Store
 from modem.simulator import Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
 from tests.system.conftest import eventually, gateway_config
+from tests.system.daemon import Daemon
 
 # The issue's bar is kill -9 x 50 during a 200-message drain: about 3.5 min here (a restart of
 # `smsgw serve` costs ~3 s of imports on a loaded box), so CI kills 10 times. The full run by hand:
@@ -43,42 +41,6 @@ def _toml(raw: dict[str, Any]) -> str:
     text = "\n".join(lines) + "\n"
     tomllib.loads(text)  # what we write must parse
     return text
-
-
-class Daemon:
-    """`smsgw serve` as a real subprocess."""
-
-    def __init__(self, config_path: Path, log: Path) -> None:
-        self.config_path = config_path
-        self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "appliance.cli",
-                "serve",
-                "--config",
-                str(self.config_path),
-                stdout=log,
-                stderr=log,
-            )
-
-    async def kill9(self) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                await self.kill9()
 
 
 @pytest.mark.timeout(int(os.environ.get("SMSGW_CRASH_TIMEOUT_S", "240")))

@@ -15,10 +15,8 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -36,6 +34,7 @@ from appliance.store import Store
 from modem.simulator import Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
 from tests.system.conftest import eventually, free_port, gateway_config, toml_text
+from tests.system.daemon import Daemon
 from tests.web.conftest import csrf_of, page_client
 from watchdog.facts import read_ledger
 
@@ -93,39 +92,6 @@ async def webhook_receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     finally:
         server.should_exit = True
         await serving
-
-
-class Daemon:
-    """`smsgw serve` as a subprocess, its output in a log file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> Daemon:
-        with self.log.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "appliance.cli",
-                "serve",
-                "--config",
-                str(self.config),
-                stdout=log,
-                stderr=log,
-            )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 async def up(http: httpx.AsyncClient) -> bool:
