@@ -30,10 +30,7 @@ from starlette.routing import Route
 
 from appliance import auth, validation
 from appliance.config import Config
-from appliance.metrics import Metrics
-from appliance.states import Priority
-from appliance.status import GatewayView, disk_usage
-from appliance.store import (
+from appliance.ledger import (
     ApiKey,
     IdempotencyMismatch,
     NewMessage,
@@ -43,6 +40,9 @@ from appliance.store import (
     StorageFull,
     Store,
 )
+from appliance.metrics import Metrics
+from appliance.states import Priority
+from appliance.status import GatewayView, disk_usage
 from appliance.validation import ApiError
 from modem.pdu import segment_text
 

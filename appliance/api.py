@@ -21,10 +21,7 @@ from starlette.types import Message as AsgiMessage
 
 from appliance import alertmanager, auth, edge, openapi, twilio, validation, web
 from appliance.config import Config
-from appliance.metrics import Metrics
-from appliance.states import State
-from appliance.status import MIN_FREE_BYTES, GatewayView, build_status, disk_usage, ledger_problem
-from appliance.store import (
+from appliance.ledger import (
     ApiKey,
     AuditEvent,
     Conflict,
@@ -40,6 +37,9 @@ from appliance.store import (
     quarantine_payload,
     rfc3339,
 )
+from appliance.metrics import Metrics
+from appliance.states import State
+from appliance.status import MIN_FREE_BYTES, GatewayView, build_status, disk_usage, ledger_problem
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import logging
 
 from starlette.requests import Request
 
-from appliance.store import Actor, ApiKey, NewMessage, Store
+from appliance.ledger import Actor, ApiKey, NewMessage, Store
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)

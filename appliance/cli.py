@@ -220,7 +220,7 @@ def _watchdog_settings(config: Any) -> Any:
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    from appliance.store import Actor, KeyConflict, KeyLimits, Store  # noqa: PLC0415
+    from appliance.ledger import Actor, KeyConflict, KeyLimits, Store  # noqa: PLC0415
 
     scopes: list[str] | None = None
     if getattr(args, "scope", None) is not None:
@@ -320,7 +320,7 @@ def _limit_changes(args: argparse.Namespace) -> dict[str, int | None]:
 
 
 def _describe(key: Any) -> str:
-    from appliance.store import KeyLimits  # noqa: PLC0415
+    from appliance.ledger import KeyLimits  # noqa: PLC0415
 
     return f"{','.join(sorted(key.scopes))}; {KeyLimits.of(key).describe()}"
 

@@ -89,7 +89,7 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """Data minimisation (appliance/store.py `purge`): what the ledger forgets, and when. 0 = never."""
+    """Data minimisation (appliance/ledger/retention.py `purge`): what the ledger forgets, and when. 0 = never."""
 
     numbers_days: int = 90  # recipient and sender numbers of final messages and inbound texts, masked
     metadata_days: int = 90  # callers' metadata and status_callback URLs of final messages

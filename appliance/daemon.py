@@ -28,10 +28,10 @@ from appliance.dispatcher import Dispatcher, ModemWorker
 from appliance.health import Notifier, Progress
 from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, command_sealer, join, keyword
+from appliance.ledger import Retention, StorageFull, Store, StoreError, WebhookTarget
 from appliance.logrepeat import RepeatFilter, install
 from appliance.metrics import Metrics
 from appliance.status import watchdog_state_path
-from appliance.store import Retention, StorageFull, Store, StoreError, WebhookTarget
 from appliance.web import mask_number
 from modem import Modem, ModemState
 from watchdog.audit import commands_after

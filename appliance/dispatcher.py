@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from appliance.config import DispatcherConfig, ModemConfig
+from appliance.ledger import Message, StorageFull, Store, StoreError, rfc3339
 from appliance.metrics import Metrics
 from appliance.states import PartState
-from appliance.store import Message, StorageFull, Store, StoreError, rfc3339
 from modem import AtError, AtTimeout, Modem, ModemError, ModemState, TransportError
 from modem.pdu import Address, encode_submits
 

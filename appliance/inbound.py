@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from appliance.config import InboundConfig
+from appliance.ledger import StorageFull, Store
 from appliance.metrics import Metrics
-from appliance.store import StorageFull, Store
 from modem import CallbackDeferred, Undecodable
 from modem.pdu import Deliver, Encoding, StatusReport
 from modem.pdu.udh import units_to_text

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import auth
-from appliance.store import Store
+from appliance.ledger import Store
 from watchdog.keyfile import load_or_make
 
 COOKIE = "smsgw_session"

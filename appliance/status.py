@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.config import Config
+from appliance.ledger import Store, rfc3339
 from appliance.states import State
-from appliance.store import Store, rfc3339
 from watchdog.alert import read_state, request_ack
 
 MIN_FREE_BYTES = 5 * 1024 * 1024  # below this the API refuses new messages (507): a commit could fail

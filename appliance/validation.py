@@ -20,8 +20,8 @@ import phonenumbers
 
 from appliance import addrpolicy
 from appliance.config import Config
+from appliance.ledger import NewMessage
 from appliance.states import Priority
-from appliance.store import NewMessage
 from modem.pdu import segment_text
 
 MAX_SCHEDULE_AHEAD_S = 30 * 86400  # a send_at further out is almost surely a units or year mistake

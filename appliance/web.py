@@ -35,6 +35,17 @@ from starlette.routing import BaseRoute, Route
 
 from appliance import auth, charts, validation
 from appliance.config import Config, ConfigError
+from appliance.ledger import (
+    Actor,
+    Event,
+    IdempotencyMismatch,
+    Message,
+    OptedOut,
+    QueueFull,
+    StorageFull,
+    Store,
+    rfc3339,
+)
 from appliance.login import LoginThrottle, retry_after
 from appliance.session import (
     COOKIE,
@@ -50,17 +61,6 @@ from appliance.session import (
 )
 from appliance.states import State
 from appliance.status import MIN_FREE_BYTES, GatewayView, acknowledge_incident, build_status
-from appliance.store import (
-    Actor,
-    Event,
-    IdempotencyMismatch,
-    Message,
-    OptedOut,
-    QueueFull,
-    StorageFull,
-    Store,
-    rfc3339,
-)
 from appliance.validation import ApiError
 from modem.errors import describe
 

@@ -33,8 +33,8 @@ import httpx
 
 from appliance import twilio
 from appliance.addrpolicy import AddressPolicy, ForbiddenAddress, PinnedTransport
+from appliance.ledger import OutboxItem, StorageFull, Store, StoreError
 from appliance.metrics import Metrics
-from appliance.store import OutboxItem, StorageFull, Store, StoreError
 from watchdog.keyfile import load_or_make
 
 _LOGGER = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from appliance.api import create_app
 from appliance.config import ApiConfig, Config, GatewayConfig
-from appliance.store import Store
+from appliance.ledger import Store
 from modem.pdu import gsm7, ucs2
 from modem.pdu.udh import Encoding, units_to_text
 

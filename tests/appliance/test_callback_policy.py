@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from appliance.addrpolicy import AddressPolicy, PinnedTransport, literal_address
 from appliance.api import create_app
 from appliance.config import WebhookPolicyConfig
-from appliance.store import Store
+from appliance.ledger import Store
 from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, Keys
 
 

@@ -8,7 +8,8 @@ import sqlite3
 from pathlib import Path
 
 from appliance.inbound import command_sealer
-from appliance.store import _MIGRATIONS, Store, _split_sql
+from appliance.ledger import Store
+from appliance.ledger.migrations import MIGRATIONS, split_sql
 from tests.appliance.conftest import join_units, units
 from watchdog.commands import load_key, pin_matches
 
@@ -52,8 +53,8 @@ def holding(secret: str, directory: Path) -> list[str]:
 async def test_upgrading_redacts_commands_kept_whole_by_an_older_ledger(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
-    for script in _MIGRATIONS[:2]:
-        for statement in _split_sql(script):
+    for script in MIGRATIONS[:2]:
+        for statement in split_sql(script):
             db.execute(statement)
     db.execute("PRAGMA user_version=2")
     texts = [

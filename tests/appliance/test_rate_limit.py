@@ -14,8 +14,8 @@ import pytest
 
 from appliance.config import DispatcherConfig, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker, TokenBucket
+from appliance.ledger import NewMessage, Store
 from appliance.metrics import Metrics
-from appliance.store import NewMessage, Store
 from modem import Modem
 
 

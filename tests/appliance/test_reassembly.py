@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from appliance.store import _MIGRATIONS, Store
+from appliance.ledger import Store
+from appliance.ledger.migrations import MIGRATIONS
 from tests.appliance.conftest import join_units, units
 
 ALICE, BOB = "+4915112345678", "+4917687654321"
@@ -116,7 +117,7 @@ async def test_parts_waiting_in_an_older_ledger_survive_the_upgrade(tmp_path: Pa
     above 255 is read as 16-bit, the rest as 8-bit, and the missing parts still complete them."""
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:
-        for version, script in enumerate(_MIGRATIONS[:2], start=1):
+        for version, script in enumerate(MIGRATIONS[:2], start=1):
             db.executescript(script)
             db.execute(f"PRAGMA user_version={version}")
         db.executemany(

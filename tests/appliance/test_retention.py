@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from appliance import store as store_module
-from appliance.store import Actor, NewMessage, Retention, Store
+from appliance.ledger import Actor, NewMessage, Retention, Store, retention
 from tests.appliance.conftest import join_units, units
 
 DAY = 86400.0
@@ -162,7 +161,7 @@ async def test_audit_rows_after(store: Store, days: int, audit_days: int, left: 
 
 
 async def test_audit_purge_goes_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "PURGE_BATCH", 2)
+    monkeypatch.setattr(retention, "PURGE_BATCH", 2)
     for n in range(5):
         await store.audit(Actor("ops", "192.0.2.7"), "test_sms", f"+49•••{n}")
     done = await store.purge(Retention(audit_days=365), now=time.time() + 366 * DAY)

@@ -17,9 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from appliance.config import InboundConfig
-from appliance.states import FINAL, TRANSITIONS, PartState, State
-from appliance.store import (
-    _MIGRATIONS,
+from appliance.ledger import (
     Conflict,
     IdempotencyMismatch,
     Message,
@@ -27,9 +25,10 @@ from appliance.store import (
     OptedOut,
     QueueFull,
     Store,
-    _split_sql,
     webhook_target,
 )
+from appliance.ledger.migrations import MIGRATIONS, split_sql
+from appliance.states import FINAL, TRANSITIONS, PartState, State
 from appliance.validation import keyword_of
 from modem.pdu import segment_text
 from tests.appliance.conftest import join_units, units
@@ -579,8 +578,8 @@ async def test_webhooks_waiting_in_an_older_ledger_join_their_receivers_queue(tm
     they wait in the receiver's one queue (scheme://host:port), as webhooks queued from then on do."""
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
-    for script in _MIGRATIONS[:2]:
-        for statement in _split_sql(script):
+    for script in MIGRATIONS[:2]:
+        for statement in split_sql(script):
             db.execute(statement)
     db.execute("PRAGMA user_version=2")
     urls = ["https://Hooks.Example.com/sms?a=1", "https://hooks.example.com:443/other"]

@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance import store as store_mod
 from appliance.api import create_app
+from appliance.ledger import KeyLimits, Retention, Store, hash_key, migrations
 from appliance.states import Priority
-from appliance.store import KeyLimits, Retention, Store, hash_key
 from appliance.validation import keyword_of
 from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, join_units, units
 
@@ -327,7 +326,7 @@ async def test_a_read_key_from_before_scopes_keeps_seeing_everything(
     path = tmp_path / "old.sqlite3"
     old_key = "sgw_" + "o" * 43
     with sqlite3.connect(path) as db:  # a ledger as the previous release left it
-        for script in store_mod._MIGRATIONS[:2]:
+        for script in migrations.MIGRATIONS[:2]:
             db.executescript(script)
         db.execute("PRAGMA user_version=2")
         db.execute(

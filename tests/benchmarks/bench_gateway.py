@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from appliance.store import Store
+from appliance.ledger import Store
 from modem.simulator import Simulator
 
 CONCURRENCY = 32

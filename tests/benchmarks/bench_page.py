@@ -15,7 +15,7 @@ import httpx
 
 from appliance.api import create_app
 from appliance.config import from_dict
-from appliance.store import Store
+from appliance.ledger import Store
 
 MESSAGES = 100_000
 TARGET_BYTES = 100 * 1024

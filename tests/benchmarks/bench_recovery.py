@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from appliance.store import Store
+from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
 from tests.system.conftest import eventually, gateway_config, toml_text

@@ -12,7 +12,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from appliance.store import KeyLimits
+from appliance.ledger import KeyLimits
 from modem.simulator import Simulator
 from tests.integrations.receiver import Receiver, receiver
 from tests.system.conftest import Running, eventually, gateway_config, run_gateway

@@ -17,7 +17,7 @@ import pytest
 from appliance import webhooks
 from appliance.config import Config, from_dict
 from appliance.daemon import Gateway
-from appliance.store import Store
+from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
 

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from appliance.store import Store
+from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
 from tests.system.conftest import eventually, free_port, gateway_config, toml_text
@@ -297,7 +297,7 @@ async def test_an_old_ledger_is_vacuumed_only_with_room_for_the_copy(
         db.execute("DELETE FROM old_rows")
         db.commit()
         db.close()
-        caplog.set_level(logging.INFO, logger="appliance.store")
+        caplog.set_level(logging.INFO, logger="appliance.ledger.retention")
         store = Store(path, reserve_bytes=256 * 1024)
         await store.open()
         try:

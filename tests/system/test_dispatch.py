@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from appliance.store import Store
+from appliance.ledger import Store
 from modem.simulator import NetworkEvent, Simulator
 from tests.modem.conftest import SIM_TEST_TIMING
 from tests.system.conftest import Running, eventually, gateway_config, run_gateway, toml_text

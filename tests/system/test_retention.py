@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.store import NewMessage, Store
+from appliance.ledger import NewMessage, Store
 from modem.simulator import Simulator
 from tests.system.conftest import eventually, gateway_config, run_gateway
 

@@ -1,0 +1,92 @@
+"""The ledger: the only package with SQL, and the owner of the single write connection.
+
+SQLite in WAL mode with synchronous=FULL, so that a message acknowledged to a LAN
+app survives a power cut (WAL+NORMAL may roll back the last commits). Every state
+change appends an `events` row and, in the same transaction, a webhook outbox row:
+the ledger is the record, the modem only a transport.
+
+Modules: `connection` (connections, transactions, the disk reserve), `migrations` (the schema),
+`models` (records and row mappers), `payloads` (their JSON), `errors`, `dialect` (SQLite helpers),
+then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
+`timeline` (state changes with events), `inbound` (received texts, opt-outs), `keys` (keys, audit,
+web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine),
+`retention` (purge, compaction); `store` composes them into `Store`.
+"""
+
+from appliance.ledger.connection import DEFAULT_RESERVE_BYTES, DISK_FULL
+from appliance.ledger.errors import (
+    Conflict,
+    IdempotencyMismatch,
+    KeyConflict,
+    NotFound,
+    OptedOut,
+    QueueFull,
+    QuotaExceeded,
+    StorageFull,
+    StoreError,
+)
+from appliance.ledger.models import (
+    MASK,
+    REPLY_WINDOW_S,
+    Actor,
+    ApiKey,
+    AuditEvent,
+    Event,
+    Inbound,
+    KeyLimits,
+    Message,
+    NewMessage,
+    OutboxItem,
+    Part,
+    Quarantined,
+    Quota,
+    ReportOutcome,
+    Retention,
+    Stats,
+    WebhookTarget,
+    hash_key,
+    new_id,
+    webhook_target,
+)
+from appliance.ledger.payloads import inbound_payload, quarantine_payload, rfc3339, status_payload
+from appliance.ledger.store import Store
+
+__all__ = [
+    "DEFAULT_RESERVE_BYTES",
+    "DISK_FULL",
+    "MASK",
+    "REPLY_WINDOW_S",
+    "Actor",
+    "ApiKey",
+    "AuditEvent",
+    "Conflict",
+    "Event",
+    "IdempotencyMismatch",
+    "Inbound",
+    "KeyConflict",
+    "KeyLimits",
+    "Message",
+    "NewMessage",
+    "NotFound",
+    "OptedOut",
+    "OutboxItem",
+    "Part",
+    "Quarantined",
+    "QueueFull",
+    "Quota",
+    "QuotaExceeded",
+    "ReportOutcome",
+    "Retention",
+    "Stats",
+    "StorageFull",
+    "Store",
+    "StoreError",
+    "WebhookTarget",
+    "hash_key",
+    "inbound_payload",
+    "new_id",
+    "quarantine_payload",
+    "rfc3339",
+    "status_payload",
+    "webhook_target",
+]

@@ -1,0 +1,280 @@
+"""The ledger's connections, transactions (the single writer), migrations on open and the disk reserve."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import aiosqlite
+
+from appliance.ledger import migrations
+from appliance.ledger.dialect import fetch_one, is_disk_full
+from appliance.ledger.errors import StorageFull, StoreError
+from appliance.ledger.models import WebhookTarget
+from appliance.reserve import OPEN_RESERVE_BYTES, RESERVE_STEP_BYTES, Reserve
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
+
+
+DISK_FULL = (
+    "The ledger's disk is full: new messages are refused and sending is paused until space is freed "
+    "(parts the modem already accepted are recorded in the space kept in reserve)."
+)
+
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+_C = TypeVar("_C", bound="Connection")
+
+
+def vital(
+    method: Callable[Concatenate[_C, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[_C, _P], Coroutine[Any, Any, _T]]:
+    """Mark a write that records what the modem or the network already did: it runs while the
+    disk is full, on the reserve (its transactions use `_tx(critical=True)`)."""
+
+    async def wrapper(self: _C, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await self._vital(lambda: method(self, *args, **kwargs))
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
+
+
+class Connection:
+    """The ledger's connections: one writer (every write serialised through it) and one reader.
+
+    Owns transactions, migrations on open, and the disk reserve that keeps vital writes possible
+    on a full disk. The concept modules (messages, sending, reports, ...) are mixins over it."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        webhooks: Sequence[WebhookTarget] = (),
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+    ) -> None:
+        self.path = str(path)
+        self._reserve = (
+            None if self.path == ":memory:" else Reserve(Path(self.path + ".reserve"), reserve_bytes)
+        )
+        # Why the ledger takes only vital writes now (a sentence), or None; `writable` is its inverse.
+        self.storage_problem: str | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self._releases = 0  # steps of the reserve given up so far
+        self._db: aiosqlite.Connection | None = None
+        self._rdb: aiosqlite.Connection | None = None
+        self.outbox_changed = asyncio.Event()  # set after a commit that queued webhooks
+        self._outbox_pending = False
+        self._webhooks = tuple(webhooks)
+        self._write_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Open (creating and migrating as needed)."""
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if (
+            self._reserve is not None
+            and await asyncio.to_thread(self._reserve.free_bytes) < RESERVE_STEP_BYTES
+        ):
+            # Started on a full disk: SQLite cannot even create its -shm file to read the ledger.
+            self._set_full(DISK_FULL)
+            await self._release_reserve(floor=0)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA foreign_keys=ON")
+        self._db = db
+        row = await fetch_one(db, "PRAGMA user_version", ())
+        if row is not None and int(row[0]) == 0:
+            # A new ledger: freed pages can be given back without a full VACUUM (compact()).
+            await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        await self._migrate()
+        # Readers get their own connection: under WAL they see only committed rows,
+        # never another task's open transaction on the writer.
+        reader = await aiosqlite.connect(self.path, isolation_level=None)
+        reader.row_factory = sqlite3.Row
+        await reader.execute("PRAGMA busy_timeout=5000")
+        await reader.execute("PRAGMA query_only=1")
+        self._rdb = reader
+        if self.storage_problem is None and not await self._fill_reserve():
+            self._set_full(self._no_reserve())
+
+    # ------------------------------------------------------------ disk space
+    def _no_reserve(self) -> str:
+        size = self._reserve.target if self._reserve is not None else 0
+        return (
+            f"The ledger's disk has no room for the {size / 2**20:g} MiB kept in reserve for recording sends: "
+            "new messages are refused and sending is paused until space is freed."
+        )
+
+    def _set_full(self, why: str) -> None:
+        if self.storage_problem is None:
+            _LOGGER.error("%s", why)  # once per episode; writes refused meanwhile say nothing more
+        self.storage_problem = why
+        self.writable.clear()
+
+    async def _fill_reserve(self) -> bool:
+        return self._reserve is None or await asyncio.to_thread(self._reserve.fill)
+
+    async def _release_reserve(self, *, floor: int = OPEN_RESERVE_BYTES) -> bool:
+        """Give up a step of the reserve (a vital write failed, or the ledger must open on a full
+        disk); False when none is left above `floor`."""
+        if self._reserve is None:
+            return False
+        freed = await asyncio.to_thread(self._reserve.release, floor=floor)
+        if freed:
+            self._releases += 1
+            _LOGGER.warning("gave up %d KiB of the ledger's disk reserve", freed // 1024)
+        return freed > 0
+
+    async def check_space(self) -> bool:
+        """While the disk is full: once it has room again, restore the reserve and take writes.
+
+        True when the ledger takes every write.
+        """
+        if self.storage_problem is None:
+            return True
+        if not await self._fill_reserve():
+            return False
+        self.storage_problem = None
+        self.writable.set()
+        _LOGGER.warning("the ledger's disk has room again (reserve restored): accepting and sending resume")
+        return True
+
+    async def _vital(self, op: Callable[[], Awaitable[_T]]) -> _T:
+        """A write that must not be lost to a full disk (what the modem did, what the network said):
+        on ENOSPC give up a step of the reserve and try again, until none is left."""
+        while True:
+            releases = self._releases
+            try:
+                return await op()
+            except StorageFull:
+                # Two vital writes failing together give up one step, not one each.
+                if releases == self._releases and not await self._release_reserve():
+                    raise
+
+    @property
+    def reserve_bytes(self) -> int:
+        """The disk reserve held now (bytes)."""
+        return 0 if self._reserve is None else self._reserve.size
+
+    async def close(self) -> None:
+        if self._rdb is not None:
+            await self._rdb.close()
+            self._rdb = None
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def rdb(self) -> aiosqlite.Connection:
+        """The read connection (committed data only)."""
+        if self._rdb is None:
+            raise RuntimeError("store is not open")
+        return self._rdb
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def _migrate(self) -> None:
+        row = await fetch_one(self.db, "PRAGMA user_version", ())
+        version = int(row[0]) if row else 0
+        if version > migrations.SCHEMA_VERSION:
+            raise StoreError(
+                f"ledger schema {version} is newer than this smsgw ({migrations.SCHEMA_VERSION}): upgrade smsgw"
+            )
+        for target in range(version + 1, migrations.SCHEMA_VERSION + 1):
+            async with self._tx(critical=True):
+                await migrations.apply(self.db, target)
+            _LOGGER.info("ledger migrated to schema %d", target)
+
+    class _Tx:
+        def __init__(self, store: Connection, critical: bool) -> None:
+            self.store = store
+            self.critical = critical
+
+        async def __aenter__(self) -> aiosqlite.Connection:
+            # On a full disk what room is left goes to vital writes; the rest fail at once.
+            if not self.critical and self.store.storage_problem is not None:
+                raise StorageFull(self.store.storage_problem)
+            await self.store._write_lock.acquire()
+            self.store._outbox_pending = False
+            # Shielded: a cancelled caller must not leave a BEGIN running in the database
+            # thread with nobody to end it (every later write would then fail).
+            begin = asyncio.ensure_future(self.store.db.execute("BEGIN IMMEDIATE"))
+            try:
+                await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                with contextlib.suppress(BaseException):
+                    await begin
+                    await self._rollback()
+                self.store._write_lock.release()
+                raise
+            except BaseException:
+                self.store._write_lock.release()
+                raise
+            return self.store.db
+
+        async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+            try:
+                if exc is None:
+                    commit = asyncio.ensure_future(self.store.db.execute("COMMIT"))
+                    try:
+                        try:
+                            await asyncio.shield(commit)
+                        except asyncio.CancelledError:
+                            # The COMMIT runs on regardless: let it finish before the lock is free.
+                            with contextlib.suppress(BaseException):
+                                await commit
+                            raise
+                        if self.store._outbox_pending:
+                            self.store.outbox_changed.set()
+                        if self.critical and self.store.storage_problem is not None:
+                            await self._checkpoint()
+                    except asyncio.CancelledError:
+                        raise
+                    except BaseException as commit_exc:
+                        await self._rollback()
+                        if is_disk_full(commit_exc):
+                            self.store._set_full(DISK_FULL)
+                            raise StorageFull(DISK_FULL) from commit_exc
+                        raise
+                else:
+                    await self._rollback()
+                    if is_disk_full(exc):
+                        self.store._set_full(DISK_FULL)
+                        raise StorageFull(DISK_FULL) from exc
+            finally:
+                self.store._write_lock.release()
+
+        async def _checkpoint(self) -> None:
+            # On a full disk the WAL must not grow (~5 KiB a heartbeat, up to 1000 pages before
+            # SQLite's own checkpoint): copied back, the next write starts it over in place.
+            with contextlib.suppress(sqlite3.Error):
+                await self.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        async def _rollback(self) -> None:
+            with contextlib.suppress(sqlite3.Error):
+                await self.store.db.execute("ROLLBACK")
+
+    def _tx(self, *, critical: bool = False) -> Connection._Tx:
+        """BEGIN IMMEDIATE ... COMMIT, serialised with every other write.
+
+        Only `critical` ones run while the disk is full (see `_vital`).
+        """
+        return Connection._Tx(self, critical)

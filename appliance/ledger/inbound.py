@@ -1,0 +1,195 @@
+"""Received SMS: parts reassembled, whole texts stored, STOP/START opt-outs, threaded listing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiosqlite
+
+from appliance.ledger.connection import vital
+from appliance.ledger.dialect import fetch_all, fetch_one, page_query
+from appliance.ledger.models import MASK, REPLY_WINDOW_S, Inbound, inbound_row, new_id
+from appliance.ledger.outbox import Outbox
+from appliance.ledger.payloads import inbound_payload
+
+# The parts of one concatenated message (a fixed clause; only values are bound).
+_PARTS_KEY = "sender = ? AND ref_bits = ? AND ref = ? AND total = ?"
+
+
+# The key of the latest outbound message to an inbound text's sender, sent before it arrived.
+# A number masked by retention ("+49•••") is shared by every sender of its country: such a text
+# threads to no key (else a `read` key would see other tenants' replies through the mask).
+_THREADED_TO_KEY = (
+    "inbound.from_number NOT LIKE ? AND "
+    "(SELECT m.key_id FROM messages m WHERE m.to_number = inbound.from_number "
+    "AND m.created_at <= inbound.received_at AND m.created_at >= inbound.received_at - ? "
+    "ORDER BY m.seq DESC LIMIT 1) = ?"
+)
+
+
+class Received(Outbox):
+    """Inbound texts and opt-outs."""
+
+    @vital  # a routed SMS (+CMT) not committed is gone; a stored one would fill the SIM
+    async def add_inbound_part(
+        self,
+        *,
+        sender: str,
+        encoding: str,
+        user_data: bytes,
+        ref: int | None,
+        total: int,
+        seq: int,
+        sent_at: float | None,
+        join: Any,
+        keyword_of: Any,
+        seal: Any = None,
+        ref_bits: int = 8,
+    ) -> Inbound | None:
+        """Commit one received part; returns the whole message once every part is here.
+
+        Parts belong together by sender, reference width (8 or 16 bits: TS 23.040 9.2.3.24.1
+        and .8 are different IEs, so 8-bit 42 and 16-bit 42 are two messages), reference and
+        total. `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
+        pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START;
+        `seal(sender, text) -> (body, command_digest)` redacts an on-call command before it is stored.
+        """
+        now = time.time()
+        async with self._tx(critical=True) as db:
+            if ref is None or total <= 1:
+                text = join(encoding, [user_data])
+                return await self._commit_inbound(
+                    db, sender, encoding, text, 1, 1, True, sent_at, now, keyword_of, seal
+                )
+            key = (sender, ref_bits, ref, total)
+            await db.execute(
+                "INSERT OR IGNORE INTO inbound_parts "
+                "(sender, ref_bits, ref, total, seq, encoding, user_data, sent_at, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, seq, encoding, user_data, sent_at, now),
+            )
+            rows = await fetch_all(db, f"SELECT * FROM inbound_parts WHERE {_PARTS_KEY} ORDER BY seq", key)  # noqa: S608
+            if len(rows) < total:
+                return None
+            text = join(rows[0]["encoding"], [bytes(r["user_data"]) for r in rows])
+            await db.execute(f"DELETE FROM inbound_parts WHERE {_PARTS_KEY}", key)  # noqa: S608
+            first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
+            return await self._commit_inbound(
+                db, sender, rows[0]["encoding"], text, total, total, True, first_sent, now, keyword_of, seal
+            )
+
+    async def flush_stale_inbound(
+        self, timeout_s: float, *, join: Any, keyword_of: Any, seal: Any = None, now: float | None = None
+    ) -> list[Inbound]:
+        """Multipart messages missing parts after timeout_s: keep what arrived, marked incomplete."""
+        now = time.time() if now is None else now
+        out: list[Inbound] = []
+        async with self._tx() as db:
+            groups = await fetch_all(
+                db,
+                "SELECT sender, ref_bits, ref, total, min(received_at) AS first FROM inbound_parts "
+                "GROUP BY sender, ref_bits, ref, total HAVING first <= ?",
+                (now - timeout_s,),
+            )
+            for g in groups:
+                key = (g["sender"], g["ref_bits"], g["ref"], g["total"])
+                sql = f"SELECT * FROM inbound_parts WHERE {_PARTS_KEY} ORDER BY seq"  # noqa: S608
+                rows = await fetch_all(db, sql, key)
+                pieces = [join(r["encoding"], [bytes(r["user_data"])]) for r in rows]
+                text = " […] ".join(pieces)
+                await db.execute(f"DELETE FROM inbound_parts WHERE {_PARTS_KEY}", key)  # noqa: S608
+                first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
+                out.append(
+                    await self._commit_inbound(
+                        db,
+                        g["sender"],
+                        rows[0]["encoding"],
+                        text,
+                        len(rows),
+                        g["total"],
+                        False,
+                        first_sent,
+                        now,
+                        keyword_of,
+                        seal,
+                    )
+                )
+        return out
+
+    async def _commit_inbound(
+        self,
+        db: aiosqlite.Connection,
+        sender: str,
+        encoding: str,
+        text: str,
+        parts: int,
+        expected: int,
+        complete: bool,
+        sent_at: float | None,
+        now: float,
+        keyword_of: Any,
+        seal: Any = None,
+    ) -> Inbound:
+        inbound_id = new_id("in")
+        keyword = keyword_of(text) if complete else None
+        body, command_digest = seal(sender, text) if seal is not None else (text, None)
+        if not complete:
+            command_digest = None  # a command is one whole SMS
+        await db.execute(
+            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword, command_digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                inbound_id,
+                sender,
+                body,
+                encoding,
+                parts,
+                expected,
+                int(complete),
+                sent_at,
+                now,
+                keyword,
+                command_digest,
+            ),
+        )
+        if keyword == "stop":
+            await db.execute(
+                "INSERT OR REPLACE INTO optouts (number, at, keyword) VALUES (?, ?, ?)",
+                (sender, now, text.strip()[:20]),
+            )
+        elif keyword == "start":
+            await db.execute("DELETE FROM optouts WHERE number = ?", (sender,))
+        row = await fetch_one(db, "SELECT * FROM inbound WHERE id = ?", (inbound_id,))
+        assert row is not None  # noqa: S101
+        inbound = inbound_row(row)
+        await self._enqueue_webhooks(db, "message.received", inbound_payload(inbound), None, now)
+        return inbound
+
+    async def list_inbound(
+        self,
+        *,
+        since: float | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+        replies_to_key: int | None = None,
+    ) -> list[Inbound]:
+        """Newest first. `replies_to_key`: only texts from a number whose latest outbound message
+        before the text (within REPLY_WINDOW_S) was sent with that key: a reply is threaded
+        to the last message its sender received."""
+        sql, args = page_query(
+            "inbound",
+            [
+                ("received_at >= ?", since),
+                ("seq < ?", before_seq),
+                (
+                    _THREADED_TO_KEY,
+                    None if replies_to_key is None else (f"%{MASK}", REPLY_WINDOW_S, replies_to_key),
+                ),
+            ],
+            limit,
+        )
+        return [inbound_row(r) for r in await fetch_all(self.rdb, sql, args)]
+
+    async def is_opted_out(self, number: str) -> bool:
+        return await fetch_one(self.rdb, "SELECT 1 FROM optouts WHERE number = ?", (number,)) is not None

@@ -1,0 +1,306 @@
+"""The ledger's schema: every migration ever shipped, in order, and how one is applied.
+
+Existing ledgers have run these: an entry is never edited, a change is a new entry appended at the end
+(PRAGMA user_version counts those applied)."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from appliance.ledger.dialect import split_sql
+from appliance.ledger.models import webhook_target
+
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        key_id INTEGER,
+        to_number TEXT NOT NULL,
+        body TEXT,
+        encoding TEXT NOT NULL,
+        segments INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error_code TEXT,
+        error_message TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        send_at REAL,
+        not_before REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        sent_at REAL,
+        delivered_at REAL,
+        final_at REAL,
+        report_expired INTEGER NOT NULL DEFAULT 0,
+        concat_ref INTEGER,
+        modem TEXT,
+        held INTEGER NOT NULL DEFAULT 0,
+        ambiguous INTEGER NOT NULL DEFAULT 0,
+        status_callback TEXT,
+        metadata TEXT,
+        source TEXT NOT NULL DEFAULT 'api',
+        delay_reason TEXT
+    );
+    CREATE INDEX messages_queue ON messages(priority, not_before, seq) WHERE status = 'queued';
+    CREATE INDEX messages_scheduled ON messages(not_before) WHERE status = 'scheduled';
+    CREATE INDEX messages_sent ON messages(sent_at) WHERE status = 'sent';
+    CREATE INDEX messages_status ON messages(status, seq);
+    CREATE INDEX messages_to ON messages(to_number, seq);
+    CREATE TABLE parts (
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        seq INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        mr INTEGER,
+        modem TEXT,
+        submitted_at REAL,
+        report_status INTEGER,
+        report_at REAL,
+        PRIMARY KEY (message_id, seq)
+    );
+    CREATE INDEX parts_mr ON parts(mr, submitted_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        from_status TEXT,
+        to_status TEXT,
+        detail TEXT
+    );
+    CREATE INDEX events_message ON events(message_id, id);
+    CREATE TABLE idempotency (
+        key_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (key_id, key)
+    );
+    CREATE TABLE unmatched_reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mr INTEGER NOT NULL,
+        recipient TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE TABLE inbound (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        from_number TEXT NOT NULL,
+        body TEXT,
+        encoding TEXT NOT NULL,
+        parts INTEGER NOT NULL,
+        parts_expected INTEGER NOT NULL,
+        complete INTEGER NOT NULL,
+        sent_at REAL,
+        received_at REAL NOT NULL,
+        keyword TEXT
+    );
+    CREATE TABLE inbound_parts (
+        sender TEXT NOT NULL,
+        ref INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        encoding TEXT NOT NULL,
+        user_data BLOB NOT NULL,
+        sent_at REAL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (sender, ref, total, seq)
+    );
+    CREATE TABLE optouts (
+        number TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        keyword TEXT
+    );
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL,
+        last_used_at REAL
+    );
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        delivered_at REAL,
+        abandoned_at REAL,
+        last_error TEXT
+    );
+    CREATE INDEX webhook_due ON webhook_outbox(next_attempt_at) WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+    CREATE TABLE modem_samples (
+        at REAL NOT NULL,
+        modem TEXT NOT NULL,
+        state TEXT NOT NULL,
+        registered INTEGER NOT NULL,
+        signal_dbm INTEGER,
+        operator TEXT
+    );
+    CREATE INDEX modem_samples_at ON modem_samples(at);
+    CREATE TABLE heartbeats (
+        name TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        progress_at REAL,
+        detail TEXT
+    );
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    """,
+    # 2: the status page's 24 h charts and last-sent time read index ranges, not 100k rows
+    """
+    CREATE INDEX messages_sent_at ON messages(sent_at) WHERE sent_at IS NOT NULL;
+    CREATE INDEX messages_delivered_at ON messages(delivered_at) WHERE delivered_at IS NOT NULL;
+    CREATE INDEX parts_submitted_at ON parts(submitted_at);
+    """,
+    # 3 (issue 11 item 1, wdcmd): on-call commands are kept redacted ("RESTART ******") with a keyed
+    # digest of the PIN word beside them (watchdog/commands.py); rows stored before are redacted here.
+    # Only the exact command shape `VERB <6..32 digits>` (command_shaped()): a migration cannot know
+    # the on-call numbers, and a customer's "Status of my order 42?" must stay as received.
+    """
+    ALTER TABLE inbound ADD COLUMN command_digest TEXT;
+    UPDATE inbound SET body = 'STATUS ******' WHERE upper(trim(body, ' ' || char(9, 10, 13))) GLOB 'STATUS[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 7), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 7), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
+    UPDATE inbound SET body = 'ACK ******' WHERE upper(trim(body, ' ' || char(9, 10, 13))) GLOB 'ACK[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 4), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 4), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
+    UPDATE inbound SET body = 'RESTART ******' WHERE upper(trim(body, ' ' || char(9, 10, 13))) GLOB 'RESTART[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 8), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(body, ' ' || char(9, 10, 13)), 8), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
+    UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'STATUS ******') WHERE type = 'message.received'
+        AND upper(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'STATUS[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 7), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 7), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
+    UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'ACK ******') WHERE type = 'message.received'
+        AND upper(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'ACK[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 4), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 4), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
+    UPDATE webhook_outbox SET payload = json_set(payload, '$.data.body', 'RESTART ******') WHERE type = 'message.received'
+        AND upper(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13))) GLOB 'RESTART[' || char(32, 9, 10, 13) || ']*'
+        AND length(ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 8), ' ' || char(9, 10, 13))) BETWEEN 6 AND 32 AND NOT ltrim(substr(trim(json_extract(payload, '$.data.body'), ' ' || char(9, 10, 13)), 8), ' ' || char(9, 10, 13)) GLOB '*[^0-9]*';
+    """,
+    # 4 (task bounded): per-target webhook queues; retention finds old rows by index
+    """
+    ALTER TABLE webhook_outbox ADD COLUMN target TEXT NOT NULL DEFAULT '';
+    UPDATE webhook_outbox SET target = url;
+    CREATE INDEX webhook_target ON webhook_outbox(target, id) WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+    CREATE INDEX messages_final_at ON messages(final_at) WHERE final_at IS NOT NULL;
+    CREATE INDEX inbound_received_at ON inbound(received_at);
+    """,
+    # 5 (task "tenants", issue 11): keys as tenants and the audit trail.
+    # A `read` key was "read everything" before scopes narrowed it to its own messages:
+    # existing keys become `read_all` so that apps built on them keep working.
+    """
+    UPDATE api_keys SET scopes = trim(replace(',' || scopes || ',', ',read,', ',read_all,'), ',');
+    ALTER TABLE api_keys ADD COLUMN per_hour INTEGER;
+    ALTER TABLE api_keys ADD COLUMN per_day INTEGER;
+    ALTER TABLE api_keys ADD COLUMN max_priority INTEGER;
+    CREATE INDEX messages_key ON messages(key_id, seq);
+    CREATE TABLE key_usage (
+        key_id INTEGER NOT NULL,
+        hour INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (key_id, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_at ON audit(at);
+    """,
+    # 6 (issue 10, quarantine): PDUs no decoder could read, kept before the modem deletes them
+    """
+    CREATE TABLE quarantine (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        at REAL NOT NULL,
+        port TEXT NOT NULL,
+        memory TEXT NOT NULL,
+        idx INTEGER,
+        pdu TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX quarantine_slot ON quarantine(port, memory, idx, pdu);
+    """,
+    # 7 (issue 10, items 6 and 7, branch appfield): an 8-bit and a 16-bit concatenation reference
+    # with the same number are different messages, so the width is part of the reassembly key
+    # (parts already waiting: a reference above 255 can only be 16-bit, the rest are taken as
+    # 8-bit); and until when a limit holds a message back, for the status page (a rate limit
+    # holds the head of the queue without moving its due time, which would reorder the queue).
+    """
+    CREATE TABLE inbound_parts_new (
+        sender TEXT NOT NULL,
+        ref_bits INTEGER NOT NULL,
+        ref INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        encoding TEXT NOT NULL,
+        user_data BLOB NOT NULL,
+        sent_at REAL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (sender, ref_bits, ref, total, seq)
+    );
+    INSERT INTO inbound_parts_new (sender, ref_bits, ref, total, seq, encoding, user_data, sent_at, received_at)
+        SELECT sender, CASE WHEN ref > 255 THEN 16 ELSE 8 END, ref, total, seq, encoding, user_data, sent_at,
+               received_at FROM inbound_parts;
+    DROP TABLE inbound_parts;
+    ALTER TABLE inbound_parts_new RENAME TO inbound_parts;
+    ALTER TABLE messages ADD COLUMN held_until REAL;
+    CREATE INDEX messages_held_back ON messages(held_until) WHERE status = 'queued' AND delay_reason IS NOT NULL;
+    """,
+    # 8 (task login): status-page admin sessions, ended by logout, expiry or revoking their API key
+    """
+    CREATE TABLE web_sessions (
+        id TEXT PRIMARY KEY,
+        actor TEXT NOT NULL,
+        key_id INTEGER,
+        address TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        ended_at REAL
+    );
+    CREATE INDEX web_sessions_expires ON web_sessions(expires_at);
+    """,
+]
+
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# Migration 4 can only copy `url` into `target`; the queue key is webhook_target(url) (Python),
+# set in the same transaction so upgraded rows share the queue of new rows to the same receiver.
+_WEBHOOK_TARGETS_ADDED = 4
+
+
+async def _retarget_pending_webhooks(db: aiosqlite.Connection) -> None:
+    rows = await db.execute_fetchall(
+        "SELECT id, url FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL"
+    )
+    await db.executemany(
+        "UPDATE webhook_outbox SET target = ? WHERE id = ?",
+        [(webhook_target(r["url"]), r["id"]) for r in rows],
+    )
+
+
+async def apply(db: aiosqlite.Connection, target: int) -> None:
+    """Run migration `target` (1-based) inside the caller's transaction, and record it."""
+    for statement in split_sql(MIGRATIONS[target - 1]):
+        await db.execute(statement)
+    if target == _WEBHOOK_TARGETS_ADDED:
+        await _retarget_pending_webhooks(db)
+    await db.execute(f"PRAGMA user_version={target}")

@@ -1,0 +1,355 @@
+"""The ledger's records (frozen dataclasses), the row mappers that build them, ids and key digests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.states import PartState, Priority, State
+
+MASK = "•••"  # a purged number keeps its first 3 characters ("+49•••"): counts by country stay possible
+
+
+# A reply is threaded to the last message its sender got within this window ([inbound] reply_window_s).
+REPLY_WINDOW_S = 7 * 86400
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something, for the audit trail: a key name, `web:<user>` or `cli`; and from where."""
+
+    name: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A key's message allowance; None is unlimited."""
+
+    per_hour: int | None = None
+    per_day: int | None = None
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A validated send request."""
+
+    to: str
+    body: str
+    encoding: str
+    segments: int
+    priority: Priority = Priority.NORMAL
+    send_at: float | None = None
+    validity_s: int = 86400
+    status_callback: str | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    source: str = "api"
+
+    def fingerprint(self) -> str:
+        doc = {
+            "to": self.to,
+            "body": self.body,
+            "priority": int(self.priority),
+            "send_at": self.send_at,
+            "validity_s": self.validity_s,
+            "status_callback": self.status_callback,
+            "metadata": self.metadata,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Part:
+    seq: int
+    total: int
+    status: PartState
+    mr: int | None
+    modem: str | None
+    submitted_at: float | None
+    report_status: int | None
+    report_at: float | None
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    id: str
+    to: str
+    body: str | None
+    encoding: str
+    segments: int
+    priority: Priority
+    status: State
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+    updated_at: float
+    send_at: float | None
+    not_before: float
+    expires_at: float
+    sent_at: float | None
+    delivered_at: float | None
+    report_expired: bool
+    concat_ref: int | None
+    modem: str | None
+    held: bool
+    ambiguous: int
+    status_callback: str | None
+    metadata: dict[str, Any] | None
+    delay_reason: str | None
+    key_id: int | None
+    parts: tuple[Part, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class Inbound:
+    seq: int
+    id: str
+    from_number: str
+    body: str | None
+    encoding: str
+    parts: int
+    parts_expected: int
+    complete: bool
+    sent_at: float | None
+    received_at: float
+    keyword: str | None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    name: str
+    prefix: str
+    scopes: frozenset[str]
+    created_at: float
+    revoked_at: float | None
+    last_used_at: float | None
+    per_hour: int | None = None
+    per_day: int | None = None
+    max_priority: Priority | None = None  # None: any priority
+
+    @property
+    def quota(self) -> Quota:
+        return Quota(self.per_hour, self.per_day)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """What `smsgw keys create/import` sets besides scopes; None is unlimited."""
+
+    per_hour: int | None = None
+    per_day: int | None = None
+    max_priority: Priority | None = None
+
+    @property
+    def priority_value(self) -> int | None:
+        return None if self.max_priority is None else int(self.max_priority)
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyLimits:
+        return cls(key.per_hour, key.per_day, key.max_priority)
+
+    def describe(self) -> str:
+        def show(n: int | None) -> str:
+            return "unlimited" if n is None else str(n)
+
+        top = "high" if self.max_priority is None else self.max_priority.name.lower()
+        return f"{show(self.per_hour)}/hour, {show(self.per_day)}/day, priority up to {top}"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    at: float
+    actor: str
+    source: str
+    action: str
+    target: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    url: str
+    secret: str
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    webhook_id: str
+    url: str
+    secret: str
+    type: str
+    payload: str
+    created_at: float
+    attempts: int
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Days after which the ledger forgets (0 = never); see config.RetentionConfig."""
+
+    numbers_days: int = 0
+    metadata_days: int = 0
+    events_days: int = 0
+    messages_days: int = 0
+    audit_days: int = 0
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What a status report did to the ledger."""
+
+    matched: bool
+    message_id: str | None = None
+    changed: bool = False
+    note: str = ""
+
+
+@dataclass
+class Stats:
+    """Queue and throughput figures for /api/v1/status, the page and metrics."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+    oldest_queued_at: float | None = None
+    last_sent_at: float | None = None
+    ambiguous_total: int = 0
+    reports_lost_total: int = 0  # messages that became final without their status report
+    quarantined_total: int = 0  # undecodable PDUs kept in the quarantine table
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An undecodable PDU, as the modem gave it, with where it was found."""
+
+    seq: int
+    id: str
+    at: float
+    port: str
+    memory: str
+    index: int | None
+    pdu: str
+    reason: str
+
+
+def new_id(prefix: str) -> str:
+    """Time-sortable id: prefix + 10 hex of milliseconds + 12 random hex."""
+    return f"{prefix}_{int(time.time() * 1000):010x}{secrets.token_hex(6)}"
+
+
+def hash_key(key: str) -> str:
+    # API keys are 32 random bytes: SHA-256 suffices, a slow KDF buys nothing.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def webhook_target(url: str) -> str:
+    """The queue a webhook waits in: its scheme, host and port (one dead receiver delays only itself)."""
+    parts = urllib.parse.urlsplit(url.removeprefix("twilio:"))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = (parts.hostname or "").lower()
+    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def message_row(r: sqlite3.Row) -> Message:
+    return Message(
+        seq=r["seq"],
+        id=r["id"],
+        to=r["to_number"],
+        body=r["body"],
+        encoding=r["encoding"],
+        segments=r["segments"],
+        priority=Priority(r["priority"]),
+        status=State(r["status"]),
+        attempts=r["attempts"],
+        error_code=r["error_code"],
+        error_message=r["error_message"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        send_at=r["send_at"],
+        not_before=r["not_before"],
+        expires_at=r["expires_at"],
+        sent_at=r["sent_at"],
+        delivered_at=r["delivered_at"],
+        report_expired=bool(r["report_expired"]),
+        concat_ref=r["concat_ref"],
+        modem=r["modem"],
+        held=bool(r["held"]),
+        ambiguous=r["ambiguous"],
+        status_callback=r["status_callback"],
+        metadata=json.loads(r["metadata"]) if r["metadata"] else None,
+        delay_reason=r["delay_reason"],
+        key_id=r["key_id"],
+    )
+
+
+def inbound_row(r: sqlite3.Row) -> Inbound:
+    return Inbound(
+        seq=r["seq"],
+        id=r["id"],
+        from_number=r["from_number"],
+        body=r["body"],
+        encoding=r["encoding"],
+        parts=r["parts"],
+        parts_expected=r["parts_expected"],
+        complete=bool(r["complete"]),
+        sent_at=r["sent_at"],
+        received_at=r["received_at"],
+        keyword=r["keyword"],
+    )
+
+
+def key_row(r: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        id=r["id"],
+        name=r["name"],
+        prefix=r["prefix"],
+        scopes=frozenset(s for s in r["scopes"].split(",") if s),
+        created_at=r["created_at"],
+        revoked_at=r["revoked_at"],
+        last_used_at=r["last_used_at"],
+        per_hour=r["per_hour"],
+        per_day=r["per_day"],
+        max_priority=None if r["max_priority"] is None else Priority(r["max_priority"]),
+    )
+
+
+def audit_row(r: sqlite3.Row) -> AuditEvent:
+    return AuditEvent(r["seq"], r["at"], r["actor"], r["source"], r["action"], r["target"], r["detail"])
+
+
+def quarantined_row(r: sqlite3.Row) -> Quarantined:
+    return Quarantined(
+        seq=r["seq"],
+        id=r["id"],
+        at=r["at"],
+        port=r["port"],
+        memory=r["memory"],
+        index=r["idx"],
+        pdu=r["pdu"],
+        reason=r["reason"],
+    )

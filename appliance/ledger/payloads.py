@@ -1,0 +1,60 @@
+"""JSON shapes of ledger records: webhook `data` and the API's objects (one definition for both)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from appliance.ledger.models import Inbound, Message, Quarantined
+
+
+def rfc3339(t: float | None) -> str | None:
+    """Unix time as RFC 3339 UTC with milliseconds."""
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+def status_payload(msg: Message) -> dict[str, Any]:
+    """The `data` of a message.status webhook."""
+    return {
+        "id": msg.id,
+        "to": msg.to,
+        "status": msg.status.value,
+        "segments": msg.segments,
+        "attempts": msg.attempts,
+        "error": {"code": msg.error_code, "message": msg.error_message} if msg.error_code else None,
+        "updated_at": rfc3339(msg.updated_at),
+        "sent_at": rfc3339(msg.sent_at),
+        "delivered_at": rfc3339(msg.delivered_at),
+        "metadata": msg.metadata,
+    }
+
+
+def quarantine_payload(item: Quarantined) -> dict[str, Any]:
+    """The API's quarantine item."""
+    return {
+        "id": item.id,
+        "at": rfc3339(item.at),
+        "port": item.port,
+        "memory": item.memory,
+        "index": item.index,
+        "pdu": item.pdu,
+        "reason": item.reason,
+    }
+
+
+def inbound_payload(inbound: Inbound) -> dict[str, Any]:
+    """The `data` of a message.received webhook, and the API's inbound object."""
+    return {
+        "id": inbound.id,
+        "from": inbound.from_number,
+        "body": inbound.body,
+        "encoding": inbound.encoding,
+        "parts": inbound.parts,
+        "parts_expected": inbound.parts_expected,
+        "complete": inbound.complete,
+        "keyword": inbound.keyword,
+        "sent_at": rfc3339(inbound.sent_at),
+        "received_at": rfc3339(inbound.received_at),
+    }

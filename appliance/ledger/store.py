@@ -1,0 +1,19 @@
+"""The ledger's front: one `Store` object composed of the concept modules over one connection.
+
+Every write goes through the one writer connection (`Connection`); the concept modules are mixins
+that share it, so a caller holds one object (`store.accept(...)`, `store.get(...)`) and the
+single-writer design stays one object's property.
+"""
+
+from __future__ import annotations
+
+from appliance.ledger.inbound import Received
+from appliance.ledger.keys import Keys
+from appliance.ledger.messages import Messages
+from appliance.ledger.retention import Purge
+from appliance.ledger.sending import Sending
+from appliance.ledger.telemetry import Telemetry
+
+
+class Store(Messages, Sending, Received, Keys, Telemetry, Purge):
+    """The ledger. One connection: every write is serialised through it (one writer)."""

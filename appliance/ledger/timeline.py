@@ -1,0 +1,96 @@
+"""A message with its parts and events: reading it whole, and changing its state with an event and a webhook."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import aiosqlite
+
+from appliance.ledger.dialect import fetch_all, fetch_one
+from appliance.ledger.models import Event, Message, Part, message_row
+from appliance.ledger.outbox import Outbox
+from appliance.ledger.payloads import status_payload
+from appliance.states import FINAL, PartState, State, check
+
+
+class Timeline(Outbox):
+    """State changes of one message, each with its `events` row and webhook, in one transaction."""
+
+    async def _get(self, db: aiosqlite.Connection, msg_id: str) -> Message | None:
+        row = await fetch_one(db, "SELECT * FROM messages WHERE id = ?", (msg_id,))
+        if row is None:
+            return None
+        parts = await fetch_all(db, "SELECT * FROM parts WHERE message_id = ? ORDER BY seq", (msg_id,))
+        events = await fetch_all(db, "SELECT * FROM events WHERE message_id = ? ORDER BY id", (msg_id,))
+        return dataclasses.replace(
+            message_row(row),
+            parts=tuple(
+                Part(
+                    p["seq"],
+                    p["total"],
+                    PartState(p["status"]),
+                    p["mr"],
+                    p["modem"],
+                    p["submitted_at"],
+                    p["report_status"],
+                    p["report_at"],
+                )
+                for p in parts
+            ),
+            events=tuple(
+                Event(e["at"], e["kind"], e["from_status"], e["to_status"], e["detail"]) for e in events
+            ),
+        )
+
+    async def _transition(
+        self,
+        db: aiosqlite.Connection,
+        msg: Message,
+        new: State,
+        kind: str,
+        detail: str,
+        now: float,
+        *,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        check(msg.status, new)
+        sets = ["status = ?", "updated_at = ?"]
+        args: list[Any] = [new.value, now]
+        if new is State.SENT:
+            sets.append("sent_at = ?")
+            args.append(now)
+        if new is State.DELIVERED:
+            sets.append("delivered_at = ?")
+            args.append(now)
+        if new in FINAL:
+            sets.append("final_at = ?")
+            args.append(now)
+        if error is not None:
+            sets += ["error_code = ?", "error_message = ?"]
+            args += list(error)
+        args.append(msg.id)
+        await db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", args)  # noqa: S608  (fixed column names)
+        await self._event(db, msg.id, kind, msg.status, new, detail, now)
+        if self._webhooks or msg.status_callback:  # the payload needs the row as it is now
+            updated = await self._get(db, msg.id)
+            assert updated is not None  # noqa: S101
+            await self._notify(db, updated, now)
+
+    async def _event(
+        self,
+        db: aiosqlite.Connection,
+        msg_id: str,
+        kind: str,
+        old: State | None,
+        new: State | None,
+        detail: str,
+        now: float,
+    ) -> None:
+        await db.execute(
+            "INSERT INTO events (message_id, at, kind, from_status, to_status, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (msg_id, now, kind, old.value if old else None, new.value if new else None, detail),
+        )
+
+    async def _notify(self, db: aiosqlite.Connection, msg: Message, now: float) -> None:
+        await self._enqueue_webhooks(db, "message.status", status_payload(msg), msg.status_callback, now)
