@@ -338,11 +338,7 @@ class AlertmanagerEndpoint:
 
     async def _seen_since(self, key_id: int, idem: str, since: float) -> bool:
         """Whether this idempotency key was used after `since` (the window straddles two buckets)."""
-        rows = await self.store.rdb.execute_fetchall(
-            "SELECT created_at FROM idempotency WHERE key_id = ? AND key = ? AND created_at >= ?",
-            (key_id, idem, since),
-        )
-        return bool(list(rows))
+        return await self.store.idempotency_used_since(key_id, idem, since)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

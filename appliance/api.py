@@ -267,11 +267,7 @@ class _Api:
             status=status, to=to, limit=limit + 1, before_seq=before, key_id=auth.owner_filter(key)
         )
         page = rows[:limit]
-        out = []
-        for row in page:
-            full = await self.store.get(row.id)
-            if full is not None:
-                out.append(message_payload(full))
+        out = [message_payload(m) for m in page]  # whole rows: one query for the page
         next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
         return JSONResponse({"messages": out, "next_cursor": next_cursor})
 

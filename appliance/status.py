@@ -72,9 +72,7 @@ def disk_usage(store: Store) -> tuple[int, int]:
 
 def ledger_problem(store: Store, *, min_free_bytes: int = MIN_FREE_BYTES) -> str | None:
     """Why the ledger cannot take a write now (a sentence), or None when it can."""
-    try:
-        _ = store.db
-    except RuntimeError:
+    if not store.is_open:
         return "The ledger is not open."
     if store.storage_problem is not None:
         return store.storage_problem
@@ -168,24 +166,13 @@ async def history(store: Store, *, now: float) -> dict[str, Any]:
     hours = HISTORY_S // 3600
     sent = [0] * hours
     delivered = [0] * hours
-    # Both queries walk an index range (messages_sent_at / messages_delivered_at), not the table.
-    for column, counts in (("sent_at", sent), ("delivered_at", delivered)):
-        rows = await store.rdb.execute_fetchall(
-            f'SELECT CAST(("{column}" - ?) / 3600 AS INTEGER) AS h, count(*) AS n FROM messages '  # noqa: S608  (fixed column names)
-            f'WHERE "{column}" >= ? AND "{column}" <= ? GROUP BY h',
-            (start, start, now),
-        )
-        for row in rows:
-            counts[min(hours - 1, max(0, int(row["h"])))] += int(row["n"])
+    for hour, n in await store.per_bucket("sent_at", start, now, 3600):
+        sent[min(hours - 1, max(0, hour))] += n
+    for hour, n in await store.per_bucket("delivered_at", start, now, 3600):
+        delivered[min(hours - 1, max(0, hour))] += n
     signal: dict[str, list[dict[str, Any]]] = {}
-    rows = await store.rdb.execute_fetchall(
-        "SELECT modem, CAST((at - ?) / ? AS INTEGER) AS b, max(at) AS t, avg(signal_dbm) AS dbm "
-        "FROM modem_samples WHERE at >= ? GROUP BY modem, b ORDER BY modem, b",
-        (start, SIGNAL_BUCKET_S, start),
-    )
-    for row in rows:
-        dbm = None if row["dbm"] is None else round(float(row["dbm"]))
-        signal.setdefault(row["modem"], []).append({"at": rfc3339(row["t"]), "t": row["t"], "dbm": dbm})
+    for modem, t, dbm in await store.signal_buckets(start, SIGNAL_BUCKET_S):
+        signal.setdefault(modem, []).append({"at": rfc3339(t), "t": t, "dbm": dbm})
     total_sent, total_delivered = sum(sent), sum(delivered)
     return {
         "window_s": HISTORY_S,

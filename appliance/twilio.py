@@ -8,9 +8,8 @@ auth: any username (the client's Account SID), an smsgw API key as the password
 has read_all or admin: another key's message is 404, as on the native API). The key's
 quota (429, Twilio code 20429) and highest priority apply. Answers and errors are Twilio-shaped.
 
-Status callbacks: the message keeps its callback URL as `twilio:<url>` (the marker
-tells the webhook relay to POST Twilio's form fields instead of our JSON; see
-`callback_form`) and its Account SID in `metadata.twilio.account_sid`. They are
+Status callbacks: the message keeps its callback URL with `callback_format` "twilio"
+(the webhook relay POSTs Twilio's form fields instead of our JSON; see `callback_form`) and its Account SID in `metadata.twilio.account_sid`. They are
 signed with `X-Twilio-Signature` keyed by `[api] callback_secret`: Twilio keys it
 with the account's auth token, but our API keys are stored hashed and cannot be
 used after the request; validate with `RequestValidator(callback_secret)`.
@@ -54,7 +53,6 @@ from modem.pdu import segment_text
 _LOGGER = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
-CALLBACK_MARKER = "twilio:"
 MAX_FORM_BYTES = 65536
 MAX_VALIDITY_PERIOD_S = 36000  # Twilio's ValidityPeriod range is 1..36000 s (older docs; 14400 today)
 _SID = re.compile(r"SM0*([1-9a-f][0-9a-f]{21,31})")
@@ -240,7 +238,7 @@ class TwilioEndpoint:
         callback = None
         if form.get("StatusCallback"):
             try:
-                callback = CALLBACK_MARKER + validation.parse_callback(
+                callback = validation.parse_callback(
                     form["StatusCallback"], self.config.webhook_policy.allow, field="StatusCallback"
                 )
             except ApiError as exc:
@@ -262,6 +260,7 @@ class TwilioEndpoint:
             segments=len(segmentation.parts),
             validity_s=validity,
             status_callback=callback,
+            callback_format="twilio",
             metadata={"twilio": {"account_sid": account[:64]}},
             idempotency_key=_idempotency(request),
             source="twilio",

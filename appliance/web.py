@@ -37,8 +37,8 @@ from appliance import auth, charts, validation
 from appliance.config import Config, ConfigError
 from appliance.ledger import (
     Actor,
-    Event,
     IdempotencyMismatch,
+    Inbound,
     Message,
     OptedOut,
     QueueFull,
@@ -224,7 +224,7 @@ class Web:
         direction = q.get("direction") or "both"
         outbound = [] if direction == "in" else await self._outbound(status, number)
         inbound = [] if direction == "out" or status is not None else await self._inbound(number)
-        timelines = await self._events([m.id for m in outbound])
+        timelines = {m.id: m.events for m in outbound}
         context = {
             "doc": await self._status(),
             "outbound": outbound,
@@ -464,50 +464,15 @@ class Web:
         if not digits:
             return []
         # Partial numbers (the last digits an engineer remembers): a suffix match on the newest rows.
-        sql = "SELECT id FROM messages WHERE to_number LIKE ?"
-        if status:
-            sql += " AND status = ?"
-        args: list[Any] = [f"%{digits}", *([status] if status else []), PAGE_ROWS]
-        rows = await self.store.rdb.execute_fetchall(sql + " ORDER BY seq DESC LIMIT ?", args)
-        found = [await self.store.get(str(r["id"])) for r in rows]
-        return [m for m in found if m is not None]
+        return await self.store.list_messages(status=status, to_suffix=digits, limit=PAGE_ROWS)
 
-    async def _inbound(self, number: str) -> list[dict[str, Any]]:
+    async def _inbound(self, number: str) -> list[Inbound]:
         digits = re.sub(r"\D", "", number)
-        sql = (
-            "SELECT id, from_number, body, parts, parts_expected, complete, received_at, keyword FROM inbound"
-        )
-        args: list[Any] = []
-        if digits:
-            sql += " WHERE from_number LIKE ?"
-            args.append(f"%{digits}")
-        rows = await self.store.rdb.execute_fetchall(sql + " ORDER BY seq DESC LIMIT ?", (*args, PAGE_ROWS))
-        return [dict(r) for r in rows]
-
-    async def _events(self, ids: list[str]) -> dict[str, list[Event]]:
-        out: dict[str, list[Event]] = {i: [] for i in ids}
-        if not ids:
-            return out
-        marks = ",".join("?" * len(ids))
-        rows = await self.store.rdb.execute_fetchall(
-            f"SELECT message_id, at, kind, from_status, to_status, detail FROM events "  # noqa: S608  (placeholders only)
-            f"WHERE message_id IN ({marks}) ORDER BY message_id, id",
-            ids,
-        )
-        for r in rows:
-            out[r["message_id"]].append(
-                Event(r["at"], r["kind"], r["from_status"], r["to_status"], r["detail"])
-            )
-        return out
+        return await self.store.list_inbound(from_suffix=digits or None, limit=PAGE_ROWS)
 
     async def _recent_errors(self) -> list[dict[str, Any]]:
-        marks = ",".join("?" * len(_ERROR_KINDS))
-        rows = await self.store.rdb.execute_fetchall(
-            f"SELECT message_id, at, kind, detail FROM events WHERE id > "  # noqa: S608  (placeholders only)
-            f"(SELECT coalesce(max(id), 0) FROM events) - ? AND kind IN ({marks}) ORDER BY id DESC LIMIT 30",
-            (RECENT_EVENTS, *_ERROR_KINDS),
-        )
-        return [{**dict(r), "meaning": error_meaning(r["detail"])} for r in rows]
+        rows = await self.store.recent_events(_ERROR_KINDS, scan=RECENT_EVENTS, limit=30)
+        return [{**r, "meaning": error_meaning(r["detail"])} for r in rows]
 
     def _visitor(self, request: Request) -> Session:
         """The cookie's session as signed, not looked up: enough for CSRF, anonymous to everything else."""

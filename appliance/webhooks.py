@@ -222,9 +222,8 @@ class Relay:
         assert client is not None  # noqa: S101
         timestamp = int(time.time())
         url, content = item.url, item.payload.encode()
-        if url.startswith(twilio.CALLBACK_MARKER):
+        if item.format == "twilio":
             # A Twilio-style StatusCallback: Twilio's form fields, signed with X-Twilio-Signature.
-            url = url[len(twilio.CALLBACK_MARKER) :]
             form = twilio.callback_form(json.loads(item.payload)["data"])
             content = urllib.parse.urlencode(form).encode()
             headers = {

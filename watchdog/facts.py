@@ -1,4 +1,8 @@
-"""Reads the facts of one cycle: the ledger (read-only), /healthz and /readyz, systemd, the disk, its modem."""
+"""Reads the facts of one cycle: the ledger (read-only), /healthz and /readyz, systemd, the disk, its modem.
+
+The ledger is read only through its `*_facts` views (appliance/ledger/migrations.py, migration 9):
+the daemon reads the same views, so a fact such as "oldest queued" has one definition.
+"""
 
 from __future__ import annotations
 
@@ -48,25 +52,14 @@ def read_ledger(path: str, now: float) -> Ledger | None:
         _LOGGER.warning("cannot open the ledger read-only: %s", exc)
         return None
     try:
-        hb = db.execute("SELECT at, detail FROM heartbeats WHERE name = 'serve'").fetchone()
-        oldest = db.execute(
-            "SELECT MIN(COALESCE(send_at, created_at)) FROM messages WHERE status IN ('queued', 'sending')"
-        ).fetchone()[0]
-        last_sent = db.execute("SELECT MAX(submitted_at) FROM parts").fetchone()[0]
-        sample = db.execute(
-            "SELECT at, state, registered FROM modem_samples ORDER BY at DESC LIMIT 1"
+        hb = db.execute("SELECT at, detail FROM heartbeat_facts WHERE name = 'serve'").fetchone()
+        oldest, last_sent = db.execute("SELECT oldest_queued_at, last_sent_at FROM queue_facts").fetchone()
+        modem = db.execute(
+            "SELECT sample_at, sample_state, sample_registered, last_ok_at, first_bad_at FROM modem_facts"
         ).fetchone()
-        ok = db.execute(
-            "SELECT MAX(at) FROM modem_samples WHERE registered = 1 AND state = 'ready'"
-        ).fetchone()[0]
-        first_bad = db.execute(
-            "SELECT MIN(at) FROM modem_samples WHERE at > ?", (ok if ok is not None else 0.0,)
-        ).fetchone()[0]
         counts = dict(
             db.execute(
-                "SELECT status, COUNT(*) FROM messages WHERE final_at > ? "
-                "AND status IN ('delivered', 'undelivered', 'failed') GROUP BY status",
-                (now - 3600,),
+                "SELECT status, COUNT(*) FROM outcome_facts WHERE final_at > ? GROUP BY status", (now - 3600,)
             ).fetchall()
         )
     except sqlite3.Error as exc:
@@ -74,17 +67,18 @@ def read_ledger(path: str, now: float) -> Ledger | None:
         return None
     finally:
         db.close()
+    sample_at, state, registered, ok, first_bad = modem
     return Ledger(
         heartbeat_at=hb[0] if hb else None,
         heartbeat_detail=hb[1] or "" if hb else "",
         oldest_queued_at=oldest,
         last_sent_at=last_sent,
-        modem_sample_at=sample[0] if sample else None,
+        modem_sample_at=sample_at,
         modem_sample_state=""
-        if sample is None
-        else ("registered" if sample[2] else "unregistered")
-        if sample[1] == "ready"
-        else sample[1],
+        if sample_at is None
+        else ("registered" if registered else "unregistered")
+        if state == "ready"
+        else state,
         modem_last_ok_at=ok,
         modem_first_bad_at=first_bad,
         delivered_last_hour=int(counts.get("delivered", 0)),

@@ -1,8 +1,8 @@
 """On-call replies: `STATUS <pin>`, `ACK <pin>`, `RESTART <pin>` from an on-call number.
 
 Replies reach the watchdog two ways, depending on which process holds the port that receives SMS:
-while the daemon lives it stores every received SMS in the ledger's `inbound` table (read here,
-read-only), a command redacted to its verb with a digest of its PIN word (watchdog/commands.py);
+while the daemon lives it stores every received SMS in the ledger (read here, read-only, through
+its `inbound_facts` view), a command redacted to its verb with a digest of its PIN word (watchdog/commands.py);
 while it is down the SMS stay on the SIM and the watchdog takes only on-call commands from there,
 leaving everything else for the daemon's next sweep. In both ways the whole text lives only in a
 local variable here: a `Reply` carries the redacted text and whether the PIN matched.
@@ -122,10 +122,11 @@ class LedgerInbox:
                 # Only what arrived since this start: an old "RESTART" must not act again after a
                 # reboot, and one sent while the watchdog was starting must not be skipped.
                 self.last_seq = db.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM inbound WHERE received_at < ?", (self.started_at,)
+                    "SELECT COALESCE(MAX(seq), 0) FROM inbound_facts WHERE received_at < ?",
+                    (self.started_at,),
                 ).fetchone()[0]
             rows = db.execute(
-                "SELECT seq, from_number, body, command_digest, sent_at FROM inbound "
+                "SELECT seq, from_number, body, command_digest, sent_at FROM inbound_facts "
                 "WHERE seq > ? AND complete = 1 ORDER BY seq",
                 (self.last_seq,),
             ).fetchall()

@@ -179,6 +179,10 @@ class Connection:
             self._db = None
 
     @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
     def rdb(self) -> aiosqlite.Connection:
         """The read connection (committed data only)."""
         if self._rdb is None:

@@ -35,7 +35,9 @@ async def fetch_one(db: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> 
     return None
 
 
-def page_query(table: str, conditions: list[tuple[str, Any]], limit: int) -> tuple[str, list[Any]]:
+def page_query(
+    table: str, conditions: list[tuple[str, Any]], limit: int, *, columns: str = "*"
+) -> tuple[str, list[Any]]:
     """SELECT of one page, newest first; conditions whose value is None are left out.
 
     A tuple value binds several placeholders of its clause, in order.
@@ -46,7 +48,19 @@ def page_query(table: str, conditions: list[tuple[str, Any]], limit: int) -> tup
     for _c, v in used:
         values.extend(v if isinstance(v, tuple) else (v,))
     # Table and clauses are fixed strings from this module; only values are bound.
-    return f"SELECT * FROM {table}{where} ORDER BY seq DESC LIMIT ?", [*values, limit]  # noqa: S608
+    return f"SELECT {columns} FROM {table}{where} ORDER BY seq DESC LIMIT ?", [*values, limit]  # noqa: S608
+
+
+def exact_real(column: str) -> str:
+    """A REAL column as text that parses back to the same float: SQLite's JSON functions print
+    15 digits, which moves a time.time() by microseconds."""
+    return f"iif({column} IS NULL, NULL, printf('%!.17g', {column}))"
+
+
+def json_rows(table: str, match: str, columns: Sequence[str]) -> str:
+    """A correlated subquery: the rows of `table` matching `match` as one JSON array of arrays
+    (order not guaranteed: the reader sorts). PostgreSQL: json_agg(json_build_array(...))."""
+    return f"(SELECT json_group_array(json_array({', '.join(columns)})) FROM {table} WHERE {match})"  # noqa: S608  (fixed names from this package)
 
 
 def split_sql(script: str) -> list[str]:

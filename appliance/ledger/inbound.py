@@ -173,6 +173,7 @@ class Received(Outbox):
         limit: int = 50,
         before_seq: int | None = None,
         replies_to_key: int | None = None,
+        from_suffix: str | None = None,
     ) -> list[Inbound]:
         """Newest first. `replies_to_key`: only texts from a number whose latest outbound message
         before the text (within REPLY_WINDOW_S) was sent with that key: a reply is threaded
@@ -181,6 +182,7 @@ class Received(Outbox):
             "inbound",
             [
                 ("received_at >= ?", since),
+                ("from_number LIKE ?", None if from_suffix is None else f"%{from_suffix}"),
                 ("seq < ?", before_seq),
                 (
                     _THREADED_TO_KEY,

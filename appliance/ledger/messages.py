@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from appliance.ledger.connection import DEFAULT_RESERVE_BYTES
 from appliance.ledger.dialect import fetch_all, fetch_one, page_query
 from appliance.ledger.errors import (
     Conflict,
@@ -31,11 +30,10 @@ from appliance.ledger.models import (
     NewMessage,
     Part,
     Quota,
-    WebhookTarget,
-    message_row,
     new_id,
+    whole_message,
 )
-from appliance.ledger.timeline import Timeline
+from appliance.ledger.timeline import WHOLE_MESSAGE, Timeline
 from appliance.states import PartState, State
 
 # Accepts committed together at most (group commit); bounds the latency one slow batch adds.
@@ -52,6 +50,15 @@ class _Accept:
     quota: Quota | None
     actor: Actor | None
     future: asyncio.Future[tuple[Message, bool]]
+
+
+@dataclass
+class _AcceptQueue:
+    """Accepts waiting for the next group commit, and the task that commits them."""
+
+    waiting: list[_Accept] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    usage_pruned_hour: int = 0
 
 
 @dataclass
@@ -125,17 +132,9 @@ def _quota_check(quota: Quota, usage: list[tuple[int, int]], hour: int, now: flo
 class Messages(Timeline):
     """Accepting, reading and cancelling outbound messages."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        webhooks: Sequence[WebhookTarget] = (),
-        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
-    ) -> None:
-        super().__init__(path, webhooks=webhooks, reserve_bytes=reserve_bytes)
-        self._accepts: list[_Accept] = []  # waiting for the next group commit
-        self._usage_pruned_hour = 0
-        self._accept_task: asyncio.Task[None] | None = None
+    @functools.cached_property
+    def _pending(self) -> _AcceptQueue:
+        return _AcceptQueue()
 
     async def accept(
         self,
@@ -153,15 +152,18 @@ class Messages(Timeline):
         key's usage counter and the audit row are written in that same transaction.
         """
         future: asyncio.Future[tuple[Message, bool]] = asyncio.get_running_loop().create_future()
-        self._accepts.append(_Accept(new, key_id, queue_max, quota, actor, future))
-        if self._accept_task is None:
-            self._accept_task = asyncio.create_task(self._accept_batches())
+        self._pending.waiting.append(_Accept(new, key_id, queue_max, quota, actor, future))
+        if self._pending.task is None:
+            self._pending.task = asyncio.create_task(self._accept_batches())
         return await future
 
     async def _accept_batches(self) -> None:
         try:
-            while self._accepts:
-                batch, self._accepts = self._accepts[:ACCEPT_BATCH_MAX], self._accepts[ACCEPT_BATCH_MAX:]
+            while self._pending.waiting:
+                batch, self._pending.waiting = (
+                    self._pending.waiting[:ACCEPT_BATCH_MAX],
+                    self._pending.waiting[ACCEPT_BATCH_MAX:],
+                )
                 outcomes: list[
                     tuple[asyncio.Future[tuple[Message, bool]], tuple[Message, bool] | BaseException]
                 ] = []
@@ -206,14 +208,14 @@ class Messages(Timeline):
                     else:
                         future.set_result(outcome)
         finally:
-            self._accept_task = None
+            self._pending.task = None
 
     async def _prune_usage(self, db: aiosqlite.Connection) -> None:
         """Usage older than a day counts for nothing: drop it once an hour."""
         hour = int(time.time() // 3600)
-        if hour != self._usage_pruned_hour:
+        if hour != self._pending.usage_pruned_hour:
             await db.execute("DELETE FROM key_usage WHERE hour <= ?", (hour - 24,))
-            self._usage_pruned_hour = hour
+            self._pending.usage_pruned_hour = hour
 
     async def _accept_one(
         self, db: aiosqlite.Connection, item: _Accept, waiting: int, extras: _BatchExtras
@@ -252,8 +254,8 @@ class Messages(Timeline):
         metadata = json.dumps(new.metadata) if new.metadata is not None else None
         cur = await db.execute(
             """INSERT INTO messages (id, key_id, to_number, body, encoding, segments, priority, status,
-               created_at, updated_at, send_at, not_before, expires_at, status_callback, metadata, source)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               created_at, updated_at, send_at, not_before, expires_at, status_callback, metadata, source,
+               callback_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 msg_id,
                 key_id,
@@ -271,6 +273,7 @@ class Messages(Timeline):
                 new.status_callback,
                 metadata,
                 new.source,
+                new.callback_format,
             ),
         )
         seq = int(cur.lastrowid or 0)
@@ -313,6 +316,7 @@ class Messages(Timeline):
             held=False,
             ambiguous=0,
             status_callback=new.status_callback,
+            callback_format=new.callback_format,
             metadata=new.metadata,
             delay_reason=None,
             key_id=key_id,
@@ -338,15 +342,44 @@ class Messages(Timeline):
         limit: int = 50,
         before_seq: int | None = None,
         key_id: int | None = None,
+        to_suffix: str | None = None,
     ) -> list[Message]:
-        """Newest first; `before_seq` continues a page."""
+        """Newest first, whole (parts and events), in one query; `before_seq` continues a page.
+
+        `to_suffix`: digits the number ends with (the last digits an engineer remembers)."""
         sql, args = page_query(
             "messages",
-            [("status = ?", status), ("to_number = ?", to), ("seq < ?", before_seq), ("key_id = ?", key_id)],
+            [
+                ("status = ?", status),
+                ("to_number = ?", to),
+                ("to_number LIKE ?", None if to_suffix is None else f"%{to_suffix}"),
+                ("seq < ?", before_seq),
+                ("key_id = ?", key_id),
+            ],
             limit,
+            columns=WHOLE_MESSAGE,
         )
-        rows = await fetch_all(self.rdb, sql, args)
-        return [message_row(r) for r in rows]
+        return [whole_message(r) for r in await fetch_all(self.rdb, sql, args)]
+
+    async def idempotency_used_since(self, key_id: int, key: str, since: float) -> bool:
+        """Whether this key's idempotency key was used at or after `since`."""
+        row = await fetch_one(
+            self.rdb,
+            "SELECT 1 FROM idempotency WHERE key_id = ? AND key = ? AND created_at >= ?",
+            (key_id, key, since),
+        )
+        return row is not None
+
+    async def recent_events(self, kinds: Sequence[str], *, scan: int, limit: int) -> list[dict[str, Any]]:
+        """The newest events of these kinds among the last `scan` events (message_id, at, kind, detail)."""
+        marks = ",".join("?" * len(kinds))
+        rows = await fetch_all(
+            self.rdb,
+            "SELECT message_id, at, kind, detail FROM events WHERE id > "  # noqa: S608  (placeholders only)
+            f"(SELECT coalesce(max(id), 0) FROM events) - ? AND kind IN ({marks}) ORDER BY id DESC LIMIT ?",
+            (scan, *kinds, limit),
+        )
+        return [dict(r) for r in rows]
 
     async def cancel(self, msg_id: str, *, owner: int | None = None, actor: Actor | None = None) -> Message:
         """Cancel a message not yet handed to the modem; Conflict once sending began.

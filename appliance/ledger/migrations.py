@@ -276,6 +276,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX web_sessions_expires ON web_sessions(expires_at);
     """,
+    # 9 (issue 12, ledger): the facts the watchdog reads, as views: one definition both processes
+    # read (the watchdog never imports appliance/; it reads these names read-only, the daemon its
+    # stats). A message waits since it became due: when it was accepted, or its send_at when that
+    # is later (a send_at in the past does not make it older than it is).
+    """
+    CREATE VIEW queue_facts AS SELECT
+        (SELECT min(max(created_at, coalesce(send_at, created_at))) FROM messages
+            WHERE status IN ('queued', 'sending')) AS oldest_queued_at,
+        (SELECT max(submitted_at) FROM parts) AS last_sent_at;
+    CREATE VIEW heartbeat_facts AS SELECT name, at, progress_at, detail FROM heartbeats;
+    CREATE VIEW modem_facts AS SELECT
+        (SELECT at FROM modem_samples ORDER BY at DESC LIMIT 1) AS sample_at,
+        (SELECT state FROM modem_samples ORDER BY at DESC LIMIT 1) AS sample_state,
+        (SELECT registered FROM modem_samples ORDER BY at DESC LIMIT 1) AS sample_registered,
+        (SELECT max(at) FROM modem_samples WHERE registered = 1 AND state = 'ready') AS last_ok_at,
+        (SELECT min(at) FROM modem_samples WHERE at > coalesce(
+            (SELECT max(at) FROM modem_samples WHERE registered = 1 AND state = 'ready'), 0.0)) AS first_bad_at;
+    CREATE VIEW outcome_facts AS SELECT id, status, final_at FROM messages
+        WHERE final_at IS NOT NULL AND status IN ('delivered', 'undelivered', 'failed');
+    CREATE VIEW inbound_facts AS SELECT seq, from_number, body, command_digest, sent_at, received_at, complete
+        FROM inbound;
+    """,
+    # 10 (issue 12, ledger): how a status callback is posted, as a column: 'json' (ours, Standard
+    # Webhooks) or 'twilio' (Twilio's form fields), instead of a "twilio:" prefix on the URL that
+    # tagged it and showed in the API's status_callback.
+    """
+    ALTER TABLE messages ADD COLUMN callback_format TEXT NOT NULL DEFAULT 'json';
+    UPDATE messages SET callback_format = 'twilio', status_callback = substr(status_callback, 8)
+        WHERE substr(status_callback, 1, 7) = 'twilio:';
+    ALTER TABLE webhook_outbox ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
+    UPDATE webhook_outbox SET format = 'twilio', url = substr(url, 8) WHERE substr(url, 1, 7) = 'twilio:';
+    """,
 ]
 
 

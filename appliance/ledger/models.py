@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -51,6 +52,7 @@ class NewMessage:
     metadata: dict[str, Any] | None = None
     idempotency_key: str | None = None
     source: str = "api"
+    callback_format: str = "json"  # how status_callback is posted: "json" (ours) or "twilio" (form)
 
     def fingerprint(self) -> str:
         doc = {
@@ -59,7 +61,13 @@ class NewMessage:
             "priority": int(self.priority),
             "send_at": self.send_at,
             "validity_s": self.validity_s,
-            "status_callback": self.status_callback,
+            # As the prefix that tagged a Twilio callback before migration 10 wrote it: a retry
+            # straddling the upgrade keeps its fingerprint.
+            "status_callback": (
+                f"twilio:{self.status_callback}"
+                if self.callback_format == "twilio" and self.status_callback
+                else self.status_callback
+            ),
             "metadata": self.metadata,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
@@ -115,6 +123,7 @@ class Message:
     metadata: dict[str, Any] | None
     delay_reason: str | None
     key_id: int | None
+    callback_format: str = "json"
     parts: tuple[Part, ...] = ()
     events: tuple[Event, ...] = ()
 
@@ -205,6 +214,7 @@ class OutboxItem:
     created_at: float
     attempts: int
     target: str = ""
+    format: str = "json"  # "twilio": Twilio's form fields, signed as Twilio signs them
 
 
 @dataclass(frozen=True)
@@ -266,7 +276,7 @@ def hash_key(key: str) -> str:
 
 def webhook_target(url: str) -> str:
     """The queue a webhook waits in: its scheme, host and port (one dead receiver delays only itself)."""
-    parts = urllib.parse.urlsplit(url.removeprefix("twilio:"))
+    parts = urllib.parse.urlsplit(url)
     try:
         port = parts.port
     except ValueError:
@@ -301,9 +311,28 @@ def message_row(r: sqlite3.Row) -> Message:
         held=bool(r["held"]),
         ambiguous=r["ambiguous"],
         status_callback=r["status_callback"],
+        callback_format=r["callback_format"],
         metadata=json.loads(r["metadata"]) if r["metadata"] else None,
         delay_reason=r["delay_reason"],
         key_id=r["key_id"],
+    )
+
+
+def _real(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+def whole_message(r: sqlite3.Row) -> Message:
+    """A row of timeline.WHOLE_MESSAGE: the message with its parts (by seq) and events (by id)."""
+    parts = sorted(json.loads(r["parts_json"]), key=lambda p: int(p[0]))
+    events = sorted(json.loads(r["events_json"]), key=lambda e: int(e[0]))
+    return dataclasses.replace(
+        message_row(r),
+        parts=tuple(
+            Part(seq, total, PartState(status), mr, modem, _real(sub), report, _real(report_at))
+            for seq, total, status, mr, modem, sub, report, report_at in parts
+        ),
+        events=tuple(Event(float(at), kind, old, new, detail) for _id, at, kind, old, new, detail in events),
     )
 
 

@@ -25,13 +25,15 @@ class Outbox(Connection):
         data: dict[str, Any],
         callback: str | None,
         now: float,
+        *,
+        callback_format: str = "json",
     ) -> None:
-        targets = [(t.url, t.secret) for t in self._webhooks if event_type in t.events]
+        targets = [(t.url, t.secret, "json") for t in self._webhooks if event_type in t.events]
         if callback:
-            targets.append((callback, ""))
+            targets.append((callback, "", callback_format))
         if targets:
             self._outbox_pending = True
-        for url, secret in targets:
+        for url, secret, fmt in targets:
             webhook_id = new_id("wh")
             payload = json.dumps(
                 {"type": event_type, "timestamp": rfc3339(now), "data": data},
@@ -48,9 +50,9 @@ class Outbox(Connection):
             )
             due = max(now, float(row["t"])) if row is not None and row["t"] is not None else now
             await db.execute(
-                "INSERT INTO webhook_outbox (webhook_id, url, secret, type, payload, created_at, next_attempt_at, target) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (webhook_id, url, secret, event_type, payload, now, due, target),
+                "INSERT INTO webhook_outbox (webhook_id, url, secret, type, payload, created_at, next_attempt_at, "
+                "target, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (webhook_id, url, secret, event_type, payload, now, due, target, fmt),
             )
 
     async def due_webhook_targets(self, now: float, *, busy: Iterable[str] = (), limit: int = 8) -> list[str]:
@@ -89,6 +91,7 @@ class Outbox(Connection):
                 r["created_at"],
                 r["attempts"],
                 r["target"],
+                r["format"],
             )
             for r in rows
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from appliance.ledger.connection import Connection, vital
 from appliance.ledger.dialect import fetch_all, fetch_one, page_query
@@ -38,21 +39,45 @@ class Telemetry(Connection):
             )
             await db.execute("DELETE FROM modem_samples WHERE at < ?", (now - 8 * 86400,))
 
+    async def per_bucket(
+        self, column: Literal["sent_at", "delivered_at"], start: float, end: float, bucket_s: int
+    ) -> list[tuple[int, int]]:
+        """(bucket, messages) with `column` in [start, end], bucket 0 starting at `start`."""
+        # Walks an index range (messages_sent_at / messages_delivered_at), not the table.
+        rows = await fetch_all(
+            self.rdb,
+            f'SELECT CAST(("{column}" - ?) / ? AS INTEGER) AS b, count(*) AS n FROM messages '  # noqa: S608  (fixed column names)
+            f'WHERE "{column}" >= ? AND "{column}" <= ? GROUP BY b',
+            (start, bucket_s, start, end),
+        )
+        return [(int(r["b"]), int(r["n"])) for r in rows]
+
+    async def signal_buckets(self, start: float, bucket_s: int) -> list[tuple[str, float, int | None]]:
+        """(modem, last sample time, mean signal in dBm) per modem and bucket since `start`, in order."""
+        rows = await fetch_all(
+            self.rdb,
+            "SELECT modem, CAST((at - ?) / ? AS INTEGER) AS b, max(at) AS t, avg(signal_dbm) AS dbm "
+            "FROM modem_samples WHERE at >= ? GROUP BY modem, b ORDER BY modem, b",
+            (start, bucket_s, start),
+        )
+        return [
+            (str(r["modem"]), float(r["t"]), None if r["dbm"] is None else round(float(r["dbm"])))
+            for r in rows
+        ]
+
     async def stats(self) -> Stats:
         stats = Stats()
         for status_row in await fetch_all(
             self.rdb, "SELECT status, count(*) AS n FROM messages GROUP BY status"
         ):
             stats.by_status[status_row["status"]] = int(status_row["n"])
-        row = await fetch_one(
-            self.rdb,
-            "SELECT min(max(created_at, coalesce(send_at, created_at))) AS t FROM messages "
-            "WHERE status IN ('queued', 'sending')",
-            (),
-        )
-        stats.oldest_queued_at = None if row is None or row["t"] is None else float(row["t"])
-        row = await fetch_one(self.rdb, "SELECT max(submitted_at) AS t FROM parts", ())
-        stats.last_sent_at = None if row is None or row["t"] is None else float(row["t"])
+        # The view the watchdog reads too (migration 9): "oldest queued" has one definition.
+        row = await fetch_one(self.rdb, "SELECT oldest_queued_at, last_sent_at FROM queue_facts", ())
+        if row is not None:
+            stats.oldest_queued_at = (
+                None if row["oldest_queued_at"] is None else float(row["oldest_queued_at"])
+            )
+            stats.last_sent_at = None if row["last_sent_at"] is None else float(row["last_sent_at"])
         row = await fetch_one(self.rdb, "SELECT value FROM counters WHERE name = 'ambiguous_parts'", ())
         stats.ambiguous_total = int(row["value"]) if row else 0
         row = await fetch_one(self.rdb, "SELECT value FROM counters WHERE name = 'reports_lost'", ())
