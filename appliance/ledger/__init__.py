@@ -10,7 +10,11 @@ Modules: `connection` (connections, transactions, the disk reserve), `migrations
 then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `keys` (keys, audit,
 web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine),
-`retention` (purge, compaction); `store` composes them into `Store`.
+`retention` (purge, compaction); `store` composes them into `Store`. `backend` names the interface
+a second backend implements (`LedgerBackend`).
+
+The watchdog never imports this package: it reads the ledger read-only through the `*_facts` views
+of migration 9, which the daemon reads too (one definition of each fact).
 """
 
 from appliance.ledger.connection import DEFAULT_RESERVE_BYTES, DISK_FULL

@@ -7,6 +7,8 @@ single-writer design stays one object's property.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from appliance.ledger.inbound import Received
 from appliance.ledger.keys import Keys
 from appliance.ledger.messages import Messages
@@ -14,6 +16,15 @@ from appliance.ledger.retention import Purge
 from appliance.ledger.sending import Sending
 from appliance.ledger.telemetry import Telemetry
 
+if TYPE_CHECKING:
+    from appliance.ledger.backend import LedgerBackend
+
 
 class Store(Messages, Sending, Received, Keys, Telemetry, Purge):
     """The ledger. One connection: every write is serialised through it (one writer)."""
+
+
+if TYPE_CHECKING:
+    # mypy checks that Store implements the whole backend interface (backend.py).
+    def _implements(store: Store) -> LedgerBackend:
+        return store

@@ -1,0 +1,402 @@
+"""The interface a ledger backend implements: what the daemon, the API and the page call.
+
+`Store` (SQLite, this package) implements it; a second backend (PostgreSQL with asyncpg, the fleet
+issue) implements the same methods with the same meaning, and `mypy` checks the fit (store.py).
+
+What a second backend must provide besides these methods:
+- one writer: writes serialised in the order they commit, each method one transaction; `accept`
+  may group concurrent accepts into one commit (it must not lose or reorder them);
+- the schema of migrations.py in its own dialect, with the same views (`queue_facts`,
+  `heartbeat_facts`, `modem_facts`, `outcome_facts`, `inbound_facts`): the watchdog reads them;
+- the SQLite-only spellings replaced where they stand: `INSERT OR IGNORE` / `INSERT OR REPLACE`
+  (inbound.py, telemetry.py: ON CONFLICT DO NOTHING / DO UPDATE), `max(a, b)` and `min(a, b)` as
+  scalar functions (GREATEST/LEAST), `json_group_array` / `printf('%!.17g')` (dialect.py:
+  json_agg and exact float8), `PRAGMA` (connection.py, retention.py: compaction is VACUUM there),
+  `iif`, `CAST(... AS INTEGER)` bucketing, and `?` placeholders ($1, $2, ...);
+- the disk reserve and `storage_problem` / `writable`, or a constant "writable" where the database
+  lives on another host (then `check_space` returns True).
+Times are Unix seconds as float (REAL; float8 there), returned exactly as stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, Protocol
+
+from appliance.ledger.models import (
+    Actor,
+    ApiKey,
+    AuditEvent,
+    Inbound,
+    KeyLimits,
+    Message,
+    NewMessage,
+    OutboxItem,
+    Quarantined,
+    Quota,
+    ReportOutcome,
+    Retention,
+    Stats,
+)
+
+
+class LedgerBackend(Protocol):
+    """Everything outside appliance/ledger/ may call on the ledger."""
+
+    path: str
+    storage_problem: str | None  # why only vital writes are taken now (a sentence), or None
+    writable: asyncio.Event  # set while every write is taken
+    outbox_changed: asyncio.Event  # set after a commit that queued webhooks
+
+    # --- messages
+    async def accept(
+        self,
+        new: NewMessage,
+        *,
+        key_id: int | None,
+        queue_max: int,
+        quota: Quota | None = None,
+        actor: Actor | None = None,
+    ) -> tuple[Message, bool]:
+        """Commit a new message (or find the one with the same idempotency key): (message, created)."""
+        ...
+
+    async def get(self, msg_id: str) -> Message | None:
+        """The message with parts and events, or None."""
+        ...
+
+    async def list_messages(
+        self,
+        *,
+        status: str | None = None,
+        to: str | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+        key_id: int | None = None,
+        to_suffix: str | None = None,
+    ) -> list[Message]:
+        """Newest first, whole (parts and events), in one query; `before_seq` continues a page."""
+        ...
+
+    async def idempotency_used_since(self, key_id: int, key: str, since: float) -> bool:
+        """Whether this key's idempotency key was used at or after `since`."""
+        ...
+
+    async def recent_events(self, kinds: Sequence[str], *, scan: int, limit: int) -> list[dict[str, Any]]:
+        """The newest events of these kinds among the last `scan` events (message_id, at, kind, detail)."""
+        ...
+
+    async def cancel(self, msg_id: str, *, owner: int | None = None, actor: Actor | None = None) -> Message:
+        """Cancel a message not yet handed to the modem; Conflict once sending began."""
+        ...
+
+    # --- sending
+    async def claim_next(
+        self,
+        modem: str,
+        *,
+        now: float | None = None,
+        skip: Iterable[str] = (),
+        delay_until: dict[str, float] | None = None,
+        delay_reason: str = "",
+        mark_first_part: bool = False,
+    ) -> Message | None:
+        """Take the most urgent queued message due now: committed as `sending` before any AT."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """Earliest time a queued or scheduled message becomes due (None: nothing waits)."""
+        ...
+
+    async def submitted_since(self, modem: str, since: float) -> list[float]:
+        """When `modem` handed parts to the network since `since` (the rate limit after a restart)."""
+        ...
+
+    async def part_sending(self, msg_id: str, seq: int) -> None:
+        """Commit that this part is about to go to AT+CMGS (crash point)."""
+        ...
+
+    async def part_submitted(
+        self, msg_id: str, seq: int, mr: int, modem: str, *, at: float | None = None
+    ) -> Message:
+        """Record +CMGS: <mr> for one part; the message becomes `sent` with its last part."""
+        ...
+
+    async def send_failed(
+        self,
+        msg_id: str,
+        *,
+        code: str,
+        message: str,
+        retry_at: float | None,
+        max_attempts: int,
+    ) -> Message:
+        """A send attempt failed: back to `queued` at retry_at (transient), else `failed`."""
+        ...
+
+    async def release(self, msg_id: str, reason: str) -> None:
+        """Put a claimed message back untouched (the modem went away before any AT)."""
+        ...
+
+    async def delay(self, msg_id: str, until: float, reason: str, *, move: bool = True) -> None:
+        """Hold a queued message back until `until`, saying why in the timeline (once per reason)."""
+        ...
+
+    async def peek_next(self, now: float) -> str | None:
+        """Id of the message the next claim would take (for saying why it waits)."""
+        ...
+
+    async def held_back(self, now: float) -> list[tuple[str, int, float]]:
+        """(reason, messages, until) for queued messages a limit holds back past `now`."""
+        ...
+
+    async def note(self, msg_id: str, kind: str, detail: str) -> None:
+        """Add a timeline entry without a state change (e.g. an ambiguous outcome)."""
+        ...
+
+    async def promote_and_expire(self, now: float | None = None) -> int:
+        """Scheduled messages that are due become queued; queued past validity fail."""
+        ...
+
+    async def recover_inflight(self, policy: str) -> list[str]:
+        """After a crash: messages left `sending` have an unknown outcome. Resend them, or hold them."""
+        ...
+
+    async def resolve_held(
+        self, msg_id: str, action: str, *, owner: int | None = None, actor: Actor | None = None
+    ) -> Message:
+        """An operator's decision on a held message: 'resend' or 'cancel' (marks it failed)."""
+        ...
+
+    # --- reports
+    async def apply_report(
+        self, mr: int, recipient: str, status: int, *, at: float | None = None
+    ) -> ReportOutcome:
+        """Match a status report to a part by MR, recipient and time window; monotonic."""
+        ...
+
+    async def expire_reports(self, timeout_s: float, *, now: float | None = None) -> int:
+        """Messages `sent` with no final report after timeout_s: marked final without delivery proof."""
+        ...
+
+    # --- inbound
+    async def add_inbound_part(
+        self,
+        *,
+        sender: str,
+        encoding: str,
+        user_data: bytes,
+        ref: int | None,
+        total: int,
+        seq: int,
+        sent_at: float | None,
+        join: Any,
+        keyword_of: Any,
+        seal: Any = None,
+        ref_bits: int = 8,
+    ) -> Inbound | None:
+        """Commit one received part; returns the whole message once every part is here."""
+        ...
+
+    async def flush_stale_inbound(
+        self, timeout_s: float, *, join: Any, keyword_of: Any, seal: Any = None, now: float | None = None
+    ) -> list[Inbound]:
+        """Multipart messages missing parts after timeout_s: keep what arrived, marked incomplete."""
+        ...
+
+    async def list_inbound(
+        self,
+        *,
+        since: float | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+        replies_to_key: int | None = None,
+        from_suffix: str | None = None,
+    ) -> list[Inbound]:
+        """Newest first. `replies_to_key`: only texts from a number whose latest outbound message"""
+        ...
+
+    async def is_opted_out(self, number: str) -> bool: ...
+
+    # --- outbox
+    async def due_webhook_targets(self, now: float, *, busy: Iterable[str] = (), limit: int = 8) -> list[str]:
+        """Targets with a webhook due, those never failing first, oldest first; `busy` left out."""
+        ...
+
+    async def due_webhooks(
+        self, now: float, limit: int = 20, *, target: str | None = None
+    ) -> list[OutboxItem]: ...
+
+    async def next_webhook_due(self, *, busy: Iterable[str] = ()) -> float | None: ...
+
+    async def defer_webhook_target(self, target: str, until: float, *, abandon_before: float) -> int:
+        """A target failed: its whole queue waits until `until`; what is older than the window is abandoned."""
+        ...
+
+    async def webhook_result(
+        self, item_id: int, *, ok: bool, error: str = "", next_at: float | None = None
+    ) -> None:
+        """Record an attempt. A delivery is marked done even on a full disk (critical, a tiny"""
+        ...
+
+    async def webhook_backlog(self) -> int: ...
+
+    # --- keys
+    async def create_key(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        limits: KeyLimits | None = None,
+        actor: Actor | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key: (record, plaintext shown once)."""
+        ...
+
+    async def import_key(
+        self,
+        plaintext: str,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        limits: KeyLimits | None = None,
+        actor: Actor | None = None,
+    ) -> tuple[ApiKey, bool]:
+        """Store a key made elsewhere (a vault), hashed: (record, created)."""
+        ...
+
+    async def update_key(
+        self,
+        ident: str,
+        *,
+        scopes: Iterable[str] | None = None,
+        changes: dict[str, int | None] | None = None,
+        actor: Actor | None = None,
+    ) -> ApiKey | None:
+        """Change a live key's scopes and limits (`changes`: per_hour, per_day, max_priority; None"""
+        ...
+
+    async def get_key(self, key_id: int) -> ApiKey | None: ...
+
+    async def list_keys(self) -> list[ApiKey]: ...
+
+    async def revoke_key(self, ident: str, *, actor: Actor | None = None) -> ApiKey | None:
+        """Revoke by id, name or prefix."""
+        ...
+
+    async def verify_key(self, plaintext: str) -> ApiKey | None:
+        """The live key with this plaintext, or None (constant-time compare of digests)."""
+        ...
+
+    async def audit(
+        self,
+        actor: Actor,
+        action: str,
+        target: str | None = None,
+        detail: str = "",
+        *,
+        critical: bool = False,
+    ) -> None:
+        """Record one action on its own (actions that change messages record it in their transaction)."""
+        ...
+
+    async def list_audit(
+        self, *, since: float | None = None, limit: int = 50, before_seq: int | None = None
+    ) -> list[AuditEvent]:
+        """Newest first by time (watchdog commands are copied in late, at their own time); ties by"""
+        ...
+
+    async def watchdog_audit_mark(self) -> int:
+        """The id of the last watchdog command copied into the audit trail (0: none yet)."""
+        ...
+
+    async def copy_watchdog_commands(self, rows: list[tuple[float, str, str, str]], last_id: int) -> None:
+        """Watchdog command facts (at, source, target, detail) into the audit trail together with the"""
+        ...
+
+    async def start_web_session(
+        self,
+        digest: str,
+        actor: str,
+        *,
+        key_id: int | None,
+        address: str,
+        created_at: float,
+        expires_at: float,
+    ) -> None:
+        """Record an admin login (`digest` is the SHA-256 of the cookie's id); drops dead sessions."""
+        ...
+
+    async def live_web_session(self, digest: str, now: float) -> tuple[str, int | None] | None:
+        """(actor, key id) of a session neither ended nor expired; None otherwise."""
+        ...
+
+    async def end_web_session(self, digest: str, now: float) -> bool:
+        """Logout; True when a live session ended (critical, like the login)."""
+        ...
+
+    # --- telemetry
+    async def heartbeat(self, name: str, *, progress: bool, detail: str = "") -> None:
+        """Written every few seconds; the watchdog reads it to know the daemon lives."""
+        ...
+
+    async def add_modem_sample(
+        self, modem: str, state: str, registered: bool, signal_dbm: int | None, operator: str
+    ) -> None: ...
+
+    async def per_bucket(
+        self, column: Literal["sent_at", "delivered_at"], start: float, end: float, bucket_s: int
+    ) -> list[tuple[int, int]]:
+        """(bucket, messages) with `column` in [start, end], bucket 0 starting at `start`."""
+        ...
+
+    async def signal_buckets(self, start: float, bucket_s: int) -> list[tuple[str, float, int | None]]:
+        """(modem, last sample time, mean signal in dBm) per modem and bucket since `start`, in order."""
+        ...
+
+    async def stats(self) -> Stats: ...
+
+    async def quarantine(
+        self, *, port: str, memory: str, index: int | None, pdu: str, reason: str, at: float | None = None
+    ) -> Quarantined:
+        """Keep an undecodable PDU (committed before the modem deletes it); the same slot twice is one row."""
+        ...
+
+    async def list_quarantine(
+        self, *, limit: int = 50, before_seq: int | None = None
+    ) -> list[Quarantined]: ...
+
+    # --- retention
+    async def purge_bodies(self, retention_days: int, idempotency_hours: int) -> int:
+        """Data minimisation: bodies of final messages after retention; metadata and events stay."""
+        ...
+
+    async def purge(self, retention: Retention, *, now: float | None = None) -> dict[str, int]:
+        """Data minimisation past the body purge: numbers masked, metadata and events dropped, then"""
+        ...
+
+    async def compact(self, *, max_pages: int = 4096) -> int:
+        """Give free pages back to the file system; returns the pages freed."""
+        ...
+
+    # --- connection
+    async def open(self) -> None:
+        """Open (creating and migrating as needed)."""
+        ...
+
+    async def check_space(self) -> bool:
+        """While the disk is full: once it has room again, restore the reserve and take writes."""
+        ...
+
+    @property
+    def is_open(self) -> bool:
+        """Between open() and close()."""
+        ...
+
+    @property
+    def reserve_bytes(self) -> int:
+        """The disk reserve held now (bytes)."""
+        ...
+
+    async def close(self) -> None: ...
