@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from appliance.config import InboundConfig
+from appliance.keywords import keyword_of
 from appliance.states import FINAL, TRANSITIONS, PartState, State
 from appliance.store import (
     _MIGRATIONS,
@@ -30,7 +31,6 @@ from appliance.store import (
     _split_sql,
     webhook_target,
 )
-from appliance.validation import keyword_of
 from modem.pdu import segment_text
 from tests.appliance.conftest import join_units, units
 
