@@ -381,9 +381,9 @@ class Web:
         except ApiError as exc:
             return self._problem(request, session, exc.status, "The test SMS was not accepted", exc.message)
         except StoreError as exc:
-            refused = refusal(exc, key=None, queue_max=self.intake.queue_max)
-            text = f"{refused.message[:1].upper()}{refused.message[1:]} ({refused.code})."
-            return self._problem(request, session, refused.status, "The test SMS was not accepted", text)
+            why = refusal(exc, key=None, queue_max=self.intake.queue_max)
+            text = f"{why.message[:1].upper()}{why.message[1:]} ({why.code})."
+            return self._problem(request, session, why.status, "The test SMS was not accepted", text)
         _LOGGER.info("status page: test SMS %s queued by %s", msg.id, session.admin)
         return self._redirect(request, f"/messages?notice=queued&id={msg.id}", session)
 
