@@ -82,19 +82,19 @@ def refusal(exc: StoreError, *, key: ApiKey | None, queue_max: int) -> Refusal:
     raise TypeError(f"not an intake refusal: {exc!r}")  # NotFound/Conflict never come from accept
 
 
+@dataclass
 class Intake:
     """The submit path every front door shares."""
 
-    def __init__(
-        self, store: Store, *, queue_max: int, gateway: GatewayView, metrics: Metrics, min_free_bytes: int
-    ) -> None:
-        self.store = store
-        self.queue_max = queue_max
-        self.gateway = gateway
-        self.metrics = metrics
-        self.min_free_bytes = min_free_bytes
+    store: Store
+    queue_max: int
+    gateway: GatewayView
+    metrics: Metrics
+    min_free_bytes: int
+
+    def __post_init__(self) -> None:
         for source in SOURCES:  # every door shows in /metrics from the start, at 0
-            metrics.accepted_total.labels(source=source)
+            self.metrics.accepted_total.labels(source=source)
 
     def room_problem(self) -> str | None:
         """Why no new message fits on the ledger's disk now (a sentence), or None."""

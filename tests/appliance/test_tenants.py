@@ -15,9 +15,9 @@ import pytest
 
 from appliance import store as store_mod
 from appliance.api import create_app
+from appliance.keywords import keyword_of
 from appliance.states import Priority
 from appliance.store import KeyLimits, Retention, Store, hash_key
-from appliance.validation import keyword_of
 from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, join_units, units
 
 A_PHONE = "+4915111111111"
