@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from appliance.metrics import Metrics
-from appliance.status import GatewayView, disk_usage
+from appliance.status import GatewayView, ledger_problem
 from appliance.store import (
     Actor,
     ApiKey,
@@ -97,13 +97,8 @@ class Intake:
             self.metrics.accepted_total.labels(source=source)
 
     def room_problem(self) -> str | None:
-        """Why no new message fits on the ledger's disk now (a sentence), or None."""
-        if self.store.storage_problem is not None:
-            return self.store.storage_problem
-        free, _total = disk_usage(self.store)
-        if free < self.min_free_bytes:
-            return f"only {free // 1024} KiB are free on the gateway's disk: no new message is accepted"
-        return None
+        """Why the ledger cannot take a new message now (the sentence /readyz shows), or None."""
+        return ledger_problem(self.store, min_free_bytes=self.min_free_bytes)
 
     async def submit(self, new: NewMessage, *, key: ApiKey | None, actor: Actor) -> tuple[Message, bool]:
         """Commit `new`: (message, created). Raises StorageFull, QueueFull, OptedOut,

@@ -382,7 +382,7 @@ class Web:
             return self._problem(request, session, exc.status, "The test SMS was not accepted", exc.message)
         except StoreError as exc:
             why = refusal(exc, key=None, queue_max=self.intake.queue_max)
-            text = f"{why.message[:1].upper()}{why.message[1:]} ({why.code})."
+            text = f"{why.message[:1].upper()}{why.message[1:]} ({why.code})"
             return self._problem(request, session, why.status, "The test SMS was not accepted", text)
         _LOGGER.info("status page: test SMS %s queued by %s", msg.id, session.admin)
         return self._redirect(request, f"/messages?notice=queued&id={msg.id}", session)

@@ -80,11 +80,11 @@ async def test_a_full_disk_is_refused_at_every_door_the_page_included(
     replies = await through_every_door(client, key, TO)
     api = replies["api"].json()["error"]
     assert (replies["api"].status_code, api["code"]) == (507, "storage_full")
-    assert "free on the gateway's disk" in api["message"]
+    assert "free on the ledger's disk" in api["message"]
     # The page's test SMS checked the disk too (it used to skip the check): the same status and code.
     assert replies["page"].status_code == 507, replies["page"].text
     assert "(storage_full)" in replies["page"].text
-    assert "free on the gateway" in replies["page"].text
+    assert "free on the ledger&#39;s disk" in replies["page"].text
     # Twilio and Alertmanager clients retry a 503: the refusal is shaped for them.
     assert (replies["twilio"].status_code, replies["twilio"].json()["code"]) == (503, 20503)
     assert replies["twilio"].headers["retry-after"] == "30"
