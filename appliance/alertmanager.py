@@ -15,8 +15,7 @@ durable idempotency keys, derived from a hash of the notification).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,23 +27,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from appliance import auth, validation
+from appliance import auth, segments, validation
+from appliance.bodies import read_body
 from appliance.config import Config
-from appliance.ledger import (
-    ApiKey,
-    IdempotencyMismatch,
-    NewMessage,
-    OptedOut,
-    QueueFull,
-    QuotaExceeded,
-    StorageFull,
-    Store,
-)
-from appliance.metrics import Metrics
+from appliance.intake import Intake, Refusal, refusal
+from appliance.ledger import IdempotencyMismatch, OptedOut, Store, StoreError
+from appliance.segments import plan
 from appliance.states import Priority
-from appliance.status import GatewayView, disk_usage
 from appliance.validation import ApiError
-from modem.pdu import segment_text
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -54,35 +44,6 @@ ELLIPSIS = "..."  # GSM-7: "…" would force the whole text into UCS-2
 _USEFUL_LABELS = ("instance", "severity", "job")
 MAX_LINE_CHARS = 320  # no line of an SMS of a few segments needs more
 MAX_TEXT_CHARS = 160  # per allowed segment, before fit() cuts to the exact segment count
-_BASIC_CHALLENGE = 'Basic realm="smsgw"'
-
-
-async def require_key(request: Request, store: Store, scope: str) -> ApiKey:
-    """Bearer (as everywhere under /api/) or HTTP Basic with the API key as the password."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic":
-        return await auth.require(request, store, scope)
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        decoded = ""
-    _user, sep, password = decoded.partition(":")
-    key = await store.verify_key(password) if sep and 0 < len(password) <= auth.MAX_KEY_CHARS else None
-    if key is None:
-        client = request.client.host if request.client else "?"
-        _LOGGER.warning("rejected API key from %s for %s %s", client, request.method, request.url.path)
-        raise ApiError(
-            401,
-            "unauthorized",
-            "the API key (the Basic auth password) is unknown or revoked",
-            headers={"WWW-Authenticate": _BASIC_CHALLENGE},
-        )
-    if not auth.allows(key, scope):
-        raise ApiError(
-            403, "forbidden", f"the API key {key.name!r} lacks the {scope!r} scope this request needs"
-        )
-    return key
 
 
 def notification_text(doc: dict[str, Any], max_segments: int, max_alerts: int = 10) -> str:
@@ -140,12 +101,12 @@ def _alertname(alert: dict[str, Any]) -> str:
 
 def fit(text: str, max_segments: int) -> str:
     """The text, cut with "..." so that it needs at most `max_segments` SMS segments."""
-    if len(segment_text(text).parts) <= max_segments:
+    if len(plan(text).parts) <= max_segments:
         return text
     lo, hi = 0, len(text)  # longest prefix that fits, by bisection (segment counts are monotonic)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if len(segment_text(text[:mid].rstrip() + ELLIPSIS).parts) <= max_segments:
+        if len(plan(text[:mid].rstrip() + ELLIPSIS).parts) <= max_segments:
             lo = mid
         else:
             hi = mid - 1
@@ -219,34 +180,39 @@ def _loads(raw: bytes) -> Any:
 
 class AlertmanagerEndpoint:
     def __init__(
-        self,
-        store: Store,
-        config: Config,
-        gateway: GatewayView,
-        metrics: Metrics,
-        min_free_bytes: int,
-        clock: Callable[[], float] = time.time,
+        self, store: Store, config: Config, intake: Intake, clock: Callable[[], float] = time.time
     ) -> None:
         self.store = store
         self.config = config
-        self.gateway = gateway
-        self.metrics = metrics
-        self.min_free_bytes = min_free_bytes
+        self.intake = intake
         self.clock = clock
-        metrics.accepted_total.labels(source="alertmanager")
 
     async def post(self, request: Request) -> Response:
-        key = await require_key(request, self.store, "send")
+        key = await auth.require(request, self.store, "send", schemes=("bearer", "basic"))
         validation.check_query(request.query_params.keys(), ("to",))
         recipients = self._recipients(request.query_params.get("to"))
-        raw = await _read_limited(request, MAX_PAYLOAD_BYTES)
+        raw = await read_body(request, MAX_PAYLOAD_BYTES)
         am = self.config.alertmanager
         # A megabyte of JSON is a fraction of a second of CPU: in a thread, so the loop turns meanwhile.
         doc, text, digest = await asyncio.to_thread(_prepare, raw, am.max_segments, am.max_alerts)
-        segmentation = segment_text(text)
-        free, _total = disk_usage(self.store)
-        if free < self.min_free_bytes:
+        if self.intake.room_problem() is not None:  # before the first recipient, not between two
             raise _unavailable("storage_full", "the gateway's disk is full: retry later")
+        # One message, segmented once; each recipient gets a copy with its number and dedupe key.
+        template = segments.new_message(
+            recipients[0],
+            text,
+            priority=Priority.HIGH if key.max_priority is None else key.max_priority,
+            validity_s=self.config.dispatcher.default_validity_s,
+            metadata={
+                "alertmanager": {
+                    "receiver": str(doc.get("receiver", "")),
+                    "status": str(doc.get("status", "")),
+                    "group_key": str(doc.get("groupKey", ""))[:512],
+                    "alerts": len(doc["alerts"]),
+                }
+            },
+            source="alertmanager",
+        )
         now = self.clock()
         window = self.config.alertmanager.dedupe_window_s
         results: list[dict[str, Any]] = []
@@ -259,61 +225,24 @@ class AlertmanagerEndpoint:
                 if await self._seen_since(key.id, previous, now - window):
                     results.append({"to": to, "id": None, "duplicate": True})
                     continue
-            new = NewMessage(
-                to=to,
-                body=text,
-                encoding=segmentation.encoding.value,
-                segments=len(segmentation.parts),
-                priority=Priority.HIGH if key.max_priority is None else key.max_priority,
-                validity_s=self.config.dispatcher.default_validity_s,
-                metadata={
-                    "alertmanager": {
-                        "receiver": str(doc.get("receiver", "")),
-                        "status": str(doc.get("status", "")),
-                        "group_key": str(doc.get("groupKey", ""))[:512],
-                        "alerts": len(doc["alerts"]),
-                    }
-                },
-                idempotency_key=idem,
-                source="alertmanager",
-            )
+            new = dataclasses.replace(template, to=to, idempotency_key=idem)
             try:
-                msg, created = await self.store.accept(
-                    new,
-                    key_id=key.id,
-                    queue_max=self.config.api.queue_max,
-                    quota=key.quota,
-                    actor=auth.actor(key, request),
-                )
-            except QuotaExceeded as exc:
-                raise ApiError(
-                    503,
-                    "quota_exceeded",
-                    f"the API key {key.name!r} may send {exc.limit} messages per {exc.window}: retry later",
-                    headers={"Retry-After": str(exc.retry_after_s)},
-                ) from None
-            except IdempotencyMismatch:  # same alerts and status, other annotations: still a repeat
-                results.append({"to": to, "id": None, "duplicate": True})
+                msg, created = await self.intake.submit(new, key=key, actor=auth.actor(key, request))
+            except (IdempotencyMismatch, OptedOut) as exc:  # a repeat with other annotations; a STOP
+                flag = "opted_out" if isinstance(exc, OptedOut) else "duplicate"
+                results.append({"to": to, "id": None, flag: True})
                 continue
-            except OptedOut:
-                results.append({"to": to, "id": None, "opted_out": True})
-                continue
-            except QueueFull:
-                raise _unavailable("queue_full", "the gateway's queue is full: retry later") from None
-            except StorageFull:
-                raise _unavailable("storage_full", "the gateway's disk is full: retry later") from None
+            except StoreError as exc:
+                raise _alertmanager_refusal(refusal(exc, key=key, queue_max=self.intake.queue_max)) from None
             results.append({"to": to, "id": msg.id, "duplicate": not created})
-            if created:
-                created_any = True
-                self.metrics.accepted_total.labels(source="alertmanager").inc()
+            created_any = created_any or created
         if created_any:
-            self.gateway.wake()
             _LOGGER.info("alertmanager notification %s -> %d message(s)", digest[:12], len(results))
         return JSONResponse(
             {
                 "status": str(doc.get("status")),
                 "text": text,
-                "segments": len(segmentation.parts),
+                "segments": template.segments,
                 "messages": results,
             },
             status_code=202 if created_any else 200,
@@ -341,19 +270,19 @@ class AlertmanagerEndpoint:
         return await self.store.idempotency_used_since(key_id, idem, since)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _unavailable(code: str, message: str) -> ApiError:
     return ApiError(503, code, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _alertmanager_refusal(refused: Refusal) -> ApiError:
+    """Alertmanager retries a 5xx and drops a 4xx: every refusal a retry can cure is a 503 here,
+    the quota's too (the API's 429 would lose the alert), keeping the native code."""
+    if refused.code == "quota_exceeded":
+        return ApiError(503, refused.code, refused.message, headers=refused.headers)
+    return _unavailable(refused.code, f"the gateway's {_SPACE[refused.code]} is full: retry later")
+
+
+_SPACE = {"queue_full": "queue", "storage_full": "disk"}
 
 
 def _labels(value: Any) -> dict[str, str]:
@@ -362,8 +291,6 @@ def _labels(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-def routes(
-    store: Store, config: Config, gateway: GatewayView, metrics: Metrics, min_free_bytes: int
-) -> list[Route]:
-    endpoint = AlertmanagerEndpoint(store, config, gateway, metrics, min_free_bytes)
+def routes(store: Store, config: Config, intake: Intake) -> list[Route]:
+    endpoint = AlertmanagerEndpoint(store, config, intake)
     return [Route("/api/v1/alertmanager", endpoint.post, methods=["POST"])]

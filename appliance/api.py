@@ -20,31 +20,29 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from appliance import alertmanager, auth, edge, openapi, twilio, validation, web
+from appliance.bodies import BadContentLength, BodyTooLarge, read_body
 from appliance.config import Config
+from appliance.intake import Intake, refusal
 from appliance.ledger import (
     ApiKey,
     AuditEvent,
     Conflict,
-    IdempotencyMismatch,
     Message,
     NotFound,
-    OptedOut,
-    QueueFull,
-    QuotaExceeded,
     StorageFull,
     Store,
+    StoreError,
     inbound_payload,
     quarantine_payload,
     rfc3339,
 )
 from appliance.metrics import Metrics
 from appliance.states import State
-from appliance.status import MIN_FREE_BYTES, GatewayView, build_status, disk_usage, ledger_problem
+from appliance.status import MIN_FREE_BYTES, GatewayView, build_status, ledger_problem
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)
 
-QUEUE_FULL_RETRY_AFTER_S = 30  # long enough for the dispatcher to drain a few messages
 SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
 _HTTP_CODES = {
     400: "bad_request",
@@ -82,14 +80,20 @@ def create_app(
         Route("/api/v1/status", api.status, methods=["GET"]),
         Route("/api/v1/audit", api.list_audit, methods=["GET"]),
         Route("/api/v1/quarantine", api.list_quarantine, methods=["GET"]),
-        *alertmanager.routes(store, config, gateway, api.metrics, min_free_bytes),
-        *twilio.routes(store, config, gateway, api.metrics, min_free_bytes),
+        *alertmanager.routes(store, config, api.intake),
+        *twilio.routes(store, config, api.intake),
         *openapi.routes(),
-        *web.routes(store=store, config=config, gateway=gateway, min_free_bytes=min_free_bytes),
+        *web.routes(store=store, config=config, gateway=gateway, intake=api.intake),
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, StorageFull: _storage_full},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            StorageFull: _storage_full,
+            BodyTooLarge: _too_large,
+            BadContentLength: _bad_content_length,
+        },
     )
     app.add_middleware(edge.Edge, allowed=edge.allowed_hosts(config.api))  # Host and credential bytes
     app.add_middleware(_Guard)
@@ -165,6 +169,13 @@ class _Api:
         self.gateway = gateway
         self.metrics = metrics
         self.min_free_bytes = min_free_bytes
+        self.intake = Intake(
+            store,
+            queue_max=config.api.queue_max,
+            gateway=gateway,
+            metrics=metrics,
+            min_free_bytes=min_free_bytes,
+        )
 
     # ---------------------------------------------------------------- probes
     async def healthz(self, request: Request) -> Response:
@@ -191,55 +202,18 @@ class _Api:
     async def send(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "send")
         _require_json(request)
-        raw = await _read_body(request, self.config.api.max_body_bytes)
+        raw = await read_body(request, self.config.api.max_body_bytes)
         doc = validation.parse_json(raw)
         header = request.headers.get("idempotency-key")
         header_key = None if header is None else validation.parse_idempotency_header(header)
         new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
         new = auth.capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
-        if self.store.storage_problem is not None:
-            raise ApiError(507, "storage_full", self.store.storage_problem)
-        free, _total = disk_usage(self.store)
-        if free < self.min_free_bytes:
-            raise ApiError(
-                507,
-                "storage_full",
-                f"only {free // 1024} KiB are free on the gateway's disk: no new message is accepted",
-            )
         try:
-            msg, created = await self.store.accept(
-                new,
-                key_id=key.id,
-                queue_max=self.config.api.queue_max,
-                quota=key.quota,
-                actor=auth.actor(key, request),
-            )
-        except QuotaExceeded as exc:
-            raise quota_error(key, exc) from None
-        except IdempotencyMismatch:
-            raise ApiError(
-                422,
-                "idempotency_mismatch",
-                "this idempotency key was already used with a different request; use a new key",
-            ) from None
-        except OptedOut:
-            raise ApiError(
-                422, "opted_out", "the recipient opted out (sent STOP) and receives no messages until START"
-            ) from None
-        except QueueFull:
-            raise ApiError(
-                503,
-                "queue_full",
-                f"{self.config.api.queue_max} messages are already waiting; retry later",
-                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
-            ) from None
-        except StorageFull as exc:
-            raise ApiError(507, "storage_full", str(exc)) from None
+            msg, created = await self.intake.submit(new, key=key, actor=auth.actor(key, request))
+        except StoreError as exc:
+            raise refusal(exc, key=key, queue_max=self.config.api.queue_max).error() from None
         if not created:
             return JSONResponse(message_payload(msg), status_code=200)
-        self.metrics.accepted_total.labels(source="api").inc()
-        _LOGGER.info("accepted %s (%d segment(s)) with key %s", msg.id, msg.segments, key.name)
-        self.gateway.wake()
         return JSONResponse(
             message_payload(msg), status_code=202, headers={"Location": f"/api/v1/messages/{msg.id}"}
         )
@@ -377,16 +351,6 @@ class _Api:
             ) from None
 
 
-def quota_error(key: ApiKey, exc: QuotaExceeded) -> ApiError:
-    return ApiError(
-        429,
-        "quota_exceeded",
-        f"the API key {key.name!r} may send {exc.limit} messages per {exc.window}; "
-        f"retry in {exc.retry_after_s} s",
-        headers={"Retry-After": str(exc.retry_after_s)},
-    )
-
-
 def audit_payload(event: AuditEvent) -> dict[str, Any]:
     """One entry of GET /api/v1/audit."""
     return {
@@ -432,28 +396,18 @@ def _require_json(request: Request) -> None:
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than `limit` bytes whether or not Content-Length says so."""
-    declared = request.headers.get("content-length")
-    if declared is not None and validation.parse_content_length(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
-
-
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)  # noqa: S101  (registered for ApiError only)
     return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _too_large(request: Request, exc: Exception) -> Response:
+    """A body over a route's cap, met by any route that reads one with bodies.read_body."""
+    return error_response(413, "payload_too_large", str(exc))
+
+
+async def _bad_content_length(request: Request, exc: Exception) -> Response:
+    return error_response(400, "invalid_request", str(exc))
 
 
 async def _storage_full(request: Request, exc: Exception) -> Response:

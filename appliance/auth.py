@@ -1,4 +1,4 @@
-"""Bearer API keys with scopes: `send`, `read`, `read_all`, `admin` (admin implies the others).
+"""API keys (Bearer, or HTTP Basic where a door needs it) with scopes: `send`, `read`, `read_all`, `admin` (admin implies the others).
 
 Keys are 32 random bytes shown once and stored as SHA-256 (`Store.verify_key`).
 401 when the key is missing, unknown or revoked; 403 when it lacks the scope.
@@ -15,6 +15,8 @@ Headers holding non-ASCII bytes never get here: appliance/edge.py answers them w
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import logging
 
@@ -28,38 +30,14 @@ _LOGGER = logging.getLogger(__name__)
 SCOPES = frozenset({"send", "read", "read_all", "admin"})
 MAX_KEY_CHARS = 256  # ours are 47; anything far longer is not a key of ours
 _CHALLENGE = 'Bearer realm="smsgw"'
+_BASIC_CHALLENGE = 'Basic realm="smsgw"'
 
 
-async def require(request: Request, store: Store, scope: str) -> ApiKey:
+async def require(
+    request: Request, store: Store, scope: str, *, schemes: tuple[str, ...] = ("bearer",)
+) -> ApiKey:
     """The live key of this request if it grants `scope`; ApiError 401/403 otherwise."""
-    header = request.headers.get("authorization")
-    if header is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "an API key is required: send 'Authorization: Bearer <key>' (create one with smsgw keys create)",
-            headers={"WWW-Authenticate": _CHALLENGE},
-        )
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "the Authorization header must be 'Bearer <key>'",
-            headers={"WWW-Authenticate": _CHALLENGE},
-        )
-    key = await store.verify_key(token) if len(token) <= MAX_KEY_CHARS else None
-    if key is None:
-        # Log the attempt (OWASP: log token-validation failures), never the token itself.
-        client = request.client.host if request.client else "?"
-        _LOGGER.warning("rejected API key from %s for %s %s", client, request.method, request.url.path)
-        raise ApiError(
-            401,
-            "unauthorized",
-            "the API key is unknown or revoked",
-            headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
-        )
+    key = await authenticate(request, store, schemes=schemes)
     if not allows(key, scope):
         raise ApiError(
             403,
@@ -68,6 +46,71 @@ async def require(request: Request, store: Store, scope: str) -> ApiKey:
             headers={"WWW-Authenticate": f'{_CHALLENGE}, error="insufficient_scope", scope="{scope}"'},
         )
     return key
+
+
+async def authenticate(request: Request, store: Store, *, schemes: tuple[str, ...] = ("bearer",)) -> ApiKey:
+    """The live key the request carries: `Authorization: Bearer <key>`, or, where `schemes`
+    has "basic", HTTP Basic with any username and the key as the password; ApiError 401 otherwise."""
+    header = request.headers.get("authorization")
+    challenge = _BASIC_CHALLENGE if schemes == ("basic",) else _CHALLENGE
+    if header is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an API key is required: send 'Authorization: Bearer <key>' (create one with smsgw keys create)"
+            if "bearer" in schemes
+            else "an API key is required: HTTP Basic with any username and the key as the password",
+            headers={"WWW-Authenticate": challenge},
+        )
+    scheme, _, token = header.partition(" ")
+    scheme, token = scheme.lower(), token.strip()
+    if scheme == "basic" and "basic" in schemes:
+        password = basic_password(token)
+        key = await store.verify_key(password) if password and len(password) <= MAX_KEY_CHARS else None
+        if key is None:
+            _rejected(request)
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the API key (the Basic auth password) is unknown or revoked",
+                headers={"WWW-Authenticate": _BASIC_CHALLENGE},
+            )
+        return key
+    if scheme != "bearer" or "bearer" not in schemes or not token:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the Authorization header must be 'Bearer <key>'"
+            + (" or HTTP Basic with the key as the password" if "basic" in schemes else ""),
+            headers={"WWW-Authenticate": challenge},
+        )
+    key = await store.verify_key(token) if len(token) <= MAX_KEY_CHARS else None
+    if key is None:
+        _rejected(request)
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the API key is unknown or revoked",
+            headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
+        )
+    return key
+
+
+def basic_password(token: str) -> str | None:
+    """The password of HTTP Basic credentials (base64 of `user:password`), None when malformed."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _user, sep, password = decoded.partition(":")
+    return password if sep else None
+
+
+def _rejected(request: Request) -> None:
+    # Log the attempt (OWASP: log token-validation failures), never the token itself.
+    _LOGGER.warning(
+        "rejected API key from %s for %s %s", client_address(request), request.method, request.url.path
+    )
 
 
 def allows(key: ApiKey, scope: str) -> bool:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.keywords import check_keywords
+
 DEFAULT_PATH = Path("/etc/smsgw/smsgw.toml")
 # A burst larger than a minute's worth of sends at any sane rate defeats the carrier limit.
 MAX_RATE_BURST = 100
@@ -287,9 +289,25 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
     if not isinstance(hooks, list) or not all(isinstance(i, dict) for i in hooks):
         raise ConfigError(f"{where}: expected [[{where}]] tables")
     values["webhooks"] = tuple(_build(WebhookConfig, item, f"{where}[{i}]") for i, item in enumerate(hooks))
+    values["inbound"] = _fold_keywords(values["inbound"])
     config = Config(**values, source=source)
     _check(config)
     return config
+
+
+def _fold_keywords(inbound: InboundConfig) -> InboundConfig:
+    """STOP/START keywords in the matcher's folded form: "Stop" and "STOP" configure the same word."""
+    try:
+        stop = check_keywords(inbound.stop_keywords, "inbound.stop_keywords")
+        start = check_keywords(inbound.start_keywords, "inbound.start_keywords")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    both = sorted(set(stop) & set(start))
+    if both:
+        raise ConfigError(
+            f"inbound.start_keywords: {both[0]!r} is also in inbound.stop_keywords; a word opts out or in, not both"
+        )
+    return dataclasses.replace(inbound, stop_keywords=stop, start_keywords=start)
 
 
 def _build(cls: type[Any], section: dict[str, Any], where: str) -> Any:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from appliance.config import DispatcherConfig, ModemConfig
 from appliance.ledger import Message, StorageFull, Store, StoreError, rfc3339
 from appliance.metrics import Metrics
+from appliance.segments import plan
 from appliance.states import PartState
 from modem import AtError, AtTimeout, Modem, ModemError, ModemState, TransportError
 from modem.pdu import Address, encode_submits
@@ -416,14 +417,16 @@ class ModemWorker:
     async def _send(self, msg: Message) -> None:
         """Send the parts of msg not yet accepted by the network, with its concatenation reference."""
         assert msg.body is not None  # noqa: S101  (bodies are purged only from final messages)
+        # The intake's plan: same function, same text, the alphabet it chose (stored with the message).
         submits = encode_submits(
             Address.parse(msg.to),
             msg.body,
             concat_ref=msg.concat_ref or 0,
             status_report_request=True,
             validity_relative=_validity_octet(msg.expires_at - time.time()),
+            segmentation=plan(msg.body, msg.encoding),
         )
-        if len(submits) != msg.segments:
+        if len(submits) != msg.segments:  # only if the split rules changed between accept and send
             _LOGGER.error("message %s: %d segments now, %d at accept", msg.id, len(submits), msg.segments)
         states = {p.seq: p.status for p in msg.parts}
         todo = [

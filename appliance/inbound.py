@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from appliance.config import InboundConfig
+from appliance.keywords import Keyword, keyword_of
 from appliance.ledger import StorageFull, Store
 from appliance.metrics import Metrics
 from modem import CallbackDeferred, Undecodable
@@ -39,14 +39,9 @@ def join(encoding: str, chunks: Sequence[bytes]) -> str:
     return units_to_text(b"".join(chunks), Encoding(encoding))
 
 
-def keyword(text: str, cfg: InboundConfig) -> str | None:
-    """'stop' or 'start' when the whole message is one opt-out/opt-in keyword (case, spaces, '!' ignored)."""
-    word = re.sub(r"[\s.!]+", "", text).upper()
-    if word in cfg.stop_keywords:
-        return "stop"
-    if word in cfg.start_keywords:
-        return "start"
-    return None
+def keyword(text: str, cfg: InboundConfig) -> Keyword | None:
+    """'stop' or 'start' when the whole message is one of the configured opt-out/opt-in keywords."""
+    return keyword_of(text, cfg.stop_keywords, cfg.start_keywords)
 
 
 def command_sealer(ledger_path: str, oncall: Iterable[str], region: str) -> Sealer:

@@ -18,39 +18,23 @@ used after the request; validate with `RequestValidator(callback_secret)`.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
-import logging
 import re
 import time
-import urllib.parse
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from appliance import auth, validation
+from appliance import auth, segments, validation
+from appliance.bodies import BadContentLength, BodyTooLarge, form_fields, read_body
 from appliance.config import Config
-from appliance.ledger import (
-    ApiKey,
-    IdempotencyMismatch,
-    Message,
-    NewMessage,
-    OptedOut,
-    QueueFull,
-    QuotaExceeded,
-    StorageFull,
-    Store,
-)
-from appliance.metrics import Metrics
+from appliance.intake import Intake, Refusal, refusal
+from appliance.ledger import ApiKey, Message, Store, StoreError
 from appliance.states import State
-from appliance.status import GatewayView, disk_usage
 from appliance.validation import ApiError
-from modem.pdu import segment_text
-
-_LOGGER = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
 MAX_FORM_BYTES = 65536
@@ -181,16 +165,31 @@ def callback_form(data: dict[str, Any]) -> dict[str, str]:
     return form
 
 
+# The intake's refusals (intake.refusal codes) as Twilio errors (twilio.com/docs/api/errors).
+_REFUSALS: dict[str, tuple[int, int, str]] = {
+    "opted_out": (400, 21610, "Attempt to send to unsubscribed recipient"),
+    "idempotency_mismatch": (409, 20409, "This idempotency token was already used with a different request."),
+    "queue_full": (503, 20503, "The gateway's queue is full; retry later."),
+    "storage_full": (503, 20503, "The gateway's disk is full; retry later."),
+}
+
+
+def twilio_refusal(refused: Refusal) -> TwilioError:
+    """An intake refusal in Twilio's shape; a 503 keeps Retry-After so clients back off."""
+    headers = refused.headers or None
+    if refused.code == "quota_exceeded":
+        return TwilioError(429, 20429, f"Too Many Requests: {refused.message}", headers=headers)
+    status, code, message = _REFUSALS[refused.code]
+    if status == 503:
+        headers = {"Retry-After": "30", **refused.headers}
+    return TwilioError(status, code, message, headers=headers)
+
+
 class TwilioEndpoint:
-    def __init__(
-        self, store: Store, config: Config, gateway: GatewayView, metrics: Metrics, min_free_bytes: int
-    ) -> None:
+    def __init__(self, store: Store, config: Config, intake: Intake) -> None:
         self.store = store
         self.config = config
-        self.gateway = gateway
-        self.metrics = metrics
-        self.min_free_bytes = min_free_bytes
-        metrics.accepted_total.labels(source="twilio")
+        self.intake = intake
 
     async def create(self, request: Request) -> Response:
         try:
@@ -229,12 +228,13 @@ class TwilioEndpoint:
         body = form.get("Body", "")
         if not body.strip():
             raise TwilioError(400, 21602, "Message body is required.")
+        too_long = TwilioError(
+            400,
+            21617,
+            f"The concatenated message body exceeds the {self.config.api.max_text_chars} character limit.",
+        )
         if len(body) > self.config.api.max_text_chars:
-            raise TwilioError(
-                400,
-                21617,
-                f"The concatenated message body exceeds the {self.config.api.max_text_chars} character limit.",
-            )
+            raise too_long
         callback = None
         if form.get("StatusCallback"):
             try:
@@ -249,73 +249,36 @@ class TwilioEndpoint:
             if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= MAX_VALIDITY_PERIOD_S:
                 raise TwilioError(400, 21622, f"ValidityPeriod must be 1 to {MAX_VALIDITY_PERIOD_S} seconds.")
             validity = max(validation.MIN_VALIDITY_S, int(raw))
-        segmentation = segment_text(body)
-        free, _total = disk_usage(self.store)
-        if free < self.min_free_bytes:
-            raise _unavailable("The gateway's disk is full; retry later.")
-        new = NewMessage(
-            to=to,
-            body=body,
-            encoding=segmentation.encoding.value,
-            segments=len(segmentation.parts),
-            validity_s=validity,
-            status_callback=callback,
-            callback_format="twilio",
-            metadata={"twilio": {"account_sid": account[:64]}},
-            idempotency_key=_idempotency(request),
-            source="twilio",
-        )
+        try:
+            new = segments.new_message(
+                to,
+                body,
+                validity_s=validity,
+                status_callback=callback,
+                callback_format="twilio",
+                metadata={"twilio": {"account_sid": account[:64]}},
+                idempotency_key=_idempotency(request),
+                source="twilio",
+            )
+        except segments.TooManySegments:
+            raise too_long from None
         new = auth.capped_priority(key, new, explicit=False)  # Twilio requests carry no priority
         try:
-            msg, created = await self.store.accept(
-                new,
-                key_id=key.id,
-                queue_max=self.config.api.queue_max,
-                quota=key.quota,
-                actor=auth.actor(key, request),
-            )
-        except QuotaExceeded as exc:
-            raise TwilioError(
-                429,
-                20429,
-                f"Too Many Requests: the API key may send {exc.limit} messages per {exc.window}.",
-                headers={"Retry-After": str(exc.retry_after_s)},
-            ) from None
-        except OptedOut:
-            raise TwilioError(400, 21610, "Attempt to send to unsubscribed recipient") from None
-        except IdempotencyMismatch:
-            raise TwilioError(
-                409, 20409, "This idempotency token was already used with a different request."
-            ) from None
-        except QueueFull:
-            raise _unavailable("The gateway's queue is full; retry later.") from None
-        except StorageFull:
-            raise _unavailable("The gateway's disk is full; retry later.") from None
-        if created:
-            self.metrics.accepted_total.labels(source="twilio").inc()
-            self.gateway.wake()
+            msg, created = await self.intake.submit(new, key=key, actor=auth.actor(key, request))
+        except StoreError as exc:
+            raise twilio_refusal(refusal(exc, key=key, queue_max=self.intake.queue_max)) from None
         return JSONResponse(resource(msg, account), status_code=201 if created else 200)
 
     async def _key(self, request: Request) -> ApiKey:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        password = ""
-        if scheme.lower() == "basic":
-            try:
-                _user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                password = ""
-        key = await self.store.verify_key(password) if 0 < len(password) <= auth.MAX_KEY_CHARS else None
-        if key is None:
-            client = request.client.host if request.client else "?"
-            _LOGGER.warning("rejected Twilio-style credentials from %s for %s", client, request.url.path)
+        try:
+            return await auth.authenticate(request, self.store, schemes=("basic",))
+        except ApiError:
             raise TwilioError(
                 401,
                 20003,
                 "Authenticate: HTTP Basic with any username and an smsgw API key as the password",
                 headers={"WWW-Authenticate": 'Basic realm="smsgw"'},
-            )
-        return key
+            ) from None
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -323,23 +286,14 @@ async def _form(request: Request) -> dict[str, str]:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
         raise TwilioError(400, 20001, "The body must be form-encoded (application/x-www-form-urlencoded).")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FORM_BYTES:
-            raise TwilioError(413, 20001, f"The request body is larger than {MAX_FORM_BYTES} bytes.")
-        chunks.append(chunk)
     try:
-        pairs = urllib.parse.parse_qsl(
-            b"".join(chunks).decode("utf-8"), keep_blank_values=True, strict_parsing=False
-        )
+        return form_fields(await read_body(request, MAX_FORM_BYTES))
+    except BodyTooLarge:
+        raise TwilioError(413, 20001, f"The request body is larger than {MAX_FORM_BYTES} bytes.") from None
+    except BadContentLength:
+        raise TwilioError(400, 20001, "The Content-Length header is not a number.") from None
     except (UnicodeDecodeError, ValueError):
         raise TwilioError(400, 20001, "The form body is not valid UTF-8 urlencoded data.") from None
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        form.setdefault(name, value)
-    return form
 
 
 def _idempotency(request: Request) -> str | None:
@@ -353,14 +307,8 @@ def _idempotency(request: Request) -> str | None:
         raise TwilioError(400, 20001, exc.message) from exc
 
 
-def _unavailable(message: str) -> TwilioError:
-    return TwilioError(503, 20503, message, headers={"Retry-After": "30"})
-
-
-def routes(
-    store: Store, config: Config, gateway: GatewayView, metrics: Metrics, min_free_bytes: int
-) -> list[Route]:
-    endpoint = TwilioEndpoint(store, config, gateway, metrics, min_free_bytes)
+def routes(store: Store, config: Config, intake: Intake) -> list[Route]:
+    endpoint = TwilioEndpoint(store, config, intake)
     base = f"/{API_VERSION}/Accounts/{{account}}/Messages"
     return [
         Route(base + ".json", endpoint.create, methods=["POST"]),

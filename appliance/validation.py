@@ -18,11 +18,10 @@ from typing import Any
 
 import phonenumbers
 
-from appliance import addrpolicy
+from appliance import addrpolicy, segments
 from appliance.config import Config
 from appliance.ledger import NewMessage
 from appliance.states import Priority
-from modem.pdu import segment_text
 
 MAX_SCHEDULE_AHEAD_S = 30 * 86400  # a send_at further out is almost surely a units or year mistake
 MIN_VALIDITY_S = 60
@@ -31,7 +30,7 @@ MAX_METADATA_BYTES = 4096
 MAX_URL_CHARS = 2048
 MAX_IDEMPOTENCY_KEY_CHARS = 255  # Stripe's limit, widely copied
 MAX_NUMBER_CHARS = 64
-MAX_SEGMENTS = 255  # the concatenation header counts parts in one octet
+MAX_SEGMENTS = segments.MAX_SEGMENTS
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 
@@ -109,23 +108,14 @@ def parse_send_request(
         raise invalid("to", f"expected a phone number as a string, got {_json_type(to_raw)}")
     to = parse_number(to_raw, config.gateway.default_region, field="to")
     body = parse_body(doc["body"], max_chars=config.api.max_text_chars)
-    segmentation = segment_text(body)
-    if len(segmentation.parts) > MAX_SEGMENTS:
-        raise ApiError(
-            422,
-            "body_too_long",
-            f"body: needs {len(segmentation.parts)} SMS segments, at most {MAX_SEGMENTS}",
-        )
     send_at = _optional(doc, "send_at")
     validity_s = _optional(doc, "validity_s")
     priority = _optional(doc, "priority")
     callback = _optional(doc, "status_callback")
     metadata = _optional(doc, "metadata")
-    return NewMessage(
-        to=to,
-        body=body,
-        encoding=segmentation.encoding.value,
-        segments=len(segmentation.parts),
+    return sized_message(
+        to,
+        body,
         priority=Priority.NORMAL if priority is None else parse_priority(priority),
         send_at=None if send_at is None else parse_send_at(send_at, now=now),
         validity_s=config.dispatcher.default_validity_s if validity_s is None else parse_validity(validity_s),
@@ -133,6 +123,14 @@ def parse_send_request(
         metadata=None if metadata is None else parse_metadata(metadata),
         idempotency_key=merge_idempotency_keys(_optional(doc, "idempotency_key"), header_key),
     )
+
+
+def sized_message(to: str, body: str, **fields: Any) -> NewMessage:
+    """segments.new_message, with a text too long for one concatenated SMS as 422 body_too_long."""
+    try:
+        return segments.new_message(to, body, **fields)
+    except segments.TooManySegments as exc:
+        raise ApiError(422, "body_too_long", f"body: {exc}") from None
 
 
 # ---------------------------------------------------------------------- fields
@@ -338,12 +336,6 @@ def decode_cursor(value: str | None) -> int | None:
     return int(number)
 
 
-def parse_content_length(value: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,30}", value.strip()):
-        raise ApiError(400, "invalid_request", "the Content-Length header is not a number")
-    return int(value)
-
-
 def check_query(params: Iterable[str], allowed: Iterable[str]) -> None:
     """Unknown query parameters are refused: a typo must not silently widen a listing."""
     known = set(allowed)
@@ -354,17 +346,6 @@ def check_query(params: Iterable[str], allowed: Iterable[str]) -> None:
                 "unknown_parameter",
                 f"{name}: unknown query parameter (allowed: {', '.join(sorted(known))})",
             )
-
-
-# ---------------------------------------------------------------------- inbound
-def keyword_of(text: str, stop: Iterable[str], start: Iterable[str]) -> str | None:
-    """'stop' or 'start' when the whole message is one such keyword (CTIA style), else None."""
-    word = text.strip().strip(".!").strip().upper()
-    if word in {k.upper() for k in stop}:
-        return "stop"
-    if word in {k.upper() for k in start}:
-        return "start"
-    return None
 
 
 def _optional(doc: dict[str, Any], name: str) -> Any:

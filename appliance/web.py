@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import jinja2
 import phonenumbers
@@ -34,18 +33,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from appliance import auth, charts, validation
+from appliance.bodies import BadContentLength, BodyTooLarge, form_fields, read_body
 from appliance.config import Config, ConfigError
-from appliance.ledger import (
-    Actor,
-    IdempotencyMismatch,
-    Inbound,
-    Message,
-    OptedOut,
-    QueueFull,
-    StorageFull,
-    Store,
-    rfc3339,
-)
+from appliance.intake import Intake, refusal
+from appliance.ledger import Actor, Inbound, Message, Store, StoreError, rfc3339
 from appliance.login import LoginThrottle, retry_after
 from appliance.session import (
     COOKIE,
@@ -60,7 +51,7 @@ from appliance.session import (
     parse_password_hash,
 )
 from appliance.states import State
-from appliance.status import MIN_FREE_BYTES, GatewayView, acknowledge_incident, build_status
+from appliance.status import GatewayView, acknowledge_incident, build_status
 from appliance.validation import ApiError
 from modem.errors import describe
 
@@ -89,11 +80,9 @@ _NOTICES = {
 }
 
 
-def routes(
-    *, store: Store, config: Config, gateway: GatewayView, min_free_bytes: int = MIN_FREE_BYTES
-) -> list[BaseRoute]:
+def routes(*, store: Store, config: Config, gateway: GatewayView, intake: Intake) -> list[BaseRoute]:
     """The page's routes, mounted next to the API by `create_app`."""
-    web = Web(store, config, gateway, min_free_bytes)
+    web = Web(store, config, gateway, intake)
     pages: list[BaseRoute] = [
         Route("/", web.overview, methods=["GET"]),
         Route("/messages", web.messages, methods=["GET"]),
@@ -153,11 +142,12 @@ def error_meaning(code: str | None) -> str:
 
 
 class Web:
-    def __init__(self, store: Store, config: Config, gateway: GatewayView, min_free_bytes: int) -> None:
+    def __init__(self, store: Store, config: Config, gateway: GatewayView, intake: Intake) -> None:
         self.store = store
         self.config = config
         self.gateway = gateway
-        self.min_free_bytes = min_free_bytes
+        self.intake = intake
+        self.min_free_bytes = intake.min_free_bytes
         web = config.web
         if web.admin_password_hash:
             try:
@@ -387,18 +377,14 @@ class Web:
             new = dataclasses.replace(
                 validation.parse_send_request(doc, header_key=None, config=self.config), source="page"
             )
-            msg, _created = await self.store.accept(
-                new,
-                key_id=None,
-                queue_max=self.config.api.queue_max,
-                actor=web_actor(session.admin, request),
-            )
+            msg, _created = await self.intake.submit(new, key=None, actor=web_actor(session.admin, request))
         except ApiError as exc:
-            return self._problem(request, session, 422, "The test SMS was not accepted", exc.message)
-        except (OptedOut, QueueFull, StorageFull, IdempotencyMismatch) as exc:
-            return self._problem(request, session, 422, "The test SMS was not accepted", _refusal(exc))
-        self.gateway.wake()
-        _LOGGER.warning("status page: test SMS %s queued by %s", msg.id, session.admin)
+            return self._problem(request, session, exc.status, "The test SMS was not accepted", exc.message)
+        except StoreError as exc:
+            why = refusal(exc, key=None, queue_max=self.intake.queue_max)
+            text = f"{why.message[:1].upper()}{why.message[1:]} ({why.code})"
+            return self._problem(request, session, why.status, "The test SMS was not accepted", text)
+        _LOGGER.info("status page: test SMS %s queued by %s", msg.id, session.admin)
         return self._redirect(request, f"/messages?notice=queued&id={msg.id}", session)
 
     async def reset_modem(self, request: Request) -> Response:
@@ -619,26 +605,12 @@ def _headers(nonce: str) -> dict[str, str]:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """An urlencoded form (the page posts nothing else), at most MAX_FORM_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FORM_BYTES:
-            return {}
-        chunks.append(chunk)
-    text = b"".join(chunks).decode("utf-8", "replace")
-    return dict(parse_qsl(text, keep_blank_values=True))
-
-
-def _refusal(exc: Exception) -> str:
-    if isinstance(exc, OptedOut):
-        return "The recipient opted out (sent STOP)."
-    if isinstance(exc, QueueFull):
-        return "The queue is full; try again later."
-    if isinstance(exc, StorageFull):
-        return "The gateway's disk is full."
-    return "Refused."
+    """An urlencoded form (the page posts nothing else); {} when over MAX_FORM_BYTES or not UTF-8,
+    which the CSRF check then refuses."""
+    try:
+        return form_fields(await read_body(request, MAX_FORM_BYTES))
+    except (BodyTooLarge, BadContentLength, UnicodeDecodeError, ValueError):
+        return {}
 
 
 def _ago(seconds: float | None) -> str:

@@ -57,10 +57,14 @@ def encode_submits(
     status_report_request: bool = True,
     validity_relative: int | None = None,
     smsc: Address | None = None,
+    segmentation: Segmentation | None = None,
 ) -> list[Submit]:
-    """One SMS-SUBMIT per segment; several carry Concat(concat_ref & 0xFF, total, seq)."""
+    """One SMS-SUBMIT per segment; several carry Concat(concat_ref & 0xFF, total, seq).
+
+    `segmentation` is a plan made earlier for `text` (the caller's, kept with the message);
+    without one the text is segmented here."""
     address = Address.parse(destination) if isinstance(destination, str) else destination
-    segmentation = segment_text(text)
+    segmentation = segment_text(text) if segmentation is None else segmentation
     total = len(segmentation.parts)
     return [
         Submit(

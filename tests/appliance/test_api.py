@@ -19,8 +19,8 @@ from appliance import status as status_mod
 from appliance import validation
 from appliance.api import create_app
 from appliance.config import ApiConfig, Config
+from appliance.keywords import keyword_of
 from appliance.ledger import NewMessage, StorageFull, Store
-from appliance.validation import keyword_of
 from tests.appliance.conftest import (
     TEST_CONFIG,
     ClientFactory,

@@ -106,8 +106,8 @@ def test_a_full_file_reads_back_exactly(tmp_path: Path) -> None:
     assert config.dispatcher.unknown_outcome == "hold"
     assert config.dispatcher.per_recipient_per_minute == 2.0
     assert config.dispatcher.max_attempts == 3
-    assert config.inbound.stop_keywords == ("STOP", "HALT")
-    assert config.inbound.start_keywords == ("START", "UNSTOP", "YES")
+    assert config.inbound.stop_keywords == ("stop", "halt")  # folded at load (appliance.keywords)
+    assert config.inbound.start_keywords == ("start", "unstop", "yes")
     (hook,) = config.webhooks
     assert hook.url == "https://hooks.example.com/sms"
     assert hook.events == ("message.status",)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from appliance.config import InboundConfig
+from appliance.keywords import keyword_of
 from appliance.ledger import (
     Conflict,
     IdempotencyMismatch,
@@ -29,7 +30,6 @@ from appliance.ledger import (
 )
 from appliance.ledger.migrations import MIGRATIONS, split_sql
 from appliance.states import FINAL, TRANSITIONS, PartState, State
-from appliance.validation import keyword_of
 from modem.pdu import segment_text
 from tests.appliance.conftest import join_units, units
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from appliance.api import create_app
+from appliance.keywords import keyword_of
 from appliance.ledger import KeyLimits, Retention, Store, hash_key, migrations
 from appliance.states import Priority
-from appliance.validation import keyword_of
 from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, join_units, units
 
 A_PHONE = "+4915111111111"
