@@ -3,32 +3,52 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
-# System packages the tests drive for real (Gammu talks to the simulator; openssl makes TLS test certificates).
-APT_PACKAGES := gammu python3-venv chromium prometheus-alertmanager prometheus systemd openssl
+# `make run` installs what the gateway needs at run time; `make test` adds the test tools
+# (the [dev] extra) and the system packages the tests drive for real. One stamp each, so
+# changing pyproject.toml (its dependencies or extras) reinstalls.
+RUN_STAMP := $(VENV)/.run-stamp
+STAMP := $(VENV)/.test-stamp
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+# The demo needs only a venv; the tests drive Gammu against the simulator, the page in Chromium,
+# Prometheus/Alertmanager for real, systemd-analyze on the units and openssl for TLS certificates.
+RUN_APT_PACKAGES := python3-venv
+APT_PACKAGES := $(RUN_APT_PACKAGES) gammu chromium prometheus-alertmanager prometheus systemd openssl
 
-.PHONY: run test lint bench system-deps venv clean
+.PHONY: run test lint bench system-deps run-system-deps venv run-venv clean
 
 venv: $(STAMP)
+run-venv: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "smsgw needs Python >= 3.11"; exit 1; }
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: run 'sudo apt-get install python3-venv' (or make as root)"; exit 1; }
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	@touch $(STAMP) $(RUN_STAMP)
 
 # apt-get only when root and something is missing; otherwise say what to install.
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+define apt_ensure
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing system packages:$$missing (run: sudo apt-get install$$missing)"; fi; \
 	fi
+endef
 
-run: system-deps venv
+system-deps:
+	$(call apt_ensure,$(APT_PACKAGES))
+
+run-system-deps:
+	$(call apt_ensure,$(RUN_APT_PACKAGES))
+
+run: run-system-deps run-venv
 	./scripts/run-demo
 
 lint: venv

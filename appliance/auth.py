@@ -37,7 +37,7 @@ async def require(request: Request, store: Store, scope: str) -> ApiKey:
         raise ApiError(
             401,
             "unauthorized",
-            "an API key is required: send 'Authorization: Bearer <key>' (create one with smsgw keys create)",
+            "an API key is required: send 'Authorization: Bearer <key>' (the gateway's operator creates one: smsgw keys create --config /etc/smsgw/smsgw.toml --name NAME)",
             headers={"WWW-Authenticate": _CHALLENGE},
         )
     scheme, _, token = header.partition(" ")
