@@ -19,6 +19,8 @@ KEY_ENV = "SMSGW_API_KEY"
 # An imported key is hashed with plain SHA-256 like ours: it must be long and random enough.
 MIN_IMPORT_CHARS = 32
 _KEEP: Any = object()  # a limit not given on the command line: left as it is (update), unlimited (create)
+# Long-running verbs log their normal events (INFO); one-shot tools only what needs a look.
+_DAEMONS = ("serve", "watchdog", "simulate")
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")  # RFC 6750 b64token: usable as a Bearer token
 
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, extra = argv[:cut], argv[cut:]
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.verb != "serve" else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.INFO if args.verb in _DAEMONS else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.verb == "simulate":

@@ -348,9 +348,9 @@ class Web:
         """
         client = _client(request)
         if kind == "login":
-            _LOGGER.warning("status page: admin login (%s) from %s", actor, client)
+            _LOGGER.info("status page: admin login (%s) from %s", actor, client)
         elif kind == "logout":
-            _LOGGER.warning("status page: %s logged out from %s", actor, client)
+            _LOGGER.info("status page: %s logged out from %s", actor, client)
         else:
             _LOGGER.warning("status page: failed login from %s%s", client, f" ({detail})" if detail else "")
         if kind == "login_failed":
@@ -398,7 +398,7 @@ class Web:
         except (OptedOut, QueueFull, StorageFull, IdempotencyMismatch) as exc:
             return self._problem(request, session, 422, "The test SMS was not accepted", _refusal(exc))
         self.gateway.wake()
-        _LOGGER.warning("status page: test SMS %s queued by %s", msg.id, session.admin)
+        _LOGGER.info("status page: test SMS %s queued by %s", msg.id, session.admin)
         return self._redirect(request, f"/messages?notice=queued&id={msg.id}", session)
 
     async def reset_modem(self, request: Request) -> Response:
@@ -413,7 +413,7 @@ class Web:
             )
         if not reset(name):
             return self._problem(request, session, 404, "No such modem", f"There is no modem named {name!r}.")
-        _LOGGER.warning("status page: modem %s reset by %s", name, session.admin)
+        _LOGGER.info("status page: modem %s reset by %s", name, session.admin)
         await self.store.audit(web_actor(session.admin, request), "modem_reset", f"modem {name}")
         return self._redirect(request, "/modem?notice=reset", session)
 
