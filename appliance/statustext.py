@@ -144,8 +144,8 @@ def _queue(q: dict[str, Any]) -> list[str]:
 
 def _sent(throughput: dict[str, Any], history: dict[str, Any]) -> list[str]:
     age = throughput.get("last_sent_age_s")
-    last = "nothing sent yet" if age is None else f"last {duration(age)} ago"
-    day = f"last 24 h: {history.get('sent', 0)} sent, {history.get('delivered', 0)} delivered"
+    last = "nothing sent yet" if age is None else f"last one {duration(age)} ago"
+    day = f"24 h: {history.get('sent', 0)} sent, {history.get('delivered', 0)} delivered"
     ratio = history.get("delivery_ratio")
     if ratio is not None:
         day += f" ({ratio * 100:.0f} %)"

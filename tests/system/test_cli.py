@@ -208,7 +208,7 @@ async def test_status_ages_read_in_words_after_a_send(box: Box) -> None:
     assert sent.returncode == 0, sent.stdout + sent.stderr
     result = await smsgw("status", "--config", box.config, "--key-file", str(key_file))
     assert re.search(
-        r"^sent +last \d+ s ago; last 24 h: 1 sent, 1 delivered \(100 %\)$", result.stdout, re.M
+        r"^sent +last one \d+ s ago; 24 h: 1 sent, 1 delivered \(100 %\)$", result.stdout, re.M
     ), result.stdout
     assert re.search(r"^ +by status: 1 delivered$", result.stdout, re.M), result.stdout
     as_json = await smsgw("status", "--json", "--config", box.config, "--key-file", str(key_file))
