@@ -8,16 +8,15 @@ BIN := $(VENV)/bin
 # changing pyproject.toml (its dependencies or extras) reinstalls.
 RUN_STAMP := $(VENV)/.run-stamp
 STAMP := $(VENV)/.test-stamp
-# Installing with the host's pip (>= 22.3 has --python) lets the venv skip ensurepip (~10 s of CPU);
-# --no-compile skips byte-compiling every installed file (~half of pip's time): Python compiles
-# what it imports, once. Without a usable host pip the venv gets its own.
+# Installing with the host's pip (>= 22.3 has --python) lets the venv skip ensurepip (~10 s of CPU).
+# Without a usable host pip the venv gets its own.
 HOST_PIP := $(shell $(PYTHON) -c 'import pip, sys; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (22, 3))' 2>/dev/null && echo yes)
 ifeq ($(HOST_PIP),yes)
 VENV_ARGS := --without-pip
-PIP := $(PYTHON) -m pip --python $(BIN)/python install --quiet --disable-pip-version-check --no-compile
+PIP := $(PYTHON) -m pip --python $(BIN)/python install --quiet --disable-pip-version-check
 else
 VENV_ARGS :=
-PIP := $(BIN)/pip install --quiet --disable-pip-version-check --no-compile
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 endif
 # The demo needs only a venv; the tests drive Gammu against the simulator, the page in Chromium,
 # Prometheus/Alertmanager for real, systemd-analyze on the units and openssl for TLS certificates.
@@ -33,13 +32,19 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "smsgw needs Python >= 3.11"; exit 1; }
 	@$(PYTHON) -m venv $(VENV_ARGS) $(VENV) || { echo "python3 -m venv failed: run 'sudo apt-get install python3-venv' (or make as root)"; exit 1; }
 
+# --no-compile: byte-compiling every installed file is half of pip's time; importing what the
+# gateway uses compiles just that (quietly: python-gsmmodem-new has SyntaxWarnings).
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) --no-compile -e .
+	@$(BIN)/python -W ignore::SyntaxWarning -c 'import appliance.cli, appliance.daemon, modem.simulator'
 	@touch $(RUN_STAMP)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null  # a dev venv has its pip
 	$(PIP) -e '.[dev]'
+	@# What `make run` left uncompiled: pytest's warnings-as-errors would turn a SyntaxWarning met
+	@# while compiling on import into a SyntaxError.
+	@$(BIN)/python -W ignore -m compileall -q -j0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null
 	@touch $(STAMP) $(RUN_STAMP)
 
 # apt-get only when root and something is missing; otherwise say what to install.
