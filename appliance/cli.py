@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "watchdog":
         from watchdog.__main__ import main as watchdog  # noqa: PLC0415
 
+        if not args.verbose:  # its own port's routine modem events belong to the daemon's log, not here
+            logging.getLogger("modem").setLevel(logging.WARNING)
+
         return watchdog(_watchdog_settings(_load_config(args.config)))
     if args.verb == "config":
         config = _load_config(args.path or args.config)

@@ -175,7 +175,7 @@ class Port:
         try:
             return await self.modem.list_stored()
         except (ModemError, OSError) as exc:
-            _LOGGER.info("listing stored SMS failed: %s", exc)
+            _LOGGER.debug("listing stored SMS failed: %s", exc)  # every cycle while it lasts
             return []
 
     async def delete(self, sms: StoredSms) -> None:
