@@ -108,7 +108,7 @@ def error_response(
 
 
 def message_payload(msg: Message) -> dict[str, Any]:
-    """The API's message object (DESIGN.md), plus send_at, expires_at, delivery_report, held."""
+    """The API's message object (docs/design.md), plus send_at, expires_at, delivery_report, held."""
     error = None
     if msg.error_code and msg.status not in (State.SENT, State.DELIVERED):
         error = {"code": msg.error_code, "message": msg.error_message or msg.error_code}

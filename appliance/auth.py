@@ -57,7 +57,8 @@ async def authenticate(request: Request, store: Store, *, schemes: tuple[str, ..
         raise ApiError(
             401,
             "unauthorized",
-            "an API key is required: send 'Authorization: Bearer <key>' (create one with smsgw keys create)"
+            "an API key is required: send 'Authorization: Bearer <key>' (the gateway's operator creates one:"
+            " smsgw keys create --config /etc/smsgw/smsgw.toml --name NAME)"
             if "bearer" in schemes
             else "an API key is required: HTTP Basic with any username and the key as the password",
             headers={"WWW-Authenticate": challenge},

@@ -19,6 +19,8 @@ KEY_ENV = "SMSGW_API_KEY"
 # An imported key is hashed with plain SHA-256 like ours: it must be long and random enough.
 MIN_IMPORT_CHARS = 32
 _KEEP: Any = object()  # a limit not given on the command line: left as it is (update), unlimited (create)
+# Long-running verbs log their normal events (INFO); one-shot tools only what needs a look.
+_DAEMONS = ("serve", "watchdog", "simulate")
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")  # RFC 6750 b64token: usable as a Bearer token
 
 
@@ -100,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(status)
     _add_key_source(status)
     status.add_argument("--url", help="gateway base URL (default from api.listen)")
-    status.add_argument("--json", action="store_true", help="print the raw document")
+    status.add_argument("--json", action="store_true", help="print the /api/v1/status document (for scripts)")
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_verb", required=True, metavar="TOOL")
@@ -138,6 +140,11 @@ def _limit(text: str) -> int | None:
     return int(text)
 
 
+def _config_hint(args: argparse.Namespace) -> str:
+    """The config path to print in a hint: the one given, else where a box keeps it."""
+    return str(args.config or "/etc/smsgw/smsgw.toml")
+
+
 def _load_config(path: str | None) -> Any:
     from appliance.config import DEFAULT_PATH, ConfigError, load  # noqa: PLC0415  (keep `--help` fast)
 
@@ -160,13 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         argv, extra = argv[:cut], argv[cut:]
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.verb != "serve" else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.INFO if args.verb in _DAEMONS else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.verb == "simulate":
         from modem.simulator.__main__ import main as simulate  # noqa: PLC0415  (load only what the verb needs)
 
-        return simulate(extra)
+        return simulate(extra, prog="smsgw simulate")
     if args.verb == "modem" and args.modem_verb == "probe":
         from modem.probe import main as probe  # noqa: PLC0415
 
@@ -177,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         return serve(_load_config(args.config))
     if args.verb == "watchdog":
         from watchdog.__main__ import main as watchdog  # noqa: PLC0415
+
+        if not args.verbose:  # its own port's routine modem events belong to the daemon's log, not here
+            logging.getLogger("modem").setLevel(logging.WARNING)
 
         return watchdog(_watchdog_settings(_load_config(args.config)))
     if args.verb == "config":
@@ -260,7 +270,7 @@ async def _keys(args: argparse.Namespace) -> int:
             if kept:  # an import never narrows a key (the Ansible role shows this line)
                 print(
                     f"kept scopes not in the import: {','.join(kept)} "
-                    f"(narrow them with `smsgw keys update {rec.id} --scope ...`)"
+                    f"(narrow them with `smsgw keys update --config {_config_hint(args)} {rec.id} --scope ...`)"
                 )
         elif args.keys_verb == "update":
             changes = _limit_changes(args)
@@ -373,7 +383,8 @@ def _api_key(args: argparse.Namespace) -> str:
     key = os.environ.get(KEY_ENV, "").strip()
     if not key:
         print(
-            f"smsgw: an API key is needed: --key-file FILE or {KEY_ENV} (create one: smsgw keys create --name me)",
+            f"smsgw: an API key is needed: --key-file FILE or {KEY_ENV}. Create one on the gateway with: "
+            f"smsgw keys create --config {_config_hint(args)} --name me --scope send,read > FILE",
             file=sys.stderr,
         )
     return key
@@ -463,21 +474,9 @@ def _wait_final(client: Any, msg_id: str) -> int:
 
 
 def _print_status(doc: dict[str, Any]) -> None:
-    verdict = doc.get("verdict", {})
-    print(f"{doc['gateway']['name']}: {verdict.get('state', '?').upper()}")
-    for reason in verdict.get("reasons", []):
-        print(f"  - {reason}")
-    for m in doc.get("modems", []):
-        sig = m.get("signal") or {}
-        reg = m.get("registration") or {}
-        print(
-            f"modem {m['name']}: {m['state']}, {m.get('manufacturer', '')} {m.get('model', '')}, "
-            f"{m.get('operator') or 'no operator'} ({reg.get('text', '?')}), signal {sig.get('dbm', '?')} dBm"
-        )
-    q = doc.get("queue", {})
-    print(
-        f"queue: {q.get('depth', '?')} waiting, oldest {q.get('oldest_age_s') or 0:.0f} s; by status {q.get('by_status')}"
-    )
+    from appliance.statustext import render  # noqa: PLC0415
+
+    print(render(doc))
 
 
 if __name__ == "__main__":

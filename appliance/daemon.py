@@ -252,7 +252,7 @@ class Gateway:
             await self._until_serving(serving)
             self.notifier.ready(await self._status_line())
             self.serving.set()
-            _LOGGER.warning(
+            _LOGGER.info(
                 "smsgw serving on %s://%s (ledger %s)",
                 "https" if self.config.api.tls_cert else "http",
                 self.config.api.listen,
@@ -320,7 +320,7 @@ class Gateway:
                 directory, submit_latency_s=sc.submit_latency_s, report_delay_s=sc.report_delay_s
             )
             await self.simulator.start()
-            _LOGGER.warning(
+            _LOGGER.info(
                 "simulated modem on %s (aux %s)", self.simulator.primary_path, self.simulator.aux_path
             )
             if sc.control:
@@ -361,7 +361,7 @@ class Gateway:
         )
         self._sim_control = server
         self._sim_control_task = asyncio.create_task(server.serve())
-        _LOGGER.warning("simulator control on http://%s", listen)
+        _LOGGER.info("simulator control on http://%s", listen)
 
     async def _relay(self) -> None:
         from appliance.addrpolicy import AddressPolicy  # noqa: PLC0415

@@ -59,7 +59,7 @@ class Progress:
             state = "stuck"
         if state != self.state:
             if state == "moving":
-                _LOGGER.warning("dispatcher moving again")
+                _LOGGER.info("dispatcher moving again")
             elif state == "modem":
                 names = ", ".join(f"{name} (silent {silent:.0f} s)" for name, silent in stalled)
                 _LOGGER.warning(

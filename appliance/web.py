@@ -338,9 +338,9 @@ class Web:
         """
         client = _client(request)
         if kind == "login":
-            _LOGGER.warning("status page: admin login (%s) from %s", actor, client)
+            _LOGGER.info("status page: admin login (%s) from %s", actor, client)
         elif kind == "logout":
-            _LOGGER.warning("status page: %s logged out from %s", actor, client)
+            _LOGGER.info("status page: %s logged out from %s", actor, client)
         else:
             _LOGGER.warning("status page: failed login from %s%s", client, f" ({detail})" if detail else "")
         if kind == "login_failed":
@@ -399,7 +399,7 @@ class Web:
             )
         if not reset(name):
             return self._problem(request, session, 404, "No such modem", f"There is no modem named {name!r}.")
-        _LOGGER.warning("status page: modem %s reset by %s", name, session.admin)
+        _LOGGER.info("status page: modem %s reset by %s", name, session.admin)
         await self.store.audit(web_actor(session.admin, request), "modem_reset", f"modem {name}")
         return self._redirect(request, "/modem?notice=reset", session)
 

@@ -67,7 +67,7 @@ def load_callback_secret(configured: str, ledger_path: str) -> str:
 
     text = load_or_make(path, make, _valid_callback_secret).decode("ascii").strip()
     if made and path.exists():  # else it is this run's only (keyfile said so)
-        _LOGGER.warning(
+        _LOGGER.info(
             "generated a webhook signing secret in %s (set [api] callback_secret to choose one)", path
         )
     return text

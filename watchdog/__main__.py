@@ -95,7 +95,7 @@ class Watchdog:
     async def run(self) -> None:
         notifier = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
         await self.port.start()
-        _LOGGER.warning(
+        _LOGGER.info(
             "watchdog of %s: on-call %s, %s",
             self.settings.box_name,
             ", ".join(mask(n) for n in self.settings.oncall),
@@ -131,7 +131,7 @@ class Watchdog:
             _LOGGER.warning("cap of %d alerts/hour reached; not sent: %s", s.cap_per_hour, alert.text)
             self.state.record_alert(alert, "*", "capped", now)
         for incident in self.state.apply_ack_requests(self.policy, now):
-            _LOGGER.warning("incident %d acknowledged on the status page", incident.id)
+            _LOGGER.info("incident %d acknowledged on the status page", incident.id)
         self.state.sync_incidents(self.policy, now)
         for alert in alerts:
             _LOGGER.warning("alert (%s): %s", alert.kind, alert.text)
@@ -190,7 +190,7 @@ class Watchdog:
             _LOGGER.warning("refused %s from %s (%s)", command, number, decision.reason)
             self.commands.record(CommandFact(now, decision.sender, command, "refused", detail, reply.via))
             return
-        _LOGGER.warning("on-call %s sent %s", number, command)
+        _LOGGER.info("on-call %s sent %s", number, command)
         if command == "STATUS":
             answer = f"{s.box_name} STATUS: {self.policy.summary(now)}; {self.daemon_line()}"
         elif command == "ACK":
@@ -255,9 +255,9 @@ class Watchdog:
                 ok = await self.port.send(number, out.alert.text)
                 self.state.record_alert(out.alert, number, "sent" if ok else "failed", time.time())
                 if ok and out.alert.kind in _PRIVATE_KINDS:
-                    _LOGGER.warning("sent %s %s to %s", out.alert.kind, out.alert.subject, mask(number))
+                    _LOGGER.info("sent %s %s to %s", out.alert.kind, out.alert.subject, mask(number))
                 elif ok:
-                    _LOGGER.warning("sent to %s: %s", mask(number), out.alert.text)
+                    _LOGGER.info("sent to %s: %s", mask(number), out.alert.text)
         self.outbox = kept
 
 

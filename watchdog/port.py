@@ -66,7 +66,7 @@ async def hold_port_lock(ledger_path: str) -> DaemonPortLock | None:
                 waited = True
             await asyncio.sleep(LOCK_POLL_S)
     if waited:
-        _LOGGER.warning("the watchdog gave the modem port back")
+        _LOGGER.info("the watchdog gave the modem port back")
     return DaemonPortLock(alive, port)
 
 
@@ -139,7 +139,7 @@ class Port:
             return
         present = daemon_present(self._ledger_path)
         if self.modem is not None and (present or not want):
-            _LOGGER.warning("giving the modem port back%s", " (the daemon is back)" if present else "")
+            _LOGGER.info("giving the modem port back%s", " (the daemon is back)" if present else "")
             await self.stop()
             return
         if self.modem is None and want and not present and self._lock():
@@ -175,7 +175,7 @@ class Port:
         try:
             return await self.modem.list_stored()
         except (ModemError, OSError) as exc:
-            _LOGGER.info("listing stored SMS failed: %s", exc)
+            _LOGGER.debug("listing stored SMS failed: %s", exc)  # every cycle while it lasts
             return []
 
     async def delete(self, sms: StoredSms) -> None:

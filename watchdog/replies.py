@@ -131,7 +131,7 @@ class LedgerInbox:
                 (self.last_seq,),
             ).fetchall()
         except sqlite3.Error as exc:
-            _LOGGER.info("reading inbound failed: %s", exc)
+            _LOGGER.debug("reading inbound failed: %s", exc)  # every cycle while it lasts
             return []
         finally:
             db.close()

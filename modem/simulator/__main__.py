@@ -25,8 +25,13 @@ def _host_port(text: str) -> tuple[str, int]:
     return (host or "127.0.0.1", int(port))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m modem.simulator", description=__doc__.splitlines()[0])
+def build_parser(prog: str = "python -m modem.simulator") -> argparse.ArgumentParser:
+    """The simulator's options; `prog` is how the user invoked it (`smsgw simulate` names itself)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="A simulated modem on its own: its AT ports as pseudo-terminal symlinks, the HTTP "
+        "control interface (inject SMS, faults, phone inboxes), until Ctrl-C.",
+    )
     parser.add_argument(
         "--dir", type=Path, default=None, help=f"where the port symlinks go (default {default_directory()})"
     )
@@ -131,9 +136,9 @@ async def run(args: argparse.Namespace) -> None:
                 await control.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m modem.simulator") -> int:
     """Run the simulator until SIGINT/SIGTERM; 0 on a clean exit."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(args))
     return 0

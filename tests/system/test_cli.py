@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -76,6 +78,13 @@ async def test_version() -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("smsgw ")
     assert result.stdout.split()[1][0].isdigit()
+
+
+async def test_simulate_help_names_the_command_the_user_typed() -> None:
+    result = await smsgw("simulate", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: smsgw simulate ")
+    assert "python -m" not in result.stdout
 
 
 async def test_keys_create_prints_only_the_key_and_it_works(box: Box) -> None:
@@ -168,6 +177,7 @@ async def test_send_reports_api_errors(box: Box) -> None:
     no_key = await smsgw("send", "--config", box.config, PHONE, "no key")
     assert no_key.returncode == 2
     assert "API key" in no_key.stderr
+    assert f"smsgw keys create --config {box.config} " in no_key.stderr  # the hint runs as printed
 
 
 async def test_status_prints_the_verdict(box: Box) -> None:
@@ -177,8 +187,32 @@ async def test_status_prints_the_verdict(box: Box) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "smsgw: HEALTHY"
-    assert any(ln.startswith("modem modem: ready") for ln in lines), result.stdout
-    assert any(ln.startswith("queue: 0 waiting") for ln in lines), result.stdout
+    # One section a line, its text in one column; the modem's state, network and signal on its line.
+    section = {ln.split()[0]: ln for ln in lines[1:] if ln and not ln.startswith(" ")}
+    assert list(section) == ["gateway", "modems", "queue", "sent", "webhooks", "disk", "watchdog"], (
+        result.stdout
+    )
+    assert len({len(ln) - len(ln.split(None, 1)[1]) for ln in section.values()}) == 1, result.stdout
+    assert re.search(r"^modems +modem +ready, .*signal -\d+ dBm", section["modems"]), result.stdout
+    assert re.search(r"^gateway +version \S+, up \d+ s$", section["gateway"]), result.stdout
+    assert section["queue"].split(None, 1)[1] == "0 waiting", result.stdout
+    assert "nothing sent yet" in section["sent"], result.stdout
+    assert re.search(r"^disk +\d+\.\d [KMG]iB free of \d+\.\d [KMG]iB", section["disk"]), result.stdout
+    assert "{" not in result.stdout, "no raw Python dict"
+
+
+async def test_status_ages_read_in_words_after_a_send(box: Box) -> None:
+    key_file = Path(box.config).parent / "api.key"
+    key_file.write_text(box.gw.key + "\n")
+    sent = await smsgw("send", "--config", box.config, "--key-file", str(key_file), "--wait", PHONE, "hi")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    result = await smsgw("status", "--config", box.config, "--key-file", str(key_file))
+    assert re.search(
+        r"^sent +last one \d+ s ago; 24 h: 1 sent, 1 delivered \(100 %\)$", result.stdout, re.M
+    ), result.stdout
+    assert re.search(r"^ +by status: 1 delivered$", result.stdout, re.M), result.stdout
+    as_json = await smsgw("status", "--json", "--config", box.config, "--key-file", str(key_file))
+    assert json.loads(as_json.stdout)["history"]["delivered"] == 1
 
 
 async def test_status_when_the_gateway_is_unreachable(tmp_path: Path) -> None:
