@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from modem.at import AtEngine
 from modem.errors import CmeError
 from modem.simulator import Simulator
+from modem.simulator.control import create_app
 from modem.transport import Port
 from modem.ussd import (
     InvalidUssdCode,
@@ -193,3 +195,21 @@ def test_malformed_cusd_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="invalid literal"):
         parse_cusd('x,"hi",15')
     assert decode_text("zz", 15) == "zz"
+
+
+async def test_control_sets_the_balance_and_refuses_bad_values(
+    simulator: Simulator, channel: Channel
+) -> None:
+    transport = httpx.ASGITransport(app=create_app(simulator))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+        ok = await http.post("/ussd", json={"balance": 0.42})
+        bad = await http.post("/ussd", json={"balance": -1})
+        unknown = await http.post("/ussd", json={"balanse": 1})
+    assert ok.status_code == 200
+    assert ok.json()["balance"] == 0.42
+    assert bad.status_code == 400
+    assert "balance" in bad.json()["error"]
+    assert unknown.status_code == 400
+    assert "'balanse'" in unknown.json()["error"]
+    reply = await channel.ussd.send("*100#")
+    assert "Your balance is 0.42 EUR." in reply.text
