@@ -14,8 +14,7 @@ import pytest
 from appliance.balance import NOT_FOUND, BalanceChecker, BalanceReading, parse_amount, reading_from
 from appliance.config import ConfigError, UssdConfig, from_dict
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.modem.test_ussd import Channel, open_channel
+from tests.modem.ussd_channel import Channel, simulated_channel
 
 DEFAULT = re.compile(UssdConfig().balance_regex)
 
@@ -78,16 +77,9 @@ def test_no_amount_is_a_reading_saying_so_with_numbers_masked() -> None:
 
 
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    async with Simulator(tmp_path / "sim", "quectel-ec25", **SIM_TEST_TIMING) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def channel(sim: Simulator) -> AsyncIterator[Channel]:
-    ch = await open_channel(sim, answer_timeout_s=0.5)
-    yield ch
-    await ch.port.close()
+async def simulated(tmp_path: Path) -> AsyncIterator[tuple[Simulator, Channel]]:
+    async with simulated_channel(tmp_path / "sim", answer_timeout_s=0.5) as pair:
+        yield pair
 
 
 async def ask(channel: Channel, code: str) -> str:
@@ -95,8 +87,9 @@ async def ask(channel: Channel, code: str) -> str:
 
 
 async def test_checker_reads_the_simulators_balance_and_sees_it_fall_below_the_floor(
-    sim: Simulator, channel: Channel
+    simulated: tuple[Simulator, Channel],
 ) -> None:
+    sim, channel = simulated
     sim.ussd.update({"balance": 5.2, "price": 0.25})
     checker = BalanceChecker(lambda code: ask(channel, code), UssdConfig(alert_below=5.0))
     first = await checker.check()
@@ -108,8 +101,9 @@ async def test_checker_reads_the_simulators_balance_and_sees_it_fall_below_the_f
 
 
 async def test_schedule_retries_a_silent_network_then_recovers_logging_once(
-    sim: Simulator, channel: Channel, caplog: pytest.LogCaptureFixture
+    simulated: tuple[Simulator, Channel], caplog: pytest.LogCaptureFixture
 ) -> None:
+    sim, channel = simulated
     sim.ussd.update({"silent": True})
     readings: asyncio.Queue[BalanceReading] = asyncio.Queue()
 
@@ -142,7 +136,10 @@ async def test_schedule_retries_a_silent_network_then_recovers_logging_once(
     assert any("works again: 12.34" in r.getMessage() for r in caplog.records)
 
 
-async def test_amount_missing_from_the_answer_is_a_failed_reading(channel: Channel) -> None:
+async def test_amount_missing_from_the_answer_is_a_failed_reading(
+    simulated: tuple[Simulator, Channel],
+) -> None:
+    channel = simulated[1]
     checker = BalanceChecker(
         lambda code: ask(channel, code), UssdConfig(balance_code="#100#", balance_regex=r"credit ([0-9]+)")
     )

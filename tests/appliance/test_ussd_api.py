@@ -13,26 +13,20 @@ from appliance import ussd_api
 from appliance.store import Store
 from modem.simulator import Simulator
 from tests.appliance.conftest import ClientFactory, Keys
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.modem.test_ussd import Channel, open_channel
+from tests.modem.ussd_channel import Channel, simulated_channel
 
 
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    async with Simulator(tmp_path / "sim", "quectel-ec25", **SIM_TEST_TIMING) as simulator:
-        yield simulator
+async def simulated(tmp_path: Path) -> AsyncIterator[tuple[Simulator, Channel]]:
+    async with simulated_channel(tmp_path / "sim", answer_timeout_s=0.5) as pair:
+        yield pair
 
 
 @pytest.fixture
-async def channel(sim: Simulator) -> AsyncIterator[Channel]:
-    ch = await open_channel(sim, answer_timeout_s=0.5)
-    yield ch
-    await ch.port.close()
-
-
-@pytest.fixture
-async def http(store: Store, channel: Channel, client_for: ClientFactory) -> httpx.AsyncClient:
-    return await client_for(Starlette(routes=ussd_api.routes(store, channel.ussd.send)))
+async def http(
+    store: Store, simulated: tuple[Simulator, Channel], client_for: ClientFactory
+) -> httpx.AsyncClient:
+    return await client_for(Starlette(routes=ussd_api.routes(store, simulated[1].ussd.send)))
 
 
 async def test_admin_gets_the_operators_answer_and_it_is_audited(
@@ -45,7 +39,10 @@ async def test_admin_gets_the_operators_answer_and_it_is_audited(
     assert [(e.action, e.target) for e in events if e.action == "ussd"] == [("ussd", "*100#")]
 
 
-async def test_only_admins_may_send_ussd(http: httpx.AsyncClient, keys: Keys, sim: Simulator) -> None:
+async def test_only_admins_may_send_ussd(
+    http: httpx.AsyncClient, keys: Keys, simulated: tuple[Simulator, Channel]
+) -> None:
+    sim = simulated[0]
     anonymous = await http.post("/api/v1/ussd", json={"code": "*100#"})
     sender = await http.post("/api/v1/ussd", json={"code": "*100#"}, headers=keys.auth("send_read"))
     assert (anonymous.status_code, sender.status_code) == (401, 403)
@@ -63,8 +60,14 @@ async def test_only_admins_may_send_ussd(http: httpx.AsyncClient, keys: Keys, si
     ],
 )
 async def test_bad_requests_name_what_is_wrong(
-    http: httpx.AsyncClient, keys: Keys, sim: Simulator, body: object, status: int, message: str
+    http: httpx.AsyncClient,
+    keys: Keys,
+    simulated: tuple[Simulator, Channel],
+    body: object,
+    status: int,
+    message: str,
 ) -> None:
+    sim = simulated[0]
     response = await http.post("/api/v1/ussd", json=body, headers=keys.auth("admin"))
     assert response.status_code == status
     assert message in response.json()["error"]["message"]
@@ -80,8 +83,9 @@ async def test_oversized_body_is_refused(http: httpx.AsyncClient, keys: Keys) ->
 
 
 async def test_network_silence_is_a_504_and_unsupported_a_502(
-    http: httpx.AsyncClient, keys: Keys, sim: Simulator
+    http: httpx.AsyncClient, keys: Keys, simulated: tuple[Simulator, Channel]
 ) -> None:
+    sim = simulated[0]
     sim.ussd.update({"silent": True})
     silent = await http.post("/api/v1/ussd", json={"code": "*100#"}, headers=keys.auth("admin"))
     assert silent.status_code == 504

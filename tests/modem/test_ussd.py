@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from modem.at import AtEngine
 from modem.errors import CmeError
 from modem.simulator import Simulator
 from modem.simulator.control import create_app
-from modem.transport import Port
 from modem.ussd import (
     InvalidUssdCode,
-    Ussd,
     UssdError,
     UssdTimeout,
     check_code,
@@ -23,28 +19,7 @@ from modem.ussd import (
     parse_cusd,
 )
 from tests.modem.conftest import SimFactory
-
-
-@dataclass
-class Channel:
-    """The AT channel as the Modem holds it: a Port feeding an AtEngine."""
-
-    port: Port
-    engine: AtEngine
-    ussd: Ussd
-
-
-async def open_channel(sim: Simulator, *, answer_timeout_s: float = 5.0) -> Channel:
-    engines: list[AtEngine] = []
-
-    def received(data: bytes) -> None:
-        engines[0].data_received(data)
-
-    port = Port(str(sim.primary_path), on_data=received)
-    engine = AtEngine(port.write)
-    engines.append(engine)
-    await port.open()
-    return Channel(port, engine, Ussd(engine, answer_timeout_s=answer_timeout_s))
+from tests.modem.ussd_channel import Channel, open_channel
 
 
 @pytest.fixture
