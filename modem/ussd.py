@@ -185,6 +185,7 @@ class Ussd:
                 raise UssdTimeout(command, self.answer_timeout_s) from None
         finally:
             self._waiter = None
+            self._partial = None  # a half-received answer must not swallow the next session's lines
 
     async def _read_charset(self) -> str:
         # The request and a GSM-7 answer are written in the TE character set (27.007 §5.5).
