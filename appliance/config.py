@@ -196,6 +196,46 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True)
+class UssdConfig:
+    """[ussd]: the prepaid balance check (appliance/balance.py) over USSD (modem/ussd.py)."""
+
+    balance_code: str = "*100#"  # what the operator's balance enquiry is dialled as
+    balance_regex: str = "([0-9]+[.,][0-9]{2})"  # its first group is the amount ("12,34" or "12.34")
+    check_every_s: int = 86400  # 0 = no scheduled check; else at least MIN_BALANCE_CHECK_S
+    alert_below: float = 5.0  # the watchdog alerts when the balance falls below this; 0 = never
+
+
+# A USSD session occupies the radio for seconds and some operators answer balance enquiries by SMS
+# (which costs): once a minute is the most a check may run.
+MIN_BALANCE_CHECK_S = 60
+MAX_BALANCE_REGEX = 200
+
+
+def _check_ussd(ussd: UssdConfig) -> None:
+    from modem.ussd import InvalidUssdCode, check_code  # noqa: PLC0415  (appliance wires modem/)
+
+    try:
+        check_code(ussd.balance_code)
+    except InvalidUssdCode as exc:
+        raise ConfigError(f"ussd.balance_code: {exc} (got {ussd.balance_code!r})") from None
+    if len(ussd.balance_regex) > MAX_BALANCE_REGEX:
+        raise ConfigError(f"ussd.balance_regex: longer than {MAX_BALANCE_REGEX} characters")
+    try:
+        pattern = re.compile(ussd.balance_regex)
+    except re.error as exc:
+        raise ConfigError(f"ussd.balance_regex: not a valid regular expression: {exc}") from None
+    if pattern.groups < 1:
+        raise ConfigError("ussd.balance_regex: needs a group around the amount, such as ([0-9]+[.,][0-9]{2})")
+    if ussd.check_every_s != 0 and not MIN_BALANCE_CHECK_S <= ussd.check_every_s <= 366 * 86400:
+        raise ConfigError(
+            f"ussd.check_every_s: must be 0 (off) or {MIN_BALANCE_CHECK_S} to {366 * 86400} seconds, "
+            f"got {ussd.check_every_s}"
+        )
+    if not 0 <= ussd.alert_below < float("inf"):
+        raise ConfigError(f"ussd.alert_below: must be 0 (never) or a positive amount, got {ussd.alert_below}")
+
+
+@dataclass(frozen=True)
 class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     modems: tuple[ModemConfig, ...] = (ModemConfig(),)
@@ -210,6 +250,7 @@ class Config:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     web: WebConfig = field(default_factory=WebConfig)
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
+    ussd: UssdConfig = field(default_factory=UssdConfig)
     source: str = "<defaults>"
 
     @property
@@ -229,6 +270,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "web": WebConfig,
     "alertmanager": AlertmanagerConfig,
     "retention": RetentionConfig,
+    "ussd": UssdConfig,
 }
 _ARRAYS: dict[str, type[Any]] = {"modems": ModemConfig, "webhooks": WebhookConfig}
 
@@ -387,6 +429,7 @@ def _check(config: Config) -> None:
             f"got {config.store.reserve_bytes}"
         )
     _check_api(config.api)
+    _check_ussd(config.ussd)
     if config.dispatcher.unknown_outcome not in ("resend", "hold"):
         raise ConfigError(
             f'dispatcher.unknown_outcome: expected "resend" or "hold", got {config.dispatcher.unknown_outcome!r}'

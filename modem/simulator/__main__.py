@@ -52,6 +52,9 @@ def build_parser(prog: str = "python -m modem.simulator") -> argparse.ArgumentPa
     parser.add_argument("--pin", default=None, help="the SIM asks for this PIN after power-on")
     parser.add_argument("--first-mr", type=int, default=0, help="first TP-MR handed out")
     parser.add_argument("--seed", type=int, default=None, help="seed for jitter, noise and shuffles")
+    parser.add_argument("--balance", type=float, default=12.34, help="prepaid balance that *100# answers")
+    parser.add_argument("--sms-price", type=float, default=0.09, help="what each SMS part sent costs")
+    parser.add_argument("--ussd-ucs2", action="store_true", help="the operator answers USSD in UCS-2")
     parser.add_argument("--fast", action="store_true", help="no delays at all (for scripts and tests)")
     wording = parser.add_argument_group("answer wording (default: the model's; see modem.simulator.variants)")
     wording.add_argument(
@@ -96,8 +99,10 @@ async def run(args: argparse.Namespace) -> None:
         reset_delay_s=0 if fast else 0.2,
         reenumerate_delay_s=0 if fast else 1.0,
         boot_delay_s=0 if fast else 0.5,
+        ussd_delay_s=0 if fast else 1.5,
     )
     apply_wording(sim, args)
+    sim.ussd.update({"balance": args.balance, "price": args.sms_price, "ucs2": args.ussd_ucs2})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -125,6 +130,7 @@ async def run(args: argparse.Namespace) -> None:
             print(f'  curl -s {base}/fault -d \'{{"name": "unplug"}}\'   # then {{"name": "replug"}}')
             print(f'  curl -s {base}/policy -d \'{{"number": "+4915112345678", "outcome": "fail"}}\'')
             print(f"  curl -s {base}/phones/+4915112345678/inbox")
+            print(f'  curl -s {base}/ussd -d \'{{"balance": 0.5}}\'   # then AT+CUSD=1,"*100#",15')
         print(
             f"  gammu: printf '[gammu]\\ndevice = {sim.primary_path}\\nconnection = at\\n' > rc; gammu -c rc identify"
         )

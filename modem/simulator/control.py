@@ -12,6 +12,9 @@ POST /policy   {"number": "+49…" (omit: default), "outcome": "delivered"|"pend
                 "gave_up"|"lost", "status": 65, "intermediate": 48, "duplicates": 1,
                 "order": "in"|"reverse"|"shuffle", "delay_s": 5, "recipient_format": "national",
                 "submit_error": 21}
+POST /ussd     {"balance": 3.5, "price": 0.09, "currency": "EUR", "ucs2": false, "silent": false,
+                "unknown": "text"|"unsupported", "delay_s": 1.5}   the operator's USSD answers
+                (modem.simulator.ussd); any subset; answers the current settings
 POST /fault    {"name": "hang", "port": "primary"|"aux"|null}   also: unhang, unplug, replug, reset,
                {"name": "cms_error", "code": 38, "count": 2}, {"name": "registration", "registered": false},
                {"name": "storage_full", "memory": "SM"}, {"name": "noise", "enabled": true},
@@ -96,6 +99,14 @@ def create_app(sim: Simulator) -> Starlette:
         await apply_fault(sim, body)
         return JSONResponse(sim.snapshot())
 
+    async def ussd(request: Request) -> JSONResponse:
+        body = await _json(request)
+        try:
+            sim.ussd.update(body)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from exc
+        return JSONResponse(sim.ussd.as_dict())
+
     async def bad_request(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=400)
 
@@ -107,6 +118,7 @@ def create_app(sim: Simulator) -> Starlette:
         Route("/inject", inject, methods=["POST"]),
         Route("/policy", policy, methods=["POST"]),
         Route("/fault", fault, methods=["POST"]),
+        Route("/ussd", ussd, methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={ControlError: bad_request})
 

@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from modem.errors import PduError, describe
-from modem.pdu import Address, Deliver, Encoding, StatusReport, Submit, decode_pdu
+from modem.pdu import Address, Deliver, Encoding, StatusReport, Submit, decode_pdu, gsm7
 from modem.pdu.fields import encode_timestamp
 from modem.simulator.network import Network, SubmitRejected, encoding_name
 from modem.simulator.pty import PtyPort, TcpPort
+from modem.simulator.ussd import DCS_UCS2, OperatorAnswer, UssdService
 from modem.simulator.variants import CommandVariants
 
 CTRL_Z = 0x1A
@@ -117,6 +118,7 @@ class ModelProfile:
     unsupported: frozenset[str] = frozenset()
     cms_for_unknown_in_sms: bool = False
     variants: CommandVariants = field(default_factory=CommandVariants)  # +CMGR/+CMGL/+CMGS wording
+    ussd_packed: bool = False  # Huawei ^USSDMODE=1 (its default): GSM-7 USSD answers as packed-septet hex
 
 
 QUECTEL_EC25 = ModelProfile(
@@ -176,6 +178,7 @@ HUAWEI_E3372 = ModelProfile(
     ),
     iccid_commands=("^ICCID",),
     capacity=(("SM", 30), ("ME", 500), ("SR", 30)),
+    ussd_packed=True,
 )
 GENERIC = ModelProfile(
     key="generic",
@@ -482,6 +485,7 @@ class FakeModem:
         self.cgreg = 0
         self.cereg = 0
         self.cops_format = 0
+        self.cusd = 0  # AT+CUSD <n>: 1 = present +CUSD answers
         mem = "SM" if "SM" in self.profile.memories else self.profile.memories[0]
         self.cpms = [mem, mem, mem]
 
@@ -887,6 +891,46 @@ class FakeModem:
         return []
 
     # -- SMS configuration ----------------------------------------------------------------
+
+    @handles("+CUSD")
+    def cmd_cusd(self, kind: Kind, args: str) -> list[str]:
+        """27.007 7.15: OK at once; the network's answer follows as a +CUSD URC (see ussd_answer)."""
+        if kind is Kind.TEST:
+            return ["+CUSD: (0-2)"]
+        if kind is Kind.READ:
+            return [f"+CUSD: {self.cusd}"]
+        params = split_args(args)
+        n = _int(params[0] or "0", 0, 2)
+        if n == 2:
+            self.sim.end_ussd()
+            return []
+        self.cusd = n
+        if len(params) < 2 or not params[1]:
+            return []
+        self._require_sim()
+        if self.sim.state.reg_stat() not in (1, 5):
+            raise AtFail.cme(30)
+        code = self._in_text(params[1])
+        if len(code) > 182:  # 27.007: at most 182 GSM-7 characters
+            raise AtFail.cme(4)
+        self.sim.ussd_request(self, code)
+        return []
+
+    def ussd_answer(self, answer: OperatorAnswer) -> None:
+        """Present the network's answer as the modem would: text per CSCS, or hex."""
+        if self.cusd != 1:
+            return
+        if answer.text is None:
+            self.urc(f"+CUSD: {answer.status}")
+            return
+        if answer.dcs == DCS_UCS2 or self.cscs == "UCS2":
+            text = answer.text.encode("utf-16-be").hex().upper()
+        elif self.profile.ussd_packed:
+            codes = gsm7.encode(answer.text)
+            text = gsm7.pack(codes).hex().upper()
+        else:
+            text = answer.text  # line feeds stay raw inside the quotes, as operators' menus come
+        self.urc(f'+CUSD: {answer.status},"{text}",{answer.dcs}')
 
     @handles("+CMGF")
     def cmd_cmgf(self, kind: Kind, args: str) -> list[str]:
@@ -1421,6 +1465,7 @@ class Simulator:
         reset_delay_s: float = 0.2,
         reenumerate_delay_s: float = 1.0,
         boot_delay_s: float = 0.5,
+        ussd_delay_s: float = 1.5,
         init_busy_s: float = 1.0,
         sim_busy_s: float = 5.0,
         cnma_timeout_s: float = 5.0,
@@ -1505,6 +1550,9 @@ class Simulator:
         self._started = False
         self.portsel = 0  # Huawei ^PORTSEL, reported only
         self.frozen = False
+        self.ussd = UssdService(delay_s=ussd_delay_s)
+        self._ussd_menu = False  # the network waits for a reply to its menu
+        self._ussd_timer: asyncio.TimerHandle | None = None
         # (loop time, port, command line) of every AT line executed: what a fault cost the modem.
         self.commands: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=10000)
 
@@ -1537,6 +1585,7 @@ class Simulator:
         for handle in self._retries:
             handle.cancel()
         self._retries.clear()
+        self.end_ussd()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -1605,6 +1654,7 @@ class Simulator:
         self._flush_held()
 
     async def _power_off(self) -> None:
+        self.end_ussd()
         self.plugged = False
         self._stop_noise()
         for port in self._ports.values():
@@ -1868,6 +1918,7 @@ class Simulator:
         except SubmitRejected as exc:
             raise AtFail.cms(exc.code) from None
         self._learn_overrun(loop, started, latency)
+        self.ussd.charge()
         return mr
 
     def _learn_overrun(self, loop: asyncio.AbstractEventLoop, started: float, latency: float) -> None:
@@ -1875,6 +1926,31 @@ class Simulator:
         if latency > 0:
             error = (loop.time() - started) - latency
             self._submit_overrun_s = min(latency / 2, max(0.0, self._submit_overrun_s + 0.2 * error))
+
+    # -- USSD ---------------------------------------------------------------------------
+
+    def ussd_request(self, session: FakeModem, code: str) -> None:
+        """A USSD string left the modem: the operator answers after `ussd.delay_s`, or never if silent."""
+        self.end_ussd()
+        in_menu, self._ussd_menu = self._ussd_menu, False
+        if self.ussd.silent:
+            return
+        answer = self.ussd.answer(code, in_menu=in_menu and not code.startswith(("*", "#")))
+
+        def fire() -> None:
+            self._ussd_timer = None
+            self._ussd_menu = answer.status == 1
+            self.network.record("ussd", self.state.own_number, text=code, result=f"+CUSD: {answer.status}")
+            session.ussd_answer(answer)
+
+        self._ussd_timer = asyncio.get_running_loop().call_later(max(0.0, self.ussd.delay_s), fire)
+
+    def end_ussd(self) -> None:
+        """AT+CUSD=2 or a new request: an open session or an answer still on its way is dropped."""
+        if self._ussd_timer is not None:
+            self._ussd_timer.cancel()
+            self._ussd_timer = None
+        self._ussd_menu = False
 
     def _urc_session(self) -> FakeModem | None:
         if not self.plugged or self.state.booting or self.frozen:
@@ -2119,6 +2195,7 @@ class Simulator:
             "faults": self.faults.as_dict(),
             "variants": asdict(self.variants),
             "cmgs_aborts": self.cmgs_aborts,
+            "ussd": self.ussd.as_dict(),
             "held": len(self._held),
             "policy": self.network.default_policy.as_dict(),
             "policies": {n: p.as_dict() for n, p in self.network.policies.items()},

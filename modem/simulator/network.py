@@ -117,7 +117,7 @@ class NetworkEvent:
     """One line of the network log."""
 
     time: datetime
-    kind: str  # submit | submit_rejected | report | report_lost | inject | held | retransmit
+    kind: str  # submit | submit_rejected | report | report_lost | inject | held | retransmit | ussd
     number: str
     mr: int | None = None
     text: str | None = None

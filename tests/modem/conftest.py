@@ -20,6 +20,7 @@ SIM_TEST_TIMING: dict[str, Any] = {
     "reset_delay_s": 0,
     "reenumerate_delay_s": 0,
     "boot_delay_s": 0,
+    "ussd_delay_s": 0,
     "init_busy_s": 0,
     "sim_busy_s": 0,
     "noise_interval_s": 0,
