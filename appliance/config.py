@@ -304,7 +304,10 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
 
 def _build(cls: type[Any], section: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    keys = {next((k for k, v in _FIELD_OF.items() if v == f.name), f.name): f.name for f in dataclasses.fields(cls)}
+    keys = {
+        next((k for k, v in _FIELD_OF.items() if v == f.name), f.name): f.name
+        for f in dataclasses.fields(cls)
+    }
     kwargs: dict[str, Any] = {}
     for key, value in section.items():
         if key not in keys:

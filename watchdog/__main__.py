@@ -20,7 +20,7 @@ from watchdog.audit import CommandFact, CommandLog
 from watchdog.canary import Canary
 from watchdog.checks import Thresholds, evaluate
 from watchdog.commands import MIN_PIN_DIGITS, e164, mask, valid_pin, verb_of
-from watchdog.escalation import Chain, ChainLog, Step
+from watchdog.escalation import Chain, ChainLog
 from watchdog.facts import FactsReader
 from watchdog.mail import is_mailto
 from watchdog.mailout import MailOutbox

@@ -29,7 +29,9 @@ _ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_HOST = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
 MAX_ADDRESS_CHARS = 254
 
 
@@ -149,14 +151,22 @@ async def send_mail(settings: SmtpSettings, to: str, subject: str, body: str) ->
         raise MailError(f"no answer within {settings.timeout_s:g}s", transient=True) from None
     except aiosmtplib.SMTPRecipientsRefused as exc:
         worst = max((e.code for e in exc.recipients), default=550)
-        raise MailError(_reply("recipient refused", exc.recipients[0]), transient=worst < 500, code=worst) from None
+        raise MailError(
+            _reply("recipient refused", exc.recipients[0]), transient=worst < 500, code=worst
+        ) from None
     except aiosmtplib.SMTPResponseException as exc:
         raise MailError(_reply("refused", exc), transient=exc.code < 500, code=exc.code) from None
     except ssl.SSLCertVerificationError as exc:
         raise MailError(f"certificate not trusted: {exc.verify_message}", transient=False) from None
-    except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+    except (
+        aiosmtplib.SMTPConnectError,
+        aiosmtplib.SMTPServerDisconnected,
+        aiosmtplib.SMTPTimeoutError,
+    ) as exc:
         if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
-            raise MailError(f"certificate not trusted: {exc.__cause__.verify_message}", transient=False) from None
+            raise MailError(
+                f"certificate not trusted: {exc.__cause__.verify_message}", transient=False
+            ) from None
         raise MailError(f"connection: {exc}", transient=True) from None
     except aiosmtplib.SMTPException as exc:
         # No STARTTLS or AUTH offered where the settings require it: a configuration mismatch.
@@ -205,6 +215,7 @@ def _ip(host: str) -> bool:
 
 def _readable(path: str) -> bool:
     try:
-        return Path(path).stat().st_size > 0 and Path(path).open("rb").close() is None
+        with Path(path).open("rb") as fh:
+            return bool(fh.read(1))
     except OSError:
         return False

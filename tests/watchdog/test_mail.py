@@ -45,8 +45,9 @@ async def test_starttls_and_auth_with_a_trusted_certificate(tmp_path: Path) -> N
         assert server.inbox.logins == [USER]
         assert len(server.inbox.messages()) == 1
         # A wrong password: the server's 535 is permanent (trying again will not help).
+        wrong_password = dataclasses.replace(good, password="nope")  # noqa: S106
         with pytest.raises(MailError) as wrong:
-            await send_mail(dataclasses.replace(good, password="nope"), TO, "s", "b")
+            await send_mail(wrong_password, TO, "s", "b")
         assert (wrong.value.transient, wrong.value.code) == (False, 535)
         # The same server's certificate, not trusted by the system store: refused, permanently.
         with pytest.raises(MailError) as untrusted:
@@ -68,7 +69,10 @@ async def test_starttls_required_but_not_offered_is_refused(tmp_path: Path) -> N
         assert server.inbox.messages() == []
 
 
-@pytest.mark.parametrize(("reply", "transient", "code"), [("550 5.1.1 no such user", False, 550), ("450 4.2.1 try later", True, 450)])
+@pytest.mark.parametrize(
+    ("reply", "transient", "code"),
+    [("550 5.1.1 no such user", False, 550), ("450 4.2.1 try later", True, 450)],
+)
 async def test_a_refused_recipient_is_classified_by_its_reply(
     tmp_path: Path, reply: str, transient: bool, code: int
 ) -> None:
@@ -116,10 +120,10 @@ async def test_no_server_and_a_silent_server_are_transient_and_bounded() -> None
 )
 async def test_header_injection_is_refused_before_any_connection(to: str, subject: str) -> None:
     port = free_port()  # nothing listens: a refusal that connected first would be a MailError
-    with pytest.raises(ValueError, match="subject|recipient") as exc:
+    with pytest.raises(ValueError, match=r"subject|recipient") as exc:
         await send_mail(settings(port), to, subject, "b")
     assert not isinstance(exc.value, MailError)
-    with pytest.raises(ValueError, match="subject|recipient"):
+    with pytest.raises(ValueError, match=r"subject|recipient"):
         compose(settings(port), to, subject, "b")
 
 
@@ -143,7 +147,7 @@ async def test_header_injection_is_refused_before_any_connection(to: str, subjec
 )
 def test_mailto_targets(target: str, address: str | None) -> None:
     if address is None:
-        with pytest.raises(ValueError, match="mailto|address"):
+        with pytest.raises(ValueError, match=r"mailto|address"):
             mailto_address(target)
     else:
         assert mailto_address(target) == address
@@ -160,7 +164,10 @@ def test_mailto_targets(target: str, address: str | None) -> None:
         ({"from": "a@b\nBcc: c@d"}, "smtp.from"),
         ({"user": "u"}, "smtp.user and smtp.password"),
         ({"password": "p"}, "smtp.user and smtp.password"),
-        ({"user": "u", "password": "p", "password_file": "/etc/hostname"}, "smtp.password and smtp.password_file"),
+        (
+            {"user": "u", "password": "p", "password_file": "/etc/hostname"},
+            "smtp.password and smtp.password_file",
+        ),
         ({"user": "u", "password_file": "/nonexistent/pw"}, "smtp.password_file"),
         ({"ca_file": "/nonexistent/ca.pem"}, "smtp.ca_file"),
         ({"timeout_s": 0}, "smtp.timeout_s"),
@@ -179,7 +186,14 @@ def test_the_contract_keys_and_a_password_file(tmp_path: Path) -> None:
     raw = gateway_config(
         tmp_path,
         "sim",
-        smtp={"host": "mail.lan", "port": 587, "starttls": True, "user": "u", "password_file": str(secret), "from": "smsgw@box.lan"},
+        smtp={
+            "host": "mail.lan",
+            "port": 587,
+            "starttls": True,
+            "user": "u",
+            "password_file": str(secret),
+            "from": "smsgw@box.lan",
+        },
     )
     smtp = from_dict(raw).smtp
     assert (smtp.host, smtp.port, smtp.starttls, smtp.sender) == ("mail.lan", 587, True, "smsgw@box.lan")
