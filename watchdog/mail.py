@@ -12,6 +12,7 @@ box does not trust, a server without the STARTTLS it was told to use are permane
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
@@ -185,18 +186,17 @@ async def _exchange(settings: SmtpSettings, msg: EmailMessage) -> None:
         start_tls=settings.starttls,
         tls_context=context,
     )
-    await client.connect()
     try:
+        await client.connect()
         if settings.user:
             await client.login(settings.user, settings.secret())
         errors, _ = await client.send_message(msg)
         if errors:  # one recipient per message: any refusal is the whole answer
             raise aiosmtplib.SMTPRecipientsRefused(list(errors.values()))  # type: ignore[arg-type]
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.quit()  # accepted already: a QUIT that fails changes nothing
     finally:
-        try:
-            await client.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            client.close()
+        client.close()  # a failed, timed-out or cancelled exchange leaves no socket behind
 
 
 def _reply(what: str, exc: aiosmtplib.SMTPResponseException) -> str:

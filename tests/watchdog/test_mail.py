@@ -92,16 +92,22 @@ async def test_no_server_and_a_silent_server_are_transient_and_bounded() -> None
     assert refused.value.transient
 
     async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()  # accepts, and never says 220
-        writer.close()
+        try:
+            await reader.read()  # accepts, and never says 220; the client hangs up
+        finally:
+            writer.close()
+            hung_up.set()
 
+    hung_up = asyncio.Event()
     silent = await asyncio.start_server(never_greet, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     try:
         with pytest.raises(MailError) as timed_out:
             await send_mail(settings(port, timeout_s=0.5), TO, "s", "b")
+        await asyncio.wait_for(hung_up.wait(), 5)  # the client closed its connection when it gave up
     finally:
         silent.close()
+        await silent.wait_closed()
     # Given up by its own bound: the server never answered, nor closed the connection.
     assert timed_out.value.transient
     assert timed_out.value.reason == "no answer within 0.5s"
