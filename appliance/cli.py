@@ -226,6 +226,7 @@ def _watchdog_settings(config: Any) -> Any:
         submit_timeout_s=config.modem.submit_timeout_s or 30.0,
         healthz_url=healthz,
         readyz_url=healthz.rsplit("/", 1)[0] + "/readyz",
+        smtp=config.smtp,
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.keywords import check_keywords
+from watchdog.mail import SmtpConfigError, SmtpSettings, mailto_address
 
 DEFAULT_PATH = Path("/etc/smsgw/smsgw.toml")
 # A burst larger than a minute's worth of sends at any sane rate defeats the carrier limit.
@@ -165,6 +166,10 @@ class WatchdogConfig:
     canary_number: str = ""  # the box's own number, for the loopback canary
     canary_every_s: float = 0.0  # 0 = canary off (each one costs an SMS)
     canary_timeout_s: float = 600.0
+    # Escalation (watchdog/escalation.py; checked in _check_escalation): `oncall` in order, one
+    # number every escalate_after_s until an ACK, then e-mail. 0 = all numbers at once (as before).
+    escalate_after_s: float = 0.0
+    escalate_email: tuple[str, ...] = ()  # "mailto:oncall@example.com" targets, through [smtp]
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     ussd: UssdConfig = field(default_factory=UssdConfig)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
     source: str = "<defaults>"
 
     @property
@@ -271,7 +277,10 @@ _SECTIONS: dict[str, type[Any]] = {
     "alertmanager": AlertmanagerConfig,
     "retention": RetentionConfig,
     "ussd": UssdConfig,
+    "smtp": SmtpSettings,
 }
+# TOML keys that are Python keywords, and the dataclass field that holds them.
+_FIELD_OF = {"from": "from_"}
 _ARRAYS: dict[str, type[Any]] = {"modems": ModemConfig, "webhooks": WebhookConfig}
 
 
@@ -354,13 +363,19 @@ def _fold_keywords(inbound: InboundConfig) -> InboundConfig:
 
 def _build(cls: type[Any], section: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    keys = {
+        next((k for k, v in _FIELD_OF.items() if v == f.name), f.name): f.name
+        for f in dataclasses.fields(cls)
+    }
     kwargs: dict[str, Any] = {}
     for key, value in section.items():
-        if key not in names:
-            raise ConfigError(f"{where}.{key}: unknown key{_suggest(key, names)}")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
-    return cls(**kwargs)
+        if key not in keys:
+            raise ConfigError(f"{where}.{key}: unknown key{_suggest(key, list(keys))}")
+        kwargs[keys[key]] = _coerce(value, hints[keys[key]], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except SmtpConfigError as exc:  # a section that validates itself (it names its key)
+        raise ConfigError(str(exc)) from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -450,6 +465,7 @@ def _check(config: Config) -> None:
             raise ConfigError(
                 f"watchdog.oncall[{i}]: {number!r} is not an E.164 number such as +4915112345678"
             )
+    _check_escalation(config)
     if not 1 <= config.alertmanager.max_segments <= 10:
         raise ConfigError("alertmanager.max_segments: must be 1 to 10")
     if config.alertmanager.dedupe_window_s < 0:
@@ -472,6 +488,20 @@ def _check(config: Config) -> None:
     for i, hook in enumerate(config.webhooks):
         if not re.match(r"^https?://", hook.url):
             raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")
+
+
+def _check_escalation(config: Config) -> None:
+    """[watchdog] escalate_* keys: a non-negative interval, mailto: targets, and an [smtp] to reach them."""
+    wd = config.watchdog
+    if wd.escalate_after_s < 0:
+        raise ConfigError("watchdog.escalate_after_s: must not be negative (0 = all on-call numbers at once)")
+    for i, target in enumerate(wd.escalate_email):
+        try:
+            mailto_address(target)
+        except ValueError as exc:
+            raise ConfigError(f"watchdog.escalate_email[{i}]: {exc}") from None
+    if wd.escalate_email and not config.smtp.enabled:
+        raise ConfigError("watchdog.escalate_email: needs [smtp] host (the mail server to send through)")
 
 
 _HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")

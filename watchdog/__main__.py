@@ -20,7 +20,10 @@ from watchdog.audit import CommandFact, CommandLog
 from watchdog.canary import Canary
 from watchdog.checks import Thresholds, evaluate
 from watchdog.commands import MIN_PIN_DIGITS, e164, mask, valid_pin, verb_of
+from watchdog.escalation import Chain, ChainLog
 from watchdog.facts import FactsReader
+from watchdog.mail import is_mailto
+from watchdog.mailout import MailOutbox
 from watchdog.port import Port, daemon_present
 from watchdog.replies import GUESSES_PER_HOUR, LedgerInbox, Reply, decide, is_oncall, oncall_set
 from watchdog.settings import Settings
@@ -50,6 +53,9 @@ class Watchdog:
     inbox: LedgerInbox = field(init=False)
     commands: CommandLog = field(init=False)
     canary: Canary = field(init=False)
+    chain: Chain = field(init=False)
+    chain_log: ChainLog = field(init=False)
+    mail: MailOutbox = field(init=False)
     outbox: list[Outgoing] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -62,6 +68,10 @@ class Watchdog:
         )
         self.state.restore(self.policy, now)
         self.commands = CommandLog(self.state.db)
+        self.chain = Chain(s.oncall, s.escalate_email, s.escalate_after_s)
+        self.chain_log = ChainLog(self.state.db)
+        self.chain_log.restore(self.chain, (i.id for i in self.policy.incidents.values()))
+        self.mail = MailOutbox(s.smtp, self.record_mail, expire_s=s.repeat_s)
         self.oncall = oncall_set(s.oncall, s.default_region)
         # A PIN too short to resist guessing turns commands off rather than inviting them.
         self.pin = s.pin if valid_pin(s.pin) else ""
@@ -118,6 +128,7 @@ class Watchdog:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), wait_s)
         finally:
+            await self.mail.close()
             await self.port.stop()
             self.state.close()
 
@@ -135,13 +146,63 @@ class Watchdog:
         self.state.sync_incidents(self.policy, now)
         for alert in alerts:
             _LOGGER.warning("alert (%s): %s", alert.kind, alert.text)
-            self.outbox.append(Outgoing(alert, s.oncall, now))
+            self.outbox.append(Outgoing(alert, self.recipients(alert, now), now))
+        self.escalate(now)
         daemon_down = "daemon" in self.policy.incidents
         await self.port.adjust(want=daemon_down or bool(self.outbox))
         await self.replies(now, scan_sim=daemon_down or (self.port.takeover and self.port.held))
         self.commands.purge(now)
         self.run_canary(now)
         await self.flush(now)
+
+    def recipients(self, alert: Alert, now: float) -> tuple[str, ...]:
+        """Who gets an incident's alert: the chain's first step, those told so far, or (other kinds) all."""
+        if alert.incident_id is None:
+            return self.settings.oncall
+        if alert.kind == "open":
+            step = self.chain.start(alert.incident_id, now)
+            self.chain_log.save(step, now)
+            return step.recipients
+        if alert.kind == "resolved":
+            told = self.chain.told(alert.incident_id)
+            self.chain.forget(alert.incident_id)
+            self.chain_log.forget(alert.incident_id)
+            return told
+        return self.chain.told(alert.incident_id, email=False)  # repeats nag the phones, not the mailboxes
+
+    def escalate(self, now: float) -> None:
+        """The next step of every incident nobody acknowledged within `escalate_after_s`."""
+        by_id = {i.id: i for i in self.policy.incidents.values()}
+        for step in self.chain.due(by_id.values(), now):
+            incident = by_id[step.incident_id]
+            self.chain_log.save(step, now)
+            whom = ", ".join(r if is_mailto(r) else mask(r) for r in step.recipients)
+            _LOGGER.warning(
+                "incident %d not acknowledged within %gs: escalating to %s",
+                incident.id,
+                self.settings.escalate_after_s,
+                whom,
+            )
+            alert = Alert("escalate", incident.subject, self.policy.text_of(incident, now), incident.id)
+            self.outbox.append(Outgoing(alert, step.recipients, now))
+
+    def mail_body(self, alert: Alert) -> str:
+        """The e-mail's text: the alert, who was texted without an answer, and how to acknowledge."""
+        lines = [alert.text, ""]
+        if alert.incident_id is not None and alert.kind != "resolved":
+            texted = self.chain.told(alert.incident_id, email=False)
+            if texted and self.settings.escalate_after_s > 0:
+                lines.append(
+                    f"No on-call phone acknowledged within {self.settings.escalate_after_s:g}s of its text: "
+                    + ", ".join(mask(n) for n in texted)
+                    + "."
+                )
+            lines.append("Acknowledge: reply ACK <pin> from an on-call phone, or ACK on the status page.")
+        lines.append(f"-- the {self.settings.box_name} watchdog")
+        return "\n".join(lines)
+
+    def record_mail(self, alert: Alert, target: str, outcome: str, at: float) -> None:
+        self.state.record_alert(alert, target, outcome, at)
 
     async def replies(self, now: float, *, scan_sim: bool) -> None:
         """Handle new on-call replies from the ledger and, while the daemon is not reading, the SIM."""
@@ -243,6 +304,16 @@ class Watchdog:
         if not self.outbox:
             return
         kept: list[Outgoing] = []
+        for out in self.outbox:
+            mails = tuple(r for r in out.recipients if is_mailto(r))
+            if mails:  # e-mail needs no modem: it goes now, in the background
+                subject = " ".join(out.alert.text.split())  # one line, whatever the modem or SMS said
+                for target in mails:
+                    self.mail.submit(out.alert, target, subject, self.mail_body(out.alert))
+                out.recipients = tuple(r for r in out.recipients if not is_mailto(r))
+        self.outbox = [out for out in self.outbox if out.recipients]
+        if not self.outbox:
+            return
         ready = await self.port.ready(READY_WAIT_S) if self.port.held else False
         for out in self.outbox:
             if not ready:

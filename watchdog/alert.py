@@ -128,6 +128,10 @@ class Policy:
         ]
         return "; ".join(parts)
 
+    def text_of(self, incident: Incident, now: float) -> str:
+        """The incident's alert text as it reads now (the escalation chain sends it on)."""
+        return self._text(incident, now)
+
     def _text(self, incident: Incident, now: float) -> str:
         return f"{self.box}: {incident.what} since {_clock(incident.since)}. {incident.hint}"
 
@@ -223,7 +227,8 @@ class StateFile:
         top = self.db.execute("SELECT MAX(id) FROM incidents").fetchone()[0]
         policy.next_id = (top or 0) + 1
         times = self.db.execute(
-            "SELECT DISTINCT at FROM alerts WHERE at > ? AND outcome = 'sent' AND kind != 'alive' ORDER BY at",
+            "SELECT DISTINCT at FROM alerts WHERE at > ? AND outcome = 'sent' AND kind NOT IN ('alive', 'escalate') "
+            "AND recipient NOT LIKE 'mailto:%' ORDER BY at",
             (now - HOUR_S,),
         )
         policy.sent_at.extend(t for (t,) in times)

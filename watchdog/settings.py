@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from watchdog.mail import SmtpSettings
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class Settings:
     canary_number: str = ""  # the box's own number; empty: canary off
     canary_every_s: float = 0.0  # 0: canary off (each one costs an SMS)
     canary_timeout_s: float = 600.0
+    # Escalation (watchdog/escalation.py): 0 = every on-call number at once, as before chains.
+    escalate_after_s: float = 0.0
+    escalate_email: tuple[str, ...] = ()  # "mailto:a@b" targets after the last number
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
     @property
     def ledger_dir(self) -> Path:

@@ -172,7 +172,9 @@ def box_factory(tmp_path: Path) -> BoxFactory:
     boxes: list[Box] = []
 
     @contextlib.asynccontextmanager
-    async def make(*, own_port: bool = True, **watchdog: Any) -> AsyncIterator[Box]:
+    async def make(
+        *, own_port: bool = True, smtp: dict[str, Any] | None = None, **watchdog: Any
+    ) -> AsyncIterator[Box]:
         sim = Simulator(tmp_path / "sim", "quectel-ec25", **SIM_TEST_TIMING)
         await sim.start()
         wd = {**FAST_WATCHDOG, **watchdog}
@@ -186,6 +188,7 @@ def box_factory(tmp_path: Path) -> BoxFactory:
             watchdog=wd,
             dispatcher={"report_timeout_s": 2.0},
             inbound={"reassembly_timeout_s": 2.0},
+            **({"smtp": smtp} if smtp else {}),
         )
         config_path = tmp_path / "smsgw.toml"
         config_path.write_text(toml_text(raw))
