@@ -80,11 +80,16 @@ class Window:
 
     def to_json(self) -> dict[str, str]:
         """The canonical spec, as the API takes it and the ledger stores it."""
-        return {"days": self.days_text, "start": _hhmm(self.start_min), "end": _hhmm(self.end_min), "tz": self.tz}
+        return {
+            "days": self.days_text,
+            "start": _hhmm(self.start_min),
+            "end": _hhmm(self.end_min),
+            "tz": self.tz,
+        }
 
     def describe(self) -> str:
-        """'mon-fri 08:00–20:00 Europe/Berlin'."""
-        return f"{self.days_text} {_hhmm(self.start_min)}–{_hhmm(self.end_min)} {self.tz}"
+        """'mon-fri 08:00-20:00 Europe/Berlin'."""
+        return f"{self.days_text} {_hhmm(self.start_min)}-{_hhmm(self.end_min)} {self.tz}"
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,15 @@ class Choice:
 def parse_window(value: Any, *, field: str = "window") -> Window:
     """A JSON window spec -> Window; raises WindowError naming the sub-field at fault."""
     if not isinstance(value, dict):
-        raise WindowError(field, 'expected an object like {"days": "mon-fri", "start": "08:00", "end": "20:00", "tz": "Europe/Berlin"}')
+        raise WindowError(
+            field,
+            'expected an object like {"days": "mon-fri", "start": "08:00", "end": "20:00", "tz": "Europe/Berlin"}',
+        )
     for name in value:
         if name not in WINDOW_FIELDS:
-            raise WindowError(f"{field}.{name}", f"unknown field (allowed: {', '.join(sorted(WINDOW_FIELDS))})")
+            raise WindowError(
+                f"{field}.{name}", f"unknown field (allowed: {', '.join(sorted(WINDOW_FIELDS))})"
+            )
     for name in ("days", "start", "end", "tz"):
         if name not in value:
             raise WindowError(f"{field}.{name}", "this field is required")
@@ -117,7 +127,9 @@ def parse_window(value: Any, *, field: str = "window") -> Window:
     start = parse_hhmm(value["start"], field=f"{field}.start", allow_24=False)
     end = parse_hhmm(value["end"], field=f"{field}.end", allow_24=True)
     if end == start:
-        raise WindowError(f"{field}.end", f"equals start ({_hhmm(start)}); for the whole day use 00:00 to 24:00")
+        raise WindowError(
+            f"{field}.end", f"equals start ({_hhmm(start)}); for the whole day use 00:00 to 24:00"
+        )
     tz = parse_tz(value["tz"], field=f"{field}.tz")
     return Window(days=days, start_min=start, end_min=end, tz=tz, days_text=days_text)
 
@@ -135,7 +147,9 @@ def parse_days(value: Any, *, field: str = "window.days") -> tuple[frozenset[int
     tokens = text.split(",")
     for token in tokens:
         if not _DAY_TOKEN.fullmatch(token):
-            raise WindowError(field, f"{token!r} is not a day or a range like 'mon-fri' (days: {', '.join(DAY_NAMES)})")
+            raise WindowError(
+                field, f"{token!r} is not a day or a range like 'mon-fri' (days: {', '.join(DAY_NAMES)})"
+            )
         first, _, last = token.partition("-")
         for name in (first, last or first):
             if name not in DAY_NAMES:
@@ -153,7 +167,9 @@ def parse_hhmm(value: Any, *, field: str, allow_24: bool) -> int:
         raise WindowError(field, f"expected a 24-hour time 'HH:MM' such as '08:00', got {shown}")
     if value == "24:00":
         if not allow_24:
-            raise WindowError(field, "'24:00' can only end a window; a window starting at midnight starts at '00:00'")
+            raise WindowError(
+                field, "'24:00' can only end a window; a window starting at midnight starts at '00:00'"
+            )
         return 1440
     return int(value[:2]) * 60 + int(value[3:])
 
@@ -161,14 +177,20 @@ def parse_hhmm(value: Any, *, field: str, allow_24: bool) -> int:
 def parse_tz(value: Any, *, field: str = "window.tz") -> str:
     """An IANA time zone name that this box's zoneinfo knows."""
     if not isinstance(value, str):
-        raise WindowError(field, f"expected an IANA time zone name such as 'Europe/Berlin', got {_json_type(value)}")
+        raise WindowError(
+            field, f"expected an IANA time zone name such as 'Europe/Berlin', got {_json_type(value)}"
+        )
     # zoneinfo refuses path tricks itself, but only with a ValueError worded for programmers.
     if len(value) > MAX_TZ_CHARS or not _TZ_NAME.fullmatch(value):
-        raise WindowError(field, f"{value[:MAX_TZ_CHARS]!r} is not an IANA time zone name such as 'Europe/Berlin'")
+        raise WindowError(
+            field, f"{value[:MAX_TZ_CHARS]!r} is not an IANA time zone name such as 'Europe/Berlin'"
+        )
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        raise WindowError(field, f"unknown time zone {value!r} (an IANA name such as 'Europe/Berlin')") from None
+        raise WindowError(
+            field, f"unknown time zone {value!r} (an IANA name such as 'Europe/Berlin')"
+        ) from None
     return value
 
 
@@ -192,7 +214,7 @@ def next_open(window: Window, t: float) -> float:
 
 
 def reason(window: Window, t: float) -> str:
-    """One line for the timeline: 'outside send window mon-fri 08:00–20:00 Europe/Berlin; opens Mon 2026-12-07 08:00 CET'."""
+    """One line for the timeline: 'outside send window mon-fri 08:00-20:00 Europe/Berlin; opens Mon 2026-12-07 08:00 CET'."""
     if is_open(window, t):
         return f"inside send window {window.describe()}"
     opens = datetime.datetime.fromtimestamp(next_open(window, t), window.zone)
