@@ -14,7 +14,7 @@ refused at save, `invalid_field` for a bad name/vars/allowed_keys, 409 `version_
 
 Bounded work. A template is hostile text, so the language is a subset chosen so that the
 cost of a render grows at most linearly with the sizes of the template and the vars:
-output, `if`, one level of `for` (over vars, strings or `range(n)` with n <= MAX_LOOP),
+output, `if`, one level of `for` over at most MAX_LOOP items (vars, strings, `range(n)`),
 expressions without `*` and `**`, whitelisted filters (each result capped), tests. No
 `set`, macros, blocks, includes, method calls or `%` on strings: all checked on the parse
 tree at save time, with line numbers, before Jinja compiles anything. The sandbox still
@@ -35,6 +35,7 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from appliance.jsontypes import json_type
 from appliance.windows import Window, WindowError, parse_window
 from modem.pdu import segment_text
 from modem.pdu.gsm7 import is_gsm7
@@ -42,7 +43,7 @@ from modem.pdu.gsm7 import is_gsm7
 MAX_BODY_CHARS = 4096  # template source; a rendered SMS is capped by [api] max_text_chars
 MAX_OUTPUT_CHARS = 1600  # default cap of a render (the API passes config.api.max_text_chars)
 MAX_VALUE_CHARS = 10_000  # any intermediate string or list a filter returns
-MAX_LOOP = 100  # range(n) in a template
+MAX_LOOP = 100  # items a {% for %} may iterate over, range(n) included
 MAX_VARS = 50
 MAX_VAR_CHARS = 1600
 MAX_VAR_ITEMS = 50  # a list's items or an object's keys
@@ -56,6 +57,7 @@ _NAME = re.compile(r"[a-z0-9_-]{1,64}")
 _VAR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _KEY_NAME = re.compile(r"[\x21-\x7e]{1,64}")
 _TEMPLATE_FILE = "<template>"
+_LOOP_FILTER = "_loop_items"  # not a name a template can write: filters are checked against FILTERS
 
 
 class TemplateError(Exception):
@@ -144,7 +146,7 @@ class Preview:
 def check_name(value: Any, *, field_name: str = "name") -> str:
     """A template name: 1 to 64 of a-z, 0-9, '_' and '-'."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        shown = repr(value[:80]) if isinstance(value, str) else _json_type(value)
+        shown = repr(value[:80]) if isinstance(value, str) else json_type(value)
         raise TemplateError(
             "invalid_field",
             f"{field_name}: expected 1 to 64 characters of a-z, 0-9, '_' and '-', got {shown}",
@@ -156,7 +158,7 @@ def parse_template_doc(doc: Any, *, name: str | None = None) -> TemplateDraft:
     """A POST (name in the body) or PUT (`name` from the path) document -> TemplateDraft."""
     if not isinstance(doc, dict):
         raise TemplateError(
-            "invalid_request", f"the request body must be a JSON object, not {_json_type(doc)}"
+            "invalid_request", f"the request body must be a JSON object, not {json_type(doc)}"
         )
     for key in doc:
         if key not in TEMPLATE_FIELDS:
@@ -214,7 +216,7 @@ def check_allowed_keys(value: Any) -> tuple[str, ...]:
 def check_body(value: Any) -> str:
     """A template source: a non-empty string within MAX_BODY_CHARS that compiles in our subset."""
     if not isinstance(value, str):
-        raise TemplateError("invalid_template", f"body: expected a string, got {_json_type(value)}")
+        raise TemplateError("invalid_template", f"body: expected a string, got {json_type(value)}")
     if not value.strip():
         raise TemplateError("invalid_template", "body: the template is empty")
     if len(value) > MAX_BODY_CHARS:
@@ -260,7 +262,7 @@ def check_vars(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise TemplateError("invalid_field", f"vars: expected a JSON object, got {_json_type(value)}")
+        raise TemplateError("invalid_field", f"vars: expected a JSON object, got {json_type(value)}")
     if len(value) > MAX_VARS:
         raise TemplateError("invalid_field", f"vars: {len(value)} variables, the limit is {MAX_VARS}")
     for name, item in value.items():
@@ -363,7 +365,7 @@ class _StrictUndefined(jinja2.StrictUndefined):
     def _undefined_message(self) -> str:
         if self._undefined_obj is jinja2.utils.missing:
             return f"var\0{self._undefined_name}"
-        return f"{_json_type(self._undefined_obj)}\0{self._undefined_name}"
+        return f"{json_type(self._undefined_obj)}\0{self._undefined_name}"
 
 
 class _Sandbox(SandboxedEnvironment):
@@ -374,6 +376,13 @@ class _Sandbox(SandboxedEnvironment):
         if operator == "%" and not (_is_number(left) and _is_number(right)):
             raise _Refused("'%' works on numbers only in a template (use filters to format text)")
         return super().call_binop(context, operator, left, right)
+
+
+def _loop_items(value: Any) -> Any:
+    """What a {% for %} iterates over, refused past MAX_LOOP items (the compiler inserts this filter)."""
+    if isinstance(value, str | list | tuple | dict | range) and len(value) > MAX_LOOP:
+        raise _Refused(f"a loop over {len(value)} items, the limit is {MAX_LOOP}")
+    return value
 
 
 def _bounded_range(*args: Any) -> range:
@@ -415,6 +424,7 @@ def _environment() -> _Sandbox:
     )
     builtin = env.filters
     env.filters = {name: _capped(builtin[name]) for name in FILTERS}
+    env.filters[_LOOP_FILTER] = _loop_items
     env.globals = {"range": _bounded_range}
     return env
 
@@ -487,6 +497,9 @@ def _compile(body: str) -> jinja2.Template:
         if problem is not None:
             line = getattr(node, "lineno", None)
             raise TemplateError("invalid_template", f"body: line {line}: {problem}", line=line)
+    for loop in tree.find_all(nodes.For):
+        # Jinja has no hook on iteration: route the iterable through a counting filter.
+        loop.iter = nodes.Filter(loop.iter, _LOOP_FILTER, [], [], None, None, lineno=loop.iter.lineno)
     try:
         return _ENV.from_string(tree)
     except jinja2.TemplateError as exc:  # e.g. a test name Jinja does not know
@@ -533,7 +546,7 @@ def _problem(node: nodes.Node, loops: int) -> str | None:
         and node.dyn_kwargs is None
     ):
         return "calls are not available in templates, except range(n)"
-    if isinstance(node, nodes.Filter) and node.name not in _ENV.filters:
+    if isinstance(node, nodes.Filter) and node.name not in FILTERS:
         return f"filter {node.name!r} is not available (available: {', '.join(FILTERS)})"
     return None
 
@@ -597,17 +610,3 @@ def _check_value(value: Any, path: str, *, depth: int) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return "an object"

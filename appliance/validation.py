@@ -20,6 +20,7 @@ import phonenumbers
 
 from appliance import addrpolicy
 from appliance.config import Config
+from appliance.jsontypes import json_type as _json_type
 from appliance.states import Priority
 from appliance.store import NewMessage
 from modem.pdu import segment_text
@@ -370,17 +371,3 @@ def keyword_of(text: str, stop: Iterable[str], start: Iterable[str]) -> str | No
 def _optional(doc: dict[str, Any], name: str) -> Any:
     """A field's value, None when absent or JSON null."""
     return doc.get(name)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"

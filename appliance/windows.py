@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.jsontypes import json_type
 from appliance.states import Priority
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -137,7 +138,7 @@ def parse_window(value: Any, *, field: str = "window") -> Window:
 def parse_days(value: Any, *, field: str = "window.days") -> tuple[frozenset[int], str]:
     """'mon-fri', 'sat,sun', 'mon,wed-fri', 'fri-mon' (wraps), 'daily' or '*' -> weekday numbers."""
     if not isinstance(value, str):
-        raise WindowError(field, f"expected a string such as 'mon-fri', got {_json_type(value)}")
+        raise WindowError(field, f"expected a string such as 'mon-fri', got {json_type(value)}")
     text = re.sub(r"\s+", "", value).lower()
     if text in ("daily", "*"):
         return ALL_DAYS, "daily"
@@ -163,7 +164,7 @@ def parse_days(value: Any, *, field: str = "window.days") -> tuple[frozenset[int
 def parse_hhmm(value: Any, *, field: str, allow_24: bool) -> int:
     """'HH:MM' on a 24-hour clock -> minutes after midnight; '24:00' only where allowed (an end)."""
     if not isinstance(value, str) or not _HHMM.fullmatch(value):
-        shown = repr(value) if isinstance(value, str) else _json_type(value)
+        shown = repr(value) if isinstance(value, str) else json_type(value)
         raise WindowError(field, f"expected a 24-hour time 'HH:MM' such as '08:00', got {shown}")
     if value == "24:00":
         if not allow_24:
@@ -178,7 +179,7 @@ def parse_tz(value: Any, *, field: str = "window.tz") -> str:
     """An IANA time zone name that this box's zoneinfo knows."""
     if not isinstance(value, str):
         raise WindowError(
-            field, f"expected an IANA time zone name such as 'Europe/Berlin', got {_json_type(value)}"
+            field, f"expected an IANA time zone name such as 'Europe/Berlin', got {json_type(value)}"
         )
     # zoneinfo refuses path tricks itself, but only with a ValueError worded for programmers.
     if len(value) > MAX_TZ_CHARS or not _TZ_NAME.fullmatch(value):
@@ -293,17 +294,3 @@ def _local_date(window: Window, t: float) -> datetime.date:
 
 def _hhmm(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"

@@ -127,6 +127,11 @@ def test_a_template_outside_the_bounded_subset_is_refused_at_save_with_its_line(
         ),
         ("{{ '%-1000000000s' % x }}", {"x": "a"}, "line 1: '%' works on numbers only"),
         (
+            "{% for c in x %}{% if (x ~ x ~ x ~ x)|length > 1 %}{% endif %}{% endfor %}",
+            {"x": "y" * 1600},
+            "line 1: a loop over 1600 items, the limit is 100",
+        ),
+        (
             "{% for i in range(100) %}{{ x }}{% endfor %}",
             {"x": "y" * 20},
             "renders to more than 1600 characters",
