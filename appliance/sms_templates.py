@@ -8,9 +8,14 @@
     text    = render(record, check_vars(doc["vars"]))       # str, or TemplateError (422 template_error)
     shown   = preview(text)                                 # Preview(body, encoding, segments, warning)
 
+    ref  = template_ref(doc)                                # POST /api/v1/messages: None for a plain body
+    text = render_message(await ledger.template(ref.name), ref, key_name=key.name, admin=..., max_chars=...)
+    shown = preview_request(record, doc, max_chars=...)     # POST /api/v1/templates/{name}/preview
+
 Errors: every refusal is a `TemplateError(code, message, variable=, line=)`; the API answers
 422 with `code` and `message` (`template_error` for a render, `invalid_template` for a body
-refused at save, `invalid_field` for a bad name/vars/allowed_keys, 409 `version_conflict`).
+refused at save, `invalid_field` for a bad name/vars/allowed_keys, `unknown_template`, 403
+`template_not_allowed`, 409 `version_conflict`): `TemplateError.status` carries the HTTP status.
 
 Bounded work. A template is hostile text, so the language is a subset chosen so that the
 cost of a render grows at most linearly with the sizes of the template and the vars:
@@ -336,6 +341,72 @@ def preview(text: str) -> Preview:
         cost = f"{as_gsm7} segment{'s' if as_gsm7 != 1 else ''} → {segments}"
     warning = f"{named} {verb} this UCS-2: {cost}"
     return Preview(text, segmentation.encoding.value, segments, warning, offenders)
+
+
+# ------------------------------------------------- POST /api/v1/messages, preview
+@dataclass(frozen=True)
+class TemplateRef:
+    """`"template"` + `"vars"` of a send request, checked; the caller fetches the record by `name`."""
+
+    name: str
+    variables: dict[str, Any]
+
+
+def template_ref(doc: Mapping[str, Any]) -> TemplateRef | None:
+    """The request's template reference, None when it sends a plain `body`; refuses both or neither."""
+    if "template" not in doc:
+        if "vars" in doc:
+            raise TemplateError(
+                "invalid_field", 'vars: only with "template" (the variables of a named template)'
+            )
+        return None
+    if "body" in doc:
+        raise TemplateError(
+            "invalid_field", 'template: send either "body" or "template" with "vars", not both'
+        )
+    return TemplateRef(check_name(doc["template"], field_name="template"), check_vars(doc.get("vars")))
+
+
+def render_message(
+    template: TemplateRecord | None, ref: TemplateRef, *, key_name: str, admin: bool, max_chars: int
+) -> str:
+    """The text a send request's template makes, for the API key `key_name` (admin keys may use any)."""
+    if template is None:
+        raise TemplateError("unknown_template", f"template: no template named {ref.name!r}")
+    if not admin and not template.allows(key_name):
+        raise TemplateError(
+            "template_not_allowed",
+            f"template: the API key {key_name!r} may not send with {template.label()} (allowed_keys)",
+            status=403,
+        )
+    return render(template, ref.variables, max_chars=max_chars)
+
+
+def preview_request(template: TemplateRecord, doc: Any, *, max_chars: int) -> Preview:
+    """POST /api/v1/templates/{name}/preview: `{"vars"?, "body"?}` -> Preview of the rendered text.
+
+    A `body` previews an edit before it is saved (checked as a PUT would check it).
+    """
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise TemplateError(
+            "invalid_request", f"the request body must be a JSON object, not {json_type(doc)}"
+        )
+    for key in doc:
+        if key not in ("vars", "body"):
+            raise TemplateError("unknown_field", f"{key}: unknown field (allowed: body, vars)")
+    variables = check_vars(doc.get("vars"))
+    if "body" in doc:
+        text = render_body(
+            check_body(doc["body"]),
+            variables,
+            label=f"template {template.name!r} (draft)",
+            max_chars=max_chars,
+        )
+    else:
+        text = render(template, variables, max_chars=max_chars)
+    return preview(text)
 
 
 # ----------------------------------------------------------------- sandbox

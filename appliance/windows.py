@@ -7,6 +7,7 @@ Pure functions over epoch seconds; nothing here touches the ledger or the clock.
     next_open(window, t)    -> float   (t itself when open; else the next opening instant)
     reason(window, t)       -> str     (one line for the message's timeline)
     effective_window(...)   -> Choice  (message > template > key default; the `high` bypass)
+    hold(choice, now=, send_at=) -> Hold(release_at, reason)   (what the ledger stores)
 
 Rules (documented here because DST makes "08:00" ambiguous twice a year):
 - `days` names the days a window *opens* on. A window whose end is not after its start
@@ -247,6 +248,28 @@ def effective_window(
             continue
         return Choice(window, source)
     return Choice(None, None, tuple(skipped))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """When a message may be queued, and the timeline line saying why it waits (None: no window held it)."""
+
+    release_at: float
+    reason: str | None
+
+
+def hold(choice: Choice, *, now: float, send_at: float | None = None) -> Hold:
+    """Apply the chosen window to a message due at max(now, send_at).
+
+    At acceptance: `release_at > now` means the message is stored `scheduled` with
+    send_at = release_at and an event carrying `reason`. At promotion (send_at reached) call it
+    again with the stored window: a daemon that was down past the window's end must not send
+    at night, so a closed window moves send_at to its next opening with a new event.
+    """
+    due = now if send_at is None else max(now, send_at)
+    if choice.window is None or is_open(choice.window, due):
+        return Hold(due, choice.note())
+    return Hold(next_open(choice.window, due), f"{reason(choice.window, due)} ({choice.source}'s window)")
 
 
 # --------------------------------------------------------------------- helpers

@@ -14,14 +14,18 @@ from appliance.sms_templates import (
     TemplateDraft,
     TemplateError,
     TemplateRecord,
+    TemplateRef,
     check_body,
     check_vars,
     new_template,
     parse_template_doc,
     preview,
+    preview_request,
     render,
     render_body,
+    render_message,
     revise,
+    template_ref,
 )
 from appliance.windows import parse_window
 from modem.pdu import gsm7
@@ -351,3 +355,55 @@ def test_the_warning_appears_exactly_when_a_character_is_outside_gsm7_and_names_
     assert list(shown.non_gsm7) == outside
     for char in outside[:5]:
         assert f"(U+{ord(char):04X})" in (shown.warning or "")
+
+
+# ------------------------------------------------------ send requests, preview
+def test_a_send_request_names_a_template_or_a_body_not_both() -> None:
+    assert template_ref({"to": "+4915112345678", "body": "x"}) is None
+    ref = template_ref({"template": "welcome", "vars": {"name": "Ann"}})
+    assert ref is not None
+    assert (ref.name, ref.variables) == ("welcome", {"name": "Ann"})
+    with pytest.raises(TemplateError, match='template: send either "body" or "template"'):
+        template_ref({"template": "welcome", "body": "x"})
+    with pytest.raises(TemplateError, match='vars: only with "template"'):
+        template_ref({"body": "x", "vars": {}})
+    with pytest.raises(TemplateError, match="template: expected 1 to 64 characters"):
+        template_ref({"template": "../etc"})
+
+
+def test_a_message_renders_its_template_for_keys_it_allows() -> None:
+    only_crm = new_template(
+        TemplateDraft("welcome", check_body("Hi {{ name }}"), allowed_keys=("crm",)), now=1.0
+    )
+    ref = TemplateRef("welcome", {"name": "Ann"})
+    assert render_message(only_crm, ref, key_name="crm", admin=False, max_chars=160) == "Hi Ann"
+    assert render_message(only_crm, ref, key_name="ops", admin=True, max_chars=160) == "Hi Ann"
+    with pytest.raises(TemplateError) as refused:
+        render_message(only_crm, ref, key_name="shop", admin=False, max_chars=160)
+    assert (refused.value.status, refused.value.code) == (403, "template_not_allowed")
+    with pytest.raises(TemplateError) as unknown:
+        render_message(None, ref, key_name="crm", admin=False, max_chars=160)
+    assert (unknown.value.status, unknown.value.code) == (422, "unknown_template")
+    with pytest.raises(TemplateError) as missing:
+        render_message(only_crm, TemplateRef("welcome", {}), key_name="crm", admin=False, max_chars=160)
+    assert missing.value.message == "template 'welcome' v1: variable 'name' is not defined"
+
+
+def test_the_preview_request_renders_the_saved_or_a_draft_body() -> None:
+    record = new_template(TemplateDraft("welcome", check_body("Hi {{ name }}")), now=1.0)
+    assert preview_request(record, {"vars": {"name": "Ann"}}, max_chars=1600).to_json() == {
+        "body": "Hi Ann",
+        "encoding": "gsm7",
+        "segments": 1,
+    }
+    draft = preview_request(
+        record, {"vars": {"name": "Ann"}, "body": "Hi {{ name }} \u2014 see you"}, max_chars=1600
+    )
+    assert (draft.encoding, draft.warning) == (
+        "ucs2",
+        "'\u2014' (U+2014) makes this UCS-2: 1 segment either way, at 70 characters a segment instead of 160",
+    )
+    with pytest.raises(TemplateError, match="colour: unknown field"):
+        preview_request(record, {"colour": 1}, max_chars=1600)
+    with pytest.raises(TemplateError, match="variable 'name' is not defined"):
+        preview_request(record, None, max_chars=1600)

@@ -16,6 +16,7 @@ from appliance.windows import (
     Window,
     WindowError,
     effective_window,
+    hold,
     is_open,
     next_open,
     parse_window,
@@ -260,6 +261,38 @@ def test_the_message_window_wins_then_the_template_then_the_key(
     )
     assert (choice.window, choice.source, choice.bypassed) == (expected, source, bypassed)
     assert (choice.note() is not None) == bool(bypassed)
+
+
+def test_a_message_outside_its_window_is_held_until_it_opens_with_the_reason() -> None:
+    friday_night = local("Europe/Berlin", 2026, 12, 4, 21, 0)
+    monday_8 = local("Europe/Berlin", 2026, 12, 7, 8, 0)
+    choice = effective_window(
+        message=None, template=OFFICE, key_default=None, priority=Priority.NORMAL, key_may_bypass=False
+    )
+    held = hold(choice, now=friday_night)
+    assert held.release_at == monday_8
+    assert held.reason == (
+        "outside send window mon-fri 08:00-20:00 Europe/Berlin; opens Mon 2026-12-07 08:00 CET (template's window)"
+    )
+    # A send_at inside the window is kept; one outside moves to the next opening.
+    assert hold(choice, now=friday_night, send_at=monday_8 + 60) == hold(choice, now=monday_8 + 60)
+    assert hold(choice, now=friday_night, send_at=monday_8 + 60).release_at == monday_8 + 60
+    assert hold(choice, now=monday_8 - 60, send_at=None).release_at == monday_8
+
+
+def test_a_message_without_a_window_or_bypassing_it_goes_when_due() -> None:
+    friday_night = local("Europe/Berlin", 2026, 12, 4, 21, 0)
+    nothing = effective_window(
+        message=None, template=None, key_default=None, priority=Priority.NORMAL, key_may_bypass=False
+    )
+    assert hold(nothing, now=friday_night) == hold(nothing, now=friday_night, send_at=friday_night - 5)
+    assert hold(nothing, now=friday_night).release_at == friday_night
+    urgent = effective_window(
+        message=None, template=None, key_default=OFFICE, priority=Priority.HIGH, key_may_bypass=True
+    )
+    bypassed = hold(urgent, now=friday_night)
+    assert bypassed.release_at == friday_night
+    assert bypassed.reason == "send window of key bypassed: priority high"
 
 
 # --------------------------------------------------------------- properties
