@@ -300,7 +300,9 @@ def render_body(
     try:
         text = _generate(compiled, variables, max_chars)
     except _Missing as exc:
-        kind, _, name = str(exc).partition("\0")
+        kind, marked, name = str(exc).partition("\0")
+        if not marked:  # a hint Jinja wrote itself
+            raise TemplateError("template_error", f"{label}: {exc}", line=_template_line(exc)) from None
         what = (
             f"variable {name!r} is not defined"
             if kind == "var"
@@ -428,12 +430,15 @@ class _StrictUndefined(jinja2.StrictUndefined):
         hint: str | None = None,
         obj: Any = jinja2.utils.missing,
         name: str | None = None,
-        exc: type[jinja2.exceptions.TemplateRuntimeError] = _Missing,
+        exc: type[jinja2.exceptions.TemplateRuntimeError] = jinja2.UndefinedError,
     ) -> None:
-        super().__init__(hint, obj, name, _Missing)
+        # The sandbox passes SecurityError (an unsafe attribute) with a hint: keep both.
+        super().__init__(hint, obj, name, _Missing if exc is jinja2.UndefinedError else exc)
 
     @property
     def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
         if self._undefined_obj is jinja2.utils.missing:
             return f"var\0{self._undefined_name}"
         return f"{json_type(self._undefined_obj)}\0{self._undefined_name}"
@@ -485,11 +490,17 @@ FILTERS = (
 )  # fmt: skip
 
 
+def _shown(value: Any) -> Any:
+    """What `{{ value }}` prints: JSON null prints nothing (not Python's "None")."""
+    return "" if value is None else value
+
+
 def _environment() -> _Sandbox:
     env = _Sandbox(
         undefined=_StrictUndefined,
         autoescape=False,  # SMS is plain text
         keep_trailing_newline=True,  # a template's text is sent as written
+        finalize=_shown,
         auto_reload=False,
         cache_size=0,  # _compile keeps its own cache
     )
