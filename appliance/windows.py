@@ -3,6 +3,7 @@
 Pure functions over epoch seconds; nothing here touches the ledger or the clock.
 
     window = parse_window({"days": "mon-fri", "start": "08:00", "end": "20:00", "tz": "Europe/Berlin"})
+    window = parse_window_text("mon-fri 08:00-20:00 Europe/Berlin")   # CLI / page form; window.describe()
     is_open(window, t)      -> bool
     next_open(window, t)    -> float   (t itself when open; else the next opening instant)
     reason(window, t)       -> str     (one line for the message's timeline)
@@ -134,6 +135,18 @@ def parse_window(value: Any, *, field: str = "window") -> Window:
         )
     tz = parse_tz(value["tz"], field=f"{field}.tz")
     return Window(days=days, start_min=start, end_min=end, tz=tz, days_text=days_text)
+
+
+def parse_window_text(text: str, *, field: str = "window") -> Window:
+    """The one-line form `describe` prints, for the CLI and the page: 'mon-fri 08:00-20:00 Europe/Berlin'."""
+    words = text.split()
+    start, dash, end = words[1].partition("-") if len(words) == 3 else ("", "", "")
+    if not dash:
+        raise WindowError(
+            field,
+            f"expected 'DAYS HH:MM-HH:MM ZONE' such as 'mon-fri 08:00-20:00 Europe/Berlin', got {text[:100]!r}",
+        )
+    return parse_window({"days": words[0], "start": start, "end": end, "tz": words[2]}, field=field)
 
 
 def parse_days(value: Any, *, field: str = "window.days") -> tuple[frozenset[int], str]:

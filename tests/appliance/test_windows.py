@@ -20,6 +20,7 @@ from appliance.windows import (
     is_open,
     next_open,
     parse_window,
+    parse_window_text,
     reason,
     window_from_json,
 )
@@ -112,6 +113,21 @@ def test_the_stored_form_reads_back_the_same_window() -> None:
     }
     assert window_from_json(window.to_json()) == window
     assert window_from_json(None) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mon-fri 08:00 Europe/Berlin", "window: expected 'DAYS HH:MM-HH:MM ZONE'"),
+        ("mon-fri 08:00-20:00", "window: expected 'DAYS HH:MM-HH:MM ZONE'"),
+        ("mon-fri 8-20 Europe/Berlin", "window.start: expected a 24-hour time"),
+        ("mon-fri 08:00-20:00 Berlin", "window.tz: unknown time zone 'Berlin'"),
+    ],
+)
+def test_the_one_line_form_is_refused_naming_the_part_at_fault(text: str, message: str) -> None:
+    with pytest.raises(WindowError) as caught:
+        parse_window_text(text)
+    assert caught.value.message.startswith(message), caught.value.message
 
 
 # -------------------------------------------------- the case: 21:55, window ends 22:00, DST
@@ -339,6 +355,13 @@ def test_next_open_is_open_never_earlier_and_skips_no_open_instant(
         between = min(t + math.floor((opens - t) * fraction), opens - 1)  # any instant before it is closed
         assert not is_open(window, between)
         assert not is_open(window, opens - 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(windows())
+def test_the_one_line_form_reads_back_what_describe_prints(window: Window) -> None:
+    assert parse_window_text(window.describe()) == window
+    assert parse_window(window.to_json()) == window
 
 
 @settings(max_examples=100, deadline=None)
