@@ -19,8 +19,9 @@ refused at save, `invalid_field` for a bad name/vars/allowed_keys, `unknown_temp
 
 Bounded work. A template is hostile text, so the language is a subset chosen so that the
 cost of a render grows at most linearly with the sizes of the template and the vars:
-output, `if`, one level of `for` over at most MAX_LOOP items (vars, strings, `range(n)`),
-expressions without `*` and `**`, whitelisted filters (each result capped), tests. No
+output, `if`, one level of `for` (at most MAX_LOOP_NODES parts) over at most MAX_LOOP items,
+expressions without `*` and `**`, whitelisted filters and `~` (each result capped, and all of
+them together held to MAX_RENDER_WORK characters read), tests. No
 `set`, macros, blocks, includes, method calls or `%` on strings: all checked on the parse
 tree at save time, with line numbers, before Jinja compiles anything. The sandbox still
 guards attribute access; the output is streamed and cut off at `max_chars`.
@@ -28,6 +29,7 @@ guards attribute access; the output is streamed and cut off at `max_chars`.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import math
@@ -39,6 +41,7 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from appliance.jsontypes import json_type
 from appliance.windows import Window, WindowError, parse_window
@@ -48,7 +51,9 @@ from modem.pdu.gsm7 import is_gsm7
 MAX_BODY_CHARS = 4096  # template source; a rendered SMS is capped by [api] max_text_chars
 MAX_OUTPUT_CHARS = 1600  # default cap of a render (the API passes config.api.max_text_chars)
 MAX_VALUE_CHARS = 10_000  # any intermediate string or list a filter returns
+MAX_RENDER_WORK = 200_000  # characters and items one render's filters, `~` and loops may touch
 MAX_LOOP = 100  # items a {% for %} may iterate over, range(n) included
+MAX_LOOP_NODES = 200  # parse-tree nodes inside one {% for %}: with MAX_LOOP, bounds a render's work
 MAX_VARS = 50
 MAX_VAR_CHARS = 1600
 MAX_VAR_ITEMS = 50  # a list's items or an object's keys
@@ -62,7 +67,11 @@ _NAME = re.compile(r"[a-z0-9_-]{1,64}")
 _VAR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _KEY_NAME = re.compile(r"[\x21-\x7e]{1,64}")
 _TEMPLATE_FILE = "<template>"
-_LOOP_FILTER = "_loop_items"  # not a name a template can write: filters are checked against FILTERS
+# Filters the compiler inserts; a template cannot name them (its filters are checked against FILTERS).
+_LOOP_FILTER = "_loop_items"
+_JOIN_FILTER = "_join_capped"
+# The work left to the render running in this thread/task: [units].
+_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("template_work_budget")
 
 
 class TemplateError(Exception):
@@ -297,6 +306,7 @@ def render_body(
 ) -> str:
     """Render a template source (saved or not) with checked vars; see `render`."""
     compiled = _compile(body)
+    budget = _budget.set([MAX_RENDER_WORK])
     try:
         text = _generate(compiled, variables, max_chars)
     except _Missing as exc:
@@ -319,6 +329,8 @@ def render_body(
         line = _template_line(exc)
         at = f" line {line}:" if line is not None else ""
         raise TemplateError("template_error", f"{label}:{at} {exc}", line=line) from None
+    finally:
+        _budget.reset(budget)
     if text is None:
         raise TemplateError("template_error", f"{label}: renders to more than {max_chars} characters")
     return text
@@ -454,11 +466,40 @@ class _Sandbox(SandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+def _charge(units: int) -> None:
+    """Spend `units` of the running render's work budget (none outside a render: constant folding)."""
+    budget = _budget.get(None)
+    if budget is None:
+        return
+    budget[0] -= units
+    if budget[0] < 0:
+        raise _Refused(f"the template does too much work (over {MAX_RENDER_WORK} characters through filters)")
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple | dict | range) else 0
+
+
 def _loop_items(value: Any) -> Any:
     """What a {% for %} iterates over, refused past MAX_LOOP items (the compiler inserts this filter)."""
-    if isinstance(value, str | list | tuple | dict | range) and len(value) > MAX_LOOP:
+    if _size(value) > MAX_LOOP:
         raise _Refused(f"a loop over {len(value)} items, the limit is {MAX_LOOP}")
+    _charge(_size(value))
     return value
+
+
+def _join_capped(items: list[Any]) -> str:
+    """`a ~ b ~ c`, stopped as soon as the text passes MAX_VALUE_CHARS (Jinja would build it whole)."""
+    out: list[str] = []
+    size = 0
+    for item in items:
+        text = str(item)  # as Jinja's own `~`; an undefined item raises here
+        size += len(text)
+        _charge(len(text))
+        if size > MAX_VALUE_CHARS:
+            raise _Refused(f"text joined with '~' is longer than {MAX_VALUE_CHARS} characters")
+        out.append(text)
+    return "".join(out)
 
 
 def _bounded_range(*args: Any) -> range:
@@ -468,14 +509,17 @@ def _bounded_range(*args: Any) -> range:
     return numbers
 
 
-def _capped(function: Callable[..., Any]) -> Callable[..., Any]:
-    """A filter whose result is refused above MAX_VALUE_CHARS: chained filters cannot snowball."""
+def _capped(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that pays for what it reads and refuses a result above MAX_VALUE_CHARS."""
+    weight = _FILTER_WEIGHTS.get(name, 1)
 
     @functools.wraps(function)  # keeps Jinja's pass_environment/pass_eval_context marker
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _charge(weight * (sum(map(_size, args)) + sum(map(_size, kwargs.values()))))  # before: sort is slow
         result = function(*args, **kwargs)
-        if isinstance(result, str | list | tuple) and len(result) > MAX_VALUE_CHARS:
-            raise _Refused(f"filter {function.__name__!r} made a value longer than {MAX_VALUE_CHARS}")
+        if _size(result) > MAX_VALUE_CHARS:
+            raise _Refused(f"filter {name!r} made a value longer than {MAX_VALUE_CHARS}")
+        _charge(_size(result))
         return result
 
     return wrapper
@@ -484,10 +528,13 @@ def _capped(function: Callable[..., Any]) -> Callable[..., Any]:
 # Filters that neither take a filter's name (map/select) nor grow text by a parameter (center,
 # indent, wordwrap, format, replace).
 FILTERS = (
-    "abs", "capitalize", "count", "d", "default", "dictsort", "first", "float", "int", "join", "last",
-    "length", "list", "lower", "max", "min", "reverse", "round", "sort", "string", "sum", "title", "trim",
-    "truncate", "unique", "upper", "urlencode", "wordcount",
+    "abs", "capitalize", "count", "d", "default", "first", "float", "int", "join", "last", "length",
+    "lower", "max", "min", "reverse", "round", "sort", "string", "sum", "title", "trim", "truncate",
+    "upper", "urlencode",
 )  # fmt: skip
+# Cost of a character or item read, relative to `upper`'s, measured: sort/min/max call a Python key
+# function per item, title and urlencode work per character in Python.
+_FILTER_WEIGHTS = {"sort": 20, "max": 20, "min": 20, "title": 4, "urlencode": 2}
 
 
 def _shown(value: Any) -> Any:
@@ -505,8 +552,9 @@ def _environment() -> _Sandbox:
         cache_size=0,  # _compile keeps its own cache
     )
     builtin = env.filters
-    env.filters = {name: _capped(builtin[name]) for name in FILTERS}
+    env.filters = {name: _capped(name, builtin[name]) for name in FILTERS}
     env.filters[_LOOP_FILTER] = _loop_items
+    env.filters[_JOIN_FILTER] = _join_capped
     env.globals = {"range": _bounded_range}
     return env
 
@@ -579,14 +627,26 @@ def _compile(body: str) -> jinja2.Template:
         if problem is not None:
             line = getattr(node, "lineno", None)
             raise TemplateError("invalid_template", f"body: line {line}: {problem}", line=line)
-    for loop in tree.find_all(nodes.For):
-        # Jinja has no hook on iteration: route the iterable through a counting filter.
-        loop.iter = nodes.Filter(loop.iter, _LOOP_FILTER, [], [], None, None, lineno=loop.iter.lineno)
+    tree = _Bounds().visit(tree)
     try:
         return _ENV.from_string(tree)
     except jinja2.TemplateError as exc:  # e.g. a test name Jinja does not know
         line = getattr(exc, "lineno", None)
         raise TemplateError("invalid_template", f"body: line {line}: {exc}", line=line) from None
+
+
+class _Bounds(NodeTransformer):
+    """Routes what Jinja has no hook for through counting filters: loops and `~` chains."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, _LOOP_FILTER, [], [], None, None, lineno=node.iter.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        items = nodes.List(node.nodes, lineno=node.lineno)
+        return nodes.Filter(items, _JOIN_FILTER, [], [], None, None, lineno=node.lineno)
 
 
 def _generate(compiled: jinja2.Template, variables: Mapping[str, Any], max_chars: int) -> str | None:
@@ -621,6 +681,12 @@ def _problem(node: nodes.Node, loops: int) -> str | None:
             return "a {% for %} inside another is not available in templates (one level of loops)"
         if node.recursive:
             return "recursive loops are not available in templates"
+        size = sum(1 for _ in node.find_all(nodes.Node))
+        if size > MAX_LOOP_NODES:
+            return (
+                f"this {{% for %}} has {size} parts (names, filters, text...) to repeat up to {MAX_LOOP} "
+                f"times; the limit is {MAX_LOOP_NODES}"
+            )
     if isinstance(node, nodes.Call) and not (
         isinstance(node.node, nodes.Name)
         and node.node.name == "range"

@@ -99,6 +99,10 @@ def test_a_variable_tested_for_definition_is_not_required() -> None:
             "body: line 2: a {% for %} inside another",
         ),
         ("{% for a in x recursive %}{{ loop(a) }}{% endfor %}", "body: line 1: recursive loops"),
+        (
+            "{% for i in range(100) %}{{ " + " ~ ".join(["x"] * 250) + " }}{% endfor %}",
+            "body: line 1: this {% for %} has 256 parts (names, filters, text...) to repeat up to 100 times; the limit is 200",
+        ),
         ("{% set s = 'a' %}{{ s }}", "body: line 1: {% set %} is not available"),
         ("{% macro f(n) %}{{ f(n) }}{% endmacro %}", "body: line 1: macros are not available"),
         ("{% include 'x' %}", "body: line 1: {% include %} is not available"),
@@ -147,6 +151,16 @@ def test_a_template_outside_the_bounded_subset_is_refused_at_save_with_its_line(
             "made a value longer than",
         ),
         ("first\n{{ n / 0 }}", {"n": 1}, "line 2: division by zero"),
+        (
+            "{{ x|sort|length }}" * 10,  # each sort of 1,600 characters costs 32,000 units of 200,000
+            {"x": "y" * 1600},
+            "line 1: the template does too much work (over 200000 characters through filters)",
+        ),
+        (
+            "{{ x ~ x ~ x ~ x ~ x ~ x ~ x }}",
+            {"x": "y" * 1600},
+            "line 1: text joined with '~' is longer than 10000",
+        ),
         (
             "{{ x.__class__.__mro__ }}",
             {"x": "s"},
