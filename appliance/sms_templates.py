@@ -20,11 +20,14 @@ refused at save, `invalid_field` for a bad name/vars/allowed_keys, `unknown_temp
 Bounded work. A template is hostile text, so the language is a subset chosen so that the
 cost of a render grows at most linearly with the sizes of the template and the vars:
 output, `if`, one level of `for` (at most MAX_LOOP_NODES parts) over at most MAX_LOOP items,
-expressions without `*` and `**`, whitelisted filters and `~` (each result capped, and all of
-them together held to MAX_RENDER_WORK characters read), tests. No
-`set`, macros, blocks, includes, method calls or `%` on strings: all checked on the parse
-tree at save time, with line numbers, before Jinja compiles anything. The sandbox still
-guards attribute access; the output is streamed and cut off at `max_chars`.
+expressions without `*` and `**`, whitelisted filters and `~` (each result capped, and all
+of them together held to MAX_RENDER_WORK characters read), tests. No `set`, macros, blocks,
+includes, method calls or `%` on strings: all checked on the parse tree at save time, with
+line numbers, before Jinja compiles anything. The sandbox still guards attribute access; the
+output is streamed and cut off at `max_chars`.
+
+Text: no autoescape (SMS is plain text), the trailing newline is kept, JSON null prints
+nothing; Jinja reads "\r\n" and "\r" in a template's source as "\n".
 """
 
 from __future__ import annotations
