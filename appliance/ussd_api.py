@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from appliance import auth, validation
-from appliance.store import Store
+from appliance.ledger import Store
 from appliance.validation import ApiError
 from modem.errors import AtError, AtTimeout, ModemError, TransportError
 from modem.ussd import InvalidUssdCode, UssdError, UssdReply, UssdTimeout, check_code

@@ -20,6 +20,7 @@ import phonenumbers
 
 from appliance import addrpolicy, segments
 from appliance.config import Config
+from appliance.jsontypes import json_type as _json_type
 from appliance.ledger import NewMessage
 from appliance.states import Priority
 
@@ -351,17 +352,3 @@ def check_query(params: Iterable[str], allowed: Iterable[str]) -> None:
 def _optional(doc: dict[str, Any], name: str) -> Any:
     """A field's value, None when absent or JSON null."""
     return doc.get(name)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"

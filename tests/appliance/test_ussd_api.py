@@ -10,7 +10,7 @@ import pytest
 from starlette.applications import Starlette
 
 from appliance import ussd_api
-from appliance.store import Store
+from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.appliance.conftest import ClientFactory, Keys
 from tests.modem.ussd_channel import Channel, simulated_channel
