@@ -265,9 +265,9 @@ def test_times_between_steps_round_down_to_a_period_the_message_still_has(
     assert _validity_octet(seconds) == octet, why
 
 
-@pytest.mark.parametrize("octet", range(256))
-def test_every_octet_round_trips_through_its_period(octet: int) -> None:
-    assert _validity_octet(vp_seconds(octet)) == octet
+def test_every_octet_round_trips_through_its_period() -> None:
+    back = {octet: _validity_octet(vp_seconds(octet)) for octet in range(256)}
+    assert {octet: got for octet, got in back.items() if got != octet} == {}
 
 
 @given(st.floats(min_value=5 * MINUTE, max_value=70 * WEEK, allow_nan=False))
