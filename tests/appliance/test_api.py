@@ -21,16 +21,9 @@ from appliance.api import create_app
 from appliance.config import ApiConfig, Config
 from appliance.store import NewMessage, StorageFull, Store
 from appliance.validation import keyword_of
-from tests.appliance.conftest import (
-    TEST_CONFIG,
-    ClientFactory,
-    FakeGateway,
-    Keys,
-    join_units,
-    ready_modem,
-    units,
-)
-from tests.web.conftest import csrf_of
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, Keys, ready_modem
+from tests.support.user_data import join_units, units
+from tests.support.web_page import csrf_of
 
 TO = "+4915112345678"
 MESSAGE_FIELDS = {

@@ -12,7 +12,7 @@ from appliance.addrpolicy import AddressPolicy, PinnedTransport, literal_address
 from appliance.api import create_app
 from appliance.config import WebhookPolicyConfig
 from appliance.store import Store
-from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, Keys
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, Keys
 
 
 def own_lan_address() -> str:

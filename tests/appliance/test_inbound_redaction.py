@@ -9,7 +9,7 @@ from pathlib import Path
 
 from appliance.inbound import command_sealer
 from appliance.store import _MIGRATIONS, Store, _split_sql
-from tests.appliance.conftest import join_units, units
+from tests.support.user_data import join_units, units
 from watchdog.commands import load_key, pin_matches
 
 PIN = "58213947"

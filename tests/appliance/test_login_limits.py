@@ -12,7 +12,7 @@ import pytest
 from appliance import edge, login
 from appliance.config import ConfigError, from_dict
 from appliance.session import HashPool, HashPoolBusy, hash_password
-from tests.system.conftest import eventually
+from tests.support.waiting import eventually
 
 
 class Clock:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from appliance.store import _MIGRATIONS, Store
-from tests.appliance.conftest import join_units, units
+from tests.support.user_data import join_units, units
 
 ALICE, BOB = "+4915112345678", "+4917687654321"
 

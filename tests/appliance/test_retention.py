@@ -10,7 +10,7 @@ import pytest
 
 from appliance import store as store_module
 from appliance.store import Actor, NewMessage, Retention, Store
-from tests.appliance.conftest import join_units, units
+from tests.support.user_data import join_units, units
 
 DAY = 86400.0
 TO = "+4915112345678"

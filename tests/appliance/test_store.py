@@ -32,7 +32,7 @@ from appliance.store import (
 )
 from appliance.validation import keyword_of
 from modem.pdu import segment_text
-from tests.appliance.conftest import join_units, units
+from tests.support.user_data import join_units, units
 
 RECIPIENTS = ("+4915111111111", "+4915122222222", "+447700900123")
 MAX_ATTEMPTS = 3

@@ -18,7 +18,8 @@ from appliance.api import create_app
 from appliance.states import Priority
 from appliance.store import KeyLimits, Retention, Store, hash_key
 from appliance.validation import keyword_of
-from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, join_units, units
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway
+from tests.support.user_data import join_units, units
 
 A_PHONE = "+4915111111111"
 B_PHONE = "+4915122222222"

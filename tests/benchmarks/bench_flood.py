@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.system.conftest import free_port, toml_text
+from tests.support.config_files import toml_text
+from tests.support.ports import free_port
 
 SLOW_CONNECTIONS = 1100
 FLOOD_S = 20.0

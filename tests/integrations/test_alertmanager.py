@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from modem.simulator import Simulator
-from tests.integrations.conftest import tool
-from tests.system.conftest import Running, eventually, free_port, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.ports import free_port
+from tests.support.system_tools import tool
+from tests.support.waiting import eventually
 
 ONCALL = "+4915199990000"
 

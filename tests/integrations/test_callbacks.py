@@ -18,7 +18,8 @@ import pytest
 from appliance import webhooks
 from modem.simulator import Simulator
 from tests.integrations.receiver import Received, receiver
-from tests.system.conftest import Running, eventually, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.waiting import eventually
 
 TO = "+4915112345678"
 

@@ -13,7 +13,7 @@ import pytest
 from starlette.routing import Route
 
 from appliance import openapi
-from tests.system.conftest import Running
+from tests.support.gateway import Running
 
 
 def app_routes(app: object) -> set[tuple[str, str]]:

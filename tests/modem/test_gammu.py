@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from modem.simulator import Simulator
-
-from .conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 GAMMU = shutil.which("gammu") or "/usr/bin/gammu"
 DEST = "+4915112345678"

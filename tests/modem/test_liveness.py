@@ -18,7 +18,7 @@ import pytest
 from modem import Modem, ModemState, SubmitLost
 from modem.liveness import SubmitTimes
 from modem.simulator import Simulator
-from tests.modem.conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 PHONE = "+4915112345678"
 

@@ -12,7 +12,7 @@ import pytest
 from modem import AtTimeout, CmsError, Modem, ModemState, Retry, same_subscriber
 from modem.pdu import Deliver, StatusReport, join_user_data
 from modem.simulator import Simulator
-from tests.modem.conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 PHONE = "+4915112345678"
 

@@ -16,8 +16,8 @@ from modem import CmsError, ModemState
 from modem.pdu import StatusReport
 from modem.simulator import Stored
 from modem.sms import _parse_cmgl_header, _parse_cmgr_header
+from tests.support.simulators import SimFactory
 
-from .conftest import SimFactory
 from .test_modem import Collected, eventually, running
 
 PHONE = "+4915112345678"

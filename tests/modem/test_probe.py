@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from modem.simulator import Simulator
-from tests.modem.conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 
 async def _probe(port: str) -> tuple[int, str]:

@@ -15,8 +15,8 @@ import pytest
 from modem import CallbackDeferred, Modem, Undecodable
 from modem.pdu import StatusReport
 from modem.simulator import Simulator
-from tests.modem.conftest import SimFactory
 from tests.modem.test_modem import PHONE, Collected, eventually, running
+from tests.support.simulators import SimFactory
 
 # A status report cut after its recipient: no decoder can read it (TS 23.040 9.2.2.3 needs SCTS, DT, ST).
 TRUNCATED_REPORT = "0006D60B911326880736F4"

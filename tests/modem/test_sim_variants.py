@@ -14,8 +14,8 @@ from modem.pdu import encode_submits
 from modem.simulator import Simulator
 from modem.simulator.__main__ import apply_wording, build_parser
 from modem.simulator.control import ControlError, apply_fault
+from tests.support.simulators import SimFactory
 
-from .conftest import SimFactory
 from .test_modem import eventually
 from .test_simulator import RawPort
 

@@ -14,8 +14,7 @@ import pytest
 from modem.pdu import Deliver, StatusReport, decode_pdu, encode_submits, join_user_data
 from modem.simulator import Simulator
 from modem.simulator.control import create_app
-
-from .conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 FINAL = re.compile(rb"\r\n(OK|ERROR|COMMAND NOT SUPPORT|\+CM[ES] ERROR: [^\r]*)\r\n")
 DEST = "+4915112345678"

@@ -15,7 +15,8 @@ import pytest
 
 from modem.simulator import Simulator
 from tests.appliance.test_login_limits import self_signed
-from tests.system.conftest import Running, gateway_config, run_gateway, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import Running, gateway_config, run_gateway
 
 PHONE = "+4915112345678"
 

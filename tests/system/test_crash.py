@@ -15,8 +15,9 @@ import pytest
 
 from appliance.store import Store
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, gateway_config
+from tests.support.gateway import gateway_config
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 from tests.system.daemon import Daemon
 
 # The bar is kill -9 x 50 during a 200-message drain: about 3.5 min here (a restart of

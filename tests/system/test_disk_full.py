@@ -32,10 +32,13 @@ from starlette.routing import Route
 
 from appliance.store import Store
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, free_port, gateway_config, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config
+from tests.support.ports import free_port
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
+from tests.support.web_page import csrf_of, page_client
 from tests.system.daemon import Daemon
-from tests.web.conftest import csrf_of, page_client
 from watchdog.facts import read_ledger
 
 MESSAGES = 40

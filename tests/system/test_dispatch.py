@@ -22,8 +22,10 @@ import pytest
 
 from appliance.store import Store
 from modem.simulator import NetworkEvent, Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import Running, eventually, gateway_config, run_gateway, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 
 FINAL = {"delivered", "undelivered", "failed", "canceled"}
 

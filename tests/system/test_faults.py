@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, gateway_config, run_gateway
+from tests.support.gateway import gateway_config, run_gateway
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 
 PHONE = "+4915112345678"
 MESSAGES = 60

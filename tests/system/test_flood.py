@@ -13,7 +13,10 @@ import httpx
 import pytest
 
 from modem.simulator import Simulator
-from tests.system.conftest import eventually, free_port, gateway_config, run_gateway, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config, run_gateway
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 IDLE_CONNECTIONS = 1100  # the finding: ~1,100 idle connections starved /healthz for 30 s
 SYSTEMD_DEFAULT_NOFILE = 1024  # the soft limit a unit without LimitNOFILE gets

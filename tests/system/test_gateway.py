@@ -20,8 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import Running, eventually, free_port, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.ports import free_port
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 
 PHONE = "+4915112345678"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.system.conftest import Running, eventually
+from tests.support.gateway import Running
+from tests.support.waiting import eventually
 
 # Truncated on purpose: an SMS-DELIVER cut inside its sender address, a status report cut after its recipient.
 TRUNCATED_DELIVER = "0791947101670000040C9194716176"

@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
-from tests.system.conftest import Running, eventually, free_port, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 SENDER = "+4917612345678"
 EIGHT = "The eight-bit one: " + "a" * 150

@@ -12,9 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.system.conftest import eventually, gateway_config, toml_text
-from tests.watchdog.conftest import ONCALL, PIN, STRANGER, BoxFactory
-from tests.web.conftest import csrf_of, page_client
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config
+from tests.support.waiting import eventually
+from tests.support.watchdog_box import ONCALL, PIN, STRANGER, BoxFactory
+from tests.support.web_page import csrf_of, page_client
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.system.conftest import eventually
-from tests.watchdog.conftest import ONCALL, PIN, STRANGER, BoxFactory
+from tests.support.waiting import eventually
+from tests.support.watchdog_box import ONCALL, PIN, STRANGER, BoxFactory
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,8 +13,9 @@ from appliance.session import Signer, check_password, hash_password
 from appliance.status import watchdog_state_path
 from appliance.web import error_meaning, mask_number
 from modem.simulator import Simulator
-from tests.system.conftest import Running, eventually, gateway_config, run_gateway
-from tests.web.conftest import csrf_of, page_client
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.waiting import eventually
+from tests.support.web_page import csrf_of, page_client
 from watchdog.alert import SCHEMA as WATCHDOG_SCHEMA
 from watchdog.audit import CommandFact, CommandLog
 

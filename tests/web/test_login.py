@@ -20,8 +20,8 @@ from appliance.config import from_dict
 from appliance.session import COOKIE, hash_password
 from modem.simulator import Simulator
 from tests.appliance.test_login_limits import self_signed
-from tests.system.conftest import Running, gateway_config, run_gateway
-from tests.web.conftest import csrf_of
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.web_page import csrf_of
 from watchdog.facts import FactsReader
 
 PASSWORD = "correct horse battery staple"  # noqa: S105  (the test box's own)

@@ -6,8 +6,9 @@ import time
 
 from playwright.async_api import Browser, Page
 
-from tests.system.conftest import Running
-from tests.web.conftest import SCREENSHOTS, eventually
+from tests.support.gateway import Running
+from tests.support.waiting import eventually
+from tests.support.web_page import SCREENSHOTS
 
 PHONE = "+4915112345678"
 
