@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # System packages the tests drive for real (Gammu talks to the simulator; openssl makes TLS test certificates).
 APT_PACKAGES := gammu python3-venv chromium prometheus-alertmanager prometheus systemd openssl
 
-.PHONY: run test lint bench system-deps venv clean
+.PHONY: run test test-fast lint bench system-deps venv clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,10 @@ lint: venv
 
 test: system-deps venv lint
 	$(BIN)/pytest -q
+
+# Everything but the tests marked slow (fault injection, kill loops, long drains): under a minute.
+test-fast: system-deps venv
+	$(BIN)/pytest -q -m "not slow"
 
 bench: system-deps venv
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || echo "wrk missing: sudo apt-get install wrk"

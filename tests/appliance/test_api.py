@@ -830,6 +830,7 @@ class ResettableGateway(FakeGateway):
         return True
 
 
+@pytest.mark.slow
 async def test_a_write_refused_for_a_full_disk_is_507_with_the_reason_on_the_api_and_the_page(
     tmp_path: Any, client_for: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -932,6 +933,7 @@ SEND_DOCS = (
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(doc=SEND_DOCS, header=st.none() | st.text(max_size=20))
 def test_any_json_document_is_a_message_or_an_api_error(doc: Any, header: str | None) -> None:
@@ -950,6 +952,7 @@ def test_any_json_document_is_a_message_or_an_api_error(doc: Any, header: str | 
     assert 1 <= new.segments <= validation.MAX_SEGMENTS
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_any_bytes_are_json_or_invalid_json(raw: bytes) -> None:

@@ -129,6 +129,7 @@ async def test_purge_works_in_batches_and_counts(store: Store) -> None:
     assert [await store.get(i) for i in ids] == [None, None, None]
 
 
+@pytest.mark.slow
 async def test_deleted_messages_give_their_space_back(tmp_path: Path) -> None:
     store = Store(tmp_path / "big.sqlite3")
     await store.open()

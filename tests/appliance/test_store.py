@@ -352,7 +352,7 @@ LedgerMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestLedgerModel = LedgerMachine.TestCase
+TestLedgerModel = pytest.mark.slow(LedgerMachine.TestCase)
 
 
 # ---------------------------------------------------------------- plain tests

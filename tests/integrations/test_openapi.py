@@ -37,6 +37,7 @@ async def test_spec_paths_equal_routes(gw: Running) -> None:
     assert spec == {(p, m) for p, ops in openapi.PATHS.items() for m in ops}
 
 
+@pytest.mark.slow
 async def test_schemathesis_finds_no_server_error(gw: Running, tmp_path: Path) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st is not None, "schemathesis is a dev dependency: pip install -e '.[dev]'"
@@ -64,6 +65,7 @@ async def test_schemathesis_finds_no_server_error(gw: Running, tmp_path: Path) -
     assert f"Tested: {selected.group(1)}" in text, text[-3000:]  # every operation was exercised
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 async def test_schemathesis_stateful_with_keys_of_every_scope_finds_no_cross_key_read(
     gw: Running, tmp_path: Path

@@ -201,6 +201,7 @@ async def test_cms_errors_are_typed_and_classified(simulator: Simulator) -> None
         assert await modem.send_text(PHONE, "fine again")
 
 
+@pytest.mark.slow
 async def test_hung_modem_times_out_and_the_port_recovers(simulator: Simulator) -> None:
     async with running(simulator, command_timeout_s=0.3, submit_timeout_s=0.3) as modem:
         simulator.hang()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,6 +60,7 @@ def _bit_pack(codes: bytes, fill: int) -> bytes:
     return acc.to_bytes((bits + 7) // 8, "little")
 
 
+@pytest.mark.slow
 @given(
     text=TEXT,
     number=INTERNATIONAL,
@@ -84,6 +86,7 @@ def test_encode_submits_round_trip(text, number, ref, srr, vp):
         ]
 
 
+@pytest.mark.slow
 @given(text=TEXT, sender=ADDRESSES, scts=TIMES, smsc=SMSC, ref=st.integers(0, 0xFF), sri=st.booleans())
 @settings(max_examples=300)
 def test_deliver_round_trip_and_join(*, text, sender, scts, smsc, ref, sri):
@@ -235,6 +238,7 @@ def _decodes_or_pdu_error(data: bytes | str, smsc: bool) -> None:
     assert encoded[message.smsc.encode_smsc()[0] + 1 if message.smsc else 1 :] == message.encode_tpdu()
 
 
+@pytest.mark.slow
 @given(data=st.binary(max_size=200), smsc=st.booleans())
 @settings(max_examples=1000)
 def test_fuzz_bytes_only_pdu_error(data, smsc):
@@ -247,6 +251,7 @@ def test_fuzz_hex_only_pdu_error(text, smsc):
     _decodes_or_pdu_error(text, smsc)
 
 
+@pytest.mark.slow
 @given(
     pdu=st.sampled_from(VALID),
     edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),

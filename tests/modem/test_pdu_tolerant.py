@@ -304,6 +304,7 @@ def test_a_repeat_is_logged_again_after_the_quiet_period(caplog, monkeypatch):
     assert messages[1].endswith("(2 more like it since last logged)")
 
 
+@pytest.mark.slow
 @given(
     smsc_value=st.binary(min_size=1, max_size=10),
     toa=st.integers(0x80, 0xFF),

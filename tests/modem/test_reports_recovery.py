@@ -89,6 +89,7 @@ async def test_sim800_acknowledges_each_report_after_the_callback(sim_factory: S
     assert not any(e.kind == "rp_error" for e in sim.network.log)
 
 
+@pytest.mark.slow
 async def test_sim800_report_routed_while_dead_is_sent_again_by_the_network(sim_factory: SimFactory) -> None:
     # The network waits 1 s for AT+CNMA; the gateway is back within it or not: either way the
     # SC re-sends after RP-ERROR, and the restarted gateway turns routing on again.

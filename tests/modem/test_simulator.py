@@ -545,6 +545,7 @@ async def test_control_interface(simulator: Simulator, port: RawPort) -> None:
         assert state["sim"]["next_mr"] == 1
 
 
+@pytest.mark.slow
 async def test_standalone_runner_prints_ports_and_cleans_up(tmp_path: Path) -> None:
     import signal  # noqa: PLC0415
     import sys  # noqa: PLC0415

@@ -44,6 +44,7 @@ def _toml(raw: dict[str, Any]) -> str:
     return text
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(int(os.environ.get("SMSGW_CRASH_TIMEOUT_S", "240")))
 async def test_kill_9_during_a_drain_loses_neither_messages_nor_reports(tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("SMSGW_CRASH_SEED", "7")))  # noqa: S311  (fault timing, not security)

@@ -141,6 +141,7 @@ def no_part_lies(docs: list[dict[str, Any]]) -> None:
         assert doc["status"] in ("queued", "sent", "delivered"), (doc["id"], doc["status"], doc["events"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_serves(
     tmp_path: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.support.gateway import Running
 from tests.support.waiting import eventually
@@ -52,6 +53,7 @@ async def test_undecodable_pdus_are_listed_counted_and_freed(gw: Running) -> Non
     assert "smsgw_reports_lost_total 0.0" in metrics
 
 
+@pytest.mark.slow
 async def test_quarantine_needs_the_admin_scope(gw: Running) -> None:
     _rec, reader = await gw.gateway.store.create_key("reader", ["read"])
     async with httpx.AsyncClient(
