@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 
 from appliance.api import create_app
 from appliance.store import Store
-from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, Keys
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, Keys, as_view
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ def gateway() -> FakeGateway:
 
 @pytest.fixture
 def app(store: Store, gateway: FakeGateway) -> Starlette:
-    return create_app(store=store, config=TEST_CONFIG, gateway=gateway)
+    return create_app(store=store, config=TEST_CONFIG, gateway=as_view(gateway))
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ async def test_upgrading_redacts_commands_kept_whole_by_an_older_ledger(tmp_path
         "RESTART 4711",
         f"RESTART {PIN} now",
     ]
-    assert json.loads(hooks[0][0])["data"]["body"] == "RESTART ******"
+    assert json.loads(next(iter(hooks))[0])["data"]["body"] == "RESTART ******"
 
 
 async def test_only_commands_are_sealed_customers_texts_are_stored_as_received(tmp_path: Path) -> None:

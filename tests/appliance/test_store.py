@@ -551,9 +551,13 @@ async def test_queue_full_refuses_once_the_maximum_waits(store: Store) -> None:
 
 async def test_durability_pragmas_are_set(store: Store) -> None:
     cur = await store.db.execute("PRAGMA journal_mode")
-    assert (await cur.fetchone())[0] == "wal"
+    row = await cur.fetchone()
+    assert row is not None
+    assert row[0] == "wal"
     cur = await store.db.execute("PRAGMA synchronous")
-    assert (await cur.fetchone())[0] == 2  # FULL: the WAL is synced on every commit
+    row = await cur.fetchone()
+    assert row is not None
+    assert row[0] == 2  # FULL: the WAL is synced on every commit
 
 
 async def test_a_reopened_ledger_keeps_everything(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from appliance.api import create_app
 from appliance.states import Priority
 from appliance.store import KeyLimits, Retention, Store, hash_key
 from appliance.validation import keyword_of
-from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, as_view
 from tests.support.user_data import join_units, units
 
 A_PHONE = "+4915111111111"
@@ -338,7 +338,7 @@ async def test_a_read_key_from_before_scopes_keeps_seeing_everything(
     ledger = Store(path)
     await ledger.open()
     try:
-        client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=gateway))
+        client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=as_view(gateway)))
         _, fresh = await ledger.create_key("fresh", ["send"])
         other = await send(client, fresh, A_PHONE, "someone else's")
         assert await listed(client, old_key) == [other["id"]]

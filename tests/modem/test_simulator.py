@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -81,7 +82,7 @@ class RawPort:
 
 
 @pytest.fixture
-async def port(simulator: Simulator):
+async def port(simulator: Simulator) -> AsyncIterator[RawPort]:
     client = RawPort(simulator.primary_path)
     yield client
     client.close()
@@ -565,7 +566,7 @@ async def test_standalone_runner_prints_ports_and_cleans_up(tmp_path: Path) -> N
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    lines = []
+    lines: list[str] = []
     async with asyncio.timeout(10):
         while not (lines and lines[-1].startswith("  gammu:")):
             lines.append((await proc.stdout.readline()).decode())

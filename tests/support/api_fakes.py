@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from starlette.applications import Starlette
 
 from appliance.config import ApiConfig, Config, GatewayConfig
+from appliance.status import GatewayView
 
 TEST_CONFIG = Config(
     gateway=GatewayConfig(name="test-gw", default_region="DE"),
@@ -68,6 +69,12 @@ class FakeGateway:
 
     def started_at(self) -> float:
         return self.start
+
+
+def as_view(gateway: FakeGateway) -> GatewayView:
+    """A FakeGateway as the app's `GatewayView`. It has no `reset_modem` on purpose (the view's
+    optional member): the page then says resets are unavailable; `ResettableGateway` adds it."""
+    return cast("GatewayView", gateway)
 
 
 ClientFactory = Callable[[Starlette], Awaitable[httpx.AsyncClient]]

@@ -278,7 +278,7 @@ async def _disk_problem(http: httpx.AsyncClient) -> str | None:
 
 async def _none_sending(http: httpx.AsyncClient) -> bool:
     doc = (await http.get("/api/v1/status")).json()
-    return doc["queue"]["by_status"]["sending"] == 0
+    return bool(doc["queue"]["by_status"]["sending"] == 0)
 
 
 async def _all_delivered(http: httpx.AsyncClient, ids: list[str]) -> bool:

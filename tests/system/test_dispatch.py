@@ -187,7 +187,11 @@ async def test_sporadic_messages_go_at_once_and_a_burst_beyond_the_limit_says_wh
         sporadic = []
         for i in range(5):
             msg_id = (await gw.send(to=f"+491510000045{i}", body=f"sporadic {i}")).json()["id"]
-            await eventually(lambda n=i: len(submits(sim)) == n + 1, 5)
+
+            def submitted(n: int = i) -> bool:
+                return len(submits(sim)) == n + 1
+
+            await eventually(submitted, 5)
             sporadic.append(msg_id)
         posted_at = time.time()
         burst = [(await gw.send(to=f"+491510000046{i}", body=f"burst {i}")).json()["id"] for i in range(2)]

@@ -233,7 +233,7 @@ async def test_watchdog_commands_join_the_audit_trail_by_time(tmp_path: Path, si
             return events
 
         async def copied(n: int) -> bool:
-            return sum(e["actor"] == "watchdog" for e in await trail()) >= n
+            return bool(sum(e["actor"] == "watchdog" for e in await trail()) >= n)
 
         await eventually(lambda: copied(2))
         events = await trail()
