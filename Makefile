@@ -23,7 +23,7 @@ endif
 RUN_APT_PACKAGES := python3-venv
 APT_PACKAGES := $(RUN_APT_PACKAGES) gammu chromium prometheus-alertmanager prometheus systemd openssl
 
-.PHONY: run test lint bench system-deps run-system-deps venv run-venv clean
+.PHONY: run test test-fast lint bench system-deps run-system-deps venv run-venv clean
 
 venv: $(STAMP)
 run-venv: $(RUN_STAMP)
@@ -79,6 +79,10 @@ lint: venv
 
 test: system-deps venv lint
 	$(BIN)/pytest -q
+
+# Everything but the tests marked slow (fault injection, kill loops, long drains): under a minute.
+test-fast: system-deps venv
+	$(BIN)/pytest -q -m "not slow"
 
 bench: system-deps venv
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || echo "wrk missing: sudo apt-get install wrk"

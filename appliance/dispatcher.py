@@ -84,7 +84,8 @@ def classify(exc: BaseException) -> Classified:
 
 def backoff_s(attempt: int, cfg: DispatcherConfig, rng: random.Random) -> float:
     """Exponential backoff with jitter: base * 2^(n-1), capped, times 0.5..1.5."""
-    raw: float = min(cfg.backoff_max_s, cfg.backoff_base_s * 2.0 ** max(0, attempt - 1))
+    # Doublings bounded: 2.0 ** 1024 overflows (max_attempts has no upper limit), the cap comes long before.
+    raw: float = min(cfg.backoff_max_s, cfg.backoff_base_s * 2.0 ** min(max(0, attempt - 1), 1000))
     return raw * rng.uniform(0.5, 1.5)
 
 

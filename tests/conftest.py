@@ -8,6 +8,9 @@ import pytest
 
 from modem.pdu import tolerance
 
+# Whole-gateway fixtures (`sim`, `gw`, `fast_webhooks`) used by tests/system, tests/web and tests/integrations.
+pytest_plugins = ["tests.support.gateway_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _pdu_warnings_logged_afresh() -> Iterator[None]:

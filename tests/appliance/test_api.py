@@ -21,16 +21,9 @@ from appliance.api import create_app
 from appliance.config import ApiConfig, Config
 from appliance.keywords import keyword_of
 from appliance.ledger import NewMessage, StorageFull, Store
-from tests.appliance.conftest import (
-    TEST_CONFIG,
-    ClientFactory,
-    FakeGateway,
-    Keys,
-    join_units,
-    ready_modem,
-    units,
-)
-from tests.web.conftest import csrf_of
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, Keys, as_view, ready_modem
+from tests.support.user_data import join_units, units
+from tests.support.web_page import csrf_of
 
 TO = "+4915112345678"
 MESSAGE_FIELDS = {
@@ -74,7 +67,7 @@ async def count_messages(client: httpx.AsyncClient, keys: Keys) -> int:
 
 def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert r.status_code == status, r.text
-    doc = r.json()
+    doc: dict[str, Any] = r.json()
     assert set(doc) >= {"error"}
     assert set(doc["error"]) == {"code", "message"}
     assert doc["error"]["code"] == code
@@ -612,7 +605,7 @@ async def test_readyz_reports_the_gateways_reason(client: httpx.AsyncClient, gat
 async def test_readyz_and_status_report_a_ledger_that_cannot_take_writes(
     store: Store, gateway: FakeGateway, client_for: ClientFactory, keys: Keys
 ) -> None:
-    app = create_app(store=store, config=TEST_CONFIG, gateway=gateway, min_free_bytes=1 << 62)
+    app = create_app(store=store, config=TEST_CONFIG, gateway=as_view(gateway), min_free_bytes=1 << 62)
     client = await client_for(app)
     r = await client.get("/readyz")
     assert r.status_code == 503
@@ -790,8 +783,8 @@ async def test_metrics_parse_and_carry_the_names(
 async def test_each_app_has_its_own_registry(
     store: Store, gateway: FakeGateway, client_for: ClientFactory, keys: Keys
 ) -> None:
-    first = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=gateway))
-    second = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=gateway))
+    first = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=as_view(gateway)))
+    second = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=as_view(gateway)))
     assert (await post(first, keys, ok())).status_code == 202
     text = (await second.get("/metrics")).text
     assert 'smsgw_messages_accepted_total{source="api"} 0.0' in text
@@ -816,7 +809,7 @@ async def test_storage_full_is_507_and_loses_nothing_accepted(
     await ledger.open()
     try:
         _, key = await ledger.create_key("app", ["send", "read"])
-        client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=gateway))
+        client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=as_view(gateway)))
         auth = {"Authorization": f"Bearer {key}"}
         first = await client.post("/api/v1/messages", json=ok(), headers=auth)
         assert first.status_code == 202
@@ -837,6 +830,7 @@ class ResettableGateway(FakeGateway):
         return True
 
 
+@pytest.mark.slow
 async def test_a_write_refused_for_a_full_disk_is_507_with_the_reason_on_the_api_and_the_page(
     tmp_path: Any, client_for: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -845,7 +839,7 @@ async def test_a_write_refused_for_a_full_disk_is_507_with_the_reason_on_the_api
     await ledger.open()
     _, key = await ledger.create_key("ops", ["send", "read", "admin"])
     auth = {"Authorization": f"Bearer {key}"}
-    client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=FakeGateway()))
+    client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=as_view(FakeGateway())))
     msg_id = (await client.post("/api/v1/messages", json=ok(), headers=auth)).json()["id"]
     await ledger.close()
     # The same ledger reopened wanting a reserve no disk holds: the real full-disk state, in which
@@ -885,7 +879,7 @@ async def test_queue_full_is_503_with_retry_after(
     config = Config(
         gateway=TEST_CONFIG.gateway, api=ApiConfig(max_body_bytes=16384, max_text_chars=500, queue_max=2)
     )
-    client = await client_for(create_app(store=store, config=config, gateway=gateway))
+    client = await client_for(create_app(store=store, config=config, gateway=as_view(gateway)))
     for i in range(2):
         assert (await post(client, keys, ok(body=f"m{i}"))).status_code == 202
     r = await post(client, keys, ok(body="one too many"))
@@ -939,6 +933,7 @@ SEND_DOCS = (
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(doc=SEND_DOCS, header=st.none() | st.text(max_size=20))
 def test_any_json_document_is_a_message_or_an_api_error(doc: Any, header: str | None) -> None:
@@ -957,6 +952,7 @@ def test_any_json_document_is_a_message_or_an_api_error(doc: Any, header: str | 
     assert 1 <= new.segments <= validation.MAX_SEGMENTS
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_any_bytes_are_json_or_invalid_json(raw: bytes) -> None:

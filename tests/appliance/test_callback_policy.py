@@ -12,7 +12,7 @@ from appliance.addrpolicy import AddressPolicy, PinnedTransport, literal_address
 from appliance.api import create_app
 from appliance.config import WebhookPolicyConfig
 from appliance.ledger import Store
-from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, Keys
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, Keys, as_view
 
 
 def own_lan_address() -> str:
@@ -100,7 +100,7 @@ async def test_allow_cidrs_readmit_refused_addresses(
     config = TEST_CONFIG.__class__(
         **{**TEST_CONFIG.__dict__, "webhook_policy": WebhookPolicyConfig(allow=("127.0.0.0/8", "::1/128"))}
     )
-    app: Starlette = create_app(store=store, config=config, gateway=gateway)
+    app: Starlette = create_app(store=store, config=config, gateway=as_view(gateway))
     client = await client_for(app)
     for url in ("http://127.0.0.1:9000/hook", "http://0x7f000001/hook", "http://[::1]/hook"):
         r = await _post(client, keys, url)

@@ -264,6 +264,7 @@ def _check(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 def test_config_check_says_ok(tmp_path: Path) -> None:
     path = tmp_path / "smsgw.toml"
     path.write_text(FULL)
@@ -274,6 +275,7 @@ def test_config_check_says_ok(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_config_check_names_the_bad_key_and_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "smsgw.toml"
     path.write_text('[modem]\nport = "/dev/gsmmodem"\nbaud = 9600\n')

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from appliance.inbound import command_sealer
 from appliance.ledger import Store
-from appliance.ledger.migrations import MIGRATIONS, split_sql
-from tests.appliance.conftest import join_units, units
+from appliance.ledger.dialect import split_sql
+from appliance.ledger.migrations import MIGRATIONS
+from tests.support.user_data import join_units, units
 from watchdog.commands import load_key, pin_matches
 
 PIN = "58213947"
@@ -99,7 +100,7 @@ async def test_upgrading_redacts_commands_kept_whole_by_an_older_ledger(tmp_path
         "RESTART 4711",
         f"RESTART {PIN} now",
     ]
-    assert json.loads(hooks[0][0])["data"]["body"] == "RESTART ******"
+    assert json.loads(next(iter(hooks))[0])["data"]["body"] == "RESTART ******"
 
 
 async def test_only_commands_are_sealed_customers_texts_are_stored_as_received(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from appliance.api import create_app
 from appliance.ledger import Store
 from appliance.segments import plan
-from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, join_units, units
-from tests.web.conftest import csrf_of
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, as_view
+from tests.support.user_data import join_units, units
+from tests.support.web_page import csrf_of
 
 TO = "+4915112345678"
 TWILIO = "/2010-04-01/Accounts/AC0123/Messages.json"
@@ -59,7 +60,7 @@ async def test_each_door_counts_what_it_accepted_and_wakes_the_dispatcher(
 ) -> None:
     _, key = await store.create_key("ops", ["send", "read", "admin"])
     gateway = FakeGateway()
-    client = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=gateway))
+    client = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=as_view(gateway)))
     replies = await through_every_door(client, key, TO)
     codes = {door: r.status_code for door, r in replies.items()}
     assert codes == {"api": 202, "twilio": 201, "alertmanager": 202, "page": 303}
@@ -75,7 +76,7 @@ async def test_a_full_disk_is_refused_at_every_door_the_page_included(
 ) -> None:
     _, key = await store.create_key("ops", ["send", "read", "admin"])
     gateway = FakeGateway()
-    app = create_app(store=store, config=TEST_CONFIG, gateway=gateway, min_free_bytes=1 << 62)
+    app = create_app(store=store, config=TEST_CONFIG, gateway=as_view(gateway), min_free_bytes=1 << 62)
     client = await client_for(app)
     replies = await through_every_door(client, key, TO)
     api = replies["api"].json()["error"]
@@ -105,7 +106,7 @@ async def test_an_opted_out_number_is_refused_in_each_doors_own_words(
         sender=TO, encoding="gsm7", user_data=units("stop"), ref=None, total=1, seq=1,
         sent_at=None, join=join_units, keyword_of=lambda text: "stop",
     )  # fmt: skip
-    client = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=FakeGateway()))
+    client = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=as_view(FakeGateway())))
     replies = await through_every_door(client, key, TO)
     assert (replies["api"].status_code, replies["api"].json()["error"]["code"]) == (422, "opted_out")
     assert (replies["twilio"].status_code, replies["twilio"].json()["code"]) == (400, 21610)
@@ -123,7 +124,7 @@ async def test_basic_and_bearer_are_one_check_where_a_door_takes_both(
 ) -> None:
     _, key = await store.create_key("ops", ["send", "read"])
     _, reader = await store.create_key("reader", ["read"])
-    client = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=FakeGateway()))
+    client = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=as_view(FakeGateway())))
     url = f"{AM}?to={quote(TO)}"
     assert (await client.post(url, json=ALERT, headers=basic(key))).status_code == 202
     wrong = await client.post(url, json=ALERT, headers=basic("sgw_not-a-key"))
@@ -145,7 +146,7 @@ async def test_a_body_over_its_cap_is_refused_by_every_reader_even_with_a_lying_
     store: Store, client_for: ClientFactory
 ) -> None:
     _, key = await store.create_key("ops", ["send", "read", "admin"])
-    client = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=FakeGateway()))
+    client = await client_for(create_app(store=store, config=TEST_CONFIG, gateway=as_view(FakeGateway())))
 
     async def chunks(size: int) -> Any:  # no Content-Length: the size shows only while reading
         for _ in range(size // 4096 + 1):

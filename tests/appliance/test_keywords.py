@@ -10,9 +10,8 @@ from appliance.config import ConfigError, InboundConfig, from_dict
 from appliance.inbound import keyword
 from appliance.keywords import Keyword, keyword_of
 from modem.simulator import Simulator
-from tests.system.conftest import eventually, gateway_config, run_gateway, sim
-
-__all__ = ["sim"]  # the simulator fixture, used by the end-to-end test
+from tests.support.gateway import gateway_config, run_gateway
+from tests.support.waiting import eventually
 
 LOWER = InboundConfig(stop_keywords=("stop", "unsubscribe"), start_keywords=("start", "unstop"))
 UPPER = InboundConfig(stop_keywords=("STOP", "UNSUBSCRIBE"), start_keywords=("START", "UNSTOP"))

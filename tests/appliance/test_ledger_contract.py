@@ -11,7 +11,7 @@ import httpx
 
 from appliance.ledger import NewMessage, Store
 from appliance.ledger.migrations import MIGRATIONS
-from tests.appliance.conftest import Keys
+from tests.support.api_fakes import Keys
 from watchdog.facts import read_ledger
 
 TO = "+4915112345678"

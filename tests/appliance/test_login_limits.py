@@ -12,7 +12,7 @@ import pytest
 from appliance import edge, login
 from appliance.config import ConfigError, from_dict
 from appliance.session import HashPool, HashPoolBusy, hash_password
-from tests.system.conftest import eventually
+from tests.support.waiting import eventually
 
 
 class Clock:
@@ -97,6 +97,7 @@ def test_many_addresses_cannot_push_a_locked_one_out() -> None:
     assert len(throttle._records) <= login.MAX_ADDRESSES
 
 
+@pytest.mark.slow
 async def test_hash_pool_refuses_beyond_its_threads_instead_of_queueing() -> None:
     stored = hash_password("pw", iterations=1000)
     slow = hash_password("pw", iterations=3_000_000)  # ~2 s: certainly still running below
@@ -167,6 +168,7 @@ def test_bad_api_keys_name_the_key(api: dict[str, object], expected: str) -> Non
         from_dict({"api": api})
 
 
+@pytest.mark.slow
 def test_tls_files_must_be_readable_pem(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     config = from_dict({"api": {"tls_cert": str(cert), "tls_key": str(key)}})

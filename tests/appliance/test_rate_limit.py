@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from appliance.config import DispatcherConfig, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker, TokenBucket
@@ -91,6 +93,73 @@ def test_the_long_run_rate_is_kept_whatever_the_burst(burst: int) -> None:
 
 def test_the_limit_describes_itself_for_the_timeline() -> None:
     assert TokenBucket(20, burst=5).describe() == "the modem's rate limit (20 a minute, burst 5)"
+
+
+# A sender's pattern: pauses (seconds) between attempts to send as much as the bucket allows.
+RATES = st.sampled_from([1.0, 6.0, 20.0, 60.0, 600.0])
+BURSTS = st.integers(min_value=1, max_value=20)
+PAUSES = st.lists(st.floats(min_value=0.0, max_value=10.0), max_size=40)
+
+
+def run_sender(bucket: TokenBucket, clock: Clock, pauses: list[float]) -> list[float]:
+    """Times of the sends the bucket let through, taking one whenever `wait_s` says one is there."""
+    sent: list[float] = []
+    for pause in pauses:
+        clock.now += pause
+        while bucket.wait_s() == 0:
+            bucket.take()
+            sent.append(clock.now)
+    return sent
+
+
+@given(RATES, BURSTS, PAUSES)
+def test_no_window_ever_sees_more_than_the_burst_plus_the_rate(
+    per_minute: float, burst: int, pauses: list[float]
+) -> None:
+    clock = Clock()
+    sent = run_sender(TokenBucket(per_minute, burst=burst, clock=clock), clock, pauses)
+    # Sends i..j (a window from sent[i] to sent[j]) number j - i + 1: with k - sent[k] * rate
+    # written excess(k), the worst window ending at j starts where excess is lowest before it.
+    rate_s = per_minute / 60
+    lowest = float("inf")
+    for j, at in enumerate(sent):
+        excess = j - at * rate_s
+        lowest = min(lowest, excess)
+        assert excess - lowest + 1 <= burst + 1e-6, (
+            f"{excess - lowest + 1:g} sends in a window allowing {burst}"
+        )
+
+
+@given(RATES, BURSTS, st.integers(min_value=0, max_value=40), st.floats(min_value=0.0, max_value=5.0))
+def test_waiting_what_wait_s_says_makes_a_token_available(
+    per_minute: float, burst: int, takes: int, pause: float
+) -> None:
+    clock = Clock()
+    bucket = TokenBucket(per_minute, burst=burst, clock=clock)
+    for _ in range(takes):
+        bucket.take()
+    clock.now += pause
+    wait = bucket.wait_s()
+    assert wait == 0 or bucket.tokens < 1
+    clock.now += wait
+    assert bucket.wait_s() == pytest.approx(0, abs=1e-9)
+    assert bucket.tokens <= burst
+
+
+@given(RATES, BURSTS, PAUSES, st.floats(min_value=0.0, max_value=120.0))
+def test_a_bucket_rebuilt_from_its_sends_is_never_fuller_than_the_one_that_made_them(
+    per_minute: float, burst: int, pauses: list[float], downtime: float
+) -> None:
+    """A restart (after `downtime`) adds no burst the running bucket would not have had."""
+    clock = Clock()
+    live = TokenBucket(per_minute, burst=burst, clock=clock)
+    sent = run_sender(live, clock, pauses)
+    clock.now += downtime
+    rebuilt = TokenBucket(per_minute, burst=burst, clock=clock)
+    rebuilt.replay(clock.now - t for t in sent)
+    live.wait_s()  # brings the live bucket up to now
+    assert rebuilt.tokens <= live.tokens + 1e-9
+    assert drain(rebuilt) <= drain(live)
 
 
 def test_a_restart_goes_on_with_the_bucket_the_last_run_left() -> None:

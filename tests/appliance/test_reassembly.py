@@ -15,7 +15,7 @@ import pytest
 
 from appliance.ledger import Store
 from appliance.ledger.migrations import MIGRATIONS
-from tests.appliance.conftest import join_units, units
+from tests.support.user_data import join_units, units
 
 ALICE, BOB = "+4915112345678", "+4917687654321"
 

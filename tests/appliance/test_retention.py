@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from appliance.ledger import Actor, NewMessage, Retention, Store, retention
-from tests.appliance.conftest import join_units, units
+from tests.support.user_data import join_units, units
 
 DAY = 86400.0
 TO = "+4915112345678"
@@ -128,6 +128,7 @@ async def test_purge_works_in_batches_and_counts(store: Store) -> None:
     assert [await store.get(i) for i in ids] == [None, None, None]
 
 
+@pytest.mark.slow
 async def test_deleted_messages_give_their_space_back(tmp_path: Path) -> None:
     store = Store(tmp_path / "big.sqlite3")
     await store.open()

@@ -28,10 +28,11 @@ from appliance.ledger import (
     Store,
     webhook_target,
 )
-from appliance.ledger.migrations import MIGRATIONS, split_sql
+from appliance.ledger.dialect import split_sql
+from appliance.ledger.migrations import MIGRATIONS
 from appliance.states import FINAL, TRANSITIONS, PartState, State
 from modem.pdu import segment_text
-from tests.appliance.conftest import join_units, units
+from tests.support.user_data import join_units, units
 
 RECIPIENTS = ("+4915111111111", "+4915122222222", "+447700900123")
 MAX_ATTEMPTS = 3
@@ -351,7 +352,7 @@ LedgerMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestLedgerModel = LedgerMachine.TestCase
+TestLedgerModel = pytest.mark.slow(LedgerMachine.TestCase)
 
 
 # ---------------------------------------------------------------- plain tests
@@ -550,9 +551,13 @@ async def test_queue_full_refuses_once_the_maximum_waits(store: Store) -> None:
 
 async def test_durability_pragmas_are_set(store: Store) -> None:
     cur = await store.db.execute("PRAGMA journal_mode")
-    assert (await cur.fetchone())[0] == "wal"
+    row = await cur.fetchone()
+    assert row is not None
+    assert row[0] == "wal"
     cur = await store.db.execute("PRAGMA synchronous")
-    assert (await cur.fetchone())[0] == 2  # FULL: the WAL is synced on every commit
+    row = await cur.fetchone()
+    assert row is not None
+    assert row[0] == 2  # FULL: the WAL is synced on every commit
 
 
 async def test_a_reopened_ledger_keeps_everything(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from appliance.api import create_app
 from appliance.keywords import keyword_of
 from appliance.ledger import KeyLimits, Retention, Store, hash_key, migrations
 from appliance.states import Priority
-from tests.appliance.conftest import TEST_CONFIG, ClientFactory, FakeGateway, join_units, units
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, as_view
+from tests.support.user_data import join_units, units
 
 A_PHONE = "+4915111111111"
 B_PHONE = "+4915122222222"
@@ -336,7 +337,7 @@ async def test_a_read_key_from_before_scopes_keeps_seeing_everything(
     ledger = Store(path)
     await ledger.open()
     try:
-        client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=gateway))
+        client = await client_for(create_app(store=ledger, config=TEST_CONFIG, gateway=as_view(gateway)))
         _, fresh = await ledger.create_key("fresh", ["send"])
         other = await send(client, fresh, A_PHONE, "someone else's")
         assert await listed(client, old_key) == [other["id"]]

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.system.conftest import free_port, toml_text
+from tests.support.config_files import toml_text
+from tests.support.ports import free_port
 
 SLOW_CONNECTIONS = 1100
 FLOOD_S = 20.0
@@ -125,7 +126,7 @@ async def run() -> None:
     print(f"slow-connection flood ({SLOW_CONNECTIONS} slowloris connections for {FLOOD_S:.0f} s)")
     with tempfile.TemporaryDirectory(prefix="smsgw-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        unbounded = {
+        unbounded: dict[str, object] = {
             "request_timeout_s": 1e9,
             "max_connections": 1_000_000,
             "max_connections_per_client": 1_000_000,

@@ -201,7 +201,7 @@ async def bench_sporadic(tmp: Path) -> None:
     """POST -> AT+CMGS for sporadic traffic under the shipped limits (20 a minute per modem,
     6 a minute per recipient): one message at a time, a second after the previous went out,
     each to its own recipient; with a burst of 1 (before issue 10) and the shipped burst."""
-    results = []
+    results: list[str] = []
     for label, limits in (("burst 1", "rate_burst = 1\n"), ("shipped burst", "")):
         async with Bench(tmp / f"sporadic-{len(results)}", 0.0, limits=limits) as b, b.client() as c:
             waits, ids = [], []

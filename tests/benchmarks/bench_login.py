@@ -65,7 +65,7 @@ async def _probe(base: str, seconds: float, ledger: Path) -> tuple[list[tuple[fl
     return times, worst_beat
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 

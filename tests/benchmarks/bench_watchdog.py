@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, gateway_config, toml_text
-from tests.watchdog.conftest import ONCALL, Box, Proc
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
+from tests.support.watchdog_box import ONCALL, Box, Proc
 
 RUNS = int(os.environ.get("SMSGW_BENCH_WATCHDOG_RUNS", "5"))
 TARGET_S = 30.0

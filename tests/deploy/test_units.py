@@ -149,7 +149,7 @@ def test_watchdog_unit_is_independent_of_the_gateway() -> None:
 
 
 def role_vars() -> dict[str, object]:
-    variables = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    variables: dict[str, object] = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
     variables.update(yaml.safe_load((ROLE / "vars/main.yml").read_text()))
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701  (unit files, not HTML)
     for key in ("_smsgw_bin", "_smsgw_venv"):

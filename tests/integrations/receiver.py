@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.system.conftest import eventually, free_port
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 
 @dataclass

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from modem.simulator import Simulator
-from tests.integrations.conftest import tool
-from tests.system.conftest import Running, eventually, free_port, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.ports import free_port
+from tests.support.system_tools import tool
+from tests.support.waiting import eventually
 
 ONCALL = "+4915199990000"
 
@@ -90,6 +92,7 @@ async def amtool(url: str, *args: str) -> None:
     assert proc.returncode == 0, out.decode()
 
 
+@pytest.mark.slow
 async def test_amtool_alert_becomes_sms_and_resolves(tmp_path: Path, box: Running, sim: Simulator) -> None:
     phone = sim.network.phone(ONCALL)
     labels = ["alertname=DiskFull", "instance=db1:9100", "severity=critical", "job=node"]
@@ -167,6 +170,7 @@ async def test_cannot_accept_is_503_and_bad_payload_is_400(tmp_path: Path, sim: 
         assert anon.status_code == 401
 
 
+@pytest.mark.slow
 async def test_a_megabyte_notification_is_one_bounded_sms(box: Running, sim: Simulator) -> None:
     """27,000 alert names in ~1 MB: answered with one SMS that lists a few and counts the rest."""
     names = [f"A{i:05d}" for i in range(27_000)]

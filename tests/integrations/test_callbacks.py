@@ -18,7 +18,8 @@ import pytest
 from appliance import webhooks
 from modem.simulator import Simulator
 from tests.integrations.receiver import Received, receiver
-from tests.system.conftest import Running, eventually, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.waiting import eventually
 
 TO = "+4915112345678"
 
@@ -53,6 +54,7 @@ async def test_a_name_resolving_to_the_box_is_refused_on_connect(tmp_path: Path,
         assert hook.requests == []
 
 
+@pytest.mark.slow
 async def test_allow_cidr_admits_a_name_and_the_checked_address_is_the_one_called(
     tmp_path: Path, sim: Simulator
 ) -> None:
@@ -66,6 +68,7 @@ async def test_allow_cidr_admits_a_name_and_the_checked_address_is_the_one_calle
         assert hook.requests[0].headers["host"] == f"{name}:{hook.port}"  # the name, not the address
 
 
+@pytest.mark.slow
 async def test_redirects_are_not_followed(tmp_path: Path, sim: Simulator, fast_webhooks: None) -> None:
     async with (
         receiver() as inside,
@@ -96,6 +99,7 @@ async def test_every_callback_is_signed_by_default(tmp_path: Path, sim: Simulato
         assert h["webhook-signature"] == f"v1,{expected}"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_a_dead_target_delays_only_itself(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.integrations.conftest import tool
-from tests.system.conftest import Running
+from tests.support.gateway import Running
+from tests.support.system_tools import tool
 
 
 async def test_promtool_accepts_live_metrics(gw: Running) -> None:

@@ -15,7 +15,8 @@ from twilio.rest import Client
 from appliance.ledger import KeyLimits
 from modem.simulator import Simulator
 from tests.integrations.receiver import Receiver, receiver
-from tests.system.conftest import Running, eventually, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.waiting import eventually
 
 ACCOUNT = "AC" + "0" * 32
 TOKEN = "callback-signing-secret"  # noqa: S105  (a test secret)

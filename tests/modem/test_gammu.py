@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from modem.simulator import Simulator
-
-from .conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 GAMMU = shutil.which("gammu") or "/usr/bin/gammu"
 DEST = "+4915112345678"
@@ -54,6 +53,7 @@ async def run_batch(sim: Simulator, workdir: Path, commands: list[str]) -> str:
     return await run_gammu(sim, workdir, "batch", str(batch))
 
 
+@pytest.mark.slow
 async def test_identify(simulator: Simulator, tmp_path: Path) -> None:
     out = await run_gammu(simulator, tmp_path, "identify")
     assert "Quectel" in out
@@ -63,6 +63,7 @@ async def test_identify(simulator: Simulator, tmp_path: Path) -> None:
     assert simulator.state.imsi in out
 
 
+@pytest.mark.slow
 async def test_sendsms_short_multipart_and_unicode(simulator: Simulator, tmp_path: Path) -> None:
     long_text = "".join(f"{i:03d}abcdef " for i in range(40))  # 400 characters: three parts
     assert len(long_text) == 400
@@ -86,6 +87,7 @@ async def test_sendsms_short_multipart_and_unicode(simulator: Simulator, tmp_pat
     assert [r.mr for r in inbox[1].records] == [1, 2, 3]
 
 
+@pytest.mark.slow
 async def test_getallsms_shows_injected_messages(simulator: Simulator, tmp_path: Path) -> None:
     await simulator.inject(sender="+4917612345678", text="Hello from the network")
     await simulator.inject(sender="Megafon", text="Код: 4856 😀")
@@ -97,6 +99,7 @@ async def test_getallsms_shows_injected_messages(simulator: Simulator, tmp_path:
     assert "2 SMS parts in 2 SMS sequences" in out
 
 
+@pytest.mark.slow
 async def test_huawei_noise_and_zero_based_storage(sim_factory: SimFactory, tmp_path: Path) -> None:
     # ^RSSI/^HCSQ/^MODE lines land before echoes and between reply lines until Gammu's AT^CURC=0.
     sim = await sim_factory("huawei-e3372", noise_rate=0.5)
@@ -107,6 +110,7 @@ async def test_huawei_noise_and_zero_based_storage(sim_factory: SimFactory, tmp_
     assert sim.state.storage["SM"].slots.keys() == {0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "name"),
     [("fibocom-g510", "G510"), ("zte-k3565", "K3565-Z"), ("telit-le910", "LE910C1-EU")],

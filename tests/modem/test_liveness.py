@@ -18,7 +18,7 @@ import pytest
 from modem import Modem, ModemState, SubmitLost
 from modem.liveness import SubmitTimes
 from modem.simulator import Simulator
-from tests.modem.conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 PHONE = "+4915112345678"
 
@@ -55,6 +55,7 @@ def test_the_probe_deadline_follows_this_modems_submits_between_floor_and_ceilin
     assert times.probe_after_s == 180.0  # never past the ceiling (the submit timeout)
 
 
+@pytest.mark.slow
 async def test_a_freeze_mid_submit_ends_the_submit_as_soon_as_the_modem_answers_again(
     sim_factory: SimFactory,
 ) -> None:
@@ -78,6 +79,7 @@ async def test_a_freeze_mid_submit_ends_the_submit_as_soon_as_the_modem_answers_
     assert sim.network.phone(PHONE).texts() == ["before", "after"]
 
 
+@pytest.mark.slow
 async def test_a_slow_network_is_not_taken_for_a_frozen_modem(sim_factory: SimFactory) -> None:
     # Scaled down: 1.5 s per submit against a 0.2 s floor shows the same logic as 60 s against 10 s.
     sim = await sim_factory(submit_latency_s=1.5)
@@ -98,6 +100,7 @@ async def test_a_slow_network_is_not_taken_for_a_frozen_modem(sim_factory: SimFa
     assert sim.network.phone(PHONE).texts() == ["slow 1", "slow 2"]  # no duplicate
 
 
+@pytest.mark.slow
 async def test_replug_into_sim_busy_waits_quietly_and_cheaply(
     sim_factory: SimFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 from modem import AtTimeout, CmsError, Modem, ModemState, Retry, same_subscriber
 from modem.pdu import Deliver, StatusReport, join_user_data
 from modem.simulator import Simulator
-from tests.modem.conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 PHONE = "+4915112345678"
 
@@ -201,6 +201,7 @@ async def test_cms_errors_are_typed_and_classified(simulator: Simulator) -> None
         assert await modem.send_text(PHONE, "fine again")
 
 
+@pytest.mark.slow
 async def test_hung_modem_times_out_and_the_port_recovers(simulator: Simulator) -> None:
     async with running(simulator, command_timeout_s=0.3, submit_timeout_s=0.3) as modem:
         simulator.hang()

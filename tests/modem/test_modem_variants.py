@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Literal
 
 import pytest
 
 from modem import CmsError, ModemState
 from modem.pdu import StatusReport
 from modem.simulator import Stored
+from modem.simulator.variants import CmgrHeader
 from modem.sms import _parse_cmgl_header, _parse_cmgr_header
+from tests.support.simulators import SimFactory
 
-from .conftest import SimFactory
 from .test_modem import Collected, eventually, running
 
 PHONE = "+4915112345678"
@@ -28,14 +30,16 @@ FRIEND = "+4917612345678"
     ("model", "profile"),
     [("fibocom-g510", "fibocom"), ("zte-k3565", "zte"), ("telit-le910", "telit")],
 )
-async def test_model_sends_receives_and_matches_reports(sim_factory: SimFactory, model, profile) -> None:
+async def test_model_sends_receives_and_matches_reports(
+    sim_factory: SimFactory, model: str, profile: str
+) -> None:
     sim = await sim_factory(model, noise_interval_s=0.01)
     collected = Collected()
     async with running(sim, collected) as modem:
         assert modem.profile.name == profile
         sent = await modem.send_text(PHONE, "hello from " + model)
         await sim.inject(sender=FRIEND, text="and back")
-        await eventually(lambda: collected.delivers and collected.reports)
+        await eventually(lambda: bool(collected.delivers and collected.reports))
         assert [m.text for m in sim.network.phone(PHONE).inbox] == ["hello from " + model]
         assert [m.text for m in collected.delivers] == ["and back"]
         assert [(r.mr, r.is_success) for r in collected.reports] == [(sent[0].mr, True)]
@@ -88,7 +92,7 @@ async def test_fibocom_stray_byte_aborts_the_send_and_the_engine_recovers(sim_fa
     [("telit-le910", "scts"), ("generic", "ackpdu"), ("generic", "scts")],
 )
 async def test_mr_is_read_from_cmgs_with_a_timestamp_or_ack_pdu(
-    sim_factory: SimFactory, model, extra
+    sim_factory: SimFactory, model: str, extra: Literal["", "scts", "ackpdu"]
 ) -> None:
     sim = await sim_factory(model, first_mr=200)
     sim.variants.cmgs_extra = extra
@@ -114,7 +118,9 @@ HEADS = [
 
 
 @pytest.mark.parametrize(("style", "alpha"), HEADS)
-async def test_every_head_wording_is_read_swept_and_deleted(sim_factory: SimFactory, style, alpha) -> None:
+async def test_every_head_wording_is_read_swept_and_deleted(
+    sim_factory: SimFactory, style: CmgrHeader, alpha: str
+) -> None:
     sim = await sim_factory("generic")
     sim.variants.cmgr_header = style
     sim.variants.alpha = alpha
@@ -214,7 +220,7 @@ async def test_reports_with_odd_fields_are_matched_routed_and_stored(
         ("", (None, None)),
     ],
 )
-def test_cmgr_heads_as_real_modems_print_them(payload, expected) -> None:
+def test_cmgr_heads_as_real_modems_print_them(payload: str, expected: tuple[int | None, int | None]) -> None:
     assert _parse_cmgr_header(payload) == expected
 
 
@@ -229,5 +235,7 @@ def test_cmgr_heads_as_real_modems_print_them(payload, expected) -> None:
         ("x,1,,24", None),
     ],
 )
-def test_cmgl_heads_as_real_modems_print_them(payload, expected) -> None:
+def test_cmgl_heads_as_real_modems_print_them(
+    payload: str, expected: tuple[int, int | None, int] | None
+) -> None:
     assert _parse_cmgl_header(payload) == expected

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -22,9 +23,9 @@ UTC1 = datetime.timezone(datetime.timedelta(hours=1))
 UTC2 = datetime.timezone(datetime.timedelta(hours=2))
 
 
-def _naive(*fields: int) -> datetime.datetime:
+def _naive(year: int, month: int, day: int, hour: int, minute: int, second: int) -> datetime.datetime:
     """The SC's local time with its zone unknown, as the decoder gives it."""
-    return datetime.datetime(*fields)  # noqa: DTZ001 - naive on purpose
+    return datetime.datetime(year, month, day, hour, minute, second)  # noqa: DTZ001 - naive on purpose
 
 
 # SMSC fields (TS 24.011 8.2.5.2: length in octets incl. TOA, TOA, semi-octets, F filler)
@@ -122,7 +123,7 @@ TOLERATED_REPORTS = [
 
 
 @pytest.mark.parametrize(("pdu", "expected", "warning"), TOLERATED_REPORTS)
-def test_odd_report_still_matches(pdu, expected, warning):
+def test_odd_report_still_matches(pdu: str, expected: dict[str, Any], warning: str) -> None:
     report = decode_pdu(pdu)
     assert isinstance(report, StatusReport)
     if "mr" not in expected:
@@ -205,7 +206,7 @@ TOLERATED_DELIVERS = [
 
 
 @pytest.mark.parametrize(("pdu", "expected", "warning"), TOLERATED_DELIVERS)
-def test_odd_deliver_is_still_readable(pdu, expected, warning):
+def test_odd_deliver_is_still_readable(pdu: str, expected: dict[str, Any], warning: str) -> None:
     message = decode_pdu(pdu)
     assert isinstance(message, Deliver)
     for name, value in expected.items():
@@ -218,7 +219,7 @@ def test_odd_deliver_is_still_readable(pdu, expected, warning):
     assert any(warning in w for w in message.warnings), message.warnings
 
 
-def test_real_submit_with_trailing_octets_is_read():
+def test_real_submit_with_trailing_octets_is_read() -> None:
     # gammu tests/at-sms/14.dump: two octets after the UCS-2 user data.
     pdu = "07919761989901F031000B919761084218F200F9FF12042204350441044200200054006500730074"
     message = decode_pdu(pdu)
@@ -227,7 +228,7 @@ def test_real_submit_with_trailing_octets_is_read():
     assert message.warnings == ("2 octet(s) 0074 after the TPDU ignored",)
 
 
-def test_submit_with_unreadable_absolute_validity_is_read():
+def test_submit_with_unreadable_absolute_validity_is_read() -> None:
     # fo 19: SUBMIT with TP-VPF 11 (absolute, 9.2.3.12.2) whose seven octets are all F.
     pdu = "00" + "19" + "00" + "0B918496445078F7" + "0000" + "FF" * 7 + "04D4F29C0E"
     message = decode_pdu(pdu)
@@ -236,12 +237,12 @@ def test_submit_with_unreadable_absolute_validity_is_read():
     assert any("TP-VP" in w for w in message.warnings)
 
 
-def test_clean_pdus_carry_no_warnings():
+def test_clean_pdus_carry_no_warnings() -> None:
     assert decode_pdu(_report()).warnings == ()
     assert decode_pdu(SMSC_OK + "040B918496445078F70000" + "71213201447440" + "04D4F29C0E").warnings == ()
 
 
-def test_warnings_do_not_change_equality():
+def test_warnings_do_not_change_equality() -> None:
     # Warnings describe how a PDU was read, not the message: a clean re-encode compares equal.
     odd = decode_pdu(_report(tail="78"))
     clean = decode_pdu(odd.hex())
@@ -267,12 +268,12 @@ STILL_FATAL = [
 
 
 @pytest.mark.parametrize("pdu", STILL_FATAL)
-def test_what_matching_or_reading_needs_still_raises(pdu):
+def test_what_matching_or_reading_needs_still_raises(pdu: str) -> None:
     with pytest.raises(PduError):
         decode_pdu(pdu)
 
 
-def test_the_same_oddity_is_logged_once(caplog):
+def test_the_same_oddity_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="modem.pdu")
     # Ten reports from the same D-Link stick, each with its own timestamps and MR.
     for n in range(10):
@@ -291,7 +292,9 @@ def test_the_same_oddity_is_logged_once(caplog):
     assert "TP-DT time zone octet 0xFF" in messages[2]
 
 
-def test_a_repeat_is_logged_again_after_the_quiet_period(caplog, monkeypatch):
+def test_a_repeat_is_logged_again_after_the_quiet_period(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caplog.set_level(logging.WARNING, logger="modem.pdu")
     clock = [1000.0]
     monkeypatch.setattr(tolerance, "clock", lambda: clock[0])
@@ -304,6 +307,7 @@ def test_a_repeat_is_logged_again_after_the_quiet_period(caplog, monkeypatch):
     assert messages[1].endswith("(2 more like it since last logged)")
 
 
+@pytest.mark.slow
 @given(
     smsc_value=st.binary(min_size=1, max_size=10),
     toa=st.integers(0x80, 0xFF),
@@ -312,7 +316,9 @@ def test_a_repeat_is_logged_again_after_the_quiet_period(caplog, monkeypatch):
     tail=st.binary(max_size=12),
 )
 @settings(max_examples=300)
-def test_any_smsc_clock_or_tail_leaves_the_match_intact(smsc_value, toa, scts, dt, tail):
+def test_any_smsc_clock_or_tail_leaves_the_match_intact(
+    smsc_value: bytes, toa: int, scts: bytes, dt: bytes, tail: bytes
+) -> None:
     """Whatever sits in the fields matching ignores, the report decodes with its MR, RA and ST."""
     pdu = (
         bytes((len(smsc_value) + 1, toa))
@@ -328,7 +334,7 @@ def test_any_smsc_clock_or_tail_leaves_the_match_intact(smsc_value, toa, scts, d
     assert _matching_fields(report) == (0x2A, "+49151123456", 0)
 
 
-def test_reserved_pid_is_read_with_a_warning():
+def test_reserved_pid_is_read_with_a_warning() -> None:
     # TP-PID 0x80: bits 7..6 = 10 are reserved (9.2.3.9); the text is still the text.
     message = decode_pdu(SMSC_OK + "040B918496445078F78000" + "71213201447440" + "04D4F29C0E")
     assert isinstance(message, Deliver)

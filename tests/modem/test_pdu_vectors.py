@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,10 +26,14 @@ from modem.pdu.status_report import StatusCategory
 from modem.pdu.udh import encode_header
 
 VECTORS = Path(__file__).parent / "data" / "pdu-vectors.tsv"
-TYPES = {"SMS-DELIVER": Deliver, "SMS-SUBMIT": Submit, "SMS-STATUS-REPORT": StatusReport}
+TYPES: dict[str, type[Deliver] | type[Submit] | type[StatusReport]] = {
+    "SMS-DELIVER": Deliver,
+    "SMS-SUBMIT": Submit,
+    "SMS-STATUS-REPORT": StatusReport,
+}
 
 
-def _rows() -> list[tuple[str, str, dict[str, object]]]:
+def _rows() -> list[tuple[str, str, dict[str, Any]]]:
     rows = []
     for line in VECTORS.read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):
@@ -54,14 +59,14 @@ def _udl(message: Deliver | Submit) -> int:
     return len(header) + len(message.user_data)
 
 
-def test_vector_file_has_every_usable_row():
+def test_vector_file_has_every_usable_row() -> None:
     # 29 rows in shared/modem-traces, of which the withheld ones are not in the file.
     assert len(ROWS) == 17
     assert all("withheld" not in pdu for pdu, _s, _d in ROWS)
 
 
 @pytest.mark.parametrize(("pdu", "source", "expected"), ROWS, ids=ROW_IDS)
-def test_vector_decodes_to_documented_values(pdu, source, expected):
+def test_vector_decodes_to_documented_values(pdu: str, source: str, expected: dict[str, Any]) -> None:
     message = decode_pdu(pdu)
     assert isinstance(message, TYPES[expected["type"]]), source
     smsc = expected["smsc"]
@@ -116,7 +121,7 @@ def test_vector_decodes_to_documented_values(pdu, source, expected):
 
 
 @pytest.mark.parametrize(("pdu", "source", "expected"), ROWS, ids=ROW_IDS)
-def test_vector_reencodes_to_same_octets(pdu, source, expected):
+def test_vector_reencodes_to_same_octets(pdu: str, source: str, expected: dict[str, Any]) -> None:
     message = decode_pdu(pdu)
     assert message.hex() == pdu.upper(), source
     assert message.tpdu_length == len(bytes.fromhex(pdu)) - (bytes.fromhex(pdu)[0] + 1)
@@ -124,7 +129,7 @@ def test_vector_reencodes_to_same_octets(pdu, source, expected):
     assert TYPES[expected["type"]].decode(pdu) == message
 
 
-def test_emoji_deliver_decodes_exactly():
+def test_emoji_deliver_decodes_exactly() -> None:
     pdu = "07918497483252F0040B918496445078F70008712132014474400A004800690020D83DDE00"
     message = decode_pdu(pdu)
     assert isinstance(message, Deliver)
@@ -132,7 +137,7 @@ def test_emoji_deliver_decodes_exactly():
     assert message.user_data == bytes.fromhex("004800690020D83DDE00")
 
 
-def test_gammu_ucs2_parts_with_extra_ie_join():
+def test_gammu_ucs2_parts_with_extra_ie_join() -> None:
     parts = [decode_pdu(pdu) for pdu, _s, d in ROWS if d.get("udh") and d["udh"][1]["iei"] == "0x70"]
     assert [p.concat for p in parts if isinstance(p, Deliver)] == [Concat(42, 2, 1), Concat(42, 2, 2)]
     assert all(p.extra_ies == (InformationElement(0x70, b"\x00"),) for p in parts if isinstance(p, Deliver))
@@ -241,12 +246,13 @@ CRAFTED = [
 
 
 @pytest.mark.parametrize(("pdu", "expected"), CRAFTED)
-def test_crafted_deliver(pdu, expected):
+def test_crafted_deliver(pdu: str, expected: dict[str, Any]) -> None:
     message = decode_pdu(pdu)
     assert isinstance(message, Deliver)
     for field, value in expected.items():
         assert getattr(message, field) == value, field
         if field == "scts":
+            assert message.scts is not None
             assert message.scts.utcoffset() == value.utcoffset()
 
 
@@ -256,12 +262,12 @@ NOT_CANONICAL = {"concat-seq-zero-ignored", "trailing-octets-ignored", "lower-ca
 @pytest.mark.parametrize(
     "pdu", [pytest.param(p.values[0], id=p.id) for p in CRAFTED if p.id not in NOT_CANONICAL]
 )
-def test_crafted_deliver_reencodes(pdu):
+def test_crafted_deliver_reencodes(pdu: str) -> None:
     hexed = "".join(pdu.split()).upper()
     assert decode_pdu(hexed).hex() == hexed
 
 
-def test_submit_with_16bit_ref_and_7_octet_udh_encodes_known_octets():
+def test_submit_with_16bit_ref_and_7_octet_udh_encodes_known_octets() -> None:
     submit = Submit(
         destination=Address.parse("+4915112345678"),
         text="Welkom, bel om",
@@ -292,7 +298,9 @@ STATUS_REPORTS = [
 
 
 @pytest.mark.parametrize(("pdu", "status", "final", "success", "category"), STATUS_REPORTS)
-def test_status_report_classes(pdu, status, final, success, category):
+def test_status_report_classes(
+    pdu: str, status: int, final: bool, success: bool, category: StatusCategory
+) -> None:
     report = decode_pdu(pdu)
     assert isinstance(report, StatusReport)
     assert report.status == status
@@ -301,14 +309,14 @@ def test_status_report_classes(pdu, status, final, success, category):
     assert TpStatus(status).is_final is final
 
 
-def test_status_meanings():
+def test_status_meanings() -> None:
     assert TpStatus(0x46).meaning == "SM validity period expired"
     assert TpStatus(0x30).meaning == "temporary error, SC still trying (SC-specific)"
     assert TpStatus(0x4A).meaning == "permanent error (reserved)"
     assert repr(TpStatus(0x46)) == "TpStatus(0x46)"
 
 
-def test_status_report_with_tail_user_data():
+def test_status_report_with_tail_user_data() -> None:
     # TP-PI 06 (DCS + UDL), DCS 00, UDL 4, "Test".
     pdu = "0006D60B911326880736F411101171955140111011719571400006" + "00" + "04D4F29C0E"
     report = decode_pdu(pdu)
@@ -321,7 +329,7 @@ def test_status_report_with_tail_user_data():
     "tail",
     ["07", "0700", "04FF", "8180"],  # PI announces fields that are not there
 )
-def test_status_report_truncated_tail_is_tolerated(tail):
+def test_status_report_truncated_tail_is_tolerated(tail: str) -> None:
     pdu = "0006D60B911326880736F4111011719551401110117195714000" + tail
     report = decode_pdu(pdu)
     assert isinstance(report, StatusReport)
@@ -355,13 +363,15 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("pdu", MALFORMED)
-def test_malformed_pdu_raises_pdu_error(pdu):
+def test_malformed_pdu_raises_pdu_error(pdu: str) -> None:
     with pytest.raises(PduError):
         decode_pdu(pdu)
 
 
 @pytest.mark.parametrize(("pdu", "source", "expected"), ROWS, ids=ROW_IDS)
-def test_every_truncation_of_a_vector_raises_pdu_error(pdu, source, expected):
+def test_every_truncation_of_a_vector_raises_pdu_error(
+    pdu: str, source: str, expected: dict[str, Any]
+) -> None:
     octets = bytes.fromhex(pdu)
     # A status report is complete once TP-ST is read; a DELIVER/SUBMIT at the end of its UD.
     complete = len(octets)
@@ -372,7 +382,7 @@ def test_every_truncation_of_a_vector_raises_pdu_error(pdu, source, expected):
             decode_pdu(octets[:cut])
 
 
-def test_bytes_are_raw_octets_and_smsc_flag():
+def test_bytes_are_raw_octets_and_smsc_flag() -> None:
     tpdu = "0001000B917228001011F100000CC8329BFD065DDF72363904"
     submit = decode_pdu(bytes.fromhex(tpdu))
     assert isinstance(submit, Submit)
@@ -391,6 +401,6 @@ def test_bytes_are_raw_octets_and_smsc_flag():
         (StatusReport, "07918497483252F0040B918496445078F700007121320144744004D4F29C0E"),
     ],
 )
-def test_decode_of_the_wrong_type_raises(wrong, pdu):
+def test_decode_of_the_wrong_type_raises(wrong: type[Deliver | Submit | StatusReport], pdu: str) -> None:
     with pytest.raises(PduError, match="TP-MTI"):
         wrong.decode(pdu)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from modem.simulator import Simulator
-from tests.modem.conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 
 async def _probe(port: str) -> tuple[int, str]:
@@ -66,7 +67,7 @@ async def test_probe_says_what_to_do_without_network(simulator: Simulator) -> No
     assert "antenna" in out
 
 
-async def test_probe_of_a_missing_port_names_the_fix(tmp_path) -> None:
+async def test_probe_of_a_missing_port_names_the_fix(tmp_path: Path) -> None:
     code, out = await _probe(str(tmp_path / "gsmmodem"))
     assert code == 1
     assert "[FAIL] port" in out

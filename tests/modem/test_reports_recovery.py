@@ -15,8 +15,8 @@ import pytest
 from modem import CallbackDeferred, Modem, Undecodable
 from modem.pdu import StatusReport
 from modem.simulator import Simulator
-from tests.modem.conftest import SimFactory
 from tests.modem.test_modem import PHONE, Collected, eventually, running
+from tests.support.simulators import SimFactory
 
 # A status report cut after its recipient: no decoder can read it (TS 23.040 9.2.2.3 needs SCTS, DT, ST).
 TRUNCATED_REPORT = "0006D60B911326880736F4"
@@ -89,6 +89,7 @@ async def test_sim800_acknowledges_each_report_after_the_callback(sim_factory: S
     assert not any(e.kind == "rp_error" for e in sim.network.log)
 
 
+@pytest.mark.slow
 async def test_sim800_report_routed_while_dead_is_sent_again_by_the_network(sim_factory: SimFactory) -> None:
     # The network waits 1 s for AT+CNMA; the gateway is back within it or not: either way the
     # SC re-sends after RP-ERROR, and the restarted gateway turns routing on again.

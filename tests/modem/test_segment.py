@@ -37,7 +37,7 @@ EMOJI = "\U0001f600"
         ("x\x1by", Encoding.UCS2, [3]),  # ESC is not a character of the text
     ],
 )
-def test_segmentation(text, encoding, sizes):
+def test_segmentation(text: str, encoding: Encoding, sizes: list[int]) -> None:
     segmentation = segment_text(text)
     assert segmentation.encoding is encoding
     assert [len(part) for part in segmentation.parts] == sizes
@@ -47,7 +47,7 @@ def test_segmentation(text, encoding, sizes):
 
 
 @pytest.mark.parametrize("text", ["a" * 152 + "€" + "b" * 10, "€" * 200, "{}" * 90 + "x"])
-def test_gsm7_parts_stay_within_153_septets_and_never_end_in_escape(text):
+def test_gsm7_parts_stay_within_153_septets_and_never_end_in_escape(text: str) -> None:
     parts = segment_text(text).parts
     assert len(parts) > 1
     assert all(septet_count(part) <= 153 for part in parts)
@@ -58,7 +58,7 @@ def test_gsm7_parts_stay_within_153_septets_and_never_end_in_escape(text):
 
 
 @pytest.mark.parametrize("text", ["a" + EMOJI * 35, EMOJI * 100, "ж" * 66 + EMOJI + "ж" * 5])
-def test_ucs2_parts_stay_within_67_units_and_never_split_a_pair(text):
+def test_ucs2_parts_stay_within_67_units_and_never_split_a_pair(text: str) -> None:
     parts = segment_text(text).parts
     assert len(parts) > 1
     assert all(unit_count(part) <= 67 for part in parts)
@@ -68,12 +68,12 @@ def test_ucs2_parts_stay_within_67_units_and_never_split_a_pair(text):
         assert len(raw) <= 134
 
 
-def test_euro_at_the_boundary_moves_to_the_next_part():
+def test_euro_at_the_boundary_moves_to_the_next_part() -> None:
     parts = segment_text("a" * 152 + "€" + "b" * 7).parts
     assert parts == ("a" * 152, "€" + "b" * 7)
 
 
-def test_encode_submits_fills_concat_and_limits():
+def test_encode_submits_fills_concat_and_limits() -> None:
     submits = encode_submits("+4915112345678", "a" * 307, concat_ref=0x1FF, validity_relative=167)
     assert [(s.concat.ref, s.concat.total, s.concat.seq) for s in submits if s.concat] == [
         (0xFF, 3, 1),
@@ -88,7 +88,7 @@ def test_encode_submits_fills_concat_and_limits():
     assert first[14] == 0xA0
 
 
-def test_single_segment_has_no_concat():
+def test_single_segment_has_no_concat() -> None:
     (submit,) = encode_submits("0829200000", "hello", concat_ref=5)
     assert submit.concat is None
     assert submit.destination.toa == 129

@@ -7,6 +7,7 @@ Fibocom G510 (any byte aborts AT+CMGS), ZTE K3565-Z (Qualcomm stick quirks), Tel
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -14,8 +15,9 @@ from modem.pdu import encode_submits
 from modem.simulator import Simulator
 from modem.simulator.__main__ import apply_wording, build_parser
 from modem.simulator.control import ControlError, apply_fault
+from modem.simulator.variants import CmgrHeader
+from tests.support.simulators import SimFactory
 
-from .conftest import SimFactory
 from .test_modem import eventually
 from .test_simulator import RawPort
 
@@ -24,8 +26,12 @@ DEST = "+4915112345678"
 SUBMIT = encode_submits(DEST, "hello", concat_ref=1)[0]
 
 
+# `client(sim)`: a raw port on the simulator, closed at teardown.
+PortOpener = Callable[[Simulator], RawPort]
+
+
 @pytest.fixture
-async def client():
+async def client() -> AsyncIterator[PortOpener]:
     ports: list[RawPort] = []
 
     def open_port(sim: Simulator) -> RawPort:
@@ -60,7 +66,9 @@ async def _prompt(port: RawPort) -> None:
         pytest.param(SUBMIT.hex()[:10] + " ", id="space-inside-the-pdu"),
     ],
 )
-async def test_fibocom_stray_byte_at_the_prompt_aborts(sim_factory: SimFactory, client, typed) -> None:
+async def test_fibocom_stray_byte_at_the_prompt_aborts(
+    sim_factory: SimFactory, client: PortOpener, typed: str
+) -> None:
     sim = await sim_factory("fibocom-g510")
     port = client(sim)
     await _command(port, "ATE0")
@@ -78,7 +86,9 @@ async def test_fibocom_stray_byte_at_the_prompt_aborts(sim_factory: SimFactory, 
     assert [m.text for m in sim.network.phone(DEST).inbox] == ["hello"]
 
 
-async def test_fibocom_byte_while_the_network_works_aborts_the_send(sim_factory: SimFactory, client) -> None:
+async def test_fibocom_byte_while_the_network_works_aborts_the_send(
+    sim_factory: SimFactory, client: PortOpener
+) -> None:
     # The network takes 30 s; a byte right behind Ctrl-Z cancels the send at once.
     sim = await sim_factory("fibocom-g510", submit_latency_s=30)
     port = client(sim)
@@ -91,7 +101,9 @@ async def test_fibocom_byte_while_the_network_works_aborts_the_send(sim_factory:
     assert sim.network.phone(DEST).inbox == []
 
 
-async def test_fibocom_sent_before_the_byte_still_reports_the_mr(sim_factory: SimFactory, client) -> None:
+async def test_fibocom_sent_before_the_byte_still_reports_the_mr(
+    sim_factory: SimFactory, client: PortOpener
+) -> None:
     # Manual: "if SMS was already sent to network ... "+CMGS <mr>" will be reported".
     sim = await sim_factory("fibocom-g510")  # zero latency: the network accepts at once
     port = client(sim)
@@ -103,7 +115,9 @@ async def test_fibocom_sent_before_the_byte_still_reports_the_mr(sim_factory: Si
     assert [m.text for m in sim.network.phone(DEST).inbox] == ["hello"]
 
 
-async def test_fibocom_failed_send_uses_its_own_error_form(sim_factory: SimFactory, client) -> None:
+async def test_fibocom_failed_send_uses_its_own_error_form(
+    sim_factory: SimFactory, client: PortOpener
+) -> None:
     sim = await sim_factory("fibocom-g510")
     sim.cms_error(38)
     port = client(sim)
@@ -113,7 +127,9 @@ async def test_fibocom_failed_send_uses_its_own_error_form(sim_factory: SimFacto
     assert (await port.wait_for(FINAL)).endswith(b"\r\n+CMGS ERROR: 38\r\n")
 
 
-async def test_other_models_take_a_cr_at_the_prompt_as_nothing(sim_factory: SimFactory, client) -> None:
+async def test_other_models_take_a_cr_at_the_prompt_as_nothing(
+    sim_factory: SimFactory, client: PortOpener
+) -> None:
     sim = await sim_factory("quectel-ec25")
     port = client(sim)
     await _command(port, "ATE0")
@@ -125,7 +141,9 @@ async def test_other_models_take_a_cr_at_the_prompt_as_nothing(sim_factory: SimF
 # -- ZTE K3565-Z ------------------------------------------------------------------------
 
 
-async def test_zte_identity_and_zusimr_flood_until_cpms_query(sim_factory: SimFactory, client) -> None:
+async def test_zte_identity_and_zusimr_flood_until_cpms_query(
+    sim_factory: SimFactory, client: PortOpener
+) -> None:
     sim = await sim_factory("zte-k3565", noise_interval_s=0.01)
     port = client(sim)
     await port.wait_for(b"+ZUSIMR:2\r\n")
@@ -138,7 +156,9 @@ async def test_zte_identity_and_zusimr_flood_until_cpms_query(sim_factory: SimFa
     assert not sim.state.noise
 
 
-async def test_zte_refuses_ds1_it_advertises_and_takes_ds2(sim_factory: SimFactory, client) -> None:
+async def test_zte_refuses_ds1_it_advertises_and_takes_ds2(
+    sim_factory: SimFactory, client: PortOpener
+) -> None:
     sim = await sim_factory("zte-k3565", noise=False)
     port = client(sim)
     await _command(port, "ATE0")
@@ -147,7 +167,7 @@ async def test_zte_refuses_ds1_it_advertises_and_takes_ds2(sim_factory: SimFacto
     assert (await _command(port, "AT+CNMI=2,1,0,2,0")).endswith(b"\r\nOK\r\n")
 
 
-async def test_zte_urcs_inside_cmgs_and_no_stat_in_cmgr(sim_factory: SimFactory, client) -> None:
+async def test_zte_urcs_inside_cmgs_and_no_stat_in_cmgr(sim_factory: SimFactory, client: PortOpener) -> None:
     sim = await sim_factory("zte-k3565", noise=False)
     port = client(sim)
     await _command(port, "ATE0")
@@ -162,7 +182,7 @@ async def test_zte_urcs_inside_cmgs_and_no_stat_in_cmgr(sim_factory: SimFactory,
     assert re.search(rb"\r\n\+CMGR: ,,\d+\r\n[0-9A-F]+\r\n\r\nOK\r\n$", reply), reply
 
 
-async def test_zte_csmp_clears_the_smsc(sim_factory: SimFactory, client) -> None:
+async def test_zte_csmp_clears_the_smsc(sim_factory: SimFactory, client: PortOpener) -> None:
     sim = await sim_factory("zte-k3565", noise=False)
     port = client(sim)
     await _command(port, "ATE0")
@@ -176,7 +196,9 @@ async def test_zte_csmp_clears_the_smsc(sim_factory: SimFactory, client) -> None
 # -- Telit LE910 and the +CMGS variants -------------------------------------------------
 
 
-async def test_telit_quoted_alpha_and_cmgs_scts_under_csms1(sim_factory: SimFactory, client) -> None:
+async def test_telit_quoted_alpha_and_cmgs_scts_under_csms1(
+    sim_factory: SimFactory, client: PortOpener
+) -> None:
     sim = await sim_factory("telit-le910")
     port = client(sim)
     await _command(port, "ATE0")
@@ -192,7 +214,7 @@ async def test_telit_quoted_alpha_and_cmgs_scts_under_csms1(sim_factory: SimFact
     assert re.search(rb'\r\n\+CMGS: 1,"\d\d/\d\d/\d\d,\d\d:\d\d:\d\d[+-]\d\d"\r\n\r\nOK\r\n$', reply), reply
 
 
-async def test_cmgs_ackpdu_variant(sim_factory: SimFactory, client) -> None:
+async def test_cmgs_ackpdu_variant(sim_factory: SimFactory, client: PortOpener) -> None:
     sim = await sim_factory("generic")
     sim.variants.cmgs_extra = "ackpdu"
     port = client(sim)
@@ -217,7 +239,9 @@ HEADS = [
 
 
 @pytest.mark.parametrize(("style", "alpha", "cmgr", "cmgl"), HEADS)
-async def test_cmgr_and_cmgl_heads(sim_factory: SimFactory, client, style, alpha, cmgr, cmgl) -> None:
+async def test_cmgr_and_cmgl_heads(
+    sim_factory: SimFactory, client: PortOpener, style: CmgrHeader, alpha: str, cmgr: bytes, cmgl: bytes
+) -> None:
     sim = await sim_factory("generic")
     sim.variants.cmgr_header = style
     sim.variants.alpha = alpha
@@ -232,7 +256,7 @@ async def test_cmgr_and_cmgl_heads(sim_factory: SimFactory, client, style, alpha
     assert re.search(rb"\r\n" + cmgr + rb"\r\n[0-9A-F]+\r\n", reply), reply
 
 
-async def test_empty_read_bare_ok_variant(sim_factory: SimFactory, client) -> None:
+async def test_empty_read_bare_ok_variant(sim_factory: SimFactory, client: PortOpener) -> None:
     sim = await sim_factory("generic")
     port = client(sim)
     await _command(port, "ATE0")
@@ -242,7 +266,9 @@ async def test_empty_read_bare_ok_variant(sim_factory: SimFactory, client) -> No
     assert await _command(port, "AT+CMGL=4") == b"\r\nOK\r\n"  # an empty list is a bare OK anyway
 
 
-async def test_control_interface_sets_variants_and_stray_input(sim_factory: SimFactory, client) -> None:
+async def test_control_interface_sets_variants_and_stray_input(
+    sim_factory: SimFactory, client: PortOpener
+) -> None:
     sim = await sim_factory("fibocom-g510", submit_latency_s=30)
     await apply_fault(sim, {"name": "variants", "cmgr_header": "no_stat", "alpha": "A, B"})
     assert (sim.variants.cmgr_header, sim.variants.alpha) == ("no_stat", "A, B")

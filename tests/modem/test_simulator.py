@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,8 +15,7 @@ import pytest
 from modem.pdu import Deliver, StatusReport, decode_pdu, encode_submits, join_user_data
 from modem.simulator import Simulator
 from modem.simulator.control import create_app
-
-from .conftest import SimFactory
+from tests.support.simulators import SimFactory
 
 FINAL = re.compile(rb"\r\n(OK|ERROR|COMMAND NOT SUPPORT|\+CM[ES] ERROR: [^\r]*)\r\n")
 DEST = "+4915112345678"
@@ -82,7 +82,7 @@ class RawPort:
 
 
 @pytest.fixture
-async def port(simulator: Simulator):
+async def port(simulator: Simulator) -> AsyncIterator[RawPort]:
     client = RawPort(simulator.primary_path)
     yield client
     client.close()
@@ -546,6 +546,7 @@ async def test_control_interface(simulator: Simulator, port: RawPort) -> None:
         assert state["sim"]["next_mr"] == 1
 
 
+@pytest.mark.slow
 async def test_standalone_runner_prints_ports_and_cleans_up(tmp_path: Path) -> None:
     import signal  # noqa: PLC0415
     import sys  # noqa: PLC0415
@@ -565,7 +566,7 @@ async def test_standalone_runner_prints_ports_and_cleans_up(tmp_path: Path) -> N
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    lines = []
+    lines: list[str] = []
     async with asyncio.timeout(10):
         while not (lines and lines[-1].startswith("  gammu:")):
             lines.append((await proc.stdout.readline()).decode())

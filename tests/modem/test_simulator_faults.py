@@ -10,8 +10,8 @@ import httpx
 from modem.pdu import encode_submits
 from modem.simulator import Simulator
 from modem.simulator.control import create_app
+from tests.support.simulators import SimFactory
 
-from .conftest import SimFactory
 from .test_simulator import DEST, RawPort
 
 

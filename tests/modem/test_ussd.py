@@ -23,8 +23,8 @@ from modem.ussd import (
     decode_text,
     parse_cusd,
 )
-from tests.modem.conftest import SimFactory
 from tests.modem.ussd_channel import Channel, open_channel
+from tests.support.simulators import SimFactory
 
 
 @pytest.fixture

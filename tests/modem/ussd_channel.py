@@ -11,7 +11,7 @@ from modem.at import AtEngine
 from modem.simulator import Simulator
 from modem.transport import Port
 from modem.ussd import Ussd
-from tests.modem.conftest import SIM_TEST_TIMING
+from tests.support.simulators import SIM_TEST_TIMING
 
 
 @dataclass

@@ -17,7 +17,8 @@ import pytest
 
 from modem.simulator import Simulator
 from tests.appliance.test_login_limits import self_signed
-from tests.system.conftest import Running, gateway_config, run_gateway, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import Running, gateway_config, run_gateway
 
 PHONE = "+4915112345678"
 
@@ -87,6 +88,7 @@ async def test_simulate_help_names_the_command_the_user_typed() -> None:
     assert "python -m" not in result.stdout
 
 
+@pytest.mark.slow
 async def test_keys_create_prints_only_the_key_and_it_works(box: Box) -> None:
     result = await smsgw(
         "keys", "create", "--config", box.config, "--name", "ops", "--scope", "send,read,admin"
@@ -104,6 +106,7 @@ async def test_keys_create_prints_only_the_key_and_it_works(box: Box) -> None:
     assert r.status_code == 404
 
 
+@pytest.mark.slow
 async def test_keys_create_with_a_narrow_scope_gets_403_outside_it(box: Box) -> None:
     result = await smsgw("keys", "create", "--config", box.config, "--name", "reader", "--scope", "read")
     assert result.returncode == 0, result.stderr
@@ -114,6 +117,7 @@ async def test_keys_create_with_a_narrow_scope_gets_403_outside_it(box: Box) -> 
     assert r.status_code == 403
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["send,root", "", "write"])
 async def test_keys_create_refuses_a_bad_scope(box: Box, scope: str) -> None:
     result = await smsgw("keys", "create", "--config", box.config, "--name", "bad", "--scope", scope)
@@ -124,6 +128,7 @@ async def test_keys_create_refuses_a_bad_scope(box: Box, scope: str) -> None:
     assert "\tbad\t" not in listed.stdout  # nothing was created
 
 
+@pytest.mark.slow
 async def test_keys_list_shows_keys_without_the_secret_and_revoke_locks_out(box: Box) -> None:
     key = (
         await smsgw("keys", "create", "--config", box.config, "--name", "app1", "--scope", "send")
@@ -154,6 +159,7 @@ async def test_keys_list_shows_keys_without_the_secret_and_revoke_locks_out(box:
     assert (await box.gw.client.get("/api/v1/messages")).status_code == 200
 
 
+@pytest.mark.slow
 async def test_send_wait_prints_the_id_and_delivered(box: Box) -> None:
     result = await smsgw(
         "send", "--config", box.config, PHONE, "from the shell", "--wait", env={"SMSGW_API_KEY": box.gw.key}
@@ -168,6 +174,7 @@ async def test_send_wait_prints_the_id_and_delivered(box: Box) -> None:
     assert box.gw.sim.network.phone(PHONE).texts() == ["from the shell"]
 
 
+@pytest.mark.slow
 async def test_send_reports_api_errors(box: Box) -> None:
     result = await smsgw(
         "send", "--config", box.config, "call me", "bad number", env={"SMSGW_API_KEY": box.gw.key}
@@ -180,6 +187,7 @@ async def test_send_reports_api_errors(box: Box) -> None:
     assert f"smsgw keys create --config {box.config} " in no_key.stderr  # the hint runs as printed
 
 
+@pytest.mark.slow
 async def test_status_prints_the_verdict(box: Box) -> None:
     key_file = Path(box.config).parent / "api.key"
     key_file.write_text(box.gw.key + "\n")
@@ -215,6 +223,7 @@ async def test_status_ages_read_in_words_after_a_send(box: Box) -> None:
     assert json.loads(as_json.stdout)["history"]["delivered"] == 1
 
 
+@pytest.mark.slow
 async def test_status_when_the_gateway_is_unreachable(tmp_path: Path) -> None:
     config = tmp_path / "smsgw.toml"
     config.write_text(toml_text(gateway_config(tmp_path, "/dev/nonexistent")))
@@ -223,6 +232,7 @@ async def test_status_when_the_gateway_is_unreachable(tmp_path: Path) -> None:
     assert "cannot reach the gateway" in result.stderr
 
 
+@pytest.mark.slow
 async def test_send_refuses_a_key_on_the_command_line(box: Box) -> None:
     """`ps` shows every argument to every user: --key is refused, naming what to use instead."""
     result = await smsgw("send", "--config", box.config, "--key", box.gw.key, PHONE, "leaky")
@@ -237,6 +247,7 @@ async def test_send_refuses_a_key_on_the_command_line(box: Box) -> None:
     assert "--key-file" in status.stderr
 
 
+@pytest.mark.slow
 async def test_keys_import_from_stdin_is_idempotent_and_hashed(box: Box) -> None:
     vault_key = "vault-" + "k3y" * 12  # as a secrets manager would hand it over
     first = await smsgw(
@@ -273,6 +284,7 @@ async def test_keys_import_from_stdin_is_idempotent_and_hashed(box: Box) -> None
     assert (await box.get(vault_key, "/api/v1/messages")).status_code == 401
 
 
+@pytest.mark.slow
 async def test_keys_import_never_narrows_a_keys_scopes_and_says_what_it_kept(box: Box) -> None:
     vault_key = "vault-" + "r3ad" * 9
     # A key made before scopes narrowed `read` (migration 5 turned it into read_all) ...
@@ -315,6 +327,7 @@ async def test_keys_import_never_narrows_a_keys_scopes_and_says_what_it_kept(box
     ]
 
 
+@pytest.mark.slow
 async def test_keys_update_sets_quota_and_priority_and_both_are_audited(box: Box) -> None:
     key = (
         await smsgw(
@@ -351,6 +364,7 @@ def tls_config(tmp_path: Path, sim: Simulator, host: str, cert: Path, key: Path)
     return raw
 
 
+@pytest.mark.slow
 async def test_send_and_status_over_tls_on_loopback(tmp_path: Path, sim: Simulator) -> None:
     """[api] tls_cert/tls_key: the CLI on the box speaks HTTPS to 127.0.0.1 (unverified, as the watchdog)."""
     cert, key = self_signed(tmp_path)
@@ -369,6 +383,7 @@ async def test_send_and_status_over_tls_on_loopback(tmp_path: Path, sim: Simulat
         assert status.stdout.splitlines()[0] == "smsgw: HEALTHY"
 
 
+@pytest.mark.slow
 async def test_send_over_tls_verifies_the_gateway_against_the_configured_certificate(
     tmp_path: Path, sim: Simulator
 ) -> None:

@@ -15,8 +15,9 @@ import pytest
 
 from appliance.ledger import Store
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, gateway_config
+from tests.support.gateway import gateway_config
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 from tests.system.daemon import Daemon
 
 # The bar is kill -9 x 50 during a 200-message drain: about 3.5 min here (a restart of
@@ -43,6 +44,7 @@ def _toml(raw: dict[str, Any]) -> str:
     return text
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(int(os.environ.get("SMSGW_CRASH_TIMEOUT_S", "240")))
 async def test_kill_9_during_a_drain_loses_neither_messages_nor_reports(tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("SMSGW_CRASH_SEED", "7")))  # noqa: S311  (fault timing, not security)

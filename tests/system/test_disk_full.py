@@ -32,10 +32,13 @@ from starlette.routing import Route
 
 from appliance.ledger import Store
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, free_port, gateway_config, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config
+from tests.support.ports import free_port
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
+from tests.support.web_page import csrf_of, page_client
 from tests.system.daemon import Daemon
-from tests.web.conftest import csrf_of, page_client
 from watchdog.facts import read_ledger
 
 MESSAGES = 40
@@ -138,6 +141,7 @@ def no_part_lies(docs: list[dict[str, Any]]) -> None:
         assert doc["status"] in ("queued", "sent", "delivered"), (doc["id"], doc["status"], doc["events"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_serves(
     tmp_path: Path,
@@ -274,7 +278,7 @@ async def _disk_problem(http: httpx.AsyncClient) -> str | None:
 
 async def _none_sending(http: httpx.AsyncClient) -> bool:
     doc = (await http.get("/api/v1/status")).json()
-    return doc["queue"]["by_status"]["sending"] == 0
+    return bool(doc["queue"]["by_status"]["sending"] == 0)
 
 
 async def _all_delivered(http: httpx.AsyncClient, ids: list[str]) -> bool:

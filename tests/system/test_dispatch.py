@@ -22,8 +22,10 @@ import pytest
 
 from appliance.ledger import Store
 from modem.simulator import NetworkEvent, Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import Running, eventually, gateway_config, run_gateway, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 
 FINAL = {"delivered", "undelivered", "failed", "canceled"}
 
@@ -56,6 +58,7 @@ async def started(sim: Simulator) -> AsyncIterator[Simulator]:
 
 
 # ------------------------------------------------------------------------------------ priorities
+@pytest.mark.slow
 async def test_high_goes_before_normal_before_bulk_when_messages_queue(tmp_path: Path) -> None:
     sim_dir = tmp_path / "sim"
     raw = gateway_config(tmp_path, str(sim_dir / "gsmmodem"))
@@ -78,6 +81,7 @@ async def test_high_goes_before_normal_before_bulk_when_messages_queue(tmp_path:
     assert [e.number for e in submits(sim)] == expected
 
 
+@pytest.mark.slow
 async def test_a_high_priority_message_overtakes_a_backlog(tmp_path: Path, sim: Simulator) -> None:
     # 60 a minute: the modem is busy with a backlog, one message a second.
     raw = gateway_config(tmp_path, str(sim.primary_path), modem={"rate_per_minute": 60.0, "rate_burst": 1})
@@ -98,6 +102,7 @@ async def test_a_high_priority_message_overtakes_a_backlog(tmp_path: Path, sim: 
 
 
 # ----------------------------------------------------------------------------- scheduled sends
+@pytest.mark.slow
 async def test_scheduled_send_waits_for_its_time(gw: Running) -> None:
     assert gw.sim is not None
     send_at = math.ceil(time.time()) + 2
@@ -119,6 +124,7 @@ async def test_scheduled_send_waits_for_its_time(gw: Running) -> None:
 
 
 # -------------------------------------------------------------------------------------- validity
+@pytest.mark.slow
 async def test_message_not_sent_within_its_validity_fails_expired(tmp_path: Path) -> None:
     sim_dir = tmp_path / "absent"  # no modem: nothing can be sent
     raw = gateway_config(tmp_path, str(sim_dir / "gsmmodem"))
@@ -148,6 +154,7 @@ async def test_message_not_sent_within_its_validity_fails_expired(tmp_path: Path
 
 
 # ------------------------------------------------------------------------------------ rate limit
+@pytest.mark.slow
 async def test_rate_limit_per_modem_spaces_submits_and_says_why(tmp_path: Path, sim: Simulator) -> None:
     raw = gateway_config(tmp_path, str(sim.primary_path), modem={"rate_per_minute": 60.0, "rate_burst": 1})
     async with run_gateway(raw, sim) as gw:
@@ -166,6 +173,7 @@ async def test_rate_limit_per_modem_spaces_submits_and_says_why(tmp_path: Path, 
     assert all("rate limit" in d and "60 a minute" in d for d in delayed), delayed
 
 
+@pytest.mark.slow
 async def test_sporadic_messages_go_at_once_and_a_burst_beyond_the_limit_says_why(
     tmp_path: Path, sim: Simulator
 ) -> None:
@@ -179,7 +187,11 @@ async def test_sporadic_messages_go_at_once_and_a_burst_beyond_the_limit_says_wh
         sporadic = []
         for i in range(5):
             msg_id = (await gw.send(to=f"+491510000045{i}", body=f"sporadic {i}")).json()["id"]
-            await eventually(lambda n=i: len(submits(sim)) == n + 1, 5)
+
+            def submitted(n: int = i) -> bool:
+                return len(submits(sim)) == n + 1
+
+            await eventually(submitted, 5)
             sporadic.append(msg_id)
         posted_at = time.time()
         burst = [(await gw.send(to=f"+491510000046{i}", body=f"burst {i}")).json()["id"] for i in range(2)]
@@ -213,6 +225,7 @@ async def _held_back(gw: Running) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------------ anti-flood
+@pytest.mark.slow
 async def test_anti_flood_holds_back_one_recipient_not_the_others(tmp_path: Path, sim: Simulator) -> None:
     raw = gateway_config(tmp_path, str(sim.primary_path), dispatcher={"per_recipient_per_minute": 2})
     flooded, other = "+4915100000500", "+4915100000501"
@@ -251,6 +264,7 @@ def two_modem_config(tmp_path: Path, a: Simulator, b: Simulator, **dispatcher: A
     return raw
 
 
+@pytest.mark.slow
 async def test_two_modems_share_the_queue(tmp_path: Path) -> None:
     timing = {**SIM_TEST_TIMING, "submit_latency_s": 0.1}
     async with (
@@ -272,6 +286,7 @@ async def test_two_modems_share_the_queue(tmp_path: Path) -> None:
     assert [m["name"] for m in status["modems"]] == ["left", "right"]
 
 
+@pytest.mark.slow
 async def test_failing_modem_is_set_aside_and_the_other_carries_on(tmp_path: Path) -> None:
     timing = {**SIM_TEST_TIMING, "submit_latency_s": 0.05}
     async with (
@@ -326,6 +341,7 @@ async def _ledger_with_parts_left_sending(
     return raw, ids
 
 
+@pytest.mark.slow
 async def test_hold_policy_waits_for_the_operator(tmp_path: Path) -> None:
     sim_dir = tmp_path / "sim"
     raw, (resent, abandoned) = await _ledger_with_parts_left_sending(tmp_path, sim_dir, 2)
@@ -363,6 +379,7 @@ async def test_hold_policy_waits_for_the_operator(tmp_path: Path) -> None:
     assert sim.network.phone("+4915100000801").texts() == []
 
 
+@pytest.mark.slow
 async def test_hold_decisions_need_the_admin_scope(tmp_path: Path) -> None:
     sim_dir = tmp_path / "sim"
     raw, (held,) = await _ledger_with_parts_left_sending(tmp_path, sim_dir, 1)
@@ -380,6 +397,7 @@ async def test_hold_decisions_need_the_admin_scope(tmp_path: Path) -> None:
         assert (await gw.message(held))["held"] is True
 
 
+@pytest.mark.slow
 async def test_resend_policy_resends_and_flags_a_possible_duplicate(tmp_path: Path) -> None:
     sim_dir = tmp_path / "sim"
     raw, (msg_id,) = await _ledger_with_parts_left_sending(tmp_path, sim_dir, 1)
@@ -400,6 +418,7 @@ async def test_resend_policy_resends_and_flags_a_possible_duplicate(tmp_path: Pa
 
 
 # ------------------------------------------------------------------------------------- sd_notify
+@pytest.mark.slow
 async def test_sd_notify_ready_watchdog_and_status(tmp_path: Path, sim: Simulator) -> None:
     raw = gateway_config(tmp_path, str(sim.primary_path))
     config_path = tmp_path / "smsgw.toml"

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, gateway_config, run_gateway
+from tests.support.gateway import gateway_config, run_gateway
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 
 PHONE = "+4915112345678"
 MESSAGES = 60
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_unplugged_10_s_and_hung_60_s_mid_drain(tmp_path: Path) -> None:
     sim = Simulator(tmp_path / "sim", "quectel-ec25", **{**SIM_TEST_TIMING, "submit_latency_s": 0.05})

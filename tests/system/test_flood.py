@@ -13,7 +13,10 @@ import httpx
 import pytest
 
 from modem.simulator import Simulator
-from tests.system.conftest import eventually, free_port, gateway_config, run_gateway, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config, run_gateway
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 IDLE_CONNECTIONS = 1100  # the finding: ~1,100 idle connections starved /healthz for 30 s
 SYSTEMD_DEFAULT_NOFILE = 1024  # the soft limit a unit without LimitNOFILE gets
@@ -84,6 +87,7 @@ async def _open_idle(host: str, port: int, n: int) -> list[asyncio.StreamWriter]
     return writers
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_idle_connections_do_not_stop_healthz_nor_flood_the_log(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -115,6 +119,7 @@ async def test_idle_connections_do_not_stop_healthz_nor_flood_the_log(tmp_path: 
     assert sum(len(line) for line in lines) < 64_000
 
 
+@pytest.mark.slow
 async def test_a_request_that_never_completes_is_closed(tmp_path: Path, sim: Simulator) -> None:
     """A byte of header now and then keeps no connection open past [api] request_timeout_s."""
     raw = gateway_config(tmp_path, str(sim.primary_path), api={"request_timeout_s": 1.0})

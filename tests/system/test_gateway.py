@@ -20,8 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import Running, eventually, free_port, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.ports import free_port
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 
 PHONE = "+4915112345678"
 
@@ -76,6 +78,7 @@ async def test_transient_error_is_retried_then_delivered(gw: Running) -> None:
     assert "cms_38" in retries[0]["detail"]
 
 
+@pytest.mark.slow
 async def test_permanent_error_fails_with_the_code(gw: Running) -> None:
     assert gw.sim is not None
     gw.sim.cms_error(1, count=1)
@@ -87,6 +90,7 @@ async def test_permanent_error_fails_with_the_code(gw: Running) -> None:
     assert "unallocated" in doc["error"]["message"]
 
 
+@pytest.mark.slow
 async def test_report_chaos_ends_in_the_right_final_states(gw: Running) -> None:
     assert gw.sim is not None
     net = gw.sim.network
@@ -134,6 +138,7 @@ async def test_idempotent_repeat_sends_nothing_new(gw: Running) -> None:
     assert gw.sim.network.phone(PHONE).texts() == ["only once"]
 
 
+@pytest.mark.slow
 async def test_stop_opts_out_and_start_opts_back_in(gw: Running) -> None:
     assert gw.sim is not None
     number = "+4917612345678"
@@ -152,6 +157,7 @@ async def _inbound_has(gw: Running, text: str) -> bool:
     return any(m["body"] == text for m in r.json()["messages"])
 
 
+@pytest.mark.slow
 async def test_cancel_before_send(gw: Running) -> None:
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     r = await gw.send(to=PHONE, body="maybe later", send_at=later)
@@ -181,6 +187,7 @@ async def _inbound_doc(gw: Running, text: str) -> dict[str, Any] | None:
     return next((m for m in r.json()["messages"] if m["body"] == text), None)
 
 
+@pytest.mark.slow
 async def test_modem_absent_at_start_accepts_queues_and_becomes_ready(tmp_path: Path) -> None:
     sim_dir = tmp_path / "late"
     raw = gateway_config(tmp_path, str(sim_dir / "gsmmodem"))
@@ -199,6 +206,7 @@ async def test_modem_absent_at_start_accepts_queues_and_becomes_ready(tmp_path: 
             await sim.stop()
 
 
+@pytest.mark.slow
 async def test_unplug_and_hang_mid_drain_lose_nothing(tmp_path: Path, sim: Simulator) -> None:
     raw = gateway_config(tmp_path, str(sim.primary_path))
     raw["modem"]["command_timeout_s"] = 0.5
@@ -222,6 +230,7 @@ async def test_unplug_and_hang_mid_drain_lose_nothing(tmp_path: Path, sim: Simul
     print(f"unplug+hang drain: 30 messages, {duplicates} duplicate(s) at the phone")
 
 
+@pytest.mark.slow
 async def test_webhook_target_down_then_up_gets_every_event_signed(
     tmp_path: Path, sim: Simulator, fast_webhooks: None
 ) -> None:
@@ -274,6 +283,7 @@ async def test_webhook_target_down_then_up_gets_every_event_signed(
     assert len({e["id"] for e in received}) == len(received)  # no event delivered twice after success
 
 
+@pytest.mark.slow
 async def test_a_report_that_never_comes_ends_in_a_clear_final_state(tmp_path: Path, sim: Simulator) -> None:
     sim.network.set_policy(PHONE, lose=True)
     raw = gateway_config(tmp_path, str(sim.primary_path), dispatcher={"report_timeout_s": 1.0})

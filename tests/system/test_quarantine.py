@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
-from tests.system.conftest import Running, eventually
+from tests.support.gateway import Running
+from tests.support.waiting import eventually
 
 # Truncated on purpose: an SMS-DELIVER cut inside its sender address, a status report cut after its recipient.
 TRUNCATED_DELIVER = "0791947101670000040C9194716176"
@@ -51,6 +53,7 @@ async def test_undecodable_pdus_are_listed_counted_and_freed(gw: Running) -> Non
     assert "smsgw_reports_lost_total 0.0" in metrics
 
 
+@pytest.mark.slow
 async def test_quarantine_needs_the_admin_scope(gw: Running) -> None:
     _rec, reader = await gw.gateway.store.create_key("reader", ["read"])
     async with httpx.AsyncClient(

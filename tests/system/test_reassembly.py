@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.system.conftest import Running, eventually, free_port, gateway_config, run_gateway
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 SENDER = "+4917612345678"
 EIGHT = "The eight-bit one: " + "a" * 150
 SIXTEEN = "The sixteen-bit one: " + "b" * 150
 
 
+@pytest.mark.slow
 async def test_an_8_bit_and_a_16_bit_reference_with_the_same_number_stay_two_messages(tmp_path: Path) -> None:
     control = f"127.0.0.1:{free_port()}"
     raw = gateway_config(

@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-from tests.system.conftest import eventually, gateway_config, run_gateway
+from tests.support.gateway import gateway_config, run_gateway
+from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.waiting import eventually
 
 PHONE = "+4915112345678"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze_s", [3.0, 6.0])
 async def test_a_freeze_mid_submit_costs_seconds_after_the_modem_answers_again(
     tmp_path: Path, freeze_s: float, caplog: pytest.LogCaptureFixture
@@ -73,6 +75,7 @@ async def test_a_freeze_mid_submit_costs_seconds_after_the_modem_answers_again(
     )
 
 
+@pytest.mark.slow
 async def test_a_slow_network_triggers_no_reset_and_no_duplicate(tmp_path: Path) -> None:
     # Scaled down: 2 s per submit against a 0.3 s probe floor is the logic of 60 s against 10 s.
     sim = Simulator(tmp_path / "sim", "quectel-ec25", **{**SIM_TEST_TIMING, "submit_latency_s": 2.0})
@@ -98,6 +101,7 @@ async def test_a_slow_network_triggers_no_reset_and_no_duplicate(tmp_path: Path)
     assert status["modems"][0]["resets"] == 0
 
 
+@pytest.mark.slow
 async def test_a_replug_into_sim_busy_is_waited_out_in_a_few_log_lines(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

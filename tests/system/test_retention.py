@@ -6,7 +6,8 @@ from pathlib import Path
 
 from appliance.ledger import NewMessage, Store
 from modem.simulator import Simulator
-from tests.system.conftest import eventually, gateway_config, run_gateway
+from tests.support.gateway import gateway_config, run_gateway
+from tests.support.waiting import eventually
 
 DAY = 86400.0
 

@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.appliance.test_login_limits import self_signed
-from tests.system.conftest import free_port
+from tests.support.ports import free_port
 
 USER = "watchdog"
 PASSWORD = "s3cret-pass"  # noqa: S105  (the test server's own credential)

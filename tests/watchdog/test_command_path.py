@@ -12,9 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.system.conftest import eventually, gateway_config, toml_text
-from tests.watchdog.conftest import ONCALL, PIN, STRANGER, BoxFactory
-from tests.web.conftest import csrf_of, page_client
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config
+from tests.support.waiting import eventually
+from tests.support.watchdog_box import ONCALL, PIN, STRANGER, BoxFactory
+from tests.support.web_page import csrf_of, page_client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,6 +41,7 @@ def status_reply(text: str) -> bool:
     return text.startswith("box7 STATUS:")
 
 
+@pytest.mark.slow
 async def test_a_foreign_number_ending_in_the_oncall_digits_gets_no_action_and_no_reply(
     box_factory: BoxFactory, tmp_path: Path
 ) -> None:
@@ -81,6 +84,7 @@ async def test_a_foreign_number_ending_in_the_oncall_digits_gets_no_action_and_n
         assert box.texts(FOREIGN) == []
 
 
+@pytest.mark.slow
 async def test_three_wrong_pins_then_the_right_one_is_ignored_and_oncall_is_told_once(
     box_factory: BoxFactory, tmp_path: Path
 ) -> None:
@@ -130,6 +134,7 @@ async def test_three_wrong_pins_then_the_right_one_is_ignored_and_oncall_is_told
         ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("pin", "env"), [("4711", ""), ("12345", ""), ("12345a", ""), ("", "4711")])
 def test_a_short_pin_fails_config_check_naming_the_key(tmp_path: Path, pin: str, env: str) -> None:
     raw = gateway_config(tmp_path, "sim", watchdog={"oncall": [ONCALL], **({"pin": pin} if pin else {})})
@@ -156,6 +161,7 @@ def test_a_short_pin_fails_config_check_naming_the_key(tmp_path: Path, pin: str,
     assert check().returncode == 0
 
 
+@pytest.mark.slow
 async def test_the_pin_is_never_stored_shown_or_logged(box_factory: BoxFactory, tmp_path: Path) -> None:
     async with box_factory() as box:
         reader = await box.create_key("read")

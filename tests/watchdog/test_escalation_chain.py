@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.conftest import eventually
+from tests.support.waiting import eventually
 from tests.watchdog.smtp_server import smtp_server
 from watchdog.alert import Alert, Incident
 from watchdog.escalation import Chain, ChainLog

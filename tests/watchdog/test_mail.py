@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from appliance.config import ConfigError, from_dict
-from tests.system.conftest import free_port, gateway_config, toml_text
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config
+from tests.support.ports import free_port
 from tests.watchdog.smtp_server import PASSWORD, USER, smtp_server
 from watchdog.mail import MailError, SmtpConfigError, SmtpSettings, compose, mailto_address, send_mail
 

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.system.conftest import eventually
-from tests.watchdog.conftest import ONCALL, PIN, STRANGER, BoxFactory
+from tests.support.waiting import eventually
+from tests.support.watchdog_box import ONCALL, PIN, STRANGER, BoxFactory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,6 +24,7 @@ def resolved(text: str) -> bool:
     return text.startswith("RESOLVED box7: ")
 
 
+@pytest.mark.slow
 async def test_killed_daemon_alerts_and_restart_resolves(box_factory: BoxFactory) -> None:
     async with box_factory() as box:
         assert box.texts() == []
@@ -61,6 +62,7 @@ async def test_killed_daemon_alerts_and_restart_resolves(box_factory: BoxFactory
         assert [a["kind"] for a in doc["alerts"]][:2] == ["resolved", "open"]
 
 
+@pytest.mark.slow
 async def test_frozen_daemon_alerts(box_factory: BoxFactory) -> None:
     async with box_factory() as box:
         box.daemon.signal(signal.SIGSTOP)
@@ -72,6 +74,7 @@ async def test_frozen_daemon_alerts(box_factory: BoxFactory) -> None:
         await box.wait_text(resolved)
 
 
+@pytest.mark.slow
 async def test_hung_primary_port_alerts_over_aux(box_factory: BoxFactory) -> None:
     async with box_factory() as box:
         box.sim.hang("primary")
@@ -84,6 +87,7 @@ async def test_hung_primary_port_alerts_over_aux(box_factory: BoxFactory) -> Non
         await box.wait_text(lambda t: resolved(t) and "modem" in t, timeout_s=45)
 
 
+@pytest.mark.slow
 async def test_single_port_takes_over_and_gives_back(box_factory: BoxFactory) -> None:
     async with box_factory(own_port=False) as box:
         await box.daemon.kill9()
@@ -99,6 +103,7 @@ async def test_single_port_takes_over_and_gives_back(box_factory: BoxFactory) ->
         assert "waiting for it" in box.daemon.log.read_text(errors="replace")
 
 
+@pytest.mark.slow
 async def test_flapping_daemon_stays_under_the_cap(box_factory: BoxFactory) -> None:
     async with box_factory(cap_per_hour=2) as box:
         for _ in range(3):
@@ -120,6 +125,7 @@ async def test_flapping_daemon_stays_under_the_cap(box_factory: BoxFactory) -> N
         assert capped >= 1
 
 
+@pytest.mark.slow
 async def test_replies_ack_status_and_ignored(box_factory: BoxFactory) -> None:
     async with box_factory(repeat_s=1.5) as box:
         await box.daemon.kill9()

@@ -1,18 +1,11 @@
-"""Status-page fixtures: the real gateway on the simulator (tests.system) and a real headless Chromium."""
+"""Status-page fixtures: a real headless Chromium (the gateway fixtures are in tests/support/gateway_fixtures.py)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
-
-from tests.system.conftest import eventually, gateway_config, gw, run_gateway, sim
-
-__all__ = ["eventually", "gateway_config", "gw", "run_gateway", "sim"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -23,7 +16,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture
@@ -34,14 +26,3 @@ async def browser() -> AsyncIterator[Browser]:
             yield b
         finally:
             await b.close()
-
-
-def csrf_of(html: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert m, "the page carries a CSRF token"
-    return m.group(1)
-
-
-async def page_client(base_url: str) -> httpx.AsyncClient:
-    """A cookie-keeping client without an API key, as a browser would be."""
-    return httpx.AsyncClient(base_url=base_url, timeout=10, follow_redirects=False)

@@ -9,18 +9,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance.session import Signer, check_password, hash_password
 from appliance.status import watchdog_state_path
 from appliance.web import error_meaning, mask_number
 from modem.simulator import Simulator
-from tests.system.conftest import Running, eventually, gateway_config, run_gateway
-from tests.web.conftest import csrf_of, page_client
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.waiting import eventually
+from tests.support.web_page import csrf_of, page_client
 from watchdog.alert import SCHEMA as WATCHDOG_SCHEMA
 from watchdog.audit import CommandFact, CommandLog
 
 PHONE = "+4915112345678"
 
 
+@pytest.mark.slow
 async def test_action_without_login_is_refused(gw: Running) -> None:
     async with await page_client(f"http://{gw.config.api.listen}") as c:
         token = csrf_of((await c.get("/login")).text)
@@ -32,6 +36,7 @@ async def test_action_without_login_is_refused(gw: Running) -> None:
     assert (await gw.client.get("/api/v1/messages")).json()["messages"] == []
 
 
+@pytest.mark.slow
 async def test_post_without_csrf_token_is_refused(gw: Running) -> None:
     async with await page_client(f"http://{gw.config.api.listen}") as c:
         await c.get("/")
@@ -42,6 +47,7 @@ async def test_post_without_csrf_token_is_refused(gw: Running) -> None:
         assert r.status_code == 403
 
 
+@pytest.mark.slow
 async def test_cross_origin_post_is_refused(gw: Running) -> None:
     async with await page_client(f"http://{gw.config.api.listen}") as c:
         token = csrf_of((await c.get("/login")).text)
@@ -52,6 +58,7 @@ async def test_cross_origin_post_is_refused(gw: Running) -> None:
         assert "posted from http://evil.example" in r.text
 
 
+@pytest.mark.slow
 async def test_admin_key_login_sends_test_sms_and_resets(gw: Running) -> None:
     base = f"http://{gw.config.api.listen}"
     async with await page_client(base) as c:
@@ -83,6 +90,7 @@ async def test_admin_key_login_sends_test_sms_and_resets(gw: Running) -> None:
         assert r.status_code == 404
 
 
+@pytest.mark.slow
 async def test_read_only_key_cannot_log_in(gw: Running) -> None:
     _rec, read_key = await gw.gateway.store.create_key("reader", ["read"])
     async with await page_client(f"http://{gw.config.api.listen}") as c:
@@ -92,6 +100,7 @@ async def test_read_only_key_cannot_log_in(gw: Running) -> None:
         assert "admin scope" in r.text
 
 
+@pytest.mark.slow
 async def test_security_headers(gw: Running) -> None:
     async with await page_client(f"http://{gw.config.api.listen}") as c:
         r = await c.get("/")
@@ -105,6 +114,7 @@ async def test_security_headers(gw: Running) -> None:
     assert "<link" not in r.text
 
 
+@pytest.mark.slow
 async def test_login_only_mode_with_password(tmp_path: Path, sim: Simulator) -> None:
     stored = hash_password("s3cret", iterations=1000)
     raw = gateway_config(
@@ -153,6 +163,7 @@ def test_password_hash_and_cookie_signing() -> None:
     assert not Signer(b"other" * 8).csrf_ok(session, signer.csrf_token(session))
 
 
+@pytest.mark.slow
 async def test_page_actions_and_logins_are_audited_and_the_trail_is_for_admins(gw: Running) -> None:
     base = f"http://{gw.config.api.listen}"
     async with await page_client(base) as c:
@@ -197,6 +208,7 @@ def _open_incident(path: Path, incident_id: int) -> None:
         )
 
 
+@pytest.mark.slow
 async def test_watchdog_commands_join_the_audit_trail_by_time(tmp_path: Path, sim: Simulator) -> None:
     """On-call commands the watchdog recorded in its state file show in GET /api/v1/audit and on /audit
     (actor `watchdog`, masked number), merged by time with the daemon's own rows, each once."""
@@ -221,7 +233,7 @@ async def test_watchdog_commands_join_the_audit_trail_by_time(tmp_path: Path, si
             return events
 
         async def copied(n: int) -> bool:
-            return sum(e["actor"] == "watchdog" for e in await trail()) >= n
+            return bool(sum(e["actor"] == "watchdog" for e in await trail()) >= n)
 
         await eventually(lambda: copied(2))
         events = await trail()

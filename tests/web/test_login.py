@@ -20,8 +20,8 @@ from appliance.config import from_dict
 from appliance.session import COOKIE, hash_password
 from modem.simulator import Simulator
 from tests.appliance.test_login_limits import self_signed
-from tests.system.conftest import Running, gateway_config, run_gateway
-from tests.web.conftest import csrf_of
+from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.web_page import csrf_of
 from watchdog.facts import FactsReader
 
 PASSWORD = "correct horse battery staple"  # noqa: S105  (the test box's own)
@@ -68,6 +68,7 @@ async def raw_request(box: Running, head: bytes) -> int:
     return int(status_line.split()[1])
 
 
+@pytest.mark.slow
 async def test_guessers_get_429_after_the_free_failures(
     box: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,6 +86,7 @@ async def test_guessers_get_429_after_the_free_failures(
         assert "Send test SMS" in (await admin.get("/")).text
 
 
+@pytest.mark.slow
 async def test_a_flood_of_distinct_addresses_is_held_by_the_box_wide_budget(box: Running) -> None:
     # One failure from each address, all at once: no address is locked out on its own.
     guessers = [client_from(box, f"127.0.1.{i + 1}") for i in range(login.BURST + 5)]
@@ -102,6 +104,7 @@ async def test_a_flood_of_distinct_addresses_is_held_by_the_box_wide_budget(box:
         assert (await try_login(admin, box.key)).status_code == 303
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_healthz_answers_while_20_guessers_run(tmp_path: Path, sim: Simulator) -> None:
     # The real cost (600k rounds, ~0.4 s each): on the event loop this stalled /healthz for seconds.
@@ -142,6 +145,7 @@ async def test_healthz_answers_while_20_guessers_run(tmp_path: Path, sim: Simula
         assert slowest < 2.0, f"/healthz took {slowest:.2f} s while guessers ran"
 
 
+@pytest.mark.slow
 async def test_logout_ends_the_session_server_side(box: Running) -> None:
     async with client_from(box, "127.0.4.1") as c:
         assert (await try_login(c, PASSWORD)).status_code == 303
@@ -157,6 +161,7 @@ async def test_logout_ends_the_session_server_side(box: Running) -> None:
         assert r.status_code == 403
 
 
+@pytest.mark.slow
 async def test_revoking_the_key_ends_its_session(box: Running) -> None:
     rec, key = await box.gateway.store.create_key("ops", ["admin"])
     async with client_from(box, "127.0.5.1") as c:
@@ -169,6 +174,7 @@ async def test_revoking_the_key_ends_its_session(box: Running) -> None:
         assert r.status_code == 403
 
 
+@pytest.mark.slow
 async def test_malformed_credentials_get_401_never_500(box: Running) -> None:
     host = box.config.api.listen.encode()
     bad_basic = b"Basic " + base64.b64encode(b"AC0123:") + b"\xc3\xa9\xff"
@@ -201,6 +207,7 @@ async def test_malformed_credentials_get_401_never_500(box: Running) -> None:
     assert (await box.client.get("/api/v1/messages")).json()["messages"] == []
 
 
+@pytest.mark.slow
 async def test_unknown_host_names_get_400(box: Running) -> None:
     port = box.config.api.listen.rpartition(":")[2]
     async with httpx.AsyncClient(base_url=f"http://{box.config.api.listen}", timeout=10) as c:
@@ -212,6 +219,7 @@ async def test_unknown_host_names_get_400(box: Running) -> None:
             assert (await c.get("/healthz", headers={"Host": host})).status_code == 200, host
 
 
+@pytest.mark.slow
 async def test_configured_allowed_hosts(tmp_path: Path, sim: Simulator) -> None:
     raw = gateway_config(tmp_path, str(sim.primary_path), api={"allowed_hosts": ["smsgw.lan", "*.ops.lan"]})
     async with (
@@ -229,6 +237,7 @@ async def test_configured_allowed_hosts(tmp_path: Path, sim: Simulator) -> None:
             assert (await c.get("/", headers={"Host": host})).status_code == status, host
 
 
+@pytest.mark.slow
 async def test_tls_serves_https_with_secure_cookies_and_the_watchdog_still_probes(
     tmp_path: Path, sim: Simulator
 ) -> None:

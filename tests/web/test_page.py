@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from playwright.async_api import Browser, Page
 
-from tests.system.conftest import Running
-from tests.web.conftest import SCREENSHOTS, eventually
+from tests.support.gateway import Running
+from tests.support.waiting import eventually
+from tests.support.web_page import SCREENSHOTS
 
 PHONE = "+4915112345678"
 
@@ -16,6 +18,7 @@ async def verdict_is(page: Page, state: str) -> bool:
     return await page.get_attribute("#verdict", "data-state") == state
 
 
+@pytest.mark.slow
 async def test_overview_shows_the_simulated_modem(gw: Running, browser: Browser) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     await page.goto(f"http://{gw.config.api.listen}/")
@@ -30,6 +33,7 @@ async def test_overview_shows_the_simulated_modem(gw: Running, browser: Browser)
     assert await page.locator("svg.chart").count() >= 2
 
 
+@pytest.mark.slow
 async def test_message_appears_with_its_timeline(gw: Running, browser: Browser) -> None:
     sent = await gw.send(to=PHONE, body="page test")
     assert sent.status_code == 202
@@ -52,6 +56,7 @@ async def test_message_appears_with_its_timeline(gw: Running, browser: Browser) 
     assert await page.locator("input[name=number]").count() == 0
 
 
+@pytest.mark.slow
 async def test_unplug_turns_the_verdict_down_within_one_refresh(gw: Running, browser: Browser) -> None:
     page = await browser.new_page()
     await page.goto(f"http://{gw.config.api.listen}/")
@@ -68,6 +73,7 @@ async def test_unplug_turns_the_verdict_down_within_one_refresh(gw: Running, bro
     assert await page.evaluate("document.getElementById('live').dataset.refreshed") is not None
 
 
+@pytest.mark.slow
 async def test_screenshots_nothing_overflows(gw: Running, browser: Browser) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for label, width, height in (("desktop", 1280, 900), ("phone", 390, 844)):
@@ -81,6 +87,7 @@ async def test_screenshots_nothing_overflows(gw: Running, browser: Browser) -> N
         await page.close()
 
 
+@pytest.mark.slow
 async def test_modem_page_lists_quarantined_pdus_and_the_report_recovery(
     gw: Running, browser: Browser
 ) -> None:
@@ -101,6 +108,7 @@ async def test_modem_page_lists_quarantined_pdus_and_the_report_recovery(
     assert await page.inner_text(".report-recovery") == "stored"
 
 
+@pytest.mark.slow
 async def test_audit_page_after_logging_in_shows_who_did_what(gw: Running, browser: Browser) -> None:
     sent = await gw.send(to=PHONE, body="audited from the API")
     assert sent.status_code == 202
@@ -126,6 +134,7 @@ async def test_audit_page_after_logging_in_shows_who_did_what(gw: Running, brows
     await page.screenshot(path=str(SCREENSHOTS / "audit-phone.png"), full_page=True)
 
 
+@pytest.mark.slow
 async def test_number_filter_imei_and_iccid_only_after_login(gw: Running, browser: Browser) -> None:
     ids = {}
     for number in (PHONE, "+4917612349999"):

@@ -1,12 +1,10 @@
-"""Integration tests reuse the whole-gateway fixtures: real daemon, simulator on ptys, real HTTP."""
+"""System programs the tests drive for real (Prometheus' promtool, Alertmanager, ...)."""
 
 from __future__ import annotations
 
 import shutil
 
 import pytest
-
-from tests.system.conftest import fast_webhooks, gw, sim  # noqa: F401  (fixtures)
 
 
 def tool(name: str) -> str:

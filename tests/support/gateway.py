@@ -1,43 +1,22 @@
-"""Fixtures for whole-gateway tests: the real daemon, the real simulator on ptys, real HTTP."""
+"""The whole gateway in-process for a test: its config, start/stop, and an API client with a key."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import tomllib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from appliance import webhooks
 from appliance.config import Config, from_dict
 from appliance.daemon import Gateway
 from appliance.ledger import Store
 from modem.simulator import Simulator
-from tests.modem.conftest import SIM_TEST_TIMING
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def eventually(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:
-    """Poll an async or sync predicate until truthy; fail at the deadline."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            value = predicate()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(interval_s)
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 
 @dataclass
@@ -80,13 +59,6 @@ def gateway_config(tmp_path: Path, port: str, **sections: dict[str, Any]) -> dic
     return raw
 
 
-@pytest.fixture
-def fast_webhooks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Webhook retries in tens of milliseconds instead of seconds (the mechanism is the same)."""
-    monkeypatch.setattr(webhooks, "BACKOFF_BASE_S", 0.05)
-    monkeypatch.setattr(webhooks, "BACKOFF_MAX_S", 0.2)
-
-
 @contextlib.asynccontextmanager
 async def run_gateway(raw: dict[str, Any], sim: Simulator | None) -> AsyncIterator[Running]:
     config = from_dict(raw)
@@ -112,44 +84,3 @@ async def run_gateway(raw: dict[str, Any], sim: Simulator | None) -> AsyncIterat
         gateway.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 15)
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    simulator = Simulator(tmp_path / "sim", "quectel-ec25", **SIM_TEST_TIMING)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def gw(tmp_path: Path, sim: Simulator) -> AsyncIterator[Running]:
-    async with run_gateway(gateway_config(tmp_path, str(sim.primary_path)), sim) as running:
-        await running.gateway.modem_list[0][2].wait_ready(10)
-        yield running
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def toml_text(raw: dict[str, Any]) -> str:
-    """A config dict as TOML: [section] tables and [[array]] tables (what `smsgw --config` reads)."""
-    lines: list[str] = []
-    for section, values in raw.items():
-        tables = values if isinstance(values, list) else [values]
-        for table in tables:
-            lines.append(f"[[{section}]]" if isinstance(values, list) else f"[{section}]")
-            lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
-            lines.append("")
-    text = "\n".join(lines)
-    assert tomllib.loads(text) == raw, "the TOML written must read back as the same config"
-    return text

@@ -1,0 +1,1 @@
+"""Helpers shared by test directories (conftest files hold only fixtures)."""

@@ -1,0 +1,166 @@
+"""A simulated box for watchdog tests: the simulator in-process (ptys), `smsgw serve` and
+`smsgw watchdog` as real subprocesses configured by a TOML file as on a box, and the on-call
+phone's view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sqlite3
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modem.simulator import Simulator
+from tests.support.waiting import eventually
+
+ONCALL = "+4915112345678"
+STRANGER = "+4917699999999"
+PIN = "58213947"  # 6+ digits: `config check` refuses shorter ones
+
+# Short thresholds, set by config the way an operator would: nothing else differs from a box.
+FAST_WATCHDOG: dict[str, Any] = {
+    "oncall": [ONCALL],
+    "pin": PIN,
+    "cycle_s": 0.3,
+    "heartbeat_stale_s": 3.0,
+    "healthz_timeout_s": 1.0,
+    "healthz_fail_s": 1.0,
+    "modem_down_s": 2.0,
+    "repeat_s": 3600.0,
+    "cap_per_hour": 20,
+    "alive_at": "",
+    "restart_command": ["true"],
+}
+
+
+class Proc:
+    """`smsgw <verb> --config F` as a real subprocess."""
+
+    def __init__(self, verb: str, config_path: Path, log: Path) -> None:
+        self.verb = verb
+        self.config_path = config_path
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    def __repr__(self) -> str:
+        return f"Proc({self.verb!r}, pid={self.proc.pid if self.proc else None})"
+
+    async def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "appliance.cli",
+                self.verb,
+                "--config",
+                str(self.config_path),
+                stdout=log,
+                stderr=log,
+            )
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def kill9(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                await self.kill9()
+
+
+@dataclass
+class Box:
+    """A simulated box: modem, daemon, watchdog, and the on-call phone's view."""
+
+    sim: Simulator
+    raw: dict[str, Any]
+    daemon: Proc
+    watchdog: Proc
+    tmp: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.raw['api']['listen']}"
+
+    def texts(self, number: str = ONCALL) -> list[str]:
+        return self.sim.network.phone(number).texts()
+
+    async def wait_text(self, predicate: Any, timeout_s: float = 30.0, number: str = ONCALL) -> str:
+        """The first text at `number` for which predicate(text) holds."""
+
+        def found() -> str | None:
+            return next((t for t in self.texts(number) if predicate(t)), None)
+
+        text: str = await eventually(found, timeout_s, interval_s=0.05)
+        return text
+
+    async def daemon_ready(self, timeout_s: float = 30.0) -> None:
+        async with httpx.AsyncClient(timeout=2) as client:
+
+            async def ready() -> bool:
+                try:
+                    return (await client.get(f"{self.base}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await eventually(ready, timeout_s, interval_s=0.1)
+
+    def state_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        path = self.tmp / "watchdog.sqlite3"
+        if not path.exists():
+            return []
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            return db.execute(sql).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            db.close()
+
+    async def watchdog_log(self, needle: str, timeout_s: float = 20.0, *, times: int = 1) -> None:
+        """Until `needle` is in the watchdog's log (`times` times: once per start, say)."""
+
+        def found() -> bool:
+            return self.watchdog.log.read_text(errors="replace").count(needle) >= times
+
+        await eventually(found, timeout_s, 0.05)
+
+    async def create_key(self, scope: str) -> str:
+        """`smsgw keys create` as an operator runs it; the key as printed."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "keys",
+            "create",
+            "--config",
+            str(self.daemon.config_path),
+            "--name",
+            f"k-{scope}",
+            "--scope",
+            scope,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        return out.decode().strip()
+
+
+BoxFactory = Callable[..., contextlib.AbstractAsyncContextManager[Box]]
