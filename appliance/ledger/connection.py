@@ -150,7 +150,7 @@ class Connection:
             return False
         self.storage_problem = None
         self.writable.set()
-        _LOGGER.warning("the ledger's disk has room again (reserve restored): accepting and sending resume")
+        _LOGGER.info("the ledger's disk has room again (reserve restored): accepting and sending resume")
         return True
 
     async def _vital(self, op: Callable[[], Awaitable[_T]]) -> _T:

@@ -12,7 +12,12 @@ def rfc3339(t: float | None) -> str | None:
     """Unix time as RFC 3339 UTC with milliseconds."""
     if t is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+    g = time.gmtime(t)
+    # Four-digit year always: strftime's %Y writes year 566 as "566", which is not RFC 3339.
+    return (
+        f"{g.tm_year:04d}-{g.tm_mon:02d}-{g.tm_mday:02d}T{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d}"
+        f".{int((t % 1) * 1000):03d}Z"
+    )
 
 
 def status_payload(msg: Message) -> dict[str, Any]:
