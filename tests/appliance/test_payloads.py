@@ -15,7 +15,8 @@ def test_times_have_a_four_digit_year(year: int) -> None:
     # schemathesis found send_at "0566-09-17T07:02:33-12:12" echoed back as "566-09-17T…Z".
     t = datetime.datetime(year, 9, 17, 19, 14, 33, 500000, tzinfo=datetime.UTC).timestamp()
     text = rfc3339(t)
-    assert text is not None and RFC3339_UTC.fullmatch(text), text
+    assert text is not None
+    assert RFC3339_UTC.fullmatch(text), text
     assert text.startswith(f"{year:04d}-09-17T19:14:33.5")
 
 
