@@ -55,15 +55,7 @@ class Sending(Reports):
                     continue
                 msg = message_row(row)
                 if msg.expires_at <= now:
-                    await self._transition(
-                        db,
-                        msg,
-                        State.FAILED,
-                        "expired",
-                        "validity expired before sending",
-                        now,
-                        error=("expired", "validity period expired before the message could be sent"),
-                    )
+                    await self._expire(db, msg, now)
                     continue
                 check(msg.status, State.SENDING)
                 ref = msg.concat_ref if msg.concat_ref is not None else secrets.randbelow(256)
@@ -93,6 +85,17 @@ class Sending(Reports):
                 await self._notify(db, claimed, now)
                 return claimed
             return None
+
+    async def _expire(self, db: aiosqlite.Connection, msg: Message, now: float) -> None:
+        await self._transition(
+            db,
+            msg,
+            State.FAILED,
+            "expired",
+            "validity expired before sending",
+            now,
+            error=("expired", "validity period expired before the message could be sent"),
+        )
 
     async def next_due(self) -> float | None:
         """Earliest time a queued or scheduled message becomes due (None: nothing waits)."""
@@ -310,16 +313,7 @@ class Sending(Reports):
                 (now,),
             )
             for row in rows:
-                msg = message_row(row)
-                await self._transition(
-                    db,
-                    msg,
-                    State.FAILED,
-                    "expired",
-                    "validity expired before sending",
-                    now,
-                    error=("expired", "validity period expired before the message could be sent"),
-                )
+                await self._expire(db, message_row(row), now)
                 changed += 1
         return changed
 
