@@ -1,8 +1,10 @@
 """Everything that speaks AT to a GSM/LTE modem; knows nothing of queues, ledgers or HTTP.
 
 Layers, bottom up: `transport` (bytes; reopen after unplug), `at` (parser and
-one-command engine, URC routing), `sms` (operations: send, read, delete,
-status), `pdu` (TS 23.040 codec), `errors` (typed +CMS/+CME tree), `profiles`
+one-command engine, URC routing), `modem` (the `Modem`: lifecycle, initialisation,
+status reads, URC routing), `sms` (its operations on messages: submit, read, delete,
+sweep, reports), `status` (what it says about itself), `answers` (answer fields in
+every shape modems print), `portlock` (who holds a port), `pdu` (TS 23.040 codec), `errors` (typed +CMS/+CME tree), `profiles`
 (per-model quirks), `probe` (field check), `simulator` (a modem behind ptys).
 """
 
@@ -19,21 +21,9 @@ from modem.errors import (
     TransportError,
     UnexpectedResponse,
 )
-from modem.sms import (
-    Identity,
-    Modem,
-    ModemInfo,
-    ModemState,
-    Registration,
-    SendError,
-    Signal,
-    Storage,
-    StoredSms,
-    Submitted,
-    Undecodable,
-    UndecodableCallback,
-    same_subscriber,
-)
+from modem.modem import Modem
+from modem.sms import SendError, StoredSms, Submitted, Undecodable, UndecodableCallback, same_subscriber
+from modem.status import Identity, ModemInfo, ModemState, Registration, Signal, Storage
 
 __all__ = [
     "AtError",

@@ -248,7 +248,6 @@ class AtEngine:
         self._needs_sync = False
         self._strays = False  # probe answers may still come: swallow bare final results
         self._stray_seen = asyncio.Event()
-        self.unhandled_urcs = 0
         self.bad_lines = 0
         self.probes_sent = 0
 
@@ -531,7 +530,6 @@ class AtEngine:
                     handler(urc)
                     handled = True
         if not handled:
-            self.unhandled_urcs += 1
             _LOGGER.debug("ignored unsolicited %r", urc.line)
 
 

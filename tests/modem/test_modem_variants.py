@@ -13,9 +13,9 @@ import logging
 import pytest
 
 from modem import CmsError, ModemState
+from modem.answers import parse_cmgl_header, parse_cmgr_header
 from modem.pdu import StatusReport
 from modem.simulator import Stored
-from modem.sms import _parse_cmgl_header, _parse_cmgr_header
 
 from .conftest import SimFactory
 from .test_modem import Collected, eventually, running
@@ -215,7 +215,7 @@ async def test_reports_with_odd_fields_are_matched_routed_and_stored(
     ],
 )
 def test_cmgr_heads_as_real_modems_print_them(payload, expected) -> None:
-    assert _parse_cmgr_header(payload) == expected
+    assert parse_cmgr_header(payload) == expected
 
 
 @pytest.mark.parametrize(
@@ -230,4 +230,4 @@ def test_cmgr_heads_as_real_modems_print_them(payload, expected) -> None:
     ],
 )
 def test_cmgl_heads_as_real_modems_print_them(payload, expected) -> None:
-    assert _parse_cmgl_header(payload) == expected
+    assert parse_cmgl_header(payload) == expected

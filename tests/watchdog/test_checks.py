@@ -6,7 +6,8 @@ import pytest
 
 from watchdog import checks
 from watchdog.canary import Canary
-from watchdog.checks import Facts, Thresholds, evaluate
+from watchdog.checks import Facts, evaluate
+from watchdog.thresholds import Thresholds
 
 NOW = 1_000_000.0
 
