@@ -79,3 +79,43 @@ async def test_probe_keeps_stored_messages(simulator: Simulator) -> None:
     assert code == 0, out
     assert "SM 1/" in out
     assert simulator.state.storage["SM"].used == 1
+
+
+# A real holder: another program opens the modem's tty and takes the exclusive lock, as
+# `smsgw serve` (pyserial exclusive=True) or a stray `minicom -o` does.
+_HOLD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_probe_of_a_port_another_program_holds_names_it_instead_of_the_cable(
+    simulator: Simulator,
+) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOLD,
+        str(simulator.primary_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    try:
+        assert await asyncio.wait_for(holder.stdout.readline(), 10) == b"held\n"
+        code, out = await _probe(str(simulator.primary_path))
+    finally:
+        holder.stdin.close()
+        await holder.wait()
+    assert code == 1
+    assert f"is held by pid {holder.pid} (" in out, out
+    assert "fuser -v" in out, out
+    assert "cable" not in out, out
+    assert "udev" not in out, out
+    # Once the holder is gone, the same port probes fine.
+    code, out = await _probe(str(simulator.primary_path))
+    assert code == 0, out
