@@ -41,7 +41,6 @@ class AlertModem:
         self._submit_timeout_s = submit_timeout_s
         self.modem: Modem | None = None
         self._lock = Takeover(lock_dir)
-        self.takeovers = 0
 
     def __repr__(self) -> str:
         mode = "takeover" if self.takeover else "own"
@@ -74,7 +73,6 @@ class AlertModem:
             return
         if self.modem is None and want and not present and self._lock.take():
             _LOGGER.warning("the daemon is gone: taking the modem port %s over", self.url)
-            self.takeovers += 1
             self.modem = self._new_modem()
             await self.modem.start()
 

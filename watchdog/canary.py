@@ -16,7 +16,6 @@ class Canary:
     timeout_s: float
     token: str | None = None
     sent_at: float | None = None
-    last_ok_at: float | None = None
     missed_since: float | None = None
 
     @property
@@ -43,7 +42,6 @@ class Canary:
         if not self.matches(text):
             return False
         self.token = None
-        self.last_ok_at = now
         self.missed_since = None
         return True
 

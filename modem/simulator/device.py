@@ -115,7 +115,6 @@ class ModelProfile:
     aux_port: bool = True
     iccid_commands: tuple[str, ...] = ("+CCID", "+QCCID", "+ICCID")
     unsupported: frozenset[str] = frozenset()
-    cms_for_unknown_in_sms: bool = False
     variants: CommandVariants = field(default_factory=CommandVariants)  # +CMGR/+CMGL/+CMGS wording
 
 
