@@ -221,6 +221,7 @@ class Modem(SmsOperations):
             self._waiting = None
             self.info.last_error = ""
 
+    # ------------------------------------------------------------ status reads
     async def read_identity(self) -> Identity:
         """Manufacturer, model, firmware and IMEI (AT+CGMI/CGMM/CGMR/CGSN)."""
 

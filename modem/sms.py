@@ -148,6 +148,7 @@ class SmsOperations:
         self._concat_ref = random.randrange(256)  # noqa: S311  (not security, spreads refs across restarts)
         self.sent_parts = 0
 
+    # --------------------------------------------------------- stored messages
     async def select_memory(self, memory: str) -> None:
         """Make memory the one AT+CMGR/CMGL/CMGD work on."""
         if memory == self._memory:
@@ -216,6 +217,7 @@ class SmsOperations:
         await self.select_memory(memory or self.profile.storage)
         await self.command(f"AT+CMGD={index}")
 
+    # ------------------------------------------------------------------ submit
     def next_concat_ref(self) -> int:
         """A fresh 8-bit concatenation reference (TS 23.040 9.2.3.24.1)."""
         self._concat_ref = (self._concat_ref + 1) % 256
@@ -291,35 +293,6 @@ class SmsOperations:
                 raise SendError(exc, done) from exc
         return done
 
-    async def sweep(self) -> int:
-        """Hand every stored received SMS and status report to the callbacks; delete each after."""
-        async with self._storage_lock:
-            return await self._sweep()
-
-    async def _sweep(self) -> int:
-        handled = 0
-        memories = [self.profile.storage]
-        report_memory = self.profile.report_memory
-        if report_memory not in memories:
-            with contextlib.suppress(AtError):
-                await self.select_memory(report_memory)
-                memories.append(report_memory)
-        for memory in memories:
-            try:
-                stored = await self.list_stored(memory)
-            except AtError as exc:
-                if memory != report_memory:
-                    _LOGGER.info("cannot list %s: %s", memory, exc)
-                    continue
-                # Some modems cannot list SR (D-Link DWM-156, gammu #156): read slot by slot.
-                stored = await self._read_each(memory)
-            for sms in stored:
-                if await self._handle_stored(sms):
-                    handled += 1
-        with contextlib.suppress(AtError):
-            await self.select_memory(self.profile.storage)
-        return handled
-
     def _stall_began(self, silent_s: float) -> None:
         self.stalled_since = time.monotonic() - silent_s
         self.info.last_error = "no answer to a submit: probing whether the modem is alive"
@@ -351,6 +324,36 @@ class SmsOperations:
             )
         else:
             _LOGGER.warning("%s: no answer to the submit in %.1f s; giving up on it", self.url, elapsed_s)
+
+    # ------------------------------------------- inbound: hand over, then delete
+    async def sweep(self) -> int:
+        """Hand every stored received SMS and status report to the callbacks; delete each after."""
+        async with self._storage_lock:
+            return await self._sweep()
+
+    async def _sweep(self) -> int:
+        handled = 0
+        memories = [self.profile.storage]
+        report_memory = self.profile.report_memory
+        if report_memory not in memories:
+            with contextlib.suppress(AtError):
+                await self.select_memory(report_memory)
+                memories.append(report_memory)
+        for memory in memories:
+            try:
+                stored = await self.list_stored(memory)
+            except AtError as exc:
+                if memory != report_memory:
+                    _LOGGER.info("cannot list %s: %s", memory, exc)
+                    continue
+                # Some modems cannot list SR (D-Link DWM-156, gammu #156): read slot by slot.
+                stored = await self._read_each(memory)
+            for sms in stored:
+                if await self._handle_stored(sms):
+                    handled += 1
+        with contextlib.suppress(AtError):
+            await self.select_memory(self.profile.storage)
+        return handled
 
     async def _handle_stored(self, sms: StoredSms) -> bool:
         """Give a stored message to its callback, then delete it; False when kept."""
