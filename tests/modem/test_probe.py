@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
+
+import httpx
+import pytest
 
 from modem.simulator import Simulator
 from tests.modem.conftest import SimFactory
+from tests.system.conftest import eventually, gateway_config, toml_text
+from tests.system.daemon import Daemon
 
 
 async def _probe(port: str) -> tuple[int, str]:
@@ -81,6 +87,15 @@ async def test_probe_keeps_stored_messages(simulator: Simulator) -> None:
     assert simulator.state.storage["SM"].used == 1
 
 
+def _says_held(out: str, by: str, hint: str) -> None:
+    """The probe names who holds the port and what to do, and does not send anyone to the cable."""
+    assert "[FAIL] port" in out, out
+    assert f"is held by {by}" in out, out
+    assert hint in out, out
+    assert "cable" not in out, out
+    assert "udev" not in out, out
+
+
 # A real holder: another program opens the modem's tty and takes the exclusive lock, as
 # `smsgw serve` (pyserial exclusive=True) or a stray `minicom -o` does.
 _HOLD = """
@@ -112,10 +127,37 @@ async def test_probe_of_a_port_another_program_holds_names_it_instead_of_the_cab
         holder.stdin.close()
         await holder.wait()
     assert code == 1
-    assert f"is held by pid {holder.pid} (" in out, out
-    assert "fuser -v" in out, out
-    assert "cable" not in out, out
-    assert "udev" not in out, out
+    _says_held(out, f"pid {holder.pid} (", "`fuser -v PORT` names it")
     # Once the holder is gone, the same port probes fine.
     code, out = await _probe(str(simulator.primary_path))
     assert code == 0, out
+
+
+@pytest.mark.slow
+async def test_probe_of_the_port_the_running_gateway_holds_names_the_gateway(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    raw = gateway_config(tmp_path, str(simulator.primary_path))
+    config_path = tmp_path / "smsgw.toml"
+    config_path.write_text(toml_text(raw))
+    async with (
+        Daemon(config_path, tmp_path / "serve.log") as daemon,
+        httpx.AsyncClient(base_url=f"http://{raw['api']['listen']}", timeout=2) as http,
+    ):
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, timeout_s=30, interval_s=0.1)
+        assert daemon.proc is not None
+        code, out = await _probe(str(simulator.primary_path))
+        pid = daemon.proc.pid
+    assert code == 1
+    _says_held(
+        out,
+        f"the running gateway (pid {pid})",
+        "stop it with `systemctl stop smsgw` or probe the aux port",
+    )
