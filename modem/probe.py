@@ -37,7 +37,7 @@ async def probe(url: str, *, baudrate: int = 115200, timeout_s: float = 5.0) -> 
     try:
         await modem.connect()
     except PortBusy as exc:
-        found.append(Finding("port", str(exc), False, _held_hint(exc)))
+        found.append(Finding("port", str(exc), False, _held_hint(url, exc)))
         return found
     except TransportError as exc:
         found.append(
@@ -189,14 +189,16 @@ async def _probe_open(modem: Modem, found: list[Finding]) -> None:
         found.append(Finding("storage", f"unreadable: {exc}", False, "AT+CPMS? failed"))
 
 
-def _held_hint(exc: PortBusy) -> str:
+def _held_hint(url: str, exc: PortBusy) -> str:
     """What to do about a port another process holds: the cable and udev are fine."""
-    role = exc.holder.role if exc.holder is not None else ""
-    if role == "gateway":
+    holder = exc.holder
+    if holder is None:
+        return f"`fuser -v {url}` names the program (often ModemManager: `systemctl stop ModemManager`)"
+    if holder.role == "gateway":
         return "stop it with `systemctl stop smsgw` or probe the aux port"
-    if role == "watchdog":
-        return "it has taken the port over while the gateway is down: `systemctl stop smsgw-watchdog` or probe the aux port"
-    return "stop that program (ModemManager: `systemctl stop ModemManager`), or probe another port; `fuser -v PORT` names it"
+    if holder.role == "watchdog":
+        return "it took the port over while the gateway is down: `systemctl stop smsgw-watchdog` or probe the aux port"
+    return f"stop that program (`kill {holder.pid}`; ModemManager: `systemctl stop ModemManager`) or probe another port"
 
 
 def _expand(spec: str) -> set[int]:
