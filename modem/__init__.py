@@ -1,11 +1,12 @@
 """Everything that speaks AT to a GSM/LTE modem; knows nothing of queues, ledgers or HTTP.
 
-Layers, bottom up: `transport` (bytes; reopen after unplug), `at` (parser and
-one-command engine, URC routing), `modem` (the `Modem`: lifecycle, initialisation,
-status reads, URC routing), `sms` (its operations on messages: submit, read, delete,
-sweep, reports), `status` (what it says about itself), `answers` (answer fields in
-every shape modems print), `portlock` (who holds a port), `pdu` (TS 23.040 codec), `errors` (typed +CMS/+CME tree), `profiles`
-(per-model quirks), `probe` (field check), `simulator` (a modem behind ptys).
+Layers, bottom up: `transport` (bytes; reopen after unplug), `portlock` (who holds a
+port: the daemon↔watchdog lock protocol), `at` (parser and one-command engine, URC
+routing), `answers` (fields of AT answers in every shape modems print), `status` (what
+the modem says about itself), `sms` (operations on messages: submit, read, delete,
+sweep, reports), `modem` (the `Modem`: lifecycle, initialisation, status reads, URC
+routing; it mixes in `sms`), `pdu` (TS 23.040 codec), `errors` (typed +CMS/+CME tree),
+`profiles` (per-model quirks), `probe` (field check), `simulator` (a modem behind ptys).
 """
 
 from modem.errors import (
