@@ -152,7 +152,7 @@ class Watchdog:
                     )
                     found.append((reply, sms))
         for reply, stored in found:
-            if self.canary.received(reply.text, now):
+            if self.canary.received(reply.text):
                 self.reader.canary_missed_since = None
             elif verb_of(reply.text) is not None and not self.commands.seen(reply.key):
                 self.commands.mark_seen(reply.key, now)

@@ -37,7 +37,7 @@ class Canary:
         """Whether `text` is the canary in flight (without consuming it)."""
         return self.token is not None and f"canary {self.token}" in text
 
-    def received(self, text: str, now: float) -> bool:
+    def received(self, text: str) -> bool:
         """Whether `text` is the canary in flight (then it is consumed)."""
         if not self.matches(text):
             return False
