@@ -21,6 +21,7 @@ from typing import Any
 
 from appliance.keywords import check_keywords
 from watchdog.mail import SmtpConfigError, SmtpSettings, mailto_address
+from watchdog.thresholds import ThresholdError, Thresholds
 
 DEFAULT_PATH = Path("/etc/smsgw/smsgw.toml")
 # A burst larger than a minute's worth of sends at any sane rate defeats the carrier limit.
@@ -141,7 +142,9 @@ class WebhookPolicyConfig:
 
 
 @dataclass(frozen=True)
-class WatchdogConfig:
+class WatchdogConfig(Thresholds):
+    """`[watchdog]`: the alert thresholds (the type the watchdog's own settings extend too), and the rest."""
+
     port: str = ""  # its own AT port; empty: take the primary over once the daemon is down
     oncall: tuple[str, ...] = ()
     pin: str = ""  # on-call replies "STATUS|ACK|RESTART <pin>", 6+ digits; empty: replies are ignored
@@ -150,16 +153,7 @@ class WatchdogConfig:
     restart_command: tuple[str, ...] = ("systemctl", "restart", "smsgw.service")
     state_path: str = ""  # default: watchdog.sqlite3 next to the ledger
     cycle_s: float = 5.0
-    heartbeat_stale_s: float = 20.0
     healthz_timeout_s: float = 4.0
-    healthz_fail_s: float = 8.0
-    unit_down_s: float = 10.0
-    queue_stall_s: float = 900.0
-    modem_down_s: float = 300.0
-    delivery_floor: float = 0.5
-    delivery_min_count: int = 10
-    sim_storage_full_ratio: float = 0.9
-    disk_free_floor_ratio: float = 0.05
     repeat_s: float = 1800.0
     cap_per_hour: int = 10
     alive_at: str = "09:00"  # local time of the daily "alive" SMS; "" = never
@@ -374,7 +368,7 @@ def _build(cls: type[Any], section: dict[str, Any], where: str) -> Any:
         kwargs[keys[key]] = _coerce(value, hints[keys[key]], f"{where}.{key}")
     try:
         return cls(**kwargs)
-    except SmtpConfigError as exc:  # a section that validates itself (it names its key)
+    except (SmtpConfigError, ThresholdError) as exc:  # sections that validate themselves (naming their key)
         raise ConfigError(str(exc)) from None
 
 

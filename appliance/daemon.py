@@ -34,9 +34,9 @@ from appliance.metrics import Metrics
 from appliance.status import watchdog_state_path
 from appliance.web import mask_number
 from modem import Modem, ModemState
+from modem.portlock import hold_as_daemon
 from watchdog.audit import commands_after
 from watchdog.keyfile import DamagedKey
-from watchdog.port import hold_port_lock
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -309,7 +309,8 @@ class Gateway:
 
     async def _start_modems(self) -> None:
         # A single-port watchdog may be using the modem while we were down: wait until it gives it back.
-        self.port_lock = await hold_port_lock(self.config.store.path)
+        path = self.config.store.path
+        self.port_lock = None if path == ":memory:" else await hold_as_daemon(Path(path).parent)
         sim_cfgs = [m for m in self.config.modems if m.port == "sim"]
         if sim_cfgs:
             from modem.simulator import Simulator  # noqa: PLC0415  (only the demo needs it)

@@ -248,8 +248,6 @@ class AtEngine:
         self._needs_sync = False
         self._strays = False  # probe answers may still come: swallow bare final results
         self._stray_seen = asyncio.Event()
-        self.unhandled_urcs = 0
-        self.bad_lines = 0
         self.probes_sent = 0
 
     # ----------------------------------------------------------------- public
@@ -266,7 +264,6 @@ class AtEngine:
                 try:
                     self._on_line(event.text)
                 except Exception:  # a handler bug or a garbage line must not kill the engine
-                    self.bad_lines += 1
                     _LOGGER.exception("dropping modem line %r", event.text)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -531,7 +528,6 @@ class AtEngine:
                     handler(urc)
                     handled = True
         if not handled:
-            self.unhandled_urcs += 1
             _LOGGER.debug("ignored unsolicited %r", urc.line)
 
 

@@ -2,6 +2,7 @@
 
 ```
 ModemError ─┬─ TransportError            the port is gone or cannot be opened
+            │   └─ PortBusy              another process holds it open (EBUSY/EAGAIN)
             ├─ AtTimeout (TimeoutError)  no final result code in time
             │   └─ SubmitLost            the modem froze mid-submit and answers again without it
             ├─ UnexpectedResponse        a reply we cannot make sense of
@@ -18,6 +19,10 @@ atgen.c, smstools3's modeminit.c, python-gsmmodem, ModemManager).
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modem.portlock import Holder
 
 
 class Retry(enum.StrEnum):
@@ -181,6 +186,18 @@ class TransportError(ModemError):
     """
 
     maybe_sent = False
+
+
+class PortBusy(TransportError):
+    """The port is there but another process holds it open exclusively: not a cable or udev fault.
+
+    `holder` is that process, when it can be named (`modem.portlock.holder_of`): the
+    gateway, its watchdog, or another program such as ModemManager.
+    """
+
+    def __init__(self, message: str, holder: Holder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class AtTimeout(ModemError, TimeoutError):

@@ -11,8 +11,8 @@ import contextlib
 import re
 from dataclasses import dataclass
 
-from modem.errors import AtError, AtTimeout, ModemError, TransportError
-from modem.sms import Modem
+from modem.errors import AtError, AtTimeout, ModemError, PortBusy, TransportError
+from modem.modem import Modem
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ async def probe(url: str, *, baudrate: int = 115200, timeout_s: float = 5.0) -> 
     modem = Modem(url, baudrate=baudrate, command_timeout_s=timeout_s)
     try:
         await modem.connect()
+    except PortBusy as exc:
+        found.append(Finding("port", str(exc), False, _held_hint(url, exc)))
+        return found
     except TransportError as exc:
         found.append(
             Finding(
@@ -184,6 +187,18 @@ async def _probe_open(modem: Modem, found: list[Finding]) -> None:
         )
     except (AtError, ValueError, IndexError) as exc:
         found.append(Finding("storage", f"unreadable: {exc}", False, "AT+CPMS? failed"))
+
+
+def _held_hint(url: str, exc: PortBusy) -> str:
+    """What to do about a port another process holds: the cable and udev are fine."""
+    holder = exc.holder
+    if holder is None:
+        return f"`fuser -v {url}` names the program (often ModemManager: `systemctl stop ModemManager`)"
+    if holder.role == "gateway":
+        return "stop it with `systemctl stop smsgw` or probe the aux port"
+    if holder.role == "watchdog":
+        return "it took the port over while the gateway is down: `systemctl stop smsgw-watchdog` or probe the aux port"
+    return f"stop that program (`kill {holder.pid}`; ModemManager: `systemctl stop ModemManager`) or probe another port"
 
 
 def _expand(spec: str) -> set[int]:

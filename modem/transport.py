@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,8 @@ from collections.abc import Awaitable, Callable
 import serial
 import serial_asyncio_fast
 
-from modem.errors import ModemError, TransportError
+from modem.errors import ModemError, PortBusy, TransportError
+from modem.portlock import holder_of
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -28,6 +30,10 @@ REOPEN_DELAY_MAX_S = 5.0
 # The port opens but the modem will not initialise: retry at 0.5 s doubling to 30 s, with jitter.
 INIT_RETRY_MIN_S = 0.5
 INIT_RETRY_MAX_S = 30.0
+
+
+# Open refused because another process holds the port: TIOCEXCL (EBUSY) or our flock (EAGAIN).
+_HELD = frozenset({errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK})
 
 
 def _jittered(delay_s: float) -> float:
@@ -77,6 +83,10 @@ class Port:
                 exclusive=True,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _HELD:
+                holder = holder_of(self.url)
+                by = holder.describe() if holder is not None else "another process"
+                raise PortBusy(f"{self.url} is held by {by}", holder) from exc
             raise TransportError(f"cannot open {self.url}: {exc}") from exc
         self._transport = transport
         self._link = link
@@ -129,7 +139,8 @@ class Port:
                 await self.open()
             except TransportError as exc:
                 if not absent:
-                    _LOGGER.warning("%s; waiting for it to appear", exc)
+                    wait_for = "be released" if isinstance(exc, PortBusy) else "appear"
+                    _LOGGER.warning("%s; waiting for it to %s", exc, wait_for)
                     absent = True
                 await asyncio.sleep(_jittered(absent_delay))
                 absent_delay = min(absent_delay * 2, REOPEN_DELAY_MAX_S)

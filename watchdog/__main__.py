@@ -15,16 +15,17 @@ import sdnotify
 
 from modem import StoredSms
 from modem.pdu import Deliver
+from modem.portlock import daemon_present
 from watchdog.alert import Alert, Policy, StateFile
+from watchdog.alert_modem import AlertModem
 from watchdog.audit import CommandFact, CommandLog
 from watchdog.canary import Canary
-from watchdog.checks import Thresholds, evaluate
+from watchdog.checks import evaluate
 from watchdog.commands import MIN_PIN_DIGITS, e164, mask, valid_pin, verb_of
 from watchdog.escalation import Chain, ChainLog
 from watchdog.facts import FactsReader
 from watchdog.mail import is_mailto
 from watchdog.mailout import MailOutbox
-from watchdog.port import Port, daemon_present
 from watchdog.replies import GUESSES_PER_HOUR, LedgerInbox, Reply, decide, is_oncall, oncall_set
 from watchdog.settings import Settings
 
@@ -48,7 +49,7 @@ class Watchdog:
     settings: Settings
     state: StateFile = field(init=False)
     policy: Policy = field(init=False)
-    port: Port = field(init=False)
+    port: AlertModem = field(init=False)
     reader: FactsReader = field(init=False)
     inbox: LedgerInbox = field(init=False)
     commands: CommandLog = field(init=False)
@@ -75,9 +76,9 @@ class Watchdog:
         self.oncall = oncall_set(s.oncall, s.default_region)
         # A PIN too short to resist guessing turns commands off rather than inviting them.
         self.pin = s.pin if valid_pin(s.pin) else ""
-        self.port = Port(
+        self.port = AlertModem(
             s.port or s.primary_port,
-            ledger_path=s.ledger_path,
+            lock_dir=s.ledger_dir,
             takeover=s.takeover,
             baudrate=s.baudrate,
             sim_pin=s.sim_pin,
@@ -87,17 +88,6 @@ class Watchdog:
         self.reader = FactsReader(s, now)
         self.inbox = LedgerInbox(s.ledger_path, self.pin, now)
         self.canary = Canary(s.canary_every_s if s.canary_number else 0.0, s.canary_timeout_s)
-        self.thresholds = Thresholds(
-            heartbeat_stale_s=s.heartbeat_stale_s,
-            healthz_fail_s=s.healthz_fail_s,
-            unit_down_s=s.unit_down_s,
-            queue_stall_s=s.queue_stall_s,
-            modem_down_s=s.modem_down_s,
-            delivery_floor=s.delivery_floor,
-            delivery_min_count=s.delivery_min_count,
-            sim_storage_full_ratio=s.sim_storage_full_ratio,
-            disk_free_floor_ratio=s.disk_free_floor_ratio,
-        )
 
     def __repr__(self) -> str:
         return f"Watchdog({self.settings.box_name!r}, {self.port!r})"
@@ -136,7 +126,7 @@ class Watchdog:
         """One round: facts, checks, policy, port, replies, sends."""
         s = self.settings
         facts = await self.reader.read(now, None if self.port.takeover else self.port.modem)
-        findings = evaluate(facts, self.thresholds)
+        findings = evaluate(facts, s)
         alerts, suppressed = self.policy.step(findings, now)
         for alert in suppressed:
             _LOGGER.warning("cap of %d alerts/hour reached; not sent: %s", s.cap_per_hour, alert.text)
@@ -223,7 +213,7 @@ class Watchdog:
                     )
                     found.append((reply, sms))
         for reply, stored in found:
-            if self.canary.received(reply.text, now):
+            if self.canary.received(reply.text):
                 self.reader.canary_missed_since = None
             elif verb_of(reply.text) is not None and not self.commands.seen(reply.key):
                 self.commands.mark_seen(reply.key, now)
@@ -276,7 +266,7 @@ class Watchdog:
     def daemon_line(self) -> str:
         ledger = self.reader.last_ledger
         hb = "no heartbeat" if ledger is None or ledger.heartbeat_at is None else ledger.heartbeat_detail
-        present = daemon_present(self.settings.ledger_path)
+        present = daemon_present(self.settings.ledger_dir)
         return f"daemon {'running' if present else 'not running'} ({hb})"
 
     async def restart(self) -> str:

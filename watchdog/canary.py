@@ -16,7 +16,6 @@ class Canary:
     timeout_s: float
     token: str | None = None
     sent_at: float | None = None
-    last_ok_at: float | None = None
     missed_since: float | None = None
 
     @property
@@ -38,12 +37,11 @@ class Canary:
         """Whether `text` is the canary in flight (without consuming it)."""
         return self.token is not None and f"canary {self.token}" in text
 
-    def received(self, text: str, now: float) -> bool:
+    def received(self, text: str) -> bool:
         """Whether `text` is the canary in flight (then it is consumed)."""
         if not self.matches(text):
             return False
         self.token = None
-        self.last_ok_at = now
         self.missed_since = None
         return True
 

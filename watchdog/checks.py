@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from watchdog.thresholds import Thresholds
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -42,19 +44,6 @@ class Facts:
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
     canary_missed_since: float | None = None
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    heartbeat_stale_s: float = 20.0
-    healthz_fail_s: float = 8.0
-    unit_down_s: float = 10.0
-    queue_stall_s: float = 900.0
-    modem_down_s: float = 300.0
-    delivery_floor: float = 0.5
-    delivery_min_count: int = 10
-    sim_storage_full_ratio: float = 0.9
-    disk_free_floor_ratio: float = 0.05
 
 
 def heartbeat_stale(facts: Facts, stale_s: float) -> Finding | None:

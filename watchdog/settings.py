@@ -6,11 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.mail import SmtpSettings
+from watchdog.thresholds import Thresholds
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the watchdog needs; `smsgw watchdog` builds it from `[watchdog]` and friends."""
+class Settings(Thresholds):
+    """Everything the watchdog needs; `smsgw watchdog` builds it from `[watchdog]` and friends.
+
+    Its alert thresholds are the `Thresholds` fields, the very type `[watchdog]` extends."""
 
     ledger_path: str = "/var/lib/smsgw/ledger.sqlite3"
     box_name: str = "smsgw"
@@ -27,16 +30,7 @@ class Settings:
     restart_command: tuple[str, ...] = ("systemctl", "restart", "smsgw.service")
     state_path: str = ""  # default: watchdog.sqlite3 next to the ledger
     cycle_s: float = 5.0
-    heartbeat_stale_s: float = 20.0
     healthz_timeout_s: float = 4.0
-    healthz_fail_s: float = 8.0
-    unit_down_s: float = 10.0
-    queue_stall_s: float = 900.0
-    modem_down_s: float = 300.0
-    delivery_floor: float = 0.5
-    delivery_min_count: int = 10
-    sim_storage_full_ratio: float = 0.9
-    disk_free_floor_ratio: float = 0.05
     repeat_s: float = 1800.0
     cap_per_hour: int = 10
     alive_at: str = "09:00"  # local time of the daily "alive" SMS; "" = never

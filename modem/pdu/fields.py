@@ -97,14 +97,6 @@ def _to_bcd(value: int) -> int:
     return swap_nibbles(((value // 10) << 4) | (value % 10))
 
 
-def decode_timestamp(raw: bytes) -> datetime.datetime:
-    """Seven semi-octet octets -> aware datetime (9.2.3.11: YY MM DD hh mm ss TZ); strict."""
-    if len(raw) != 7:
-        raise PduError(f"timestamp needs 7 octets, got {len(raw)}")
-    when = _local_time(raw)
-    return when.replace(tzinfo=_time_zone(raw[6]))
-
-
 def _local_time(raw: bytes) -> datetime.datetime:
     """The SC's local date and time from the first six octets, without its zone."""
     year, month, day, hour, minute, second = (_bcd(octet, "timestamp") for octet in raw[:6])

@@ -116,7 +116,6 @@ class ModelProfile:
     aux_port: bool = True
     iccid_commands: tuple[str, ...] = ("+CCID", "+QCCID", "+ICCID")
     unsupported: frozenset[str] = frozenset()
-    cms_for_unknown_in_sms: bool = False
     variants: CommandVariants = field(default_factory=CommandVariants)  # +CMGR/+CMGL/+CMGS wording
     ussd_packed: bool = False  # Huawei ^USSDMODE=1 (its default): GSM-7 USSD answers as packed-septet hex
 

@@ -229,10 +229,6 @@ class Network:
             self.policies[self.normalise(number)] = policy
         return policy
 
-    def clear_policies(self) -> None:
-        self.default_policy = Policy()
-        self.policies.clear()
-
     def policy_for(self, number: str) -> Policy:
         return self.policies.get(self.normalise(number), self.default_policy)
 

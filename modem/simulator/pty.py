@@ -42,10 +42,6 @@ class PtyPort:
     def __repr__(self) -> str:
         return f"PtyPort(link={str(self.link)!r}, device={self.device!r})"
 
-    @property
-    def is_open(self) -> bool:
-        return self._master is not None
-
     def open(self) -> None:
         """Create the pty and the symlink (replacing a stale one atomically)."""
         master, slave = os.openpty()

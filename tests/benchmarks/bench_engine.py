@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from modem.modem import Modem
 from modem.simulator import Simulator
-from modem.sms import Modem
 
 MESSAGES = 200
 LATENCIES_S = (0.0, 0.05)

@@ -14,10 +14,10 @@ from typing import Literal
 import pytest
 
 from modem import CmsError, ModemState
+from modem.answers import parse_cmgl_header, parse_cmgr_header
 from modem.pdu import StatusReport
 from modem.simulator import Stored
 from modem.simulator.variants import CmgrHeader
-from modem.sms import _parse_cmgl_header, _parse_cmgr_header
 from tests.support.simulators import SimFactory
 
 from .test_modem import Collected, eventually, running
@@ -221,7 +221,7 @@ async def test_reports_with_odd_fields_are_matched_routed_and_stored(
     ],
 )
 def test_cmgr_heads_as_real_modems_print_them(payload: str, expected: tuple[int | None, int | None]) -> None:
-    assert _parse_cmgr_header(payload) == expected
+    assert parse_cmgr_header(payload) == expected
 
 
 @pytest.mark.parametrize(
@@ -238,4 +238,4 @@ def test_cmgr_heads_as_real_modems_print_them(payload: str, expected: tuple[int 
 def test_cmgl_heads_as_real_modems_print_them(
     payload: str, expected: tuple[int, int | None, int] | None
 ) -> None:
-    assert _parse_cmgl_header(payload) == expected
+    assert parse_cmgl_header(payload) == expected

@@ -6,8 +6,14 @@ import asyncio
 import sys
 from pathlib import Path
 
+import httpx
+
 from modem.simulator import Simulator
+from tests.support.config_files import toml_text
+from tests.support.gateway import gateway_config
 from tests.support.simulators import SimFactory
+from tests.support.waiting import eventually
+from tests.system.daemon import Daemon
 
 
 async def _probe(port: str) -> tuple[int, str]:
@@ -80,3 +86,78 @@ async def test_probe_keeps_stored_messages(simulator: Simulator) -> None:
     assert code == 0, out
     assert "SM 1/" in out
     assert simulator.state.storage["SM"].used == 1
+
+
+def _says_held(out: str, by: str, hint: str) -> None:
+    """The probe names who holds the port and what to do, and does not send anyone to the cable."""
+    assert "[FAIL] port" in out, out
+    assert f"is held by {by}" in out, out
+    assert hint in out, out
+    assert "cable" not in out, out
+    assert "udev" not in out, out
+
+
+# A real holder: another program opens the modem's tty and takes the exclusive lock, as
+# `smsgw serve` (pyserial exclusive=True) or a stray `minicom -o` does.
+_HOLD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_probe_of_a_port_another_program_holds_names_it_instead_of_the_cable(
+    simulator: Simulator,
+) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOLD,
+        str(simulator.primary_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    try:
+        assert await asyncio.wait_for(holder.stdout.readline(), 10) == b"held\n"
+        code, out = await _probe(str(simulator.primary_path))
+    finally:
+        holder.stdin.close()
+        await holder.wait()
+    assert code == 1
+    _says_held(out, f"pid {holder.pid} (", f"stop that program (`kill {holder.pid}`")
+    # Once the holder is gone, the same port probes fine.
+    code, out = await _probe(str(simulator.primary_path))
+    assert code == 0, out
+
+
+async def test_probe_of_the_port_the_running_gateway_holds_names_the_gateway(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    raw = gateway_config(tmp_path, str(simulator.primary_path))
+    config_path = tmp_path / "smsgw.toml"
+    config_path.write_text(toml_text(raw))
+    async with (
+        Daemon(config_path, tmp_path / "serve.log") as daemon,
+        httpx.AsyncClient(base_url=f"http://{raw['api']['listen']}", timeout=2) as http,
+    ):
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, timeout_s=30, interval_s=0.1)
+        assert daemon.proc is not None
+        code, out = await _probe(str(simulator.primary_path))
+        pid = daemon.proc.pid
+    assert code == 1
+    _says_held(
+        out,
+        f"the running gateway (pid {pid})",
+        "stop it with `systemctl stop smsgw` or probe the aux port",
+    )

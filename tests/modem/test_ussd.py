@@ -11,9 +11,9 @@ import pytest
 
 from modem.at import Response, UrcHandler
 from modem.errors import CmeError
+from modem.modem import Modem
 from modem.simulator import Simulator
 from modem.simulator.control import create_app
-from modem.sms import Modem
 from modem.ussd import (
     InvalidUssdCode,
     Ussd,
