@@ -37,17 +37,6 @@ async def sent(gw: Running, key: str, body: str, to: str = PHONE) -> str:
     return msg_id
 
 
-async def received(gw: Running, text: str) -> dict[str, Any]:
-    """The inbound object of the text `text`, once the gateway committed it (admin view)."""
-
-    async def find() -> dict[str, Any] | None:
-        r = await gw.client.get("/api/v1/inbound")
-        return next((m for m in r.json()["messages"] if m["body"] == text), None)
-
-    doc: dict[str, Any] = await eventually(find, 10)
-    return doc
-
-
 async def replies(gw: Running, msg_id: str, key: str) -> httpx.Response:
     return await gw.client.get(f"/api/v1/messages/{msg_id}/replies", headers=bearer(key))
 
@@ -71,9 +60,9 @@ async def test_a_reply_threads_to_the_latest_of_two_messages_to_that_phone(
             ]
             await sim.inject(PHONE, "on it")
             await sim.inject(STRANGER, "who is this?")
-            reply = await received(gw, "on it")
+            reply = await gw.received("on it")
             assert reply["in_reply_to"] == m2  # the latest one, not the first
-            assert (await received(gw, "who is this?"))["in_reply_to"] is None  # never texted
+            assert (await gw.received("who is this?"))["in_reply_to"] is None  # never texted
 
             r = await replies(gw, m2, alice)
             assert r.status_code == 200, r.text
@@ -119,7 +108,7 @@ async def test_a_reply_after_the_window_answers_nothing(tmp_path: Path, sim: Sim
         # The window is wall-clock time: wait until it has passed (a deadline, not a guess).
         await eventually(lambda: time.time() > at + window + 0.1, 5, interval_s=0.05)
         await sim.inject(PHONE, "YES")
-        assert (await received(gw, "YES"))["in_reply_to"] is None
+        assert (await gw.received("YES"))["in_reply_to"] is None
         assert (await replies(gw, msg_id, gw.key)).json()["messages"] == []
 
 

@@ -4,28 +4,16 @@ as text; logged-in only."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from playwright.async_api import Browser
 
 from tests.support.gateway import Running
-from tests.support.waiting import eventually
 from tests.support.web_page import SCREENSHOTS
 
 PHONE = "+4915112345678"
 OTHER = "+4917612349999"
 HOSTILE_OUT = "<script>window.pwned = 1</script> & done"
 HOSTILE_IN = '<img src=x onerror="window.pwned = 2"> ok </li></ol><b>bold</b>'
-
-
-async def inbound_of(gw: Running, text: str) -> dict[str, Any]:
-    async def find() -> dict[str, Any] | None:
-        r = await gw.client.get("/api/v1/inbound")
-        return next((m for m in r.json()["messages"] if m["body"] == text), None)
-
-    doc: dict[str, Any] = await eventually(find, 10)
-    return doc
 
 
 @pytest.mark.slow
@@ -42,7 +30,7 @@ async def test_conversation_interleaves_messages_and_replies_after_login(
     await gw.final(other)
     assert gw.sim is not None
     await gw.sim.inject(PHONE, HOSTILE_IN)
-    reply = await inbound_of(gw, HOSTILE_IN)
+    reply = await gw.received(HOSTILE_IN)
     assert reply["in_reply_to"] == ids[1]
 
     base = f"http://{gw.config.api.listen}"
