@@ -144,7 +144,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Inbound": {
         "type": "object",
-        "required": ["id", "from", "body", "complete"],
+        "required": ["id", "from", "body", "complete", "in_reply_to"],
         "properties": {
             "id": {"type": "string"},
             "from": {"type": "string"},

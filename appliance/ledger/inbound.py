@@ -144,14 +144,14 @@ class Received(Outbox):
         reply_window_s: float = REPLY_WINDOW_S,
     ) -> Inbound:
         inbound_id = new_id("in")
-        in_reply_to = await reply_target(db, sender, now, reply_window_s)
+        in_reply_to, reply_key_id = await reply_target(db, sender, now, reply_window_s)
         keyword = keyword_of(text) if complete else None
         body, command_digest = seal(sender, text) if seal is not None else (text, None)
         if not complete:
             command_digest = None  # a command is one whole SMS
         await db.execute(
-            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword, command_digest, in_reply_to) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword, command_digest, in_reply_to, reply_key_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 inbound_id,
                 sender,
@@ -165,6 +165,7 @@ class Received(Outbox):
                 keyword,
                 command_digest,
                 in_reply_to,
+                reply_key_id,
             ),
         )
         if keyword == "stop":

@@ -22,22 +22,23 @@ from appliance.ledger.timeline import WHOLE_MESSAGE
 # The latest message sent to a number in [received - window, received]; the index
 # messages_to_sent(to_number, sent_at) answers it from a few entries, newest first.
 _LATEST_SENT = (
-    "SELECT id FROM messages WHERE to_number = ? AND sent_at IS NOT NULL AND sent_at <= ? AND sent_at >= ? "
+    "SELECT id, key_id FROM messages WHERE to_number = ? AND sent_at IS NOT NULL AND sent_at <= ? AND sent_at >= ? "
     "AND status != 'undelivered' ORDER BY sent_at DESC LIMIT 1"
 )
 
-# An inbound text threaded to a message of this key (the `read` scope: its own messages' replies).
-THREADED_TO_KEY = "in_reply_to IS NOT NULL AND EXISTS (SELECT 1 FROM messages m WHERE m.id = inbound.in_reply_to AND m.key_id = ?)"
+# An inbound text threaded to a message of this key (the `read` scope: its own messages' replies);
+# the key is stored beside in_reply_to (a message never changes key), so this is an index range.
+THREADED_TO_KEY = "reply_key_id = ?"
 
 
 async def reply_target(
     db: aiosqlite.Connection, sender: str, received_at: float, window_s: float
-) -> str | None:
-    """The id of the message a text from `sender` received at `received_at` answers, or None."""
+) -> tuple[str | None, int | None]:
+    """(id, key id) of the message a text from `sender` received at `received_at` answers, or Nones."""
     if sender.endswith(MASK):
-        return None
+        return None, None
     row = await fetch_one(db, _LATEST_SENT, (sender, received_at, received_at - window_s))
-    return None if row is None else str(row["id"])
+    return (None, None) if row is None else (str(row["id"]), row["key_id"])
 
 
 class Threads(Connection):

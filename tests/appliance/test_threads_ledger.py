@@ -105,8 +105,8 @@ async def test_texts_received_before_the_upgrade_are_threaded_by_the_migration(t
         ):
             db.execute(
                 "INSERT INTO messages (id, to_number, encoding, segments, priority, status, created_at, "
-                "updated_at, not_before, expires_at, sent_at) VALUES (?, ?, 'gsm7', 1, 1, ?, ?, ?, ?, ?, ?)",
-                (f"msg_{seq}", PHONE, status, now - 1000, now, now - 1000, now + 86400, sent_at),
+                "updated_at, not_before, expires_at, sent_at, key_id) VALUES (?, ?, 'gsm7', 1, 1, ?, ?, ?, ?, ?, ?, ?)",
+                (f"msg_{seq}", PHONE, status, now - 1000, now, now - 1000, now + 86400, sent_at, seq),
             )
         for n, (sender, at) in enumerate(
             [(PHONE, now - 700), (PHONE, now - 100), ("+4917600000000", now), (PHONE, now - 900 - 8 * 86400)]
@@ -122,5 +122,7 @@ async def test_texts_received_before_the_upgrade_are_threaded_by_the_migration(t
         threads = {i.id: i.in_reply_to for i in await ledger.list_inbound()}
         # After msg_1; after msg_2 (msg_3 undelivered, msg_4 unsent); a stranger; before any message.
         assert threads == {"in_0": "msg_1", "in_1": "msg_2", "in_2": None, "in_3": None}
+        # The `read` key that sent msg_2 (key id 2) sees the text that answers it, and only that.
+        assert [i.id for i in await ledger.list_inbound(replies_to_key=2)] == ["in_1"]
     finally:
         await ledger.close()
