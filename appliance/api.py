@@ -73,6 +73,7 @@ def create_app(
         Route("/api/v1/messages", api.send, methods=["POST"]),
         Route("/api/v1/messages", api.list_messages, methods=["GET"]),
         Route("/api/v1/messages/{id}", api.get_message, methods=["GET"]),
+        Route("/api/v1/messages/{id}/replies", api.replies, methods=["GET"]),
         Route("/api/v1/messages/{id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/v1/messages/{id}/resend", api.resend, methods=["POST"]),
         Route("/api/v1/messages/{id}/abandon", api.abandon, methods=["POST"]),
@@ -293,6 +294,19 @@ class _Api:
         rows = await self.store.list_inbound(
             since=since, limit=limit + 1, before_seq=before, replies_to_key=auth.owner_filter(key)
         )
+        page = rows[:limit]
+        next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
+        return JSONResponse({"messages": [inbound_payload(r) for r in page], "next_cursor": next_cursor})
+
+    async def replies(self, request: Request) -> Response:
+        """Inbound texts threaded to one message (404 for a message the key may not see)."""
+        key = await auth.require(request, self.store, "read")
+        q = request.query_params
+        validation.check_query(q.keys(), ("limit", "cursor"))
+        limit = validation.parse_limit(q.get("limit"))
+        before = validation.decode_cursor(q.get("cursor"))
+        msg = await self._get(request.path_params["id"], key)
+        rows = await self.store.list_replies(msg.id, limit=limit + 1, before_seq=before)
         page = rows[:limit]
         next_cursor = validation.encode_cursor(page[-1].seq) if len(rows) > limit else None
         return JSONResponse({"messages": [inbound_payload(r) for r in page], "next_cursor": next_cursor})

@@ -26,6 +26,8 @@ from watchdog.thresholds import ThresholdError, Thresholds
 DEFAULT_PATH = Path("/etc/smsgw/smsgw.toml")
 # A burst larger than a minute's worth of sends at any sane rate defeats the carrier limit.
 MAX_RATE_BURST = 100
+MIN_REPLY_WINDOW_S = 1.0  # [inbound] reply_window_s
+MAX_REPLY_WINDOW_S = 366 * 86400.0
 # Less than one release step of the reserve would not let SQLite open a ledger on a full disk.
 MIN_RESERVE_BYTES = 1024 * 1024
 MAX_RESERVE_BYTES = 1024 * 1024 * 1024
@@ -119,6 +121,8 @@ class DispatcherConfig:
 @dataclass(frozen=True)
 class InboundConfig:
     reassembly_timeout_s: float = 3600.0
+    # A text answers the latest message sent to its sender at most this long before it (in_reply_to).
+    reply_window_s: float = 604800.0
     stop_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
     start_keywords: tuple[str, ...] = ("START", "UNSTOP", "YES")
 
@@ -460,6 +464,11 @@ def _check(config: Config) -> None:
                 f"watchdog.oncall[{i}]: {number!r} is not an E.164 number such as +4915112345678"
             )
     _check_escalation(config)
+    if not MIN_REPLY_WINDOW_S <= config.inbound.reply_window_s <= MAX_REPLY_WINDOW_S:
+        raise ConfigError(
+            f"inbound.reply_window_s: must be {MIN_REPLY_WINDOW_S:g} to {MAX_REPLY_WINDOW_S:g} seconds (a year), "
+            f"got {config.inbound.reply_window_s:g}"
+        )
     if not 1 <= config.alertmanager.max_segments <= 10:
         raise ConfigError("alertmanager.max_segments: must be 1 to 10")
     if config.alertmanager.dedupe_window_s < 0:

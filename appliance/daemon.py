@@ -400,6 +400,7 @@ class Gateway:
                         join=join,
                         keyword_of=lambda t: keyword(t, cfg.inbound),
                         seal=self.sealer,
+                        reply_window_s=cfg.inbound.reply_window_s,
                     )
                     await self.store.purge_bodies(
                         cfg.store.body_retention_days, cfg.store.idempotency_retention_hours

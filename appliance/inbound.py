@@ -110,6 +110,7 @@ class Receiver:
                 join=join,
                 keyword_of=lambda text: keyword(text, self.cfg),
                 seal=self.sealer,
+                reply_window_s=self.cfg.reply_window_s,
             )
         if inbound is not None:
             self.metrics.inbound_total.inc()

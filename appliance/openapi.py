@@ -144,7 +144,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Inbound": {
         "type": "object",
-        "required": ["id", "from", "body", "complete"],
+        "required": ["id", "from", "body", "complete", "in_reply_to"],
         "properties": {
             "id": {"type": "string"},
             "from": {"type": "string"},
@@ -156,6 +156,11 @@ SCHEMAS: dict[str, Any] = {
             "keyword": {"type": ["string", "null"]},
             "sent_at": _TS,
             "received_at": _TS,
+            "in_reply_to": {
+                "type": ["string", "null"],
+                "description": "the id of the message this text answers: the latest one sent to its "
+                "sender within [inbound] reply_window_s; null when none",
+            },
         },
     },
     "InboundList": {
@@ -320,6 +325,13 @@ PATHS: dict[str, Any] = {
             "A message with its events and parts",
             {"200": _json(_ref("Message"), "The message")},
             parameters=_ID,
+        )
+    },
+    "/api/v1/messages/{id}/replies": {
+        "get": _op(
+            "Received messages whose in_reply_to is this message, newest first",
+            {"200": _json(_ref("InboundList"), "A page of replies")},
+            parameters=[*_ID, *_PAGE],
         )
     },
     "/api/v1/messages/{id}/cancel": {"post": _action("Cancel a queued or scheduled message")},

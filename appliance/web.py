@@ -69,8 +69,10 @@ TARPIT_REFUSED_MAX_S = 5.0  # a refusal (429) is held until its Retry-After, at 
 TARPIT_MAX = 256
 BUSY_RETRY_S = 2.0  # Retry-After when every hashing thread is busy (a check takes ~0.4 s, more under load)
 RECENT_EVENTS = 5000  # diagnostics scan at most this many newest events for errors
+CONVERSATION_ROWS = 100  # newest messages and texts each shown on /conversation
 QUARANTINE_SHOWN = 20  # newest quarantined PDUs on /modem; GET /api/v1/quarantine has them all
 _ERROR_KINDS = ("retry", "failed", "outcome_unknown", "released")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _CODE = re.compile(r"\b(cms|cme)_(\d+)\b", re.IGNORECASE)
 _NOTICES = {
     "login": "Logged in as admin.",
@@ -88,6 +90,7 @@ def routes(*, store: Store, config: Config, gateway: GatewayView, intake: Intake
         Route("/messages", web.messages, methods=["GET"]),
         Route("/modem", web.modem, methods=["GET"]),
         Route("/audit", web.audit, methods=["GET"]),
+        Route("/conversation", web.conversation, methods=["GET"]),
         Route("/login", web.login_form, methods=["GET"]),
         Route("/login", web.login, methods=["POST"]),
         Route("/logout", web.logout, methods=["POST"]),
@@ -102,7 +105,7 @@ def routes(*, store: Store, config: Config, gateway: GatewayView, intake: Intake
 
 # The page's paths: a full disk met there is answered with a page, not the API's JSON.
 PAGE_PATHS = frozenset(
-    {"/", "/messages", "/modem", "/audit", "/login", "/logout"}
+    {"/", "/messages", "/modem", "/audit", "/conversation", "/login", "/logout"}
     | {"/actions/test-sms", "/actions/reset-modem", "/actions/ack-incident"}
 )
 
@@ -125,6 +128,11 @@ def mask_number(number: str) -> str:
     if len(prefix) + 4 >= len(nsn):
         prefix = prefix[: max(0, len(nsn) - 6)]
     return f"+{parsed.country_code}{prefix}•••{nsn[-4:]}"
+
+
+def threadable(number: str) -> bool:
+    """Whether a number has a conversation page: E.164, not masked by retention nor alphanumeric."""
+    return _E164.fullmatch(number) is not None
 
 
 def web_actor(admin: str, request: Request) -> Actor:
@@ -174,6 +182,7 @@ class Web:
         self.env.filters["duration"] = _duration
         self.env.filters["when"] = _when
         self.env.filters["bytes"] = _bytes
+        self.env.tests["threadable"] = threadable
         self.env.globals["meaning"] = error_meaning
 
     # ------------------------------------------------------------------ pages
@@ -433,6 +442,24 @@ class Web:
         more = validation.encode_cursor(page[-1].seq) if len(rows) > PAGE_ROWS else None
         return self._render(request, session, "audit.html", {"events": page, "more": more})
 
+    async def conversation(self, request: Request) -> Response:
+        """One number's thread: messages to it and texts from it, oldest first, each reply marked
+        with the message it answers (logged-in only: it shows whole numbers and texts)."""
+        session = await self._session(request)
+        if not session.is_admin:
+            return self._redirect(request, "/login", session)
+        raw = (request.query_params.get("number") or "").strip()
+        try:
+            number = validation.parse_number(raw, self.config.gateway.default_region, field="number")
+        except ApiError as exc:
+            return self._problem(request, session, 422, "Not a phone number", exc.message)
+        outbound, inbound = await self.store.conversation(number, limit=CONVERSATION_ROWS)
+        entries = [ConversationEntry(m.sent_at or m.created_at, m, None) for m in outbound]
+        entries += [ConversationEntry(i.received_at, None, i) for i in inbound]
+        entries.sort(key=lambda e: e.at)
+        context = {"number": number, "entries": entries, "shown": {m.id for m in outbound}}
+        return self._render(request, session, "conversation.html", context)
+
     # ---------------------------------------------------------------- helpers
     async def _status(self) -> dict[str, Any]:
         return await build_status(self.store, self.gateway, self.config, min_free_bytes=self.min_free_bytes)
@@ -573,6 +600,15 @@ _TOO_MANY = (
     "<h1>Too many login attempts</h1><p>Login is paused after repeated failures: try again in "
     '{seconds} s.</p><p><a href="/login">Back to the login</a></p></html>'
 )
+
+
+@dataclass(frozen=True)
+class ConversationEntry:
+    """One line of a conversation: a message (at its sending, or acceptance while unsent) or a text."""
+
+    at: float
+    outbound: Message | None
+    inbound: Inbound | None
 
 
 @dataclass(frozen=True)

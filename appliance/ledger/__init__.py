@@ -8,7 +8,8 @@ the ledger is the record, the modem only a transport.
 Modules: `connection` (connections, transactions, the disk reserve), `migrations` (the schema),
 `models` (records and row mappers), `payloads` (their JSON), `errors`, `dialect` (SQLite helpers),
 then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
-`timeline` (state changes with events), `inbound` (received texts, opt-outs), `keys` (keys, audit,
+`timeline` (state changes with events), `inbound` (received texts, opt-outs), `threads` (which
+message a text answers, replies, conversations), `keys` (keys, audit,
 web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine),
 `retention` (purge, compaction); `store` composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).

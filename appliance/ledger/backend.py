@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 from appliance.ledger.models import (
+    REPLY_WINDOW_S,
     Actor,
     ApiKey,
     AuditEvent,
@@ -195,12 +196,21 @@ class LedgerBackend(Protocol):
         keyword_of: Any,
         seal: Any = None,
         ref_bits: int = 8,
+        reply_window_s: float = REPLY_WINDOW_S,
     ) -> Inbound | None:
-        """Commit one received part; returns the whole message once every part is here."""
+        """Commit one received part; returns the whole message once every part is here, with
+        `in_reply_to` the latest message sent to its sender within `reply_window_s` (threads.py)."""
         ...
 
     async def flush_stale_inbound(
-        self, timeout_s: float, *, join: Any, keyword_of: Any, seal: Any = None, now: float | None = None
+        self,
+        timeout_s: float,
+        *,
+        join: Any,
+        keyword_of: Any,
+        seal: Any = None,
+        now: float | None = None,
+        reply_window_s: float = REPLY_WINDOW_S,
     ) -> list[Inbound]:
         """Multipart messages missing parts after timeout_s: keep what arrived, marked incomplete."""
         ...
@@ -214,10 +224,21 @@ class LedgerBackend(Protocol):
         replies_to_key: int | None = None,
         from_suffix: str | None = None,
     ) -> list[Inbound]:
-        """Newest first. `replies_to_key`: only texts from a number whose latest outbound message"""
+        """Newest first. `replies_to_key`: only texts threaded to a message sent with that key."""
         ...
 
     async def is_opted_out(self, number: str) -> bool: ...
+
+    # --- threads
+    async def list_replies(
+        self, message_id: str, *, limit: int = 50, before_seq: int | None = None
+    ) -> list[Inbound]:
+        """Inbound texts whose `in_reply_to` is this message, newest first."""
+        ...
+
+    async def conversation(self, number: str, *, limit: int = 100) -> tuple[list[Message], list[Inbound]]:
+        """The newest `limit` messages to and texts from one number (each newest first)."""
+        ...
 
     # --- outbox
     async def due_webhook_targets(self, now: float, *, busy: Iterable[str] = (), limit: int = 8) -> list[str]:

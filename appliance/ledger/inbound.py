@@ -1,4 +1,4 @@
-"""Received SMS: parts reassembled, whole texts stored, STOP/START opt-outs, threaded listing."""
+"""Received SMS: parts reassembled, whole texts stored (threaded to the message they answer), STOP/START opt-outs."""
 
 from __future__ import annotations
 
@@ -9,23 +9,13 @@ import aiosqlite
 
 from appliance.ledger.connection import vital
 from appliance.ledger.dialect import fetch_all, fetch_one, page_query
-from appliance.ledger.models import MASK, REPLY_WINDOW_S, Inbound, inbound_row, new_id
+from appliance.ledger.models import REPLY_WINDOW_S, Inbound, inbound_row, new_id
 from appliance.ledger.outbox import Outbox
 from appliance.ledger.payloads import inbound_payload
+from appliance.ledger.threads import THREADED_TO_KEY, reply_target
 
 # The parts of one concatenated message (a fixed clause; only values are bound).
 _PARTS_KEY = "sender = ? AND ref_bits = ? AND ref = ? AND total = ?"
-
-
-# The key of the latest outbound message to an inbound text's sender, sent before it arrived.
-# A number masked by retention ("+49•••") is shared by every sender of its country: such a text
-# threads to no key (else a `read` key would see other tenants' replies through the mask).
-_THREADED_TO_KEY = (
-    "inbound.from_number NOT LIKE ? AND "
-    "(SELECT m.key_id FROM messages m WHERE m.to_number = inbound.from_number "
-    "AND m.created_at <= inbound.received_at AND m.created_at >= inbound.received_at - ? "
-    "ORDER BY m.seq DESC LIMIT 1) = ?"
-)
 
 
 class Received(Outbox):
@@ -46,6 +36,7 @@ class Received(Outbox):
         keyword_of: Any,
         seal: Any = None,
         ref_bits: int = 8,
+        reply_window_s: float = REPLY_WINDOW_S,
     ) -> Inbound | None:
         """Commit one received part; returns the whole message once every part is here.
 
@@ -53,14 +44,15 @@ class Received(Outbox):
         and .8 are different IEs, so 8-bit 42 and 16-bit 42 are two messages), reference and
         total. `join(encoding, [user_data...]) -> str` decodes the joined parts (UCS-2 surrogate
         pairs may be split across parts); `keyword_of(text) -> str|None` spots STOP/START;
-        `seal(sender, text) -> (body, command_digest)` redacts an on-call command before it is stored.
+        `seal(sender, text) -> (body, command_digest)` redacts an on-call command before it is stored;
+        the whole text is threaded to the message it answers within `reply_window_s` (threads.py).
         """
         now = time.time()
         async with self._tx(critical=True) as db:
             if ref is None or total <= 1:
                 text = join(encoding, [user_data])
                 return await self._commit_inbound(
-                    db, sender, encoding, text, 1, 1, True, sent_at, now, keyword_of, seal
+                    db, sender, encoding, text, 1, 1, True, sent_at, now, keyword_of, seal, reply_window_s
                 )
             key = (sender, ref_bits, ref, total)
             await db.execute(
@@ -76,11 +68,29 @@ class Received(Outbox):
             await db.execute(f"DELETE FROM inbound_parts WHERE {_PARTS_KEY}", key)  # noqa: S608
             first_sent = min((r["sent_at"] for r in rows if r["sent_at"] is not None), default=None)
             return await self._commit_inbound(
-                db, sender, rows[0]["encoding"], text, total, total, True, first_sent, now, keyword_of, seal
+                db,
+                sender,
+                rows[0]["encoding"],
+                text,
+                total,
+                total,
+                True,
+                first_sent,
+                now,
+                keyword_of,
+                seal,
+                reply_window_s,
             )
 
     async def flush_stale_inbound(
-        self, timeout_s: float, *, join: Any, keyword_of: Any, seal: Any = None, now: float | None = None
+        self,
+        timeout_s: float,
+        *,
+        join: Any,
+        keyword_of: Any,
+        seal: Any = None,
+        now: float | None = None,
+        reply_window_s: float = REPLY_WINDOW_S,
     ) -> list[Inbound]:
         """Multipart messages missing parts after timeout_s: keep what arrived, marked incomplete."""
         now = time.time() if now is None else now
@@ -113,6 +123,7 @@ class Received(Outbox):
                         now,
                         keyword_of,
                         seal,
+                        reply_window_s,
                     )
                 )
         return out
@@ -130,15 +141,17 @@ class Received(Outbox):
         now: float,
         keyword_of: Any,
         seal: Any = None,
+        reply_window_s: float = REPLY_WINDOW_S,
     ) -> Inbound:
         inbound_id = new_id("in")
+        in_reply_to, reply_key_id = await reply_target(db, sender, now, reply_window_s)
         keyword = keyword_of(text) if complete else None
         body, command_digest = seal(sender, text) if seal is not None else (text, None)
         if not complete:
             command_digest = None  # a command is one whole SMS
         await db.execute(
-            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword, command_digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword, command_digest, in_reply_to, reply_key_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 inbound_id,
                 sender,
@@ -151,6 +164,8 @@ class Received(Outbox):
                 now,
                 keyword,
                 command_digest,
+                in_reply_to,
+                reply_key_id,
             ),
         )
         if keyword == "stop":
@@ -175,19 +190,15 @@ class Received(Outbox):
         replies_to_key: int | None = None,
         from_suffix: str | None = None,
     ) -> list[Inbound]:
-        """Newest first. `replies_to_key`: only texts from a number whose latest outbound message
-        before the text (within REPLY_WINDOW_S) was sent with that key: a reply is threaded
-        to the last message its sender received."""
+        """Newest first. `replies_to_key`: only texts threaded to a message sent with that key
+        (`in_reply_to`, threads.py): a `read` key sees the replies to its own messages."""
         sql, args = page_query(
             "inbound",
             [
                 ("received_at >= ?", since),
                 ("from_number LIKE ?", None if from_suffix is None else f"%{from_suffix}"),
                 ("seq < ?", before_seq),
-                (
-                    _THREADED_TO_KEY,
-                    None if replies_to_key is None else (f"%{MASK}", REPLY_WINDOW_S, replies_to_key),
-                ),
+                (THREADED_TO_KEY, replies_to_key),
             ],
             limit,
         )

@@ -308,6 +308,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE webhook_outbox ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
     UPDATE webhook_outbox SET format = 'twilio', url = substr(url, 8) WHERE substr(url, 1, 7) = 'twilio:';
     """,
+    # 11 (issue 13 item 4, task threading): an inbound text records the message it answers: the
+    # latest one sent to its sender (and not reported undelivered) within the reply window, found
+    # by messages_to_sent when the text is committed (threads.py), with that message's key beside it
+    # (a `read` key lists the texts threaded to it by index). Texts already received are threaded
+    # here with the default window (7 days); a masked number threads to nothing.
+    """
+    ALTER TABLE inbound ADD COLUMN in_reply_to TEXT;
+    ALTER TABLE inbound ADD COLUMN reply_key_id INTEGER;
+    CREATE INDEX messages_to_sent ON messages(to_number, sent_at) WHERE sent_at IS NOT NULL;
+    CREATE INDEX inbound_in_reply_to ON inbound(in_reply_to, seq) WHERE in_reply_to IS NOT NULL;
+    CREATE INDEX inbound_from ON inbound(from_number, seq);
+    CREATE INDEX inbound_reply_key ON inbound(reply_key_id, seq) WHERE reply_key_id IS NOT NULL;
+    UPDATE inbound SET in_reply_to = (SELECT m.id FROM messages m WHERE m.to_number = inbound.from_number
+        AND m.sent_at IS NOT NULL AND m.sent_at <= inbound.received_at AND m.sent_at >= inbound.received_at - 604800
+        AND m.status != 'undelivered' ORDER BY m.sent_at DESC LIMIT 1)
+        WHERE from_number NOT LIKE '%•••';
+    UPDATE inbound SET reply_key_id = (SELECT m.key_id FROM messages m WHERE m.id = inbound.in_reply_to)
+        WHERE in_reply_to IS NOT NULL;
+    """,
 ]
 
 

@@ -17,7 +17,8 @@ from appliance.states import PartState, Priority, State
 MASK = "•••"  # a purged number keeps its first 3 characters ("+49•••"): counts by country stay possible
 
 
-# A reply is threaded to the last message its sender got within this window ([inbound] reply_window_s).
+# A reply is threaded to the last message its sender got within this window (the default of
+# [inbound] reply_window_s; threads.py).
 REPLY_WINDOW_S = 7 * 86400
 
 
@@ -141,6 +142,7 @@ class Inbound:
     sent_at: float | None
     received_at: float
     keyword: str | None
+    in_reply_to: str | None = None  # the id of the sent message this text answers (threads.py)
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,7 @@ def inbound_row(r: sqlite3.Row) -> Inbound:
         sent_at=r["sent_at"],
         received_at=r["received_at"],
         keyword=r["keyword"],
+        in_reply_to=r["in_reply_to"],
     )
 
 

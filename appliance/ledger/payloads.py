@@ -62,4 +62,5 @@ def inbound_payload(inbound: Inbound) -> dict[str, Any]:
         "keyword": inbound.keyword,
         "sent_at": rfc3339(inbound.sent_at),
         "received_at": rfc3339(inbound.received_at),
+        "in_reply_to": inbound.in_reply_to,
     }

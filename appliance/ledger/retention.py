@@ -63,10 +63,18 @@ class Purge(Connection):
                 "(SELECT seq FROM messages WHERE final_at < ? AND to_number NOT LIKE ? LIMIT ?)",
                 (MASK, cutoff, f"%{MASK}"),
             )
+            # A masked text answers no message any more, nor does a text answering a masked message:
+            # the link would tell the masked number (threads.py).
             done["numbers"] += await self._batches(
-                "UPDATE inbound SET from_number = substr(from_number, 1, 3) || ? WHERE seq IN "
+                "UPDATE inbound SET from_number = substr(from_number, 1, 3) || ?, in_reply_to = NULL, reply_key_id = NULL "
+                "WHERE seq IN "
                 "(SELECT seq FROM inbound WHERE received_at < ? AND from_number NOT LIKE ? LIMIT ?)",
                 (MASK, cutoff, f"%{MASK}"),
+            )
+            await self._batches(
+                "UPDATE inbound SET in_reply_to = NULL, reply_key_id = NULL WHERE seq IN (SELECT i.seq FROM inbound i "
+                "JOIN messages m ON m.id = i.in_reply_to WHERE i.in_reply_to IS NOT NULL AND m.to_number LIKE ? LIMIT ?)",
+                (f"%{MASK}",),
             )
             done["numbers"] += await self._batches(
                 "DELETE FROM unmatched_reports WHERE id IN "
@@ -130,6 +138,8 @@ class Purge(Connection):
                         ("idempotency", "message_id"),
                     ):
                         await db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)  # noqa: S608  (fixed names)
+                    unlink = f"UPDATE inbound SET in_reply_to = NULL, reply_key_id = NULL WHERE in_reply_to IN ({marks})"  # noqa: S608
+                    await db.execute(unlink, ids)
                     await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)  # noqa: S608
             total += len(ids)
             if len(ids) < PURGE_BATCH:

@@ -62,6 +62,15 @@ async def listed(client: httpx.AsyncClient, key: str, path: str = "/api/v1/messa
     return [m["id"] if path.endswith("messages") else m["body"] for m in r.json()["messages"]]
 
 
+async def handed_over(store: Store, msg: dict[str, Any], mr: int) -> None:
+    """The dispatcher's steps for a one-part message: claimed, then accepted by the network (`sent`)."""
+    claimed = await store.claim_next("gsm0")
+    assert claimed is not None
+    assert claimed.id == msg["id"]
+    await store.part_sending(claimed.id, 1)
+    await store.part_submitted(claimed.id, 1, mr, "gsm0")
+
+
 async def receive(store: Store, sender: str, text: str) -> None:
     def keyword(t: str) -> str | None:
         return keyword_of(t, TEST_CONFIG.inbound.stop_keywords, TEST_CONFIG.inbound.start_keywords)
@@ -119,8 +128,8 @@ async def test_a_read_key_sees_only_its_own_messages_and_read_all_sees_every_one
 async def test_inbound_is_threaded_to_the_key_that_texted_the_sender_last(
     client: httpx.AsyncClient, tenants: Tenants, store: Store
 ) -> None:
-    await send(client, tenants.alice, A_PHONE, "ok to deploy?")
-    await send(client, tenants.bob, B_PHONE, "lunch?")
+    await handed_over(store, await send(client, tenants.alice, A_PHONE, "ok to deploy?"), 1)
+    await handed_over(store, await send(client, tenants.bob, B_PHONE, "lunch?"), 2)
     await receive(store, A_PHONE, "go ahead")
     await receive(store, B_PHONE, "at noon")
     await receive(store, STRANGER, "who is this")
@@ -129,9 +138,11 @@ async def test_inbound_is_threaded_to_the_key_that_texted_the_sender_last(
     assert await listed(client, tenants.bob, inbound) == ["at noon"]
     assert await listed(client, tenants.watcher, inbound) == ["who is this", "at noon", "go ahead"]
     # Bob texts Alice's contact: that number's next reply threads to Bob, the earlier one stays Alice's.
-    await send(client, tenants.bob, A_PHONE, "also, lunch?")
+    later = await send(client, tenants.bob, A_PHONE, "also, lunch?")
+    await receive(store, A_PHONE, "not sent yet: still alice's")  # a queued text is not on the phone
+    await handed_over(store, later, 3)
     await receive(store, A_PHONE, "sure")
-    assert await listed(client, tenants.alice, inbound) == ["go ahead"]
+    assert await listed(client, tenants.alice, inbound) == ["not sent yet: still alice's", "go ahead"]
     assert await listed(client, tenants.bob, inbound) == ["sure", "at noon"]
     r = await client.get(inbound, params={"limit": 1}, headers=bearer(tenants.bob))
     page2 = await client.get(
@@ -144,13 +155,13 @@ async def test_inbound_is_threaded_to_the_key_that_texted_the_sender_last(
 async def test_a_read_key_sees_no_reply_through_a_number_that_retention_masked(
     client: httpx.AsyncClient, tenants: Tenants, store: Store
 ) -> None:
-    a = await send(client, tenants.alice, A_PHONE, "ok to deploy?")
-    b = await send(client, tenants.bob, B_PHONE, "lunch?")
+    await handed_over(store, await send(client, tenants.alice, A_PHONE, "ok to deploy?"), 1)
+    await handed_over(store, await send(client, tenants.bob, B_PHONE, "lunch?"), 2)
     await receive(store, A_PHONE, "alice's secret")
     await receive(store, B_PHONE, "at noon")
-    for key, msg in ((tenants.alice, a), (tenants.bob, b)):  # final, so that retention masks them
-        r = await client.post(f"/api/v1/messages/{msg['id']}/cancel", headers=bearer(key))
-        assert r.status_code == 200, r.text
+    assert await listed(client, tenants.alice, "/api/v1/inbound") == ["alice's secret"]
+    for mr, number in ((1, A_PHONE), (2, B_PHONE)):  # delivered (final), so that retention masks them
+        assert (await store.apply_report(mr, number, 0x00)).changed
     done = await store.purge(Retention(numbers_days=90), now=time.time() + 100 * 86400)
     assert done["numbers"] == 4  # both numbers now read "+49•••" on either side
     inbound = "/api/v1/inbound"

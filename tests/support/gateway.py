@@ -36,6 +36,16 @@ class Running:
         doc: dict[str, Any] = r.json()
         return doc
 
+    async def received(self, body: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The inbound object of the text `body`, once the gateway committed it (as this key sees it)."""
+
+        async def find() -> dict[str, Any] | None:
+            r = await self.client.get("/api/v1/inbound")
+            return next((m for m in r.json()["messages"] if m["body"] == body), None)
+
+        doc: dict[str, Any] = await eventually(find, timeout_s)
+        return doc
+
     async def final(self, msg_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
         """Wait for the message to reach a final state (a final status, or `sent` whose report never came)."""
 
