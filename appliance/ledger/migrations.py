@@ -308,6 +308,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE webhook_outbox ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
     UPDATE webhook_outbox SET format = 'twilio', url = substr(url, 8) WHERE substr(url, 1, 7) = 'twilio:';
     """,
+    # 11 (issue 13, windows): send windows. The window a message waits for (JSON, as
+    # windows.Window.to_json: its own, its template's or its key's), a key's default window and
+    # whether the key's `high` messages may bypass it. "send_window": WINDOW is an SQL keyword.
+    """
+    ALTER TABLE messages ADD COLUMN send_window TEXT;
+    ALTER TABLE api_keys ADD COLUMN send_window TEXT;
+    ALTER TABLE api_keys ADD COLUMN window_bypass_high INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
