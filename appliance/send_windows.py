@@ -20,6 +20,8 @@ def apply_window(
     new: NewMessage, *, key: ApiKey | None, template_window: Window | None, now: float
 ) -> NewMessage:
     """`new` with its effective window, and when that window holds it, its release time and why."""
+    if new.window_source is None and template_window is None and (key is None or key.window is None):
+        return new  # the common case, on the accept path of every door: nothing to decide
     own = window_from_json(new.window) if new.window_source == "message" else None
     choice = effective_window(
         message=own,

@@ -96,6 +96,17 @@ async def test_a_message_outside_its_window_waits_scheduled_until_the_window_ope
     assert (again["status"], again["send_at"], again["window"]) == ("scheduled", doc["send_at"], window)
 
 
+async def test_a_repeated_idempotency_key_with_another_window_is_refused(gw: Running) -> None:
+    window = closed_now()
+    first = await gw.send(to=PHONE, body="report", window=window, idempotency_key="report-1")
+    assert first.status_code == 202, first.text
+    again = await gw.send(to=PHONE, body="report", window=window, idempotency_key="report-1")
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+    other = await gw.send(to=PHONE, body="report", window=open_now(), idempotency_key="report-1")
+    assert other.status_code == 422, other.text
+    assert other.json()["error"]["code"] == "idempotency_mismatch"
+
+
 async def test_a_send_at_later_than_the_opening_is_kept(gw: Running) -> None:
     window = closed_now()
     opens = next_open(parse_window(window), time.time())
