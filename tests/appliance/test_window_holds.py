@@ -7,9 +7,13 @@ night of the next clock changes in Europe/Berlin (the pure rules are in test_win
 from __future__ import annotations
 
 import datetime
+import sqlite3
+import time
 import zoneinfo
+from pathlib import Path
 
-from appliance.ledger import Message, NewMessage, Store
+from appliance.ledger import Message, NewMessage, Store, hash_key
+from appliance.ledger.migrations import MIGRATIONS
 from appliance.states import State
 from appliance.windows import next_open, parse_window
 
@@ -129,3 +133,38 @@ async def test_a_held_message_does_not_block_the_next_one_in_the_queue(store: St
     assert claimed is not None
     assert claimed.id == plain.id
     assert (await reread(store, night)).status is State.SCHEDULED
+
+
+async def test_an_older_ledger_upgrades_to_keys_and_messages_without_windows(tmp_path: Path) -> None:
+    """The send windows migration: keys and messages stored before it have no window and no bypass,
+    and go out as before (a scheduled one is promoted when due)."""
+    path = tmp_path / "old.sqlite3"
+    ours = next(i for i, script in enumerate(MIGRATIONS) if "send_window" in script)
+    with sqlite3.connect(path) as db:
+        for version, script in enumerate(MIGRATIONS[:ours], start=1):
+            db.executescript(script)
+            db.execute(f"PRAGMA user_version={version}")
+        now = time.time()
+        db.execute(
+            "INSERT INTO api_keys (name, prefix, hash, scopes, created_at) VALUES ('app', 'sgw_x', ?, 'send', ?)",
+            (hash_key("sgw_old"), now),
+        )
+        db.execute(
+            "INSERT INTO messages (id, to_number, body, encoding, segments, priority, status, created_at, "
+            "updated_at, send_at, not_before, expires_at) "
+            "VALUES ('msg_old', '+4915112345678', 'hi', 'gsm7', 1, 1, 'scheduled', ?, ?, ?, ?, ?)",
+            (now, now, now + 60, now + 60, now + 3600),
+        )
+    db.close()
+    store = Store(path)
+    await store.open()
+    try:
+        key = await store.verify_key("sgw_old")
+        assert key is not None
+        assert (key.window, key.window_bypass_high) == (None, False)
+        assert await store.promote_and_expire(now=now + 120) == 1
+        msg = await store.get("msg_old")
+        assert msg is not None
+        assert (msg.status, msg.window) == (State.QUEUED, None)
+    finally:
+        await store.close()
