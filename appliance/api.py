@@ -158,6 +158,7 @@ def message_payload(msg: Message) -> dict[str, Any]:
         "final": msg.status.final or (msg.status is State.SENT and msg.report_expired),
         "possible_duplicate": msg.ambiguous > 0,
         "held": msg.held,
+        "window": msg.window,
     }
 
 
@@ -210,7 +211,11 @@ class _Api:
         new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
         new = auth.capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
         try:
-            msg, created = await self.intake.submit(new, key=key, actor=auth.actor(key, request))
+            # template_window=None until templates are wired in: the lead passes the template
+            # record's window here at merge (the templates branch stores it).
+            msg, created = await self.intake.submit(
+                new, key=key, actor=auth.actor(key, request), template_window=None
+            )
         except StoreError as exc:
             raise refusal(exc, key=key, queue_max=self.config.api.queue_max).error() from None
         if not created:

@@ -78,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--scope", default="send,read", help="comma-separated: " + ", ".join(VALID_SCOPES))
     imp.add_argument("--file", help="file holding the key (default: stdin)")
     _add_limits(imp)
-    update = keys_sub.add_parser("update", help="change a key's scopes, quotas or highest priority")
+    update = keys_sub.add_parser(
+        "update", help="change a key's scopes, quotas, highest priority or send window"
+    )
     _add_config(update)
     update.add_argument("key", help="id, name or prefix (sgw_...)")
     update.add_argument("--scope", help="comma-separated: " + ", ".join(VALID_SCOPES))
@@ -124,6 +126,18 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
         choices=(*PRIORITIES, "unlimited"),
         help="the highest priority the key may use (high > normal > bulk)",
     )
+    p.add_argument(
+        "--window",
+        type=_window,
+        default=_KEEP,
+        help="default send window of the key's messages, e.g. 'mon-fri 08:00-20:00 Europe/Berlin' "
+        "('none': no window); a message outside it waits as scheduled",
+    )
+    p.add_argument(
+        "--window-bypass-high",
+        action=argparse.BooleanOptionalAction,
+        help="the key's priority high messages go out at once, outside its (and a template's) window",
+    )
 
 
 def _add_key_source(p: argparse.ArgumentParser) -> None:
@@ -138,6 +152,18 @@ def _limit(text: str) -> int | None:
     if not re.fullmatch(r"[0-9]{1,9}", text.strip()):
         raise argparse.ArgumentTypeError(f"expected a whole number or 'unlimited', got {text!r}")
     return int(text)
+
+
+def _window(text: str) -> dict[str, str] | None:
+    """--window: 'DAYS HH:MM-HH:MM ZONE' checked like the API checks a window; 'none' clears it."""
+    from appliance.windows import WindowError, parse_window_text  # noqa: PLC0415  (keep `--help` fast)
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_window_text(text, field="window").to_json()
+    except WindowError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _config_hint(args: argparse.Namespace) -> str:
@@ -277,7 +303,8 @@ async def _keys(args: argparse.Namespace) -> int:
             changes = _limit_changes(args)
             if scopes is None and not changes:
                 print(
-                    "smsgw: nothing to change: give --scope, --per-hour, --per-day or --max-priority",
+                    "smsgw: nothing to change: give --scope, --per-hour, --per-day, --max-priority, "
+                    "--window or --window-bypass-high",
                     file=sys.stderr,
                 )
                 return 2
@@ -315,18 +342,28 @@ def _limits(args: argparse.Namespace, cls: Any) -> Any:
     def given(value: Any) -> Any:
         return None if value is _KEEP else value
 
-    return cls(given(args.per_hour), given(args.per_day), _priority(args.max_priority))
+    return cls(
+        given(args.per_hour),
+        given(args.per_day),
+        _priority(args.max_priority),
+        window=given(args.window),
+        window_bypass_high=bool(args.window_bypass_high),
+    )
 
 
-def _limit_changes(args: argparse.Namespace) -> dict[str, int | None]:
-    """Only the limits given on the command line ('unlimited' clears one)."""
-    changes: dict[str, int | None] = {}
+def _limit_changes(args: argparse.Namespace) -> dict[str, int | str | None]:
+    """Only the limits given on the command line ('unlimited' clears one, a --window of 'none' too)."""
+    changes: dict[str, int | str | None] = {}
     for column in ("per_hour", "per_day"):
         if getattr(args, column) is not _KEEP:
             changes[column] = getattr(args, column)
     if args.max_priority is not None:
         top = _priority(args.max_priority)
         changes["max_priority"] = None if top is None else int(top)
+    if args.window is not _KEEP:
+        changes["send_window"] = None if args.window is None else json.dumps(args.window, sort_keys=True)
+    if args.window_bypass_high is not None:
+        changes["window_bypass_high"] = int(args.window_bypass_high)
     return changes
 
 

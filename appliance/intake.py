@@ -11,6 +11,7 @@ that into their own reply shape, so no door can forget a check or word it differ
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from appliance.ledger import (
@@ -27,8 +28,10 @@ from appliance.ledger import (
     StoreError,
 )
 from appliance.metrics import Metrics
+from appliance.send_windows import apply_window
 from appliance.status import GatewayView, ledger_problem
 from appliance.validation import ApiError
+from appliance.windows import Window
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -100,13 +103,24 @@ class Intake:
         """Why the ledger cannot take a new message now (the sentence /readyz shows), or None."""
         return ledger_problem(self.store, min_free_bytes=self.min_free_bytes)
 
-    async def submit(self, new: NewMessage, *, key: ApiKey | None, actor: Actor) -> tuple[Message, bool]:
+    async def submit(
+        self,
+        new: NewMessage,
+        *,
+        key: ApiKey | None,
+        actor: Actor,
+        template_window: Window | None = None,
+    ) -> tuple[Message, bool]:
         """Commit `new`: (message, created). Raises StorageFull, QueueFull, OptedOut,
         IdempotencyMismatch or QuotaExceeded (see `refusal`); a repeat of an idempotency
-        key returns the original with created False and counts nothing."""
+        key returns the original with created False and counts nothing.
+
+        Its send window (its own, else `template_window`, else the key's default) may store it
+        `scheduled` until the window opens (send_windows.apply_window)."""
         problem = self.room_problem()
         if problem is not None:
             raise StorageFull(problem)
+        new = apply_window(new, key=key, template_window=template_window, now=time.time())
         msg, created = await self.store.accept(
             new,
             key_id=None if key is None else key.id,

@@ -71,6 +71,25 @@ SCHEMAS: dict[str, Any] = {
             "priority": {"enum": ["high", "normal", "bulk"]},
             "status_callback": {"type": "string", "format": "uri"},
             "metadata": {"type": "object"},
+            "window": _ref("Window"),
+        },
+    },
+    "Window": {
+        "type": "object",
+        "description": "Send window: local hours in which the message may go out; outside them it "
+        "waits as `scheduled` (422 invalid_window names the sub-field at fault). An end not after "
+        "the start crosses midnight.",
+        "required": ["days", "start", "end", "tz"],
+        "additionalProperties": False,
+        "properties": {
+            "days": {"type": "string", "examples": ["mon-fri", "sat,sun", "daily"]},
+            "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$", "examples": ["08:00"]},
+            "end": {
+                "type": "string",
+                "pattern": "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$",
+                "examples": ["20:00"],
+            },
+            "tz": {"type": "string", "maxLength": 64, "examples": ["Europe/Berlin"]},
         },
     },
     "Part": {
@@ -130,6 +149,7 @@ SCHEMAS: dict[str, Any] = {
             "delivery_report": {"enum": ["none", "pending", "received", "expired"]},
             "possible_duplicate": {"type": "boolean"},
             "held": {"type": "boolean"},
+            "window": {"oneOf": [{"type": "null"}, _ref("Window")]},
             "parts": {"type": "array", "items": _ref("Part")},
             "events": {"type": "array", "items": _ref("Event")},
         },

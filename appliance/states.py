@@ -5,7 +5,8 @@ scheduled ─▶ queued ─▶ sending ─▶ sent ─▶ delivered
                 │          │         └──▶ undelivered   (status report: permanent failure)
                 │          ├──▶ queued  (transient error, retry after backoff)
                 │          └──▶ failed  (permanent error, attempts or validity exhausted)
-                └──▶ canceled | failed (validity expired before sending)
+                ├──▶ canceled | failed (validity expired before sending)
+                └──▶ scheduled (its send window closed before a modem took it)
 ```
 Transitions are monotonic: nothing leaves a final state.
 """
@@ -34,7 +35,8 @@ FINAL = frozenset({State.DELIVERED, State.UNDELIVERED, State.FAILED, State.CANCE
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.SCHEDULED: frozenset({State.QUEUED, State.CANCELED, State.FAILED}),
-    State.QUEUED: frozenset({State.SENDING, State.CANCELED, State.FAILED}),
+    # queued -> scheduled: a backlog carried it past the end of its send window.
+    State.QUEUED: frozenset({State.SENDING, State.SCHEDULED, State.CANCELED, State.FAILED}),
     # sending -> sending: a crash left the outcome unknown and the part is sent again.
     State.SENDING: frozenset({State.SENT, State.QUEUED, State.FAILED}),
     State.SENT: frozenset({State.DELIVERED, State.UNDELIVERED}),

@@ -23,6 +23,7 @@ from appliance.config import Config
 from appliance.jsontypes import json_type as _json_type
 from appliance.ledger import NewMessage
 from appliance.states import Priority
+from appliance.windows import Window, WindowError, parse_window
 
 MAX_SCHEDULE_AHEAD_S = 30 * 86400  # a send_at further out is almost surely a units or year mistake
 MIN_VALIDITY_S = 60
@@ -37,7 +38,17 @@ DEFAULT_PAGE = 50
 
 PRIORITIES = {"high": Priority.HIGH, "normal": Priority.NORMAL, "bulk": Priority.BULK}
 SEND_FIELDS = frozenset(
-    {"to", "body", "idempotency_key", "send_at", "validity_s", "priority", "status_callback", "metadata"}
+    {
+        "to",
+        "body",
+        "idempotency_key",
+        "send_at",
+        "validity_s",
+        "priority",
+        "status_callback",
+        "metadata",
+        "window",
+    }
 )
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
@@ -114,6 +125,7 @@ def parse_send_request(
     priority = _optional(doc, "priority")
     callback = _optional(doc, "status_callback")
     metadata = _optional(doc, "metadata")
+    window = _optional(doc, "window")
     return sized_message(
         to,
         body,
@@ -123,6 +135,9 @@ def parse_send_request(
         status_callback=None if callback is None else parse_callback(callback, config.webhook_policy.allow),
         metadata=None if metadata is None else parse_metadata(metadata),
         idempotency_key=merge_idempotency_keys(_optional(doc, "idempotency_key"), header_key),
+        # Its own send window; send_windows.apply_window adds a template's or key's (intake).
+        window=None if window is None else parse_send_window(window).to_json(),
+        window_source=None if window is None else "message",
     )
 
 
@@ -217,6 +232,14 @@ def parse_send_at(value: Any, *, now: float) -> float:
             f"send_at: {value} is more than {MAX_SCHEDULE_AHEAD_S // 86400} days ahead",
         )
     return when
+
+
+def parse_send_window(value: Any, *, field: str = "window") -> Window:
+    """A message's `window` -> Window; 422 invalid_window naming the sub-field at fault."""
+    try:
+        return parse_window(value, field=field)
+    except WindowError as exc:
+        raise ApiError(422, "invalid_window", exc.message) from None
 
 
 def parse_validity(value: Any) -> int:

@@ -29,6 +29,7 @@ Rules (documented here because DST makes "08:00" ambiguous twice a year):
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import zoneinfo
 from collections.abc import Iterator, Mapping
@@ -210,8 +211,20 @@ def parse_tz(value: Any, *, field: str = "window.tz") -> str:
 
 
 def window_from_json(doc: Mapping[str, Any] | None) -> Window | None:
-    """The ledger's stored spec (`Window.to_json`) -> Window; None stays None."""
-    return None if doc is None else parse_window(dict(doc))
+    """The ledger's stored spec (`Window.to_json`) -> Window; None stays None.
+
+    Remembered: the intake and the send queue read the same few windows again and again."""
+    if doc is None:
+        return None
+    try:
+        return _stored_window(tuple(sorted(doc.items())))
+    except TypeError:  # an unhashable value: parse_window refuses it, naming the field
+        return parse_window(dict(doc))
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_window(items: tuple[tuple[str, Any], ...]) -> Window:
+    return parse_window(dict(items))
 
 
 # --------------------------------------------------------------------- queries
@@ -299,6 +312,7 @@ def _intervals(window: Window, first: datetime.date, count: int) -> Iterator[tup
         yield _instant(window.zone, day, window.start_min), _instant(window.zone, end_day, window.end_min)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; every check of a window asks for the same few days
 def _instant(zone: zoneinfo.ZoneInfo, day: datetime.date, minute: int) -> float:
     """Local wall time (day, minute) -> epoch seconds by the module's rule (gap: its end; repeat: first)."""
     wall = datetime.datetime.combine(day, datetime.time()) + datetime.timedelta(minutes=minute)

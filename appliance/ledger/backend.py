@@ -292,10 +292,11 @@ class LedgerBackend(Protocol):
         ident: str,
         *,
         scopes: Iterable[str] | None = None,
-        changes: dict[str, int | None] | None = None,
+        changes: dict[str, int | str | None] | None = None,
         actor: Actor | None = None,
     ) -> ApiKey | None:
-        """Change a live key's scopes and limits (`changes`: per_hour, per_day, max_priority; None"""
+        """Change a live key's scopes and limits (`changes`: per_hour, per_day, max_priority,
+        send_window, window_bypass_high; None clears one)."""
         ...
 
     async def get_key(self, key_id: int) -> ApiKey | None: ...

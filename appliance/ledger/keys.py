@@ -95,8 +95,8 @@ class Keys(Connection):
             created = row is None
             if row is None:
                 cur = await db.execute(
-                    "INSERT INTO api_keys (name, prefix, hash, scopes, created_at, per_hour, per_day, max_priority) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO api_keys (name, prefix, hash, scopes, created_at, per_hour, per_day, max_priority, "
+                    "send_window, window_bypass_high) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         name,
                         # Ours: "sgw_" and 8 random characters; an imported key shows less of itself.
@@ -107,15 +107,26 @@ class Keys(Connection):
                         lim.per_hour,
                         lim.per_day,
                         lim.priority_value,
+                        lim.window_text,
+                        int(lim.window_bypass_high),
                     ),
                 )
                 key_id = int(cur.lastrowid or 0)
             else:
                 key_id = int(row["id"])
                 await db.execute(
-                    "UPDATE api_keys SET name = ?, scopes = ?, per_hour = ?, per_day = ?, max_priority = ? "
-                    "WHERE id = ?",
-                    (name, scope_text, lim.per_hour, lim.per_day, lim.priority_value, key_id),
+                    "UPDATE api_keys SET name = ?, scopes = ?, per_hour = ?, per_day = ?, max_priority = ?, "
+                    "send_window = ?, window_bypass_high = ? WHERE id = ?",
+                    (
+                        name,
+                        scope_text,
+                        lim.per_hour,
+                        lim.per_day,
+                        lim.priority_value,
+                        lim.window_text,
+                        int(lim.window_bypass_high),
+                        key_id,
+                    ),
                 )
             if actor is not None:
                 what = f"{name}: {scope_text}; {lim.describe()}" + (
@@ -131,11 +142,12 @@ class Keys(Connection):
         ident: str,
         *,
         scopes: Iterable[str] | None = None,
-        changes: dict[str, int | None] | None = None,
+        changes: dict[str, int | str | None] | None = None,
         actor: Actor | None = None,
     ) -> ApiKey | None:
-        """Change a live key's scopes and limits (`changes`: per_hour, per_day, max_priority; None
-        clears a limit). None when there is no such live key."""
+        """Change a live key's scopes and limits (`changes`: per_hour, per_day, max_priority,
+        send_window (JSON), window_bypass_high (0/1); None clears a limit). None when there is no
+        such live key."""
         now = time.time()
         sets: list[str] = []
         args: list[Any] = []
@@ -143,7 +155,7 @@ class Keys(Connection):
             sets.append("scopes = ?")
             args.append(",".join(sorted(set(scopes))))
         for column, value in (changes or {}).items():
-            if column not in ("per_hour", "per_day", "max_priority"):
+            if column not in ("per_hour", "per_day", "max_priority", "send_window", "window_bypass_high"):
                 raise ValueError(f"not a key limit: {column}")
             sets.append(f"{column} = ?")
             args.append(value)

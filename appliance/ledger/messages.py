@@ -248,14 +248,16 @@ class Messages(Timeline):
         if waiting >= queue_max:
             raise QueueFull(f"{waiting} messages are waiting")
         msg_id = new_id("msg")
-        scheduled = new.send_at is not None and new.send_at > now
+        # A send window that holds it moves its send_at to the opening; validity counts from there.
+        send_at = new.send_at if new.release_at is None else new.release_at
+        scheduled = send_at is not None and send_at > now
         status = State.SCHEDULED if scheduled else State.QUEUED
-        start = new.send_at if scheduled and new.send_at is not None else now
+        start = send_at if scheduled and send_at is not None else now
         metadata = json.dumps(new.metadata) if new.metadata is not None else None
         cur = await db.execute(
             """INSERT INTO messages (id, key_id, to_number, body, encoding, segments, priority, status,
                created_at, updated_at, send_at, not_before, expires_at, status_callback, metadata, source,
-               callback_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               callback_format, send_window) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 msg_id,
                 key_id,
@@ -267,13 +269,14 @@ class Messages(Timeline):
                 status.value,
                 now,
                 now,
-                new.send_at,
+                send_at,
                 start,
                 start + new.validity_s,
                 new.status_callback,
                 metadata,
                 new.source,
                 new.callback_format,
+                None if new.window is None else json.dumps(new.window, sort_keys=True),
             ),
         )
         seq = int(cur.lastrowid or 0)
@@ -285,6 +288,10 @@ class Messages(Timeline):
         if scheduled:
             detail += ", scheduled"
         await self._event(db, msg_id, "accepted", None, status, detail, now)
+        events = [Event(now, "accepted", None, status.value, detail)]
+        if new.window_note is not None:
+            await self._event(db, msg_id, "window", None, None, new.window_note, now)
+            events.append(Event(now, "window", None, None, new.window_note))
         if new.idempotency_key is not None:
             await db.execute(
                 "INSERT INTO idempotency (key_id, key, message_id, request_hash, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -305,7 +312,7 @@ class Messages(Timeline):
             error_message=None,
             created_at=now,
             updated_at=now,
-            send_at=new.send_at,
+            send_at=send_at,
             not_before=start,
             expires_at=start + new.validity_s,
             sent_at=None,
@@ -320,11 +327,12 @@ class Messages(Timeline):
             metadata=new.metadata,
             delay_reason=None,
             key_id=key_id,
+            window=new.window,
             parts=tuple(
                 Part(i, new.segments, PartState.PENDING, None, None, None, None, None)
                 for i in range(1, new.segments + 1)
             ),
-            events=(Event(now, "accepted", None, status.value, detail),),
+            events=tuple(events),
         )
         await self._notify(db, message, now)
         extras.accepted(key_id, hour, item.actor, msg_id, new, now)

@@ -327,6 +327,14 @@ MIGRATIONS: list[str] = [
     UPDATE inbound SET reply_key_id = (SELECT m.key_id FROM messages m WHERE m.id = inbound.in_reply_to)
         WHERE in_reply_to IS NOT NULL;
     """,
+    # 12 (issue 13, windows): send windows. The window a message waits for (JSON, as
+    # windows.Window.to_json: its own, its template's or its key's), a key's default window and
+    # whether the key's `high` messages may bypass it. "send_window": WINDOW is an SQL keyword.
+    """
+    ALTER TABLE messages ADD COLUMN send_window TEXT;
+    ALTER TABLE api_keys ADD COLUMN send_window TEXT;
+    ALTER TABLE api_keys ADD COLUMN window_bypass_high INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

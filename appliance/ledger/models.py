@@ -54,6 +54,13 @@ class NewMessage:
     idempotency_key: str | None = None
     source: str = "api"
     callback_format: str = "json"  # how status_callback is posted: "json" (ours) or "twilio" (form)
+    # Send windows (appliance.send_windows): the window it waits for (windows.Window.to_json) and
+    # whose it is ("message", "template", "key"); `release_at` when that window moved it later than
+    # asked, and the timeline line saying why (or which window priority high bypassed).
+    window: dict[str, str] | None = None
+    window_source: str | None = None
+    release_at: float | None = None
+    window_note: str | None = None
 
     def fingerprint(self) -> str:
         doc = {
@@ -71,6 +78,8 @@ class NewMessage:
             ),
             "metadata": self.metadata,
         }
+        if self.window is not None and self.window_source == "message":  # a key's own may change
+            doc["window"] = self.window
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -125,6 +134,7 @@ class Message:
     delay_reason: str | None
     key_id: int | None
     callback_format: str = "json"
+    window: dict[str, str] | None = None  # the send window it waits for (windows.Window.to_json)
     parts: tuple[Part, ...] = ()
     events: tuple[Event, ...] = ()
 
@@ -157,6 +167,8 @@ class ApiKey:
     per_hour: int | None = None
     per_day: int | None = None
     max_priority: Priority | None = None  # None: any priority
+    window: dict[str, str] | None = None  # default send window of its messages (windows.Window.to_json)
+    window_bypass_high: bool = False  # its priority high messages skip that window (and a template's)
 
     @property
     def quota(self) -> Quota:
@@ -170,21 +182,33 @@ class KeyLimits:
     per_hour: int | None = None
     per_day: int | None = None
     max_priority: Priority | None = None
+    window: dict[str, str] | None = None
+    window_bypass_high: bool = False
 
     @property
     def priority_value(self) -> int | None:
         return None if self.max_priority is None else int(self.max_priority)
 
+    @property
+    def window_text(self) -> str | None:
+        """The window as the ledger stores it (JSON), None without one."""
+        return None if self.window is None else json.dumps(self.window, sort_keys=True)
+
     @classmethod
     def of(cls, key: ApiKey) -> KeyLimits:
-        return cls(key.per_hour, key.per_day, key.max_priority)
+        return cls(key.per_hour, key.per_day, key.max_priority, key.window, key.window_bypass_high)
 
     def describe(self) -> str:
         def show(n: int | None) -> str:
             return "unlimited" if n is None else str(n)
 
         top = "high" if self.max_priority is None else self.max_priority.name.lower()
-        return f"{show(self.per_hour)}/hour, {show(self.per_day)}/day, priority up to {top}"
+        text = f"{show(self.per_hour)}/hour, {show(self.per_day)}/day, priority up to {top}"
+        if self.window is not None:
+            w = self.window
+            text += f", send window {w['days']} {w['start']}-{w['end']} {w['tz']}"
+            text += " (priority high bypasses it)" if self.window_bypass_high else ""
+        return text
 
 
 @dataclass(frozen=True)
@@ -317,6 +341,7 @@ def message_row(r: sqlite3.Row) -> Message:
         metadata=json.loads(r["metadata"]) if r["metadata"] else None,
         delay_reason=r["delay_reason"],
         key_id=r["key_id"],
+        window=json.loads(r["send_window"]) if r["send_window"] else None,
     )
 
 
@@ -367,6 +392,8 @@ def key_row(r: sqlite3.Row) -> ApiKey:
         per_hour=r["per_hour"],
         per_day=r["per_day"],
         max_priority=None if r["max_priority"] is None else Priority(r["max_priority"]),
+        window=json.loads(r["send_window"]) if r["send_window"] else None,
+        window_bypass_high=bool(r["window_bypass_high"]),
     )
 
 

@@ -17,6 +17,7 @@ from appliance.ledger.models import Actor, Message, message_row
 from appliance.ledger.payloads import rfc3339
 from appliance.ledger.reports import Reports
 from appliance.states import PartState, State, check
+from appliance.windows import is_open, next_open, reason, window_from_json
 
 
 class Sending(Reports):
@@ -56,6 +57,8 @@ class Sending(Reports):
                 msg = message_row(row)
                 if msg.expires_at <= now:
                     await self._expire(db, msg, now)
+                    continue
+                if await self._window_hold(db, msg, now):  # a backlog carried it past its window's end
                     continue
                 check(msg.status, State.SENDING)
                 ref = msg.concat_ref if msg.concat_ref is not None else secrets.randbelow(256)
@@ -305,6 +308,8 @@ class Sending(Reports):
             )
             for row in rows:
                 msg = message_row(row)
+                if await self._window_hold(db, msg, now):  # e.g. the daemon was down past its window's end
+                    continue
                 await self._transition(db, msg, State.QUEUED, "due", "scheduled time reached", now)
                 changed += 1
             rows = await fetch_all(
@@ -316,6 +321,29 @@ class Sending(Reports):
                 await self._expire(db, message_row(row), now)
                 changed += 1
         return changed
+
+    async def _window_hold(self, db: aiosqlite.Connection, msg: Message, now: float) -> bool:
+        """True when msg's send window is closed at `now`: it is then `scheduled` for the window's
+        next opening, with one event saying why (its due time moves, so the next look is then).
+
+        Validity counts while a message may be sent: a scheduled one keeps its whole validity
+        from the new opening, a queued one what it had left."""
+        window = window_from_json(msg.window)
+        if window is None or is_open(window, now):
+            return False
+        opens = next_open(window, now)
+        left = msg.expires_at - (msg.not_before if msg.status is State.SCHEDULED else now)
+        await db.execute(
+            "UPDATE messages SET send_at = ?, not_before = ?, expires_at = ?, delay_reason = NULL, "
+            "held_until = NULL WHERE id = ?",
+            (opens, opens, opens + max(left, 0.0), msg.id),
+        )
+        detail = reason(window, now)
+        if msg.status is State.SCHEDULED:
+            await self._event(db, msg.id, "window", None, None, detail, now)
+        else:
+            await self._transition(db, msg, State.SCHEDULED, "window", detail, now)
+        return True
 
     @vital
     async def recover_inflight(self, policy: str) -> list[str]:
