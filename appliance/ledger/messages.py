@@ -255,7 +255,8 @@ class Messages(Timeline):
         cur = await db.execute(
             """INSERT INTO messages (id, key_id, to_number, body, encoding, segments, priority, status,
                created_at, updated_at, send_at, not_before, expires_at, status_callback, metadata, source,
-               callback_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               callback_format, template_name, template_version)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 msg_id,
                 key_id,
@@ -274,6 +275,8 @@ class Messages(Timeline):
                 metadata,
                 new.source,
                 new.callback_format,
+                new.template_name,
+                new.template_version,
             ),
         )
         seq = int(cur.lastrowid or 0)
@@ -317,6 +320,8 @@ class Messages(Timeline):
             ambiguous=0,
             status_callback=new.status_callback,
             callback_format=new.callback_format,
+            template_name=new.template_name,
+            template_version=new.template_version,
             metadata=new.metadata,
             delay_reason=None,
             key_id=key_id,

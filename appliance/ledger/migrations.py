@@ -308,6 +308,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE webhook_outbox ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
     UPDATE webhook_outbox SET format = 'twilio', url = substr(url, 8) WHERE substr(url, 1, 7) = 'twilio:';
     """,
+    # 11 (issue 13, task templates): named message templates, one row per version (a message keeps
+    # the version it used, so a PUT never rewrites a row); DELETE marks every version of a name.
+    # `send_window` is Window.to_json() as JSON (not `window`: an SQL keyword).
+    """
+    CREATE TABLE templates (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        allowed_keys TEXT,
+        send_window TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        deleted_at REAL,
+        PRIMARY KEY (name, version)
+    );
+    ALTER TABLE messages ADD COLUMN template_name TEXT;
+    ALTER TABLE messages ADD COLUMN template_version INTEGER;
+    """,
 ]
 
 

@@ -53,6 +53,8 @@ class NewMessage:
     idempotency_key: str | None = None
     source: str = "api"
     callback_format: str = "json"  # how status_callback is posted: "json" (ours) or "twilio" (form)
+    template_name: str | None = None  # the template the body was rendered from, and its version
+    template_version: int | None = None
 
     def fingerprint(self) -> str:
         doc = {
@@ -124,6 +126,8 @@ class Message:
     delay_reason: str | None
     key_id: int | None
     callback_format: str = "json"
+    template_name: str | None = None
+    template_version: int | None = None
     parts: tuple[Part, ...] = ()
     events: tuple[Event, ...] = ()
 
@@ -312,6 +316,8 @@ def message_row(r: sqlite3.Row) -> Message:
         ambiguous=r["ambiguous"],
         status_callback=r["status_callback"],
         callback_format=r["callback_format"],
+        template_name=r["template_name"],
+        template_version=r["template_version"],
         metadata=json.loads(r["metadata"]) if r["metadata"] else None,
         delay_reason=r["delay_reason"],
         key_id=r["key_id"],
