@@ -256,10 +256,10 @@ class AlertmanagerEndpoint:
         recipients = self._recipients(request.query_params.get("to"))
         raw = await read_body(request, MAX_PAYLOAD_BYTES)
         am = self.config.alertmanager
-        template = await self._template()
+        configured = await self._template()
         # A megabyte of JSON is a fraction of a second of CPU: in a thread, so the loop turns meanwhile.
-        doc, text, digest, template = await asyncio.to_thread(
-            _prepare, raw, am.max_segments, am.max_alerts, template
+        doc, text, digest, used = await asyncio.to_thread(
+            _prepare, raw, am.max_segments, am.max_alerts, configured
         )
         if self.intake.room_problem() is not None:  # before the first recipient, not between two
             raise _unavailable("storage_full", "the gateway's disk is full: retry later")
@@ -278,8 +278,8 @@ class AlertmanagerEndpoint:
                 }
             },
             source="alertmanager",
-            template_name=None if template is None else template.name,
-            template_version=None if template is None else template.version,
+            template_name=None if used is None else used.name,
+            template_version=None if used is None else used.version,
         )
         now = self.clock()
         window = self.config.alertmanager.dedupe_window_s
