@@ -90,6 +90,23 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(revoke)
     revoke.add_argument("key", help="id, name or prefix (sgw_...)")
 
+    templates = sub.add_parser("templates", help="message templates: list, show, put, delete (on the ledger)")
+    templates_sub = templates.add_subparsers(dest="templates_verb", required=True, metavar="ACTION")
+    t_list = templates_sub.add_parser("list", help="name, version, allowed keys of every template")
+    _add_config(t_list)
+    t_show = templates_sub.add_parser("show", help="a template's latest version, as the API shows it (JSON)")
+    _add_config(t_show)
+    t_show.add_argument("name")
+    t_put = templates_sub.add_parser("put", help="create a template or write its next version")
+    _add_config(t_put)
+    t_put.add_argument("name")
+    t_put.add_argument("--body", help="the template text (Jinja2 subset); or --file")
+    t_put.add_argument("--file", help="file holding the template text ('-': stdin)")
+    t_put.add_argument("--allowed-keys", help="comma-separated API key names that may use it (default: any)")
+    t_delete = templates_sub.add_parser("delete", help="delete a template (messages keep name and version)")
+    _add_config(t_delete)
+    t_delete.add_argument("name")
+
     send = sub.add_parser("send", help="send an SMS through the gateway's API")
     _add_config(send)
     send.add_argument("to")
@@ -197,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.verb == "keys":
         return asyncio.run(_keys(args))
+    if args.verb == "templates":
+        return asyncio.run(_templates(args))
     if args.verb in ("send", "status"):
         return _api_call(args)
     return 2
@@ -303,6 +322,66 @@ async def _keys(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return 0
+
+
+async def _templates(args: argparse.Namespace) -> int:
+    """`smsgw templates ...` on the ledger directly, as `keys` (audited as `cli`)."""
+    from appliance.ledger import Actor, Conflict, NotFound, Store  # noqa: PLC0415
+    from appliance.sms_templates import TemplateError, parse_template_doc  # noqa: PLC0415
+
+    draft = None
+    if args.templates_verb == "put":
+        if (args.body is None) == (args.file is None):
+            print("smsgw: give the template text with --body or --file", file=sys.stderr)
+            return 2
+        text = args.body if args.body is not None else _read_text(args.file)
+        doc: dict[str, Any] = {"body": text}
+        if args.allowed_keys is not None:
+            doc["allowed_keys"] = [k.strip() for k in args.allowed_keys.split(",") if k.strip()]
+        try:
+            draft = parse_template_doc(doc, name=args.name)
+        except TemplateError as exc:
+            print(f"smsgw: {exc.message}", file=sys.stderr)
+            return 2
+    config = _load_config(args.config)
+    store = Store(config.store.path, reserve_bytes=config.store.reserve_bytes)
+    await store.open()
+    try:
+        if args.templates_verb == "list":
+            for record in await store.list_templates():
+                allowed = "any" if record.allowed_keys is None else ",".join(record.allowed_keys) or "admin"
+                print(f"{record.name}\tv{record.version}\t{allowed}")
+        elif args.templates_verb == "show":
+            shown = await store.template(args.name)
+            if shown is None:
+                print(f"smsgw: no template {args.name!r}", file=sys.stderr)
+                return 1
+            print(json.dumps(shown.to_json(), indent=2, ensure_ascii=False))
+        elif args.templates_verb == "put" and draft is not None:
+            try:
+                record, _created = await store.save_template(
+                    draft, create_only=False, actor=Actor("cli", "local")
+                )
+            except (TemplateError, Conflict) as exc:
+                print(f"smsgw: {exc}", file=sys.stderr)
+                return 1
+            print(f"{record.name} v{record.version}")
+        elif args.templates_verb == "delete":
+            try:
+                gone = await store.delete_template(args.name, actor=Actor("cli", "local"))
+            except NotFound:
+                print(f"smsgw: no template {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"deleted {gone.name} (was v{gone.version})")
+    finally:
+        await store.close()
+    return 0
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    return Path(path).read_text(encoding="utf-8")
 
 
 def _priority(name: str | None) -> Any:
