@@ -88,6 +88,7 @@ def routes(*, store: Store, config: Config, gateway: GatewayView, intake: Intake
         Route("/messages", web.messages, methods=["GET"]),
         Route("/modem", web.modem, methods=["GET"]),
         Route("/audit", web.audit, methods=["GET"]),
+        Route("/templates", web.templates, methods=["GET"]),
         Route("/login", web.login_form, methods=["GET"]),
         Route("/login", web.login, methods=["POST"]),
         Route("/logout", web.logout, methods=["POST"]),
@@ -102,7 +103,7 @@ def routes(*, store: Store, config: Config, gateway: GatewayView, intake: Intake
 
 # The page's paths: a full disk met there is answered with a page, not the API's JSON.
 PAGE_PATHS = frozenset(
-    {"/", "/messages", "/modem", "/audit", "/login", "/logout"}
+    {"/", "/messages", "/modem", "/audit", "/templates", "/login", "/logout"}
     | {"/actions/test-sms", "/actions/reset-modem", "/actions/ack-incident"}
 )
 
@@ -432,6 +433,14 @@ class Web:
         page = rows[:PAGE_ROWS]
         more = validation.encode_cursor(page[-1].seq) if len(rows) > PAGE_ROWS else None
         return self._render(request, session, "audit.html", {"events": page, "more": more})
+
+    async def templates(self, request: Request) -> Response:
+        """Message templates, read-only (logged-in only: a template's text may be confidential)."""
+        session = await self._session(request)
+        if not session.is_admin:
+            return self._redirect(request, "/login", session)
+        records = await self.store.list_templates()
+        return self._render(request, session, "templates.html", {"records": records})
 
     # ---------------------------------------------------------------- helpers
     async def _status(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from modem.simulator import Simulator
 from tests.support.api_fakes import Keys
 from tests.support.gateway import Running
 from tests.support.waiting import eventually
+from tests.support.web_page import csrf_of, page_client
 
 TO = "+4915112345678"
 
@@ -221,3 +222,22 @@ async def test_work_a_saved_template_would_do_past_its_budget_is_refused_at_send
     assert peek.status_code == 422  # the sandbox still guards attributes
     assert peek.json()["error"]["code"] == "template_error"
     assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_the_page_lists_templates_for_a_logged_in_admin(gw: Running) -> None:
+    made = await gw.client.put(
+        "/api/v1/templates/notice",
+        json={"body": "<b>{{ who }}</b> is on call", "allowed_keys": ["test"]},
+    )
+    assert made.status_code == 201, made.text
+    async with await page_client(f"http://{gw.config.api.listen}") as c:
+        anonymous = await c.get("/templates")
+        assert (anonymous.status_code, anonymous.headers["location"]) == (303, "/login")
+        token = csrf_of((await c.get("/login")).text)
+        assert (await c.post("/login", data={"password": gw.key, "csrf": token})).status_code == 303
+        page = await c.get("/templates")
+    assert page.status_code == 200
+    assert page.text.count('class="template-row"') == 1
+    assert "&lt;b&gt;{{ who }}&lt;/b&gt; is on call" in page.text  # shown as text, never run
+    assert "<td>test</td>" in page.text
+    assert 'href="/templates"' in page.text
