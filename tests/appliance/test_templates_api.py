@@ -3,6 +3,7 @@ message keeps, who may use which template, and hostile templates refused before 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -241,3 +242,17 @@ async def test_the_page_lists_templates_for_a_logged_in_admin(gw: Running) -> No
     assert "&lt;b&gt;{{ who }}&lt;/b&gt; is on call" in page.text  # shown as text, never run
     assert "<td>test</td>" in page.text
     assert 'href="/templates"' in page.text
+
+
+async def test_two_edits_of_the_same_version_at_once_one_wins(client: httpx.AsyncClient, keys: Keys) -> None:
+    """Both based on v1: one becomes v2, the other is told it is stale (never two v2s)."""
+    assert (await put_template(client, keys, "race", body="v1")).status_code == 201
+    first, second = await asyncio.gather(
+        put_template(client, keys, "race", body="edit A", version=1),
+        put_template(client, keys, "race", body="edit B", version=1),
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    winner = first if first.status_code == 200 else second
+    assert winner.json()["version"] == 2
+    shown = await client.get("/api/v1/templates/race", headers=keys.auth("admin"))
+    assert (shown.json()["version"], shown.json()["body"]) == (2, winner.json()["body"])
