@@ -10,7 +10,8 @@ Modules: `connection` (connections, transactions, the disk reserve), `migrations
 then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `keys` (keys, audit,
 web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine),
-`retention` (purge, compaction); `store` composes them into `Store`. `backend` names the interface
+`retention` (purge, compaction), `templates` (message templates, one row per version); `store`
+composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).
 
 The watchdog never imports this package: it reads the ledger read-only through the `*_facts` views
