@@ -10,6 +10,10 @@ Alerts go out at high priority, lowered to the key's highest allowed priority. A
 notification with the same group key, status and alert set within
 `[alertmanager] dedupe_window_s` is answered 200 and sends nothing (the store's
 durable idempotency keys, derived from a hash of the notification).
+With `[alertmanager] template = "<name>"` the text comes from that message template
+(/api/v1/templates; variables: `alert_vars`), cut to the same segments; the key's
+allowed_keys do not apply (the operator chose it). A template that is missing or fails
+to render costs one log line and the built-in text is sent: no alert is lost to a template.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +38,7 @@ from appliance.config import Config
 from appliance.intake import Intake, Refusal, refusal
 from appliance.ledger import IdempotencyMismatch, OptedOut, Store, StoreError
 from appliance.segments import plan
+from appliance.sms_templates import MAX_VARS, TemplateError, TemplateRecord, render
 from appliance.states import Priority
 from appliance.validation import ApiError
 
@@ -44,6 +50,7 @@ ELLIPSIS = "..."  # GSM-7: "…" would force the whole text into UCS-2
 _USEFUL_LABELS = ("instance", "severity", "job")
 MAX_LINE_CHARS = 320  # no line of an SMS of a few segments needs more
 MAX_TEXT_CHARS = 160  # per allowed segment, before fit() cuts to the exact segment count
+_VAR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")  # as sms_templates names a variable
 
 
 def notification_text(doc: dict[str, Any], max_segments: int, max_alerts: int = 10) -> str:
@@ -151,15 +158,71 @@ def parse_notification(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-def _prepare(raw: bytes, max_segments: int, max_alerts: int) -> tuple[dict[str, Any], str, str]:
+def alert_vars(doc: dict[str, Any], text: str, max_alerts: int) -> dict[str, Any]:
+    """What a `[alertmanager] template` may use: status ("firing"/"resolved"), alertname (the first
+    alert's), alertnames (distinct, up to max_alerts), count, firing, resolved, labels and
+    annotations (the common ones; a lone alert's own too), summary and description (from those
+    annotations, "" when absent), receiver, and text (the built-in SMS text). Every value is text
+    cut to MAX_LINE_CHARS, except the counts; label names that are not variable names are left out.
+    """
+    alerts = [a for a in doc["alerts"] if isinstance(a, dict)]
+    labels = _labels(doc.get("commonLabels"))
+    annotations = _labels(doc.get("commonAnnotations"))
+    if len(alerts) == 1:
+        labels = {**_labels(alerts[0].get("labels")), **labels}
+        annotations = {**_labels(alerts[0].get("annotations")), **annotations}
+    names = list(dict.fromkeys(n for n in (_alertname(a) for a in alerts) if n))
+    return {
+        "status": str(doc.get("status") or "firing")[:MAX_LINE_CHARS],
+        "alertname": (names[0] if names else str(labels.get("alertname") or doc.get("title") or "alert"))[
+            :MAX_LINE_CHARS
+        ],
+        "alertnames": [n[:MAX_LINE_CHARS] for n in names[:max_alerts]],
+        "count": len(alerts),
+        "firing": sum(1 for a in alerts if a.get("status", "firing") == "firing"),
+        "resolved": sum(1 for a in alerts if a.get("status") == "resolved"),
+        "labels": _var_map(labels),
+        "annotations": _var_map(annotations),
+        "summary": annotations.get("summary", "")[:MAX_LINE_CHARS],
+        "description": annotations.get("description", "")[:MAX_LINE_CHARS],
+        "receiver": str(doc.get("receiver", ""))[:MAX_LINE_CHARS],
+        "text": text,
+    }
+
+
+def templated_text(
+    record: TemplateRecord, doc: dict[str, Any], text: str, max_segments: int, max_alerts: int
+) -> str | None:
+    """The notification's SMS from the configured template, cut as the built-in text is; None (and
+    one log line) when it does not render: the caller sends the built-in text, the alert is not lost."""
+    try:
+        rendered = render(record, alert_vars(doc, text, max_alerts))
+    except TemplateError as exc:
+        _LOGGER.warning("alertmanager: %s; the built-in text is sent", exc.message)
+        return None
+    if not rendered.strip():
+        _LOGGER.warning("alertmanager: %s renders an empty text; the built-in text is sent", record.label())
+        return None
+    return fit(rendered[: MAX_TEXT_CHARS * max_segments], max_segments)
+
+
+def _prepare(
+    raw: bytes, max_segments: int, max_alerts: int, template: TemplateRecord | None
+) -> tuple[dict[str, Any], str, str, TemplateRecord | None]:
     doc = parse_notification(raw)
     text = notification_text(doc, max_segments, max_alerts)
+    if template is not None:
+        rendered = templated_text(template, doc, text, max_segments, max_alerts)
+        if rendered is None:
+            template = None
+        else:
+            text = rendered
     try:  # only what is kept must be storable text (validation.parse_json re-encodes the whole body)
         for kept in (text, str(doc.get("receiver", "")), str(doc.get("groupKey", ""))[:512]):
             kept.encode("utf-8")
     except UnicodeEncodeError:
         raise ApiError(400, "invalid_json", "the notification holds a lone surrogate (\\ud800...)") from None
-    return doc, text, dedupe_hash(doc)
+    return doc, text, dedupe_hash(doc), template
 
 
 def _loads(raw: bytes) -> Any:
@@ -193,8 +256,11 @@ class AlertmanagerEndpoint:
         recipients = self._recipients(request.query_params.get("to"))
         raw = await read_body(request, MAX_PAYLOAD_BYTES)
         am = self.config.alertmanager
+        configured = await self._template()
         # A megabyte of JSON is a fraction of a second of CPU: in a thread, so the loop turns meanwhile.
-        doc, text, digest = await asyncio.to_thread(_prepare, raw, am.max_segments, am.max_alerts)
+        doc, text, digest, used = await asyncio.to_thread(
+            _prepare, raw, am.max_segments, am.max_alerts, configured
+        )
         if self.intake.room_problem() is not None:  # before the first recipient, not between two
             raise _unavailable("storage_full", "the gateway's disk is full: retry later")
         # One message, segmented once; each recipient gets a copy with its number and dedupe key.
@@ -212,6 +278,8 @@ class AlertmanagerEndpoint:
                 }
             },
             source="alertmanager",
+            template_name=None if used is None else used.name,
+            template_version=None if used is None else used.version,
         )
         now = self.clock()
         window = self.config.alertmanager.dedupe_window_s
@@ -247,6 +315,19 @@ class AlertmanagerEndpoint:
             },
             status_code=202 if created_any else 200,
         )
+
+    async def _template(self) -> TemplateRecord | None:
+        """The configured template; None (and one log line) when none is set or it is not there."""
+        name = self.config.alertmanager.template
+        if not name:
+            return None
+        record = await self.store.template(name)
+        if record is None:
+            _LOGGER.warning(
+                "alertmanager: template %r ([alertmanager] template) does not exist; the built-in text is sent",
+                name,
+            )
+        return record
 
     def _recipients(self, to: str | None) -> list[str]:
         region = self.config.gateway.default_region
@@ -289,6 +370,16 @@ def _labels(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _var_map(values: dict[str, str]) -> dict[str, str]:
+    """Labels or annotations as template variables: names a template can spell, values cut."""
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        if len(out) >= MAX_VARS or not _VAR_NAME.fullmatch(name):
+            continue
+        out[name] = value[:MAX_LINE_CHARS]
+    return out
 
 
 def routes(store: Store, config: Config, intake: Intake) -> list[Route]:

@@ -19,8 +19,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from appliance import alertmanager, auth, edge, openapi, twilio, validation, web
-from appliance.bodies import BadContentLength, BodyTooLarge, read_body
+from appliance import alertmanager, auth, edge, openapi, template_api, twilio, validation, web
+from appliance.bodies import BadContentLength, BodyTooLarge, read_body, require_json
 from appliance.config import Config
 from appliance.intake import Intake, refusal
 from appliance.ledger import (
@@ -81,6 +81,7 @@ def create_app(
         Route("/api/v1/status", api.status, methods=["GET"]),
         Route("/api/v1/audit", api.list_audit, methods=["GET"]),
         Route("/api/v1/quarantine", api.list_quarantine, methods=["GET"]),
+        *template_api.routes(store, config),
         *alertmanager.routes(store, config, api.intake),
         *twilio.routes(store, config, api.intake),
         *openapi.routes(),
@@ -159,6 +160,11 @@ def message_payload(msg: Message) -> dict[str, Any]:
         "possible_duplicate": msg.ambiguous > 0,
         "held": msg.held,
         "window": msg.window,
+        "template": (
+            None
+            if msg.template_name is None
+            else {"name": msg.template_name, "version": msg.template_version}
+        ),
     }
 
 
@@ -203,18 +209,21 @@ class _Api:
     # -------------------------------------------------------------- messages
     async def send(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "send")
-        _require_json(request)
+        require_json(request)
         raw = await read_body(request, self.config.api.max_body_bytes)
         doc = validation.parse_json(raw)
         header = request.headers.get("idempotency-key")
         header_key = None if header is None else validation.parse_idempotency_header(header)
+        doc, template = await template_api.render_send_request(doc, self.store, key, self.config)
         new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
+        new = template_api.with_template(new, template)
         new = auth.capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
         try:
-            # template_window=None until templates are wired in: the lead passes the template
-            # record's window here at merge (the templates branch stores it).
             msg, created = await self.intake.submit(
-                new, key=key, actor=auth.actor(key, request), template_window=None
+                new,
+                key=key,
+                actor=auth.actor(key, request),
+                template_window=None if template is None else template.window,
             )
         except StoreError as exc:
             raise refusal(exc, key=key, queue_max=self.config.api.queue_max).error() from None
@@ -401,18 +410,6 @@ def _delivery_report(msg: Message) -> str:
 
 def _not_found(msg_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no message with id {msg_id!r}")
-
-
-def _require_json(request: Request) -> None:
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-        shown = media or "none"
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"the body must be JSON (Content-Type: application/json), not {shown}",
-        )
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -13,6 +13,8 @@ import urllib.parse
 
 from starlette.requests import Request
 
+from appliance.validation import ApiError
+
 
 class BodyTooLarge(Exception):
     """The body is (or says it is) larger than the route accepts."""
@@ -53,3 +55,16 @@ def form_fields(raw: bytes) -> dict[str, str]:
     for name, value in pairs:
         form.setdefault(name, value)
     return form
+
+
+def require_json(request: Request) -> None:
+    """415 unsupported_media_type unless the body is declared JSON (application/json or +json)."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = media or "none"
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON (Content-Type: application/json), not {shown}",
+        )

@@ -92,6 +92,26 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(revoke)
     revoke.add_argument("key", help="id, name or prefix (sgw_...)")
 
+    templates = sub.add_parser("templates", help="message templates: list, show, put, delete (on the ledger)")
+    templates_sub = templates.add_subparsers(dest="templates_verb", required=True, metavar="ACTION")
+    t_verbs = {
+        "list": "name, version, allowed keys of every template",
+        "show": "a template's latest version, as the API shows it (JSON)",
+        "put": "create a template or write its next version (every field replaced)",
+        "delete": "delete a template (messages keep name and version)",
+    }
+    for verb, about in t_verbs.items():
+        t_verb = templates_sub.add_parser(verb, help=about)
+        _add_config(t_verb)
+        if verb != "list":
+            t_verb.add_argument("name")
+        if verb == "put":
+            t_verb.add_argument("--body", help="the template text (Jinja2 subset); or --file")
+            t_verb.add_argument("--file", help="file holding the template text ('-': stdin)")
+            t_verb.add_argument(
+                "--allowed-keys", help="comma-separated API key names that may use it (default: any)"
+            )
+
     send = sub.add_parser("send", help="send an SMS through the gateway's API")
     _add_config(send)
     send.add_argument("to")
@@ -223,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.verb == "keys":
         return asyncio.run(_keys(args))
+    if args.verb == "templates":
+        return asyncio.run(_templates(args))
     if args.verb in ("send", "status"):
         return _api_call(args)
     return 2
@@ -330,6 +352,77 @@ async def _keys(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return 0
+
+
+async def _templates(args: argparse.Namespace) -> int:
+    """`smsgw templates ...` on the ledger directly, as `keys` (audited as `cli`)."""
+    from appliance.ledger import Store  # noqa: PLC0415
+
+    draft = _template_draft(args) if args.templates_verb == "put" else None
+    if isinstance(draft, int):
+        return draft
+    config = _load_config(args.config)
+    ledger = Store(config.store.path, reserve_bytes=config.store.reserve_bytes)
+    await ledger.open()
+    try:
+        return await _template_verb(ledger, args.templates_verb, args.name if "name" in args else "", draft)
+    finally:
+        await ledger.close()
+
+
+def _template_draft(args: argparse.Namespace) -> Any:
+    """`templates put`: the checked TemplateDraft, or the exit code after saying what is wrong."""
+    from appliance.sms_templates import TemplateError, parse_template_doc  # noqa: PLC0415
+
+    if (args.body is None) == (args.file is None):
+        print("smsgw: give the template text with --body or --file", file=sys.stderr)
+        return 2
+    doc: dict[str, Any] = {"body": args.body}
+    if args.allowed_keys is not None:
+        doc["allowed_keys"] = [k.strip() for k in args.allowed_keys.split(",") if k.strip()]
+    try:
+        if args.file is not None:
+            doc["body"] = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+        return parse_template_doc(doc, name=args.name)
+    except (OSError, UnicodeError) as exc:
+        print(f"smsgw: cannot read {args.file}: {exc}", file=sys.stderr)
+    except TemplateError as exc:
+        print(f"smsgw: {exc.message}", file=sys.stderr)
+    return 2
+
+
+async def _template_verb(ledger: Any, verb: str, name: str, draft: Any) -> int:
+    from appliance.ledger import Actor, Conflict, NotFound  # noqa: PLC0415
+    from appliance.sms_templates import TemplateError  # noqa: PLC0415
+
+    if verb == "list":
+        for record in await ledger.list_templates():
+            allowed = "any" if record.allowed_keys is None else ",".join(record.allowed_keys) or "admin"
+            print(f"{record.name}\tv{record.version}\t{allowed}")
+        return 0
+    try:
+        if verb == "show":
+            shown = await ledger.template(name)
+            if shown is not None:
+                print(json.dumps(shown.to_json(), indent=2, ensure_ascii=False))
+                return 0
+        elif verb == "put":
+            record, _created = await ledger.save_template(
+                draft, create_only=False, actor=Actor("cli", "local")
+            )
+            print(f"{record.name} v{record.version}")
+            return 0
+        else:
+            gone = await ledger.delete_template(name, actor=Actor("cli", "local"))
+            print(f"deleted {gone.name} (was v{gone.version})")
+            return 0
+    except NotFound:
+        pass
+    except (TemplateError, Conflict) as exc:
+        print(f"smsgw: {exc}", file=sys.stderr)
+        return 1
+    print(f"smsgw: no template {name!r}", file=sys.stderr)
+    return 1
 
 
 def _priority(name: str | None) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.keywords import check_keywords
+from appliance.sms_templates import TemplateError, check_name
 from watchdog.mail import SmtpConfigError, SmtpSettings, mailto_address
 from watchdog.thresholds import ThresholdError, Thresholds
 
@@ -177,6 +178,7 @@ class AlertmanagerConfig:
     max_segments: int = 2  # the SMS is cut (with "...") to fit this many segments
     max_alerts: int = 10  # alerts listed in one SMS; the rest are counted as "+N more"
     dedupe_window_s: float = 300.0  # the same notification again within this window is not re-sent
+    template: str = ""  # a message template (/api/v1/templates) for the SMS text; "" = the built-in text
 
 
 @dataclass(frozen=True)
@@ -475,6 +477,11 @@ def _check(config: Config) -> None:
         raise ConfigError("alertmanager.dedupe_window_s: must not be negative")
     if config.alertmanager.max_alerts < 1:
         raise ConfigError("alertmanager.max_alerts: must be at least 1")
+    if config.alertmanager.template:
+        try:
+            check_name(config.alertmanager.template, field_name="alertmanager.template")
+        except TemplateError as exc:
+            raise ConfigError(exc.message) from None
     for name in ("request_timeout_s", "keepalive_timeout_s", "max_connections", "max_connections_per_client"):
         if getattr(config.api, name) <= 0:
             raise ConfigError(f"api.{name}: must be positive")

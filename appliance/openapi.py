@@ -28,6 +28,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERROR = _json(_ref("Error"), "An error: {error: {code, message}}")
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 _PAGE = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
@@ -56,9 +57,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "SendRequest": {
         "type": "object",
-        "required": ["to", "body"],
+        "required": ["to"],
+        "description": "`body`, or `template` with `vars` (422 template_error names a missing variable)",
+        "oneOf": [{"required": ["body"]}, {"required": ["template"]}],
         "additionalProperties": False,
         "properties": {
+            "template": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "examples": ["welcome"]},
+            "vars": {"type": "object", "description": "the template's variables", "maxProperties": 50},
             "to": {
                 "type": "string",
                 "description": "E.164, or national in the configured region",
@@ -150,6 +155,17 @@ SCHEMAS: dict[str, Any] = {
             "possible_duplicate": {"type": "boolean"},
             "held": {"type": "boolean"},
             "window": {"oneOf": [{"type": "null"}, _ref("Window")]},
+            "template": {
+                "description": "the template the body was rendered from, with its version",
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["name", "version"],
+                        "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
+                    },
+                ],
+            },
             "parts": {"type": "array", "items": _ref("Part")},
             "events": {"type": "array", "items": _ref("Event")},
         },
@@ -287,6 +303,62 @@ SCHEMAS: dict[str, Any] = {
             "next_cursor": {"type": ["string", "null"]},
         },
     },
+    "TemplateRequest": {
+        "type": "object",
+        "required": ["body"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "description": "POST: required"},
+            "body": {"type": "string", "minLength": 1, "maxLength": 4096, "examples": ["Hi {{ name }}"]},
+            "version": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "PUT: the version the edit is based on",
+            },
+            "allowed_keys": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "API key names that may use it; absent: every key with send",
+            },
+            "window": {"type": "object", "description": "a send window {days, start, end, tz}"},
+        },
+    },
+    "Template": {
+        "type": "object",
+        "required": ["name", "body", "version", "created_at", "updated_at"],
+        "properties": {
+            "name": {"type": "string"},
+            "body": {"type": "string"},
+            "version": {"type": "integer"},
+            "allowed_keys": {"type": "array", "items": {"type": "string"}},
+            "window": {"type": "object"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "TemplateList": {
+        "type": "object",
+        "required": ["templates"],
+        "properties": {"templates": {"type": "array", "items": _ref("Template")}},
+    },
+    "PreviewRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "vars": {"type": "object"},
+            "body": {"type": "string", "description": "an unsaved edit to preview (admin)"},
+        },
+    },
+    "Preview": {
+        "type": "object",
+        "required": ["body", "encoding", "segments"],
+        "properties": {
+            "body": {"type": "string"},
+            "encoding": {"enum": ["gsm7", "ucs2"]},
+            "segments": {"type": "integer"},
+            "warning": {"type": "string", "description": "the characters that make it UCS-2, and the cost"},
+        },
+    },
     "AlertmanagerResult": {
         "type": "object",
         "required": ["status", "text", "segments", "messages"],
@@ -413,6 +485,47 @@ PATHS: dict[str, Any] = {
                 "content": {"application/json": {"schema": _ref("AlertmanagerNotification")}},
             },
             security=[{"bearer": []}, {"basic": []}],
+        )
+    },
+    "/api/v1/templates": {
+        "get": _op(
+            "Templates this key may use (admin: all), latest versions, by name",
+            {"200": _json(_ref("TemplateList"), "The templates")},
+        ),
+        "post": _op(
+            "Create a template, version 1 (admin; 409 template_exists)",
+            {"201": _json(_ref("Template"), "Created")},
+            requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": _ref("TemplateRequest")}},
+            },
+        ),
+    },
+    "/api/v1/templates/{name}": {
+        "get": _op(
+            "A template (latest version)", {"200": _json(_ref("Template"), "The template")}, parameters=_NAME
+        ),
+        "put": _op(
+            "Create, or write the next version (admin; 409 version_conflict on a stale version)",
+            {"200": _json(_ref("Template"), "The new version"), "201": _json(_ref("Template"), "Created")},
+            parameters=_NAME,
+            requestBody={
+                "required": True,
+                "content": {"application/json": {"schema": _ref("TemplateRequest")}},
+            },
+        ),
+        "delete": _op(
+            "Delete a template (admin; messages keep the name and version they used)",
+            {"204": {"description": "Deleted"}},
+            parameters=_NAME,
+        ),
+    },
+    "/api/v1/templates/{name}/preview": {
+        "post": _op(
+            "Render with vars: text, encoding, segments and a UCS-2 warning",
+            {"200": _json(_ref("Preview"), "The preview")},
+            parameters=_NAME,
+            requestBody={"content": {"application/json": {"schema": _ref("PreviewRequest")}}},
         )
     },
     "/api/v1/openapi.json": {

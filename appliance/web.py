@@ -91,6 +91,7 @@ def routes(*, store: Store, config: Config, gateway: GatewayView, intake: Intake
         Route("/modem", web.modem, methods=["GET"]),
         Route("/audit", web.audit, methods=["GET"]),
         Route("/conversation", web.conversation, methods=["GET"]),
+        Route("/templates", web.templates, methods=["GET"]),
         Route("/login", web.login_form, methods=["GET"]),
         Route("/login", web.login, methods=["POST"]),
         Route("/logout", web.logout, methods=["POST"]),
@@ -105,7 +106,7 @@ def routes(*, store: Store, config: Config, gateway: GatewayView, intake: Intake
 
 # The page's paths: a full disk met there is answered with a page, not the API's JSON.
 PAGE_PATHS = frozenset(
-    {"/", "/messages", "/modem", "/audit", "/conversation", "/login", "/logout"}
+    {"/", "/messages", "/modem", "/audit", "/conversation", "/templates", "/login", "/logout"}
     | {"/actions/test-sms", "/actions/reset-modem", "/actions/ack-incident"}
 )
 
@@ -459,6 +460,14 @@ class Web:
         entries.sort(key=lambda e: e.at)
         context = {"number": number, "entries": entries, "shown": {m.id for m in outbound}}
         return self._render(request, session, "conversation.html", context)
+
+    async def templates(self, request: Request) -> Response:
+        """Message templates, read-only (logged-in only: a template's text may be confidential)."""
+        session = await self._session(request)
+        if not session.is_admin:
+            return self._redirect(request, "/login", session)
+        records = await self.store.list_templates()
+        return self._render(request, session, "templates.html", {"records": records})
 
     # ---------------------------------------------------------------- helpers
     async def _status(self) -> dict[str, Any]:

@@ -11,7 +11,8 @@ then one per concept: `messages` (accept, read, cancel), `sending` (the send que
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `threads` (which
 message a text answers, replies, conversations), `keys` (keys, audit,
 web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine),
-`retention` (purge, compaction); `store` composes them into `Store`. `backend` names the interface
+`retention` (purge, compaction), `templates` (message templates, one row per version); `store`
+composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).
 
 The watchdog never imports this package: it reads the ledger read-only through the `*_facts` views

@@ -40,6 +40,7 @@ from appliance.ledger.models import (
     Retention,
     Stats,
 )
+from appliance.sms_templates import TemplateDraft, TemplateRecord
 
 
 class LedgerBackend(Protocol):
@@ -400,6 +401,26 @@ class LedgerBackend(Protocol):
 
     async def compact(self, *, max_pages: int = 4096) -> int:
         """Give free pages back to the file system; returns the pages freed."""
+        ...
+
+    # --- templates
+    async def template(self, name: str) -> TemplateRecord | None:
+        """The latest live version of the template `name`, or None."""
+        ...
+
+    async def list_templates(self) -> list[TemplateRecord]:
+        """The latest live version of every template, by name."""
+        ...
+
+    async def save_template(
+        self, draft: TemplateDraft, *, create_only: bool, actor: Actor | None = None
+    ) -> tuple[TemplateRecord, bool]:
+        """Insert the next version of `draft.name` (v1 when new): (record, created); Conflict when
+        `create_only` and the name is live; TemplateError 409 on a stale expected version."""
+        ...
+
+    async def delete_template(self, name: str, *, actor: Actor | None = None) -> TemplateRecord:
+        """Mark every version of `name` deleted; NotFound when none is live."""
         ...
 
     # --- connection

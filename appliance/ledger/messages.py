@@ -257,7 +257,8 @@ class Messages(Timeline):
         cur = await db.execute(
             """INSERT INTO messages (id, key_id, to_number, body, encoding, segments, priority, status,
                created_at, updated_at, send_at, not_before, expires_at, status_callback, metadata, source,
-               callback_format, send_window) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               callback_format, send_window, template_name, template_version)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 msg_id,
                 key_id,
@@ -277,6 +278,8 @@ class Messages(Timeline):
                 new.source,
                 new.callback_format,
                 None if new.window is None else json.dumps(new.window, sort_keys=True),
+                new.template_name,
+                new.template_version,
             ),
         )
         seq = int(cur.lastrowid or 0)
@@ -324,6 +327,8 @@ class Messages(Timeline):
             ambiguous=0,
             status_callback=new.status_callback,
             callback_format=new.callback_format,
+            template_name=new.template_name,
+            template_version=new.template_version,
             metadata=new.metadata,
             delay_reason=None,
             key_id=key_id,

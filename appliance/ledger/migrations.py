@@ -335,6 +335,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE api_keys ADD COLUMN send_window TEXT;
     ALTER TABLE api_keys ADD COLUMN window_bypass_high INTEGER NOT NULL DEFAULT 0;
     """,
+    # 13 (issue 13, task templates): named message templates, one row per version (a message keeps
+    # the version it used, so a PUT never rewrites a row); DELETE marks every version of a name.
+    # `send_window` is Window.to_json() as JSON (not `window`: an SQL keyword).
+    """
+    CREATE TABLE templates (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        allowed_keys TEXT,
+        send_window TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        deleted_at REAL,
+        PRIMARY KEY (name, version)
+    );
+    ALTER TABLE messages ADD COLUMN template_name TEXT;
+    ALTER TABLE messages ADD COLUMN template_version INTEGER;
+    """,
 ]
 
 

@@ -61,6 +61,8 @@ class NewMessage:
     window_source: str | None = None
     release_at: float | None = None
     window_note: str | None = None
+    template_name: str | None = None  # the template the body was rendered from, and its version
+    template_version: int | None = None
 
     def fingerprint(self) -> str:
         doc = {
@@ -135,6 +137,8 @@ class Message:
     key_id: int | None
     callback_format: str = "json"
     window: dict[str, str] | None = None  # the send window it waits for (windows.Window.to_json)
+    template_name: str | None = None
+    template_version: int | None = None
     parts: tuple[Part, ...] = ()
     events: tuple[Event, ...] = ()
 
@@ -338,6 +342,8 @@ def message_row(r: sqlite3.Row) -> Message:
         ambiguous=r["ambiguous"],
         status_callback=r["status_callback"],
         callback_format=r["callback_format"],
+        template_name=r["template_name"],
+        template_version=r["template_version"],
         metadata=json.loads(r["metadata"]) if r["metadata"] else None,
         delay_reason=r["delay_reason"],
         key_id=r["key_id"],

@@ -15,13 +15,14 @@ from appliance.ledger.messages import Messages
 from appliance.ledger.retention import Purge
 from appliance.ledger.sending import Sending
 from appliance.ledger.telemetry import Telemetry
+from appliance.ledger.templates import Templates
 from appliance.ledger.threads import Threads
 
 if TYPE_CHECKING:
     from appliance.ledger.backend import LedgerBackend
 
 
-class Store(Messages, Sending, Received, Threads, Keys, Telemetry, Purge):
+class Store(Messages, Sending, Received, Threads, Keys, Telemetry, Purge, Templates):
     """The ledger. One connection: every write is serialised through it (one writer)."""
 
 

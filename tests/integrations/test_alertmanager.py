@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +207,67 @@ async def test_a_lone_surrogate_in_a_label_is_a_400(box: Running) -> None:
     )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_json"
+
+
+def _notification(group: str, **labels: str) -> dict[str, Any]:
+    """An Alertmanager webhook v4 body as Alertmanager posts it, one firing alert."""
+    return {
+        "version": "4",
+        "groupKey": group,
+        "status": "firing",
+        "receiver": "smsgw",
+        "groupLabels": {"alertname": "DiskFull"},
+        "commonLabels": {"alertname": "DiskFull", **labels},
+        "commonAnnotations": {"summary": "Disk almost full on db1"},
+        "externalURL": "http://am:9093",
+        "truncatedAlerts": 0,
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "DiskFull", **labels},
+                "annotations": {"summary": "Disk almost full on db1"},
+                "startsAt": "2026-01-01T00:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": f"fp{group}",
+            }
+        ],
+    }
+
+
+async def test_a_template_writes_the_alert_sms_and_a_missing_one_falls_back(
+    tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`[alertmanager] template`: the SMS comes from the template with the alert's fields; while it
+    does not exist, or when it fails to render, the built-in text goes out and one line is logged."""
+    raw = gateway_config(
+        tmp_path, str(sim.primary_path), watchdog={"oncall": [ONCALL]}, alertmanager={"template": "oncall"}
+    )
+    phone = sim.network.phone(ONCALL)
+    async with run_gateway(raw, sim) as box:
+        await box.gateway.modem_list[0][2].wait_ready(10)
+        with caplog.at_level(logging.WARNING, logger="appliance.alertmanager"):
+            before = await box.client.post("/api/v1/alertmanager", json=_notification("1", instance="db1"))
+        assert before.status_code == 202, before.text
+        assert before.json()["text"].startswith("FIRING: DiskFull (1 firing)")
+        assert [r.getMessage() for r in caplog.records] == [
+            "alertmanager: template 'oncall' ([alertmanager] template) does not exist; the built-in text is sent"
+        ]
+        body = "[{{ status | upper }}] {{ alertname }} on {{ labels.instance }}: {{ summary }} ({{ count }})"
+        made = await box.client.put("/api/v1/templates/oncall", json={"body": body})
+        assert made.status_code == 201, made.text
+        templated = await box.client.post("/api/v1/alertmanager", json=_notification("2", instance="db2"))
+        assert templated.status_code == 202, templated.text
+        text = "[FIRING] DiskFull on db2: Disk almost full on db1 (1)"
+        assert templated.json()["text"] == text
+        msg = await box.final(templated.json()["messages"][0]["id"])
+        assert msg["template"] == {"name": "oncall", "version": 1}
+        assert text in await eventually(lambda: len(phone.texts()) == 2 and phone.texts(), 10)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="appliance.alertmanager"):
+            no_label = await box.client.post("/api/v1/alertmanager", json=_notification("3"))
+        assert no_label.status_code == 202, no_label.text
+        assert no_label.json()["text"].startswith("FIRING: DiskFull (1 firing)")
+        assert [r.getMessage() for r in caplog.records] == [
+            "alertmanager: template 'oncall' v1: 'instance' is missing from an object variable; "
+            "the built-in text is sent"
+        ]

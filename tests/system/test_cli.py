@@ -408,3 +408,32 @@ async def test_send_over_tls_verifies_the_gateway_against_the_configured_certifi
         assert refused.returncode == 1
         assert "cannot reach the gateway at https://127.0.0.2:" in refused.stderr
         assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+
+
+@pytest.mark.slow
+async def test_templates_put_list_show_and_the_api_sends_with_it(box: Box) -> None:
+    """An operator writes a template on the box; the running gateway sends with it at once."""
+    put = await smsgw(
+        "templates",
+        "put",
+        "alert",
+        "--config",
+        box.config,
+        "--body",
+        "ALERT {{ what }}",
+        "--allowed-keys",
+        "test",
+    )
+    assert (put.returncode, put.stdout) == (0, "alert v1\n"), put.stderr
+    refused = await smsgw("templates", "put", "evil", "--config", box.config, "--body", "{{ 'x' * 9 }}")
+    assert refused.returncode == 2
+    assert "'*' is not available" in refused.stderr
+    listed = await smsgw("templates", "list", "--config", box.config)
+    assert listed.stdout == "alert\tv1\ttest\n"
+    shown = await smsgw("templates", "show", "alert", "--config", box.config)
+    assert json.loads(shown.stdout)["body"] == "ALERT {{ what }}"
+    sent = await box.gw.send(to=PHONE, template="alert", vars={"what": "disk"})
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["body"] == "ALERT disk"
+    audit = await box.get(box.gw.key, "/api/v1/audit")
+    assert ("template_create", "cli") in [(e["action"], e["actor"]) for e in audit.json()["events"]]
