@@ -22,6 +22,7 @@ from starlette.types import Message as AsgiMessage
 from appliance import alertmanager, auth, edge, openapi, twilio, validation, web
 from appliance.bodies import BadContentLength, BodyTooLarge, read_body
 from appliance.config import Config
+from appliance.escalation import refuse_opted_out
 from appliance.intake import Intake, refusal
 from appliance.ledger import (
     ApiKey,
@@ -32,6 +33,7 @@ from appliance.ledger import (
     StorageFull,
     Store,
     StoreError,
+    escalation_payload,
     inbound_payload,
     quarantine_payload,
     rfc3339,
@@ -157,6 +159,8 @@ def message_payload(msg: Message) -> dict[str, Any]:
         "final": msg.status.final or (msg.status is State.SENT and msg.report_expired),
         "possible_duplicate": msg.ambiguous > 0,
         "held": msg.held,
+        "escalation": escalation_payload(msg.escalation),
+        "escalated_from": msg.escalated_from,
     }
 
 
@@ -208,6 +212,8 @@ class _Api:
         header_key = None if header is None else validation.parse_idempotency_header(header)
         new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
         new = auth.capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
+        if new.escalation is not None:
+            await refuse_opted_out(self.store, new.escalation)
         try:
             msg, created = await self.intake.submit(new, key=key, actor=auth.actor(key, request))
         except StoreError as exc:

@@ -9,7 +9,7 @@ Modules: `connection` (connections, transactions, the disk reserve), `migrations
 `models` (records and row mappers), `payloads` (their JSON), `errors`, `dialect` (SQLite helpers),
 then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `keys` (keys, audit,
-web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine),
+web sessions), `outbox` (webhooks), `escalations` (escalation chains and their e-mail outbox), `telemetry` (heartbeats, samples, stats, quarantine),
 `retention` (purge, compaction); `store` composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).
 
@@ -29,12 +29,15 @@ from appliance.ledger.errors import (
     StorageFull,
     StoreError,
 )
+from appliance.ledger.escalations import EscalationMail
 from appliance.ledger.models import (
     MASK,
     REPLY_WINDOW_S,
     Actor,
     ApiKey,
     AuditEvent,
+    Escalation,
+    EscalationSpec,
     Event,
     Inbound,
     KeyLimits,
@@ -52,7 +55,13 @@ from appliance.ledger.models import (
     new_id,
     webhook_target,
 )
-from appliance.ledger.payloads import inbound_payload, quarantine_payload, rfc3339, status_payload
+from appliance.ledger.payloads import (
+    escalation_payload,
+    inbound_payload,
+    quarantine_payload,
+    rfc3339,
+    status_payload,
+)
 from appliance.ledger.store import Store
 
 __all__ = [
@@ -64,6 +73,9 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Conflict",
+    "Escalation",
+    "EscalationMail",
+    "EscalationSpec",
     "Event",
     "IdempotencyMismatch",
     "Inbound",
@@ -86,6 +98,7 @@ __all__ = [
     "Store",
     "StoreError",
     "WebhookTarget",
+    "escalation_payload",
     "hash_key",
     "inbound_payload",
     "new_id",

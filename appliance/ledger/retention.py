@@ -128,6 +128,8 @@ class Purge(Connection):
                         ("parts", "message_id"),
                         ("events", "message_id"),
                         ("idempotency", "message_id"),
+                        ("escalations", "message_id"),
+                        ("escalation_mail", "message_id"),
                     ):
                         await db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)  # noqa: S608  (fixed names)
                     await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)  # noqa: S608
