@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from appliance import escalation
 from appliance.ledger import Conflict, EscalationSpec, Store
 from appliance.segments import new_message
 from modem.simulator import Simulator
@@ -243,3 +244,47 @@ async def test_a_step_is_committed_with_its_message_so_it_is_never_sent_twice(tm
         assert chain.escalation.next_at >= first.created_at + 60
     finally:
         await store.close()
+
+
+async def _mail_events(gw: Running, msg_id: str, count: int) -> list[str]:
+    async def seen() -> list[str] | None:
+        doc = await gw.message(msg_id)
+        details = [e["detail"] for e in doc["events"] if e["type"] == "escalation_mail"]
+        return details if len(details) >= count else None
+
+    result: list[str] = await eventually(seen, 15, 0.05)
+    return result
+
+
+@pytest.mark.slow
+async def test_an_e_mail_the_server_defers_is_sent_on_a_later_try_and_one_it_refuses_is_given_up(
+    egw: Running, sim: Simulator, mail: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(escalation, "MAIL_BACKOFF_BASE_S", 0.05)
+    sim.network.set_policy(FIRST, outcome="lost")
+    later, never = "later@example.com", "nobody@example.com"
+    mail.inbox.refuse[later] = "451 4.3.0 mailbox busy, try again later"
+    mail.inbox.refuse[never] = "550 5.1.1 no such user"
+    r = await egw.send(to=FIRST, body="Freezer warm", escalation={"after_s": 1, "then": [f"mailto:{later}"]})
+    s = await egw.send(to=FIRST, body="Freezer warm!", escalation={"after_s": 1, "then": [f"mailto:{never}"]})
+    assert (r.status_code, s.status_code) == (202, 202)
+    first_try = await _mail_events(egw, r.json()["id"], 1)
+    assert first_try[0].startswith(f"e-mail to {later} not sent yet (step 1): recipient refused: 451")
+    del mail.inbox.refuse[later]
+    assert (await _mail_events(egw, r.json()["id"], 2))[1] == f"e-mail to {later} sent (step 1)"
+    assert [rcpts for rcpts, _m in mail.inbox.messages()] == [(later,)]
+    refused = await _mail_events(egw, s.json()["id"], 1)
+    assert refused[0].startswith(f"e-mail to {never} given up (step 1): recipient refused: 550")
+
+
+@pytest.mark.slow
+async def test_a_chain_of_numbers_only_ends_exhausted_when_the_last_one_stays_silent(
+    egw: Running, sim: Simulator
+) -> None:
+    sim.network.set_policy(outcome="lost")  # no number ever reports delivery
+    r = await egw.send(to=FIRST, body="Gate stuck", escalation={"after_s": 1, "then": [SECOND, THIRD]})
+    assert r.status_code == 202, r.text
+    doc = await _chain(egw, r.json()["id"], "exhausted")
+    assert doc["escalation"]["step"] == 2
+    assert sim.network.phone(SECOND).texts() == ["Gate stuck"]
+    assert sim.network.phone(THIRD).texts() == ["Gate stuck"]
