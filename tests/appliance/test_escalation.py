@@ -288,3 +288,26 @@ async def test_a_chain_of_numbers_only_ends_exhausted_when_the_last_one_stays_si
     assert doc["escalation"]["step"] == 2
     assert sim.network.phone(SECOND).texts() == ["Gate stuck"]
     assert sim.network.phone(THIRD).texts() == ["Gate stuck"]
+
+
+@pytest.mark.slow
+async def test_a_restarted_gateway_goes_on_with_the_chain_without_texting_a_step_twice(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    sim.network.set_policy(outcome="lost")
+    raw = gateway_config(tmp_path, str(sim.primary_path), escalation={"min_after_s": 1})
+    async with run_gateway(raw, sim) as first:
+        await first.gateway.modem_list[0][2].wait_ready(10)
+        r = await first.send(to=FIRST, body="Boiler off", escalation={"after_s": 2, "then": [SECOND, THIRD]})
+        assert r.status_code == 202, r.text
+        msg_id = r.json()["id"]
+        await sim.network.wait_for(lambda: "Boiler off" in sim.network.phone(SECOND).texts(), 10)
+    async with run_gateway(raw, sim) as second:
+        await second.gateway.modem_list[0][2].wait_ready(10)
+        doc = await _chain(second, msg_id, "exhausted")
+    assert sim.network.phone(SECOND).texts() == ["Boiler off"]
+    assert sim.network.phone(THIRD).texts() == ["Boiler off"]
+    assert [e["detail"][:11] for e in doc["events"] if e["type"] == "escalated"] == [
+        "step 1 of 2",
+        "step 2 of 2",
+    ]
