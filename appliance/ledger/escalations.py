@@ -56,12 +56,13 @@ class Escalations(Timeline):
 
     # ------------------------------------------------------------ accept path
     async def _escalation_accepted(
-        self, db: aiosqlite.Connection, msg_id: str, spec: EscalationSpec, now: float
+        self, db: aiosqlite.Connection, msg_id: str, spec: EscalationSpec, start: float
     ) -> None:
-        """A message with `escalation` was accepted: its chain starts, the first step due after_s on."""
+        """A message with `escalation` was accepted: its chain starts, the first step due after_s
+        after `start` (when the message is due: now, or its send_at)."""
         await db.execute(
             "INSERT INTO escalations (message_id, after_s, until, targets, step, next_at) VALUES (?, ?, ?, ?, 0, ?)",
-            (msg_id, spec.after_s, spec.until, json.dumps(list(spec.then)), now + spec.after_s),
+            (msg_id, spec.after_s, spec.until, json.dumps(list(spec.then)), start + spec.after_s),
         )
 
     async def _escalation_step_accepted(
@@ -122,11 +123,12 @@ class Escalations(Timeline):
         )
         endings: list[tuple[str, str, str]] = []
         for r in rows:
+            # A reply proves the text was read: it ends a chain waiting for a delivery report too.
             if r["status"] == "canceled":
                 endings.append((r["message_id"], "canceled", "the message was canceled"))
             elif r["until"] == "delivered" and r["delivered_id"] is not None:
                 endings.append((r["message_id"], "delivered", f"{r['delivered_id']} was delivered"))
-            elif r["until"] == "replied" and r["replied_by"] is not None:
+            elif r["replied_by"] is not None:
                 endings.append((r["message_id"], "replied", f"{r['replied_by']} answered"))
         ended = []
         for msg_id, outcome, detail in endings:

@@ -288,7 +288,7 @@ class Messages(Escalations):
             detail += ", scheduled"
         await self._event(db, msg_id, "accepted", None, status, detail, now)
         if new.escalation is not None:
-            await self._escalation_accepted(db, msg_id, new.escalation, now)
+            await self._escalation_accepted(db, msg_id, new.escalation, start)
         if new.escalation_of is not None:  # a step of another message's chain: taken with this commit
             await self._escalation_step_accepted(db, new, msg_id, now)
         if new.idempotency_key is not None:
@@ -334,7 +334,7 @@ class Messages(Escalations):
             escalated_from=None if new.escalation_of is None else new.escalation_of[0],
             escalation=None
             if new.escalation is None
-            else Escalation(new.escalation, 0, now + new.escalation.after_s),
+            else Escalation(new.escalation, 0, start + new.escalation.after_s),
         )
         await self._notify(db, message, now)
         extras.accepted(key_id, hour, item.actor, msg_id, new, now)

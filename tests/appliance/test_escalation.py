@@ -166,15 +166,29 @@ async def test_a_reply_from_the_recipient_stops_a_chain_until_replied(egw: Runni
     assert sim.network.phone(SECOND).texts() == []
 
 
+async def test_a_reply_ends_a_chain_waiting_for_a_delivery_report_too(egw: Running, sim: Simulator) -> None:
+    """The report may never come (lost), but an answer proves the text was read."""
+    sim.network.set_policy(FIRST, outcome="lost")
+    r = await egw.send(to=FIRST, body="Valve 2 stuck", escalation={"after_s": 30, "then": [SECOND]})
+    assert r.status_code == 202, r.text
+    await sim.network.wait_for(lambda: "Valve 2 stuck" in sim.network.phone(FIRST).texts(), 10)
+    await sim.inject(FIRST, "seen")
+    doc = await _chain(egw, r.json()["id"], "replied")
+    assert doc["status"] == "sent"
+    assert sim.network.phone(SECOND).texts() == []
+
+
 async def test_canceling_the_original_stops_its_chain(egw: Running, sim: Simulator) -> None:
-    tomorrow = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    when = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).replace(microsecond=0)
+    tomorrow = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     r = await egw.send(
         to=FIRST, body="Reminder", send_at=tomorrow, escalation={"after_s": 1, "then": [SECOND]}
     )
     assert r.status_code == 202, r.text
     msg_id = r.json()["id"]
+    # The wait runs from when the message is due, not from when it was accepted.
+    due = when + datetime.timedelta(seconds=1)
+    assert r.json()["escalation"]["next_at"] == due.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     assert (await egw.client.post(f"/api/v1/messages/{msg_id}/cancel")).status_code == 200
     doc = await _chain(egw, msg_id, "canceled")
     assert doc["escalation"]["step"] == 0
