@@ -285,8 +285,6 @@ class LedgerBackend(Protocol):
         """Record an attempt: sent, retried at `next_at` (transient), or given up (next_at None)."""
         ...
 
-    async def escalation_mail_backlog(self) -> int: ...
-
     # --- keys
     async def create_key(
         self,

@@ -256,14 +256,6 @@ class Escalations(Timeline):
                 detail = f"e-mail to {item.address} not sent yet (step {item.step}): {error}; retrying"
             await self._event(db, item.message_id, "escalation_mail", None, None, detail, now)
 
-    async def escalation_mail_backlog(self) -> int:
-        row = await fetch_one(
-            self.rdb,
-            "SELECT count(*) AS n FROM escalation_mail WHERE sent_at IS NULL AND abandoned_at IS NULL",
-            (),
-        )
-        return int(row["n"]) if row else 0
-
     # ------------------------------------------------------------ helpers
     async def _chain(self, db: aiosqlite.Connection, msg_id: str) -> Escalation:
         row = await fetch_one(db, "SELECT * FROM escalations WHERE message_id = ?", (msg_id,))

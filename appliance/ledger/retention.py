@@ -68,6 +68,13 @@ class Purge(Connection):
                 "(SELECT seq FROM inbound WHERE received_at < ? AND from_number NOT LIKE ? LIMIT ?)",
                 (MASK, cutoff, f"%{MASK}"),
             )
+            # An ended escalation chain's numbers (its mailto: targets are the operator's own).
+            done["numbers"] += await self._batches(
+                "UPDATE escalations SET targets = (SELECT json_group_array(iif(substr(value, 1, 7) = 'mailto:', "
+                "value, substr(value, 1, 3) || ?)) FROM json_each(escalations.targets)) WHERE message_id IN "
+                "(SELECT message_id FROM escalations WHERE ended_at < ? AND targets NOT LIKE ? LIMIT ?)",
+                (MASK, cutoff, f"%{MASK}%"),
+            )
             done["numbers"] += await self._batches(
                 "DELETE FROM unmatched_reports WHERE id IN "
                 "(SELECT id FROM unmatched_reports WHERE received_at < ? LIMIT ?)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from appliance import escalation
-from appliance.ledger import Conflict, EscalationSpec, Store
+from appliance.ledger import MASK, Conflict, EscalationSpec, Retention, Store
 from appliance.segments import new_message
 from modem.simulator import Simulator
 from tests.integrations.receiver import Receiver, receiver
@@ -334,3 +335,21 @@ async def test_a_restarted_gateway_goes_on_with_the_chain_without_texting_a_step
         "step 1 of 2",
         "step 2 of 2",
     ]
+
+
+async def test_retention_masks_the_numbers_of_an_ended_chain(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ledger.sqlite3")
+    await store.open()
+    try:
+        spec = EscalationSpec(60, "delivered", (SECOND, "mailto:oncall@example.com"))
+        original, _ = await store.accept(
+            new_message(FIRST, "hello", escalation=spec), key_id=None, queue_max=100
+        )
+        assert await store.end_escalation(original.id, "canceled", "the message was canceled")
+        await store.purge(Retention(numbers_days=1), now=time.time() + 2 * 86400)
+        msg = await store.get(original.id)
+        assert msg is not None
+        assert msg.escalation is not None
+        assert msg.escalation.spec.then == (f"{SECOND[:3]}{MASK}", "mailto:oncall@example.com")
+    finally:
+        await store.close()
