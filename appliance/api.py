@@ -22,6 +22,7 @@ from starlette.types import Message as AsgiMessage
 from appliance import alertmanager, auth, edge, openapi, template_api, twilio, validation, web
 from appliance.bodies import BadContentLength, BodyTooLarge, read_body, require_json
 from appliance.config import Config
+from appliance.escalation import refuse_opted_out
 from appliance.intake import Intake, refusal
 from appliance.ledger import (
     ApiKey,
@@ -32,6 +33,7 @@ from appliance.ledger import (
     StorageFull,
     Store,
     StoreError,
+    escalation_payload,
     inbound_payload,
     quarantine_payload,
     rfc3339,
@@ -165,6 +167,8 @@ def message_payload(msg: Message) -> dict[str, Any]:
             if msg.template_name is None
             else {"name": msg.template_name, "version": msg.template_version}
         ),
+        "escalation": escalation_payload(msg.escalation),
+        "escalated_from": msg.escalated_from,
     }
 
 
@@ -218,6 +222,8 @@ class _Api:
         new = validation.parse_send_request(doc, header_key=header_key, config=self.config)
         new = template_api.with_template(new, template)
         new = auth.capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
+        if new.escalation is not None:
+            await refuse_opted_out(self.store, new.escalation)
         try:
             msg, created = await self.intake.submit(
                 new,

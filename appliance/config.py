@@ -132,7 +132,7 @@ class InboundConfig:
 class WebhookConfig:
     url: str = ""
     secret: str = ""  # Standard Webhooks secret ("whsec_..." base64, or raw text)
-    events: tuple[str, ...] = ("message.status", "message.received", "gateway.alert")
+    events: tuple[str, ...] = ("message.status", "message.received", "message.escalated", "gateway.alert")
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,17 @@ class UssdConfig:
     alert_below: float = 5.0  # the watchdog alerts when the balance falls below this; 0 = never
 
 
+@dataclass(frozen=True)
+class EscalationConfig:
+    """[escalation]: bounds of a message's `escalation` (appliance/escalation.py)."""
+
+    min_after_s: int = 30  # the shortest wait a request may ask for before the next step
+    mail_retry_max_s: float = 86400.0  # a chain's e-mail failing transiently is given up after this
+
+
+MAX_ESCALATION_AFTER_S = 7 * 86400
+
+
 # A USSD session occupies the radio for seconds and some operators answer balance enquiries by SMS
 # (which costs): once a minute is the most a check may run.
 MIN_BALANCE_CHECK_S = 60
@@ -257,6 +268,7 @@ class Config:
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     ussd: UssdConfig = field(default_factory=UssdConfig)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
     source: str = "<defaults>"
 
     @property
@@ -278,6 +290,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "retention": RetentionConfig,
     "ussd": UssdConfig,
     "smtp": SmtpSettings,
+    "escalation": EscalationConfig,
 }
 # TOML keys that are Python keywords, and the dataclass field that holds them.
 _FIELD_OF = {"from": "from_"}
@@ -471,6 +484,7 @@ def _check(config: Config) -> None:
             f"inbound.reply_window_s: must be {MIN_REPLY_WINDOW_S:g} to {MAX_REPLY_WINDOW_S:g} seconds (a year), "
             f"got {config.inbound.reply_window_s:g}"
         )
+    _check_message_escalation(config.escalation)
     if not 1 <= config.alertmanager.max_segments <= 10:
         raise ConfigError("alertmanager.max_segments: must be 1 to 10")
     if config.alertmanager.dedupe_window_s < 0:
@@ -512,6 +526,18 @@ def _check_escalation(config: Config) -> None:
             raise ConfigError(f"watchdog.escalate_email[{i}]: {exc}") from None
     if wd.escalate_email and not config.smtp.enabled:
         raise ConfigError("watchdog.escalate_email: needs [smtp] host (the mail server to send through)")
+
+
+def _check_message_escalation(esc: EscalationConfig) -> None:
+    """[escalation]: a wait no shorter than a second, no longer than a chain may wait."""
+    if not 1 <= esc.min_after_s <= MAX_ESCALATION_AFTER_S:
+        raise ConfigError(
+            f"escalation.min_after_s: must be 1 to {MAX_ESCALATION_AFTER_S} seconds, got {esc.min_after_s}"
+        )
+    if not 60 <= esc.mail_retry_max_s <= MAX_ESCALATION_AFTER_S:
+        raise ConfigError(
+            f"escalation.mail_retry_max_s: must be 60 to {MAX_ESCALATION_AFTER_S} seconds, got {esc.mail_retry_max_s:g}"
+        )
 
 
 _HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")

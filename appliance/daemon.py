@@ -31,7 +31,7 @@ from appliance.inbound import Receiver, command_sealer, join, keyword
 from appliance.ledger import Retention, StorageFull, Store, StoreError, WebhookTarget
 from appliance.logrepeat import RepeatFilter, install
 from appliance.metrics import Metrics
-from appliance.status import watchdog_state_path
+from appliance.status import MIN_FREE_BYTES, watchdog_state_path
 from appliance.web import mask_number
 from modem import Modem, ModemState
 from modem.portlock import hold_as_daemon
@@ -246,6 +246,7 @@ class Gateway:
             tasks = [
                 tg.create_task(self._dispatch(recovered), name="dispatcher"),
                 tg.create_task(_forever("webhooks", self._relay), name="webhooks"),
+                tg.create_task(_forever("escalation", self._escalate), name="escalation"),
                 tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
             ]
@@ -377,6 +378,19 @@ class Gateway:
             configured=[w.url for w in self.config.webhooks],
         )
         await relay.run()
+
+    async def _escalate(self) -> None:
+        from appliance.escalation import Escalator  # noqa: PLC0415
+        from appliance.intake import Intake  # noqa: PLC0415
+
+        intake = Intake(
+            self.store,
+            queue_max=self.config.api.queue_max,
+            gateway=self,
+            metrics=self.metrics,
+            min_free_bytes=MIN_FREE_BYTES,
+        )
+        await Escalator(self.store, intake, self.config).run()
 
     async def _maintenance(self) -> None:
         last_slow = 0.0

@@ -35,7 +35,13 @@ from appliance.windows import Window
 
 _LOGGER = logging.getLogger(__name__)
 
-SOURCES = ("api", "twilio", "alertmanager", "page")  # NewMessage.source: the metric's label values
+SOURCES = (
+    "api",
+    "twilio",
+    "alertmanager",
+    "page",
+    "escalation",
+)  # NewMessage.source: the metric's label values
 QUEUE_FULL_RETRY_AFTER_S = 30  # long enough for the dispatcher to drain a few messages
 
 

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from appliance.ledger.escalations import ENDINGS
 from appliance.states import State
 
 _REF = "#/components/schemas/"
@@ -95,6 +96,50 @@ SCHEMAS: dict[str, Any] = {
                 "examples": ["20:00"],
             },
             "tz": {"type": "string", "maxLength": 64, "examples": ["Europe/Berlin"]},
+            "escalation": _ref("EscalationRequest"),
+        },
+    },
+    "EscalationRequest": {
+        "type": "object",
+        "required": ["after_s", "then"],
+        "additionalProperties": False,
+        "description": "Not delivered (or, with until=replied, not answered) within after_s: the same text "
+        "goes to the next number of `then`, each after after_s more; after the numbers, an e-mail to every "
+        "mailto: target (needs [smtp]). The first success ends it.",
+        "properties": {
+            "after_s": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 604800,
+                "description": "seconds; at least [escalation] min_after_s (default 30)",
+            },
+            "until": {"enum": ["delivered", "replied"], "default": "delivered"},
+            "then": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 10,
+                "items": {"type": "string", "examples": ["+4915198765432", "mailto:oncall@example.com"]},
+                "description": "numbers (E.164 or national) first, then mailto: targets",
+            },
+        },
+    },
+    "Escalation": {
+        "type": "object",
+        "required": ["after_s", "until", "then", "step", "next_at", "done", "outcome", "ended_at"],
+        "properties": {
+            "after_s": {"type": "integer"},
+            "until": {"enum": ["delivered", "replied"]},
+            "then": {"type": "array", "items": {"type": "string"}},
+            "step": {"type": "integer", "description": "entries of `then` reached so far"},
+            "next_at": _TS,
+            "done": {"type": "boolean"},
+            "outcome": {
+                "oneOf": [
+                    {"type": "null"},
+                    {"enum": list(ENDINGS)},
+                ]
+            },
+            "ended_at": _TS,
         },
     },
     "Part": {
@@ -168,6 +213,11 @@ SCHEMAS: dict[str, Any] = {
             },
             "parts": {"type": "array", "items": _ref("Part")},
             "events": {"type": "array", "items": _ref("Event")},
+            "escalation": {"oneOf": [{"type": "null"}, _ref("Escalation")]},
+            "escalated_from": {
+                "type": ["string", "null"],
+                "description": "the message whose escalation sent this",
+            },
         },
     },
     "MessageList": {

@@ -19,11 +19,12 @@ from typing import Any
 import phonenumbers
 
 from appliance import addrpolicy, segments
-from appliance.config import Config
+from appliance.config import MAX_ESCALATION_AFTER_S, Config
 from appliance.jsontypes import json_type as _json_type
-from appliance.ledger import NewMessage
+from appliance.ledger import EscalationSpec, NewMessage
 from appliance.states import Priority
 from appliance.windows import Window, WindowError, parse_window
+from watchdog.mail import is_mailto, mailto_address
 
 MAX_SCHEDULE_AHEAD_S = 30 * 86400  # a send_at further out is almost surely a units or year mistake
 MIN_VALIDITY_S = 60
@@ -48,8 +49,12 @@ SEND_FIELDS = frozenset(
         "status_callback",
         "metadata",
         "window",
+        "escalation",
     }
 )
+ESCALATION_FIELDS = frozenset({"after_s", "until", "then"})
+ESCALATION_UNTIL = ("delivered", "replied")
+MAX_ESCALATION_TARGETS = 10
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
 _NUMBER_CHARS = re.compile(r"[0-9+\-(). /]+")
@@ -126,6 +131,7 @@ def parse_send_request(
     callback = _optional(doc, "status_callback")
     metadata = _optional(doc, "metadata")
     window = _optional(doc, "window")
+    escalation = _optional(doc, "escalation")
     return sized_message(
         to,
         body,
@@ -138,6 +144,7 @@ def parse_send_request(
         # Its own send window; send_windows.apply_window adds a template's or key's (intake).
         window=None if window is None else parse_send_window(window).to_json(),
         window_source=None if window is None else "message",
+        escalation=None if escalation is None else parse_escalation(escalation, config),
     )
 
 
@@ -278,6 +285,74 @@ def parse_callback(value: Any, allow: tuple[str, ...] = (), *, field: str = "sta
     if why is not None:
         raise invalid(field, f"{host} is {why}: the gateway does not call it ([webhooks] allow admits CIDRs)")
     return value
+
+
+def parse_escalation(value: Any, config: Config) -> EscalationSpec:
+    """`escalation`: {"after_s", "until"?, "then": [numbers..., "mailto:..."...]}; each entry checked
+    (numbers as `to` is, mailto: targets only with an [smtp] server), numbers before e-mail."""
+    if not isinstance(value, dict):
+        raise _bad_escalation("escalation", f"expected a JSON object, got {_json_type(value)}")
+    for name in value:
+        if name not in ESCALATION_FIELDS:
+            raise _bad_escalation(
+                f"escalation.{name}", f"unknown field (allowed: {', '.join(sorted(ESCALATION_FIELDS))})"
+            )
+    low = config.escalation.min_after_s
+    after_s = value.get("after_s")
+    if isinstance(after_s, float) and after_s.is_integer():
+        after_s = int(after_s)
+    if not isinstance(after_s, int) or isinstance(after_s, bool):
+        raise _bad_escalation(
+            "escalation.after_s", f"expected a whole number of seconds, got {_json_type(after_s)}"
+        )
+    if not low <= after_s <= MAX_ESCALATION_AFTER_S:
+        raise _bad_escalation(
+            "escalation.after_s", f"{after_s} is outside {low}..{MAX_ESCALATION_AFTER_S} seconds"
+        )
+    until = value.get("until", "delivered")
+    if until not in ESCALATION_UNTIL:
+        shown = repr(until) if isinstance(until, str) else _json_type(until)
+        raise _bad_escalation(
+            "escalation.until", f"expected one of {', '.join(ESCALATION_UNTIL)}, got {shown}"
+        )
+    then = value.get("then")
+    if not isinstance(then, list) or not 1 <= len(then) <= MAX_ESCALATION_TARGETS:
+        shown = f"{len(then)} entries" if isinstance(then, list) else _json_type(then)
+        raise _bad_escalation(
+            "escalation.then",
+            f"expected a list of 1 to {MAX_ESCALATION_TARGETS} numbers or mailto: targets, got {shown}",
+        )
+    targets: list[str] = []
+    mail_seen = False
+    for i, entry in enumerate(then):
+        where = f"escalation.then[{i}]"
+        if not isinstance(entry, str):
+            raise _bad_escalation(
+                where, f"expected a phone number or mailto: target as a string, got {_json_type(entry)}"
+            )
+        if is_mailto(entry):
+            try:
+                targets.append(f"mailto:{mailto_address(entry)}")
+            except ValueError as exc:
+                raise _bad_escalation(where, str(exc)) from None
+            if not config.smtp.enabled:
+                raise _bad_escalation(
+                    where, "e-mail needs an [smtp] server, and this gateway has none configured"
+                )
+            mail_seen = True
+            continue
+        if mail_seen:
+            raise _bad_escalation(
+                where, "numbers come before the mailto: targets (e-mail is the last resort)"
+            )
+        targets.append(parse_number(entry, config.gateway.default_region, field=where))
+    if len(set(targets)) != len(targets):
+        raise _bad_escalation("escalation.then", "lists the same target twice")
+    return EscalationSpec(after_s, until, tuple(targets))
+
+
+def _bad_escalation(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_escalation", f"{field}: {message}")
 
 
 def parse_metadata(value: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Modules: `connection` (connections, transactions, the disk reserve), `migrations
 then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `threads` (which
 message a text answers, replies, conversations), `keys` (keys, audit,
-web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine),
+web sessions), `outbox` (webhooks), `escalations` (escalation chains and their e-mail outbox), `telemetry` (heartbeats, samples, stats, quarantine),
 `retention` (purge, compaction), `templates` (message templates, one row per version); `store`
 composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).
@@ -31,12 +31,15 @@ from appliance.ledger.errors import (
     StorageFull,
     StoreError,
 )
+from appliance.ledger.escalations import EscalationMail
 from appliance.ledger.models import (
     MASK,
     REPLY_WINDOW_S,
     Actor,
     ApiKey,
     AuditEvent,
+    Escalation,
+    EscalationSpec,
     Event,
     Inbound,
     KeyLimits,
@@ -54,7 +57,13 @@ from appliance.ledger.models import (
     new_id,
     webhook_target,
 )
-from appliance.ledger.payloads import inbound_payload, quarantine_payload, rfc3339, status_payload
+from appliance.ledger.payloads import (
+    escalation_payload,
+    inbound_payload,
+    quarantine_payload,
+    rfc3339,
+    status_payload,
+)
 from appliance.ledger.store import Store
 
 __all__ = [
@@ -66,6 +75,9 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Conflict",
+    "Escalation",
+    "EscalationMail",
+    "EscalationSpec",
     "Event",
     "IdempotencyMismatch",
     "Inbound",
@@ -88,6 +100,7 @@ __all__ = [
     "Store",
     "StoreError",
     "WebhookTarget",
+    "escalation_payload",
     "hash_key",
     "inbound_payload",
     "new_id",

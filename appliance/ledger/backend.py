@@ -24,11 +24,13 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
+from appliance.ledger.escalations import EscalationMail
 from appliance.ledger.models import (
     REPLY_WINDOW_S,
     Actor,
     ApiKey,
     AuditEvent,
+    Escalation,
     Inbound,
     KeyLimits,
     Message,
@@ -263,6 +265,47 @@ class LedgerBackend(Protocol):
         ...
 
     async def webhook_backlog(self) -> int: ...
+
+    # --- escalation chains (escalations.py; the accept path records steps in accept's transaction)
+    async def due_escalations(self, now: float, limit: int = 50) -> list[tuple[str, Escalation]]:
+        """Chains whose next step is due, oldest due first: (original message id, chain)."""
+        ...
+
+    async def next_escalation_due(self) -> float | None:
+        """When the next step or e-mail of any chain is due (None: nothing waits)."""
+        ...
+
+    async def stop_escalations(self, now: float | None = None) -> list[tuple[str, str]]:
+        """End every running chain whose message (or a message it sent) was delivered, was answered"""
+        ...
+
+    async def end_escalation(
+        self, msg_id: str, outcome: str, detail: str, *, now: float | None = None
+    ) -> bool:
+        """End a running chain (no more steps); False when it had ended already."""
+        ...
+
+    async def skip_escalation_step(self, msg_id: str, step: int, reason: str) -> bool:
+        """Step `step` cannot be taken (its number opted out): pass over it, the next one due now."""
+        ...
+
+    async def defer_escalation(self, msg_id: str, until: float) -> None:
+        """The next step could not be taken now (queue full, disk full, quota): try again at `until`."""
+        ...
+
+    async def escalate_to_mail(
+        self, msg_id: str, first_step: int, addresses: list[str], subject: str, body: str
+    ) -> bool:
+        """After the numbers: queue an e-mail to each mailto: target (steps first_step..n) and end the"""
+        ...
+
+    async def due_escalation_mail(self, now: float, limit: int = 10) -> list[EscalationMail]: ...
+
+    async def escalation_mail_result(
+        self, item: EscalationMail, *, ok: bool, error: str = "", next_at: float | None = None
+    ) -> None:
+        """Record an attempt: sent, retried at `next_at` (transient), or given up (next_at None)."""
+        ...
 
     # --- keys
     async def create_key(

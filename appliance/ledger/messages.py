@@ -22,9 +22,11 @@ from appliance.ledger.errors import (
     QuotaExceeded,
     StoreError,
 )
+from appliance.ledger.escalations import Escalations
 from appliance.ledger.keys import insert_audit
 from appliance.ledger.models import (
     Actor,
+    Escalation,
     Event,
     Message,
     NewMessage,
@@ -33,7 +35,7 @@ from appliance.ledger.models import (
     new_id,
     whole_message,
 )
-from appliance.ledger.timeline import WHOLE_MESSAGE, Timeline
+from appliance.ledger.timeline import WHOLE_MESSAGE
 from appliance.states import PartState, State
 
 # Accepts committed together at most (group commit); bounds the latency one slow batch adds.
@@ -129,7 +131,7 @@ def _quota_check(quota: Quota, usage: list[tuple[int, int]], hour: int, now: flo
             raise QuotaExceeded("day", quota.per_day, max(1, int(frees_at * 3600 - now) + 1))
 
 
-class Messages(Timeline):
+class Messages(Escalations):
     """Accepting, reading and cancelling outbound messages."""
 
     @functools.cached_property
@@ -295,6 +297,10 @@ class Messages(Timeline):
         if new.window_note is not None:
             await self._event(db, msg_id, "window", None, None, new.window_note, now)
             events.append(Event(now, "window", None, None, new.window_note))
+        if new.escalation is not None:
+            await self._escalation_accepted(db, msg_id, new.escalation, start)
+        if new.escalation_of is not None:  # a step of another message's chain: taken with this commit
+            await self._escalation_step_accepted(db, new, msg_id, now)
         if new.idempotency_key is not None:
             await db.execute(
                 "INSERT INTO idempotency (key_id, key, message_id, request_hash, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -338,6 +344,10 @@ class Messages(Timeline):
                 for i in range(1, new.segments + 1)
             ),
             events=tuple(events),
+            escalated_from=None if new.escalation_of is None else new.escalation_of[0],
+            escalation=None
+            if new.escalation is None
+            else Escalation(new.escalation, 0, start + new.escalation.after_s),
         )
         await self._notify(db, message, now)
         extras.accepted(key_id, hour, item.actor, msg_id, new, now)

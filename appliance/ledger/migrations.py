@@ -353,6 +353,41 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN template_name TEXT;
     ALTER TABLE messages ADD COLUMN template_version INTEGER;
     """,
+    # 14 (issue 13, escalation): a message's escalation chain (its spec, how far it got, when the next
+    # step is due, why it ended), the link from an escalated message to its original, and the
+    # durable outbox of the chain's e-mails (attempts, transient retry, give-up), as the webhooks'.
+    """
+    CREATE TABLE escalations (
+        message_id TEXT PRIMARY KEY REFERENCES messages(id),
+        after_s INTEGER NOT NULL,
+        until TEXT NOT NULL,
+        targets TEXT NOT NULL,
+        step INTEGER NOT NULL DEFAULT 0,
+        next_at REAL,
+        outcome TEXT,
+        ended_at REAL
+    );
+    CREATE INDEX escalations_due ON escalations(next_at) WHERE next_at IS NOT NULL;
+    ALTER TABLE messages ADD COLUMN escalated_from TEXT;
+    CREATE INDEX messages_escalated_from ON messages(escalated_from) WHERE escalated_from IS NOT NULL;
+    CREATE INDEX inbound_from_received ON inbound(from_number, received_at);
+    CREATE TABLE escalation_mail (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        sent_at REAL,
+        abandoned_at REAL,
+        last_error TEXT,
+        UNIQUE (message_id, step)
+    );
+    CREATE INDEX escalation_mail_due ON escalation_mail(next_at) WHERE sent_at IS NULL AND abandoned_at IS NULL;
+    """,
 ]
 
 

@@ -39,6 +39,34 @@ class Quota:
 
 
 @dataclass(frozen=True)
+class EscalationSpec:
+    """A message's `escalation` as requested: who gets the text next when nobody confirms it.
+
+    `then` holds E.164 numbers first, then `mailto:` targets (validation keeps that order)."""
+
+    after_s: int
+    until: str  # "delivered" | "replied"
+    then: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"after_s": self.after_s, "until": self.until, "then": list(self.then)}
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A message's escalation chain and its progress (ledger/escalations.py).
+
+    `step`: how many entries of `then` were reached (0: only the original so far); `next_at`: when
+    the next step is due, None once the chain ended; `outcome`: why it ended (None while running)."""
+
+    spec: EscalationSpec
+    step: int = 0
+    next_at: float | None = None
+    outcome: str | None = None
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True)
 class NewMessage:
     """A validated send request."""
 
@@ -63,6 +91,9 @@ class NewMessage:
     window_note: str | None = None
     template_name: str | None = None  # the template the body was rendered from, and its version
     template_version: int | None = None
+    escalation: EscalationSpec | None = None
+    # This message is step `[1]` of the escalation chain of message `[0]` (committed with it).
+    escalation_of: tuple[str, int] | None = None
 
     def fingerprint(self) -> str:
         doc = {
@@ -82,6 +113,8 @@ class NewMessage:
         }
         if self.window is not None and self.window_source == "message":  # a key's own may change
             doc["window"] = self.window
+        if self.escalation is not None:  # only then: fingerprints of requests without one stay as they were
+            doc["escalation"] = self.escalation.as_dict()
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -141,6 +174,8 @@ class Message:
     template_version: int | None = None
     parts: tuple[Part, ...] = ()
     events: tuple[Event, ...] = ()
+    escalated_from: str | None = None  # the message whose escalation chain sent this one
+    escalation: Escalation | None = None
 
 
 @dataclass(frozen=True)
@@ -348,6 +383,7 @@ def message_row(r: sqlite3.Row) -> Message:
         delay_reason=r["delay_reason"],
         key_id=r["key_id"],
         window=json.loads(r["send_window"]) if r["send_window"] else None,
+        escalated_from=r["escalated_from"],
     )
 
 
@@ -366,6 +402,32 @@ def whole_message(r: sqlite3.Row) -> Message:
             for seq, total, status, mr, modem, sub, report, report_at in parts
         ),
         events=tuple(Event(float(at), kind, old, new, detail) for _id, at, kind, old, new, detail in events),
+        escalation=escalation_of_json(r["escalation_json"]),
+    )
+
+
+def escalation_row(r: sqlite3.Row) -> Escalation:
+    """A row of the `escalations` table."""
+    return Escalation(
+        EscalationSpec(int(r["after_s"]), r["until"], tuple(json.loads(r["targets"]))),
+        int(r["step"]),
+        r["next_at"],
+        r["outcome"],
+        r["ended_at"],
+    )
+
+
+def escalation_of_json(text: str | None) -> Escalation | None:
+    """timeline.WHOLE_MESSAGE's `escalation_json` (a JSON array of the row's columns), or None."""
+    if text is None:
+        return None
+    after_s, until, targets, step, next_at, outcome, ended_at = json.loads(text)
+    return Escalation(
+        EscalationSpec(int(after_s), until, tuple(json.loads(targets))),
+        int(step),
+        _real(next_at),
+        outcome,
+        _real(ended_at),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from appliance.ledger.models import Inbound, Message, Quarantined
+from appliance.ledger.models import Escalation, Inbound, Message, Quarantined
 
 
 def rfc3339(t: float | None) -> str | None:
@@ -33,6 +33,20 @@ def status_payload(msg: Message) -> dict[str, Any]:
         "sent_at": rfc3339(msg.sent_at),
         "delivered_at": rfc3339(msg.delivered_at),
         "metadata": msg.metadata,
+    }
+
+
+def escalation_payload(chain: Escalation | None) -> dict[str, Any] | None:
+    """A message's `escalation` in the API: the request's fields, then its progress."""
+    if chain is None:
+        return None
+    return {
+        **chain.spec.as_dict(),
+        "step": chain.step,  # entries of `then` reached so far
+        "next_at": rfc3339(chain.next_at),
+        "done": chain.next_at is None,
+        "outcome": chain.outcome,  # why it ended: delivered, replied, canceled, emailed, exhausted, no_text
+        "ended_at": rfc3339(chain.ended_at),
     }
 
 

@@ -76,6 +76,13 @@ class Purge(Connection):
                 "JOIN messages m ON m.id = i.in_reply_to WHERE i.in_reply_to IS NOT NULL AND m.to_number LIKE ? LIMIT ?)",
                 (f"%{MASK}",),
             )
+            # An ended escalation chain's numbers (its mailto: targets are the operator's own).
+            done["numbers"] += await self._batches(
+                "UPDATE escalations SET targets = (SELECT json_group_array(iif(substr(value, 1, 7) = 'mailto:', "
+                "value, substr(value, 1, 3) || ?)) FROM json_each(escalations.targets)) WHERE message_id IN "
+                "(SELECT message_id FROM escalations WHERE ended_at < ? AND targets NOT LIKE ? LIMIT ?)",
+                (MASK, cutoff, f"%{MASK}%"),
+            )
             done["numbers"] += await self._batches(
                 "DELETE FROM unmatched_reports WHERE id IN "
                 "(SELECT id FROM unmatched_reports WHERE received_at < ? LIMIT ?)",
@@ -136,6 +143,8 @@ class Purge(Connection):
                         ("parts", "message_id"),
                         ("events", "message_id"),
                         ("idempotency", "message_id"),
+                        ("escalations", "message_id"),
+                        ("escalation_mail", "message_id"),
                     ):
                         await db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)  # noqa: S608  (fixed names)
                     unlink = f"UPDATE inbound SET in_reply_to = NULL, reply_key_id = NULL WHERE in_reply_to IN ({marks})"  # noqa: S608

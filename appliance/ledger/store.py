@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from appliance.ledger.escalations import Escalations
 from appliance.ledger.inbound import Received
 from appliance.ledger.keys import Keys
 from appliance.ledger.messages import Messages
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from appliance.ledger.backend import LedgerBackend
 
 
-class Store(Messages, Sending, Received, Threads, Keys, Telemetry, Purge, Templates):
+class Store(Messages, Sending, Received, Threads, Keys, Telemetry, Purge, Templates, Escalations):
     """The ledger. One connection: every write is serialised through it (one writer)."""
 
 

@@ -12,6 +12,11 @@ from appliance.ledger.outbox import Outbox
 from appliance.ledger.payloads import status_payload
 from appliance.states import FINAL, State, check
 
+_ESCALATION_JSON = (
+    f"(SELECT json_array(after_s, until, targets, step, {exact_real('next_at')}, outcome, "  # noqa: S608  (fixed text)
+    f"{exact_real('ended_at')}) FROM escalations WHERE escalations.message_id = messages.id) AS escalation_json"
+)
+
 # A message with its parts and events in one query, for one message or a page of them (one trip
 # to the database thread instead of three per message); read by models.whole_message.
 WHOLE_MESSAGE = ", ".join(
@@ -38,6 +43,8 @@ WHOLE_MESSAGE = ", ".join(
             ("id", exact_real("at"), "kind", "from_status", "to_status", "detail"),
         )
         + " AS events_json",
+        # The escalation chain (ledger/escalations.py), when the message has one.
+        _ESCALATION_JSON,
     )
 )
 

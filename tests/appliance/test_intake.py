@@ -65,7 +65,7 @@ async def test_each_door_counts_what_it_accepted_and_wakes_the_dispatcher(
     codes = {door: r.status_code for door, r in replies.items()}
     assert codes == {"api": 202, "twilio": 201, "alertmanager": 202, "page": 303}
     metrics = accepted((await client.get("/metrics")).text)
-    assert metrics == {"api": 1.0, "twilio": 1.0, "alertmanager": 1.0, "page": 1.0}
+    assert metrics == {"api": 1.0, "twilio": 1.0, "alertmanager": 1.0, "page": 1.0, "escalation": 0.0}
     assert gateway.wakes == 4
     listed = (await client.get("/api/v1/messages", headers={"Authorization": f"Bearer {key}"})).json()
     assert len(listed["messages"]) == 4
@@ -93,7 +93,7 @@ async def test_a_full_disk_is_refused_at_every_door_the_page_included(
     assert (am.status_code, am.json()["error"]["code"]) == (503, "storage_full")
     assert gateway.wakes == 0
     assert accepted((await client.get("/metrics")).text) == dict.fromkeys(
-        ("api", "twilio", "alertmanager", "page"), 0.0
+        ("api", "twilio", "alertmanager", "page", "escalation"), 0.0
     )
     assert await store.list_messages(status=None, to=None, limit=10, before_seq=None, key_id=None) == []
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.smtp_server import Server, smtp_server
 from tests.support.waiting import eventually
 from tests.support.watchdog_box import ONCALL, PIN, BoxFactory
-from tests.watchdog.smtp_server import Server, smtp_server
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 

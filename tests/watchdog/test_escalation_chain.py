@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.smtp_server import smtp_server
 from tests.support.waiting import eventually
-from tests.watchdog.smtp_server import smtp_server
 from watchdog.alert import Alert, Incident
 from watchdog.escalation import Chain, ChainLog
 from watchdog.mail import SmtpSettings

@@ -16,7 +16,7 @@ from appliance.config import ConfigError, from_dict
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.ports import free_port
-from tests.watchdog.smtp_server import PASSWORD, USER, smtp_server
+from tests.support.smtp_server import PASSWORD, USER, smtp_server
 from watchdog.mail import MailError, SmtpConfigError, SmtpSettings, compose, mailto_address, send_mail
 
 TO = "oncall@example.test"
