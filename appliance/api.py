@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from appliance import alertmanager, auth, edge, openapi, twilio, validation, web
+from appliance import alertmanager, auth, edge, openapi, twilio, ussd_api, validation, web
 from appliance.bodies import BadContentLength, BodyTooLarge, read_body
 from appliance.config import Config
 from appliance.intake import Intake, refusal
@@ -82,6 +82,7 @@ def create_app(
         Route("/api/v1/quarantine", api.list_quarantine, methods=["GET"]),
         *alertmanager.routes(store, config, api.intake),
         *twilio.routes(store, config, api.intake),
+        *ussd_api.routes(store, getattr(gateway, "send_ussd", None)),  # optional in a GatewayView
         *openapi.routes(),
         *web.routes(store=store, config=config, gateway=gateway, intake=api.intake),
     ]

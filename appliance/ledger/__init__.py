@@ -9,14 +9,15 @@ Modules: `connection` (connections, transactions, the disk reserve), `migrations
 `models` (records and row mappers), `payloads` (their JSON), `errors`, `dialect` (SQLite helpers),
 then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `keys` (keys, audit,
-web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine),
-`retention` (purge, compaction); `store` composes them into `Store`. `backend` names the interface
+web sessions), `outbox` (webhooks), `telemetry` (heartbeats, samples, stats, quarantine), `balance`
+(the SIM's balance checks), `retention` (purge, compaction); `store` composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).
 
 The watchdog never imports this package: it reads the ledger read-only through the `*_facts` views
 of migration 9, which the daemon reads too (one definition of each fact).
 """
 
+from appliance.ledger.balance import BalanceRow, LatestBalance
 from appliance.ledger.connection import DEFAULT_RESERVE_BYTES, DISK_FULL
 from appliance.ledger.errors import (
     Conflict,
@@ -63,12 +64,14 @@ __all__ = [
     "Actor",
     "ApiKey",
     "AuditEvent",
+    "BalanceRow",
     "Conflict",
     "Event",
     "IdempotencyMismatch",
     "Inbound",
     "KeyConflict",
     "KeyLimits",
+    "LatestBalance",
     "Message",
     "NewMessage",
     "NotFound",

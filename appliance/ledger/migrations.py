@@ -308,6 +308,21 @@ MIGRATIONS: list[str] = [
     ALTER TABLE webhook_outbox ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
     UPDATE webhook_outbox SET format = 'twilio', url = substr(url, 8) WHERE substr(url, 1, 7) = 'twilio:';
     """,
+    # 11 (issue 13, ussdwire): the prepaid SIM's balance checks (appliance/balance.py), one row per
+    # check, good or bad; `balance_facts` is the latest amount found per modem, for the watchdog.
+    """
+    CREATE TABLE sim_balance (
+        at REAL NOT NULL,
+        modem TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        value REAL,
+        text TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX sim_balance_at ON sim_balance(at);
+    CREATE VIEW balance_facts AS SELECT b.modem AS modem, b.at AS at, b.value AS value FROM sim_balance b
+        WHERE b.ok = 1 AND b.at = (SELECT max(at) FROM sim_balance WHERE ok = 1 AND modem = b.modem);
+    """,
 ]
 
 

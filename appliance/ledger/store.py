@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from appliance.ledger.balance import Balances
 from appliance.ledger.inbound import Received
 from appliance.ledger.keys import Keys
 from appliance.ledger.messages import Messages
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from appliance.ledger.backend import LedgerBackend
 
 
-class Store(Messages, Sending, Received, Keys, Telemetry, Purge):
+class Store(Messages, Sending, Received, Keys, Telemetry, Balances, Purge):
     """The ledger. One connection: every write is serialised through it (one writer)."""
 
 
