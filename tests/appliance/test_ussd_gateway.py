@@ -40,7 +40,7 @@ async def test_admin_ussd_goes_through_the_daemons_modem(gw: Running) -> None:
     assert again.json()["response"].startswith("Your balance is 12.34 EUR.")
 
 
-async def test_ussd_needs_an_admin_key(gw: Running, tmp_path: Path) -> None:
+async def test_ussd_needs_an_admin_key(gw: Running) -> None:
     _rec, key = await gw.gateway.store.create_key("app", ["send", "read"])
     response = await gw.client.post(
         "/api/v1/ussd", json={"code": "*100#"}, headers={"Authorization": f"Bearer {key}"}
