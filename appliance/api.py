@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from appliance import alertmanager, auth, edge, openapi, template_api, twilio, validation, web
+from appliance import alertmanager, auth, edge, openapi, template_api, twilio, ussd_api, validation, web
 from appliance.bodies import BadContentLength, BodyTooLarge, read_body, require_json
 from appliance.config import Config
 from appliance.escalation import refuse_opted_out
@@ -86,6 +86,7 @@ def create_app(
         *template_api.routes(store, config),
         *alertmanager.routes(store, config, api.intake),
         *twilio.routes(store, config, api.intake),
+        *ussd_api.routes(store, getattr(gateway, "send_ussd", None)),  # optional in a GatewayView
         *openapi.routes(),
         *web.routes(store=store, config=config, gateway=gateway, intake=api.intake),
     ]

@@ -53,6 +53,18 @@ class BalanceReading:
         }
 
 
+def failure_kind(reading: BalanceReading) -> str:
+    """A failed check's kind for the failure counter: timeout, refused, not_found or modem."""
+    if reading.error == NOT_FOUND:
+        return "not_found"
+    name = reading.error.split(":", 1)[0]
+    if name in ("UssdTimeout", "AtTimeout", "TimeoutError"):
+        return "timeout"
+    if name in ("UssdError", "AtError", "CmeError", "CmsError"):
+        return "refused"
+    return "modem"
+
+
 def parse_amount(text: str, pattern: re.Pattern[str]) -> float | None:
     """The amount in the first group of `pattern`'s first match; "12,34" and "12.34" both 12.34.
 

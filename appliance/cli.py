@@ -275,6 +275,7 @@ def _watchdog_settings(config: Any) -> Any:
         healthz_url=healthz,
         readyz_url=healthz.rsplit("/", 1)[0] + "/readyz",
         smtp=config.smtp,
+        balance_floor=config.ussd.alert_below,
     )
 
 

@@ -208,6 +208,7 @@ class UssdConfig:
     balance_regex: str = "([0-9]+[.,][0-9]{2})"  # its first group is the amount ("12,34" or "12.34")
     check_every_s: int = 86400  # 0 = no scheduled check; else at least MIN_BALANCE_CHECK_S
     alert_below: float = 5.0  # the watchdog alerts when the balance falls below this; 0 = never
+    first_check_after_s: float = 30.0  # the first check after start (the modem registers meanwhile)
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,10 @@ def _check_ussd(ussd: UssdConfig) -> None:
         raise ConfigError(
             f"ussd.check_every_s: must be 0 (off) or {MIN_BALANCE_CHECK_S} to {366 * 86400} seconds, "
             f"got {ussd.check_every_s}"
+        )
+    if not 0 <= ussd.first_check_after_s <= 86400:
+        raise ConfigError(
+            f"ussd.first_check_after_s: must be 0 to 86400 seconds, got {ussd.first_check_after_s}"
         )
     if not 0 <= ussd.alert_below < float("inf"):
         raise ConfigError(f"ussd.alert_below: must be 0 (never) or a positive amount, got {ussd.alert_below}")

@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 
 from appliance.api import create_app
+from appliance.balance import BalanceChecker, BalanceReading, failure_kind
 from appliance.config import Config, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker
 from appliance.health import Notifier, Progress
@@ -34,7 +35,9 @@ from appliance.metrics import Metrics
 from appliance.status import MIN_FREE_BYTES, watchdog_state_path
 from appliance.web import mask_number
 from modem import Modem, ModemState
+from modem.errors import ModemError
 from modem.portlock import hold_as_daemon
+from modem.ussd import Ussd, UssdReply
 from watchdog.audit import commands_after
 from watchdog.keyfile import DamagedKey
 
@@ -46,6 +49,8 @@ SLOW_MAINTENANCE_S = 60.0  # report timeouts, stale multipart, retention, modem 
 PURGE_EVERY_S = 3600.0
 # At stop, wait at most this long for +CMGS records still being committed.
 SETTLE_S = 5.0
+# A balance check finding no modem ready waits this long for one (the first check comes soon after start).
+BALANCE_MODEM_WAIT_S = 60.0
 # systemd WATCHDOG=1 is withheld when the dispatcher loop has not turned for this long (unless a
 # modem that stopped answering holds it up: that is the modem's fault, see health.Progress).
 PROGRESS_STALE_S = 30.0
@@ -79,6 +84,8 @@ class Gateway:
         self.progress = Progress(PROGRESS_STALE_S)
         self.dispatcher = Dispatcher(self.store, config.dispatcher, self.metrics)
         self.modem_list: list[tuple[str, ModemConfig, Modem]] = []
+        self.ussd: dict[str, Ussd] = {}  # per modem name: its USSD sessions (POST /api/v1/ussd, balance)
+        self._balance_modem = ""  # the modem the running balance check asked
         self.simulator: Any = None
         self._sim_control: _Server | None = None
         self._sim_control_task: asyncio.Task[None] | None = None
@@ -174,6 +181,52 @@ class Gateway:
                 return True
         return False
 
+    async def send_ussd(self, code: str) -> UssdReply:
+        """USSD on the first ready modem (POST /api/v1/ussd, the balance check)."""
+        _name, ussd = self._ussd_modem()
+        return await ussd.send(code)
+
+    def _ussd_modem(self) -> tuple[str, Ussd]:
+        for name, _cfg, modem in self.modem_list:
+            if modem.state is ModemState.READY:
+                return name, self.ussd[name]
+        raise ModemError("no modem is ready")
+
+    async def _ask_balance(self, code: str) -> str:
+        """The balance check's question: waits a while for a modem still starting, then asks."""
+        if self.modem_list and not any(m.state is ModemState.READY for _n, _c, m in self.modem_list):
+            with contextlib.suppress(TimeoutError):
+                await self.modem_list[0][2].wait_ready(BALANCE_MODEM_WAIT_S)
+        name, ussd = self._ussd_modem()
+        self._balance_modem = name
+        return (await ussd.send(code)).text
+
+    async def _balance_read(self, reading: BalanceReading) -> None:
+        """Keep a balance check in the ledger (the page, /metrics and the watchdog read it there)."""
+        modem = self._balance_modem or (self.modem_list[0][0] if self.modem_list else "modem")
+        if not reading.ok:
+            self.metrics.balance_check_failures_total.labels(modem=modem, kind=failure_kind(reading)).inc()
+        try:
+            await self.store.record_balance(
+                modem,
+                at=reading.at.timestamp(),
+                ok=reading.ok,
+                value=reading.value,
+                text=reading.text,
+                error=reading.error,
+            )
+        except StorageFull:
+            pass  # the store said so once; the next check writes again
+        except StoreError as exc:
+            _LOGGER.error("balance check: %s", exc)  # noqa: TRY400  (the message says it all)
+
+    async def _check_balance(self) -> None:
+        cfg = self.config.ussd
+        checker = BalanceChecker(
+            self._ask_balance, cfg, on_reading=self._balance_read, first_after_s=cfg.first_check_after_s
+        )
+        await checker.run()
+
     # ---------------------------------------------------------------- running
     def stop(self) -> None:
         """Ask the running daemon to stop (what SIGTERM does)."""
@@ -250,6 +303,8 @@ class Gateway:
                 tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
             ]
+            if self.modem_list and self.config.ussd.check_every_s > 0:
+                tasks.append(tg.create_task(_forever("balance", self._check_balance), name="balance"))
             await self._until_serving(serving)
             self.notifier.ready(await self._status_line())
             self.serving.set()
@@ -342,6 +397,7 @@ class Gateway:
                 submit_timeout_s=cfg.submit_timeout_s,
                 submit_floor_s=cfg.submit_floor_s,
             )
+            self.ussd[name] = Ussd(modem, command_timeout_s=cfg.command_timeout_s)
             await modem.start()
             self.modem_list.append((name, cfg, modem))
             self.dispatcher.workers.append(ModemWorker(self.dispatcher, modem, cfg, name))

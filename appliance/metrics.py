@@ -9,6 +9,7 @@ time, so `/metrics` and `/api/v1/status` never disagree.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -61,6 +62,12 @@ class Metrics:
             "smsgw_webhook_deliveries",
             "Webhook delivery attempts, by result (ok, retry, abandoned).",
             ["result"],
+            registry=self.registry,
+        )
+        self.balance_check_failures_total = Counter(
+            "smsgw_sim_balance_check_failures",
+            "Failed SIM balance checks ([ussd]), by modem and kind (timeout, refused, not_found, modem).",
+            ["modem", "kind"],
             registry=self.registry,
         )
         for result in ("ok", "transient", "permanent"):
@@ -153,6 +160,7 @@ class _StatusCollector(Collector):
         yield up
         yield registered
         yield signal
+        yield from _balance_series(doc["modems"])
         last = doc["throughput"].get("last_sent_age_s")
         if last is not None:
             yield GaugeMetricFamily(
@@ -181,6 +189,27 @@ class _StatusCollector(Collector):
         info = GaugeMetricFamily("smsgw_build_info", "Build of this smsgw.", labels=["version"])
         info.add_metric([doc["gateway"]["version"]], 1.0)
         yield info
+
+
+def _balance_series(modems: list[dict[str, Any]]) -> Iterable[Metric]:
+    """The SIM balance per modem (the last amount the [ussd] check found) and when it was read."""
+    value = GaugeMetricFamily(
+        "smsgw_sim_balance", "Prepaid SIM balance last read by USSD ([ussd] check).", labels=["modem"]
+    )
+    at = GaugeMetricFamily(
+        "smsgw_sim_balance_checked_timestamp_seconds",
+        "Unix time of the reading smsgw_sim_balance shows.",
+        labels=["modem"],
+    )
+    for i, modem in enumerate(modems):
+        balance = modem.get("balance") or {}
+        if balance.get("value") is None or not balance.get("at"):
+            continue
+        name = str(modem.get("name") or modem.get("port") or f"modem{i}")
+        value.add_metric([name], float(balance["value"]))
+        at.add_metric([name], datetime.fromisoformat(str(balance["at"])).timestamp())
+    yield value
+    yield at
 
 
 def _closed(incident: Any) -> bool:

@@ -291,13 +291,39 @@ SCHEMAS: dict[str, Any] = {
                     "reasons": {"type": "array", "items": {"type": "string"}},
                 },
             },
-            "modems": {"type": "array", "items": {"type": "object"}},
+            "modems": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"balance": _ref("SimBalance")}},
+            },
             "queue": {"type": "object"},
             "throughput": {"type": "object"},
             "webhooks": {"type": "object"},
             "watchdog": {"type": "object"},
             "disk": {"type": "object"},
         },
+    },
+    "SimBalance": {
+        "type": ["object", "null"],
+        "description": "The [ussd] balance check: the last amount found, its last check (null before any)",
+        "required": ["value", "at", "checked_at", "error", "below_floor"],
+        "properties": {
+            "value": {"type": ["number", "null"]},
+            "at": _TS,
+            "checked_at": {"type": "string", "format": "date-time"},
+            "error": {"type": ["string", "null"]},
+            "below_floor": {"type": "boolean"},
+        },
+    },
+    "UssdRequest": {
+        "type": "object",
+        "required": ["code"],
+        "additionalProperties": False,
+        "properties": {"code": {"type": "string", "pattern": "^[*#][0-9*#]*#$", "maxLength": 40}},
+    },
+    "UssdResponse": {
+        "type": "object",
+        "required": ["response"],
+        "properties": {"response": {"type": "string"}},
     },
     "AlertmanagerNotification": {
         "type": "object",
@@ -576,6 +602,18 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("Preview"), "The preview")},
             parameters=_NAME,
             requestBody={"content": {"application/json": {"schema": _ref("PreviewRequest")}}},
+        )
+    },
+    "/api/v1/ussd": {
+        "post": _op(
+            "Send a USSD code on a ready modem and return the network's answer (admin)",
+            {"200": _json(_ref("UssdResponse"), "The network's answer")},
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _ref("UssdRequest"), "example": {"code": "*100#"}}
+                },
+            },
         )
     },
     "/api/v1/openapi.json": {

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.config import Config
-from appliance.ledger import Store, rfc3339
+from appliance.ledger import LatestBalance, Store, rfc3339
 from appliance.states import State
 from watchdog.alert import read_state, request_ack
 
@@ -29,7 +29,10 @@ WAITING = (State.QUEUED, State.SCHEDULED, State.SENDING)
 
 
 class GatewayView(Protocol):
-    """What the API needs from the running daemon that the ledger cannot tell."""
+    """What the API needs from the running daemon that the ledger cannot tell.
+
+    Optional, so not a member here: `async send_ussd(code) -> modem.ussd.UssdReply` (the daemon's:
+    USSD on a ready modem); a view without it makes `POST /api/v1/ussd` answer 503 modem_unavailable."""
 
     def modems(self) -> list[dict[str, Any]]:
         """Per modem: name, port, state ("ready"/"disconnected"/...), manufacturer, model, revision,
@@ -101,7 +104,11 @@ async def build_status(
     now = time.time() if now is None else now
     stats = await store.stats()
     backlog = await store.webhook_backlog()
-    modems = gateway.modems()
+    balances = await store.latest_balances()
+    modems = [
+        {**m, "balance": balance_payload(balances.get(str(m.get("name"))), config.ussd.alert_below)}
+        for m in gateway.modems()
+    ]
     by_status = {state.value: stats.by_status.get(state.value, 0) for state in State}
     oldest_age_s = None if stats.oldest_queued_at is None else max(0.0, now - stats.oldest_queued_at)
     free, total = disk_usage(store)
@@ -153,6 +160,22 @@ async def build_status(
             "problem": store.storage_problem,
         },
         "history": await history(store, now=now),
+    }
+
+
+def balance_payload(latest: LatestBalance | None, floor: float) -> dict[str, Any] | None:
+    """A modem's SIM balance ([ussd] check): the last amount found and when, the last check's error
+    (null when it found an amount), and whether the amount is below `alert_below`; null before any check."""
+    if latest is None:
+        return None
+    good = latest.last_ok
+    value = None if good is None else good.value
+    return {
+        "value": value,
+        "at": None if good is None else rfc3339(good.at),
+        "checked_at": rfc3339(latest.last.at),
+        "error": None if latest.last.ok else latest.last.error,
+        "below_floor": floor > 0 and value is not None and value < floor,
     }
 
 

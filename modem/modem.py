@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Iterator
 
 from modem import profiles
 from modem.answers import parse_mem_index, split_fields
-from modem.at import DEFAULT_TIMEOUT_S, AtEngine, Response, Urc
+from modem.at import DEFAULT_TIMEOUT_S, AtEngine, Response, Urc, UrcHandler
 from modem.errors import AtError, AtTimeout, CmeError, ModemError, Retry, TransportError
 from modem.pdu import Deliver, StatusReport
 from modem.sms import (
@@ -155,6 +155,10 @@ class Modem(SmsOperations):
                 await self._port.wait_lost()
         except TimeoutError:
             await self._port.close()
+
+    def on_urc(self, prefix: str, handler: UrcHandler) -> None:
+        """Route unsolicited lines starting with prefix to handler too (USSD's +CUSD: modem/ussd.py)."""
+        self._engine.on_urc(prefix, handler)
 
     # ---------------------------------------------------------------- commands
     async def command(

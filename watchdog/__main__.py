@@ -86,6 +86,7 @@ class Watchdog:
             submit_timeout_s=s.submit_timeout_s,
         )
         self.reader = FactsReader(s, now)
+        self.reader.resume({i.subject: i.since for i in self.policy.incidents.values()})
         self.inbox = LedgerInbox(s.ledger_path, self.pin, now)
         self.canary = Canary(s.canary_every_s if s.canary_number else 0.0, s.canary_timeout_s)
 
@@ -126,7 +127,7 @@ class Watchdog:
         """One round: facts, checks, policy, port, replies, sends."""
         s = self.settings
         facts = await self.reader.read(now, None if self.port.takeover else self.port.modem)
-        findings = evaluate(facts, s)
+        findings = evaluate(facts, s, s.balance_floor)
         alerts, suppressed = self.policy.step(findings, now)
         for alert in suppressed:
             _LOGGER.warning("cap of %d alerts/hour reached; not sent: %s", s.cap_per_hour, alert.text)

@@ -44,6 +44,8 @@ class Facts:
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
     canary_missed_since: float | None = None
+    sim_balance: float | None = None  # the lowest latest prepaid balance the daemon's check read
+    sim_balance_at: float | None = None
 
 
 def heartbeat_stale(facts: Facts, stale_s: float) -> Finding | None:
@@ -160,8 +162,22 @@ def canary_missed(facts: Facts) -> Finding | None:
     )
 
 
-def evaluate(facts: Facts, t: Thresholds) -> list[Finding]:
-    """Every finding of this cycle, in a stable order."""
+def balance_low(facts: Facts, floor: float) -> Finding | None:
+    """The prepaid SIM's balance (the daemon's [ussd] check) is below `floor` (0 = never)."""
+    value = facts.sim_balance
+    if floor <= 0 or value is None or value >= floor:
+        return None
+    return Finding(
+        "balance",
+        "balance",
+        f"SIM balance {value:.2f} below {floor:.2f}",
+        facts.sim_balance_at if facts.sim_balance_at is not None else facts.now,
+        "top up the prepaid SIM",
+    )
+
+
+def evaluate(facts: Facts, t: Thresholds, balance_floor: float = 0.0) -> list[Finding]:
+    """Every finding of this cycle, in a stable order (`balance_floor`: [ussd] alert_below)."""
     results = [
         heartbeat_stale(facts, t.heartbeat_stale_s),
         healthz_down(facts, t.healthz_fail_s),
@@ -172,6 +188,7 @@ def evaluate(facts: Facts, t: Thresholds) -> list[Finding]:
         sim_nearly_full(facts, t.sim_storage_full_ratio),
         disk_nearly_full(facts, t.disk_free_floor_ratio),
         canary_missed(facts),
+        balance_low(facts, balance_floor),
     ]
     return [f for f in results if f is not None]
 

@@ -35,11 +35,12 @@ class Ledger:
     oldest_queued_at: float | None = None
     last_sent_at: float | None = None
     modem_sample_at: float | None = None
-    modem_last_ok_at: float | None = None
     modem_first_bad_at: float | None = None  # the first sample after the last good one
     modem_sample_state: str = ""
     delivered_last_hour: int = 0
     failed_last_hour: int = 0
+    balance: float | None = None  # the lowest of the modems' latest SIM balances (balance_facts)
+    balance_at: float | None = None
 
 
 def read_ledger(path: str, now: float) -> Ledger | None:
@@ -55,19 +56,20 @@ def read_ledger(path: str, now: float) -> Ledger | None:
         hb = db.execute("SELECT at, detail FROM heartbeat_facts WHERE name = 'serve'").fetchone()
         oldest, last_sent = db.execute("SELECT oldest_queued_at, last_sent_at FROM queue_facts").fetchone()
         modem = db.execute(
-            "SELECT sample_at, sample_state, sample_registered, last_ok_at, first_bad_at FROM modem_facts"
+            "SELECT sample_at, sample_state, sample_registered, first_bad_at FROM modem_facts"
         ).fetchone()
         counts = dict(
             db.execute(
                 "SELECT status, COUNT(*) FROM outcome_facts WHERE final_at > ? GROUP BY status", (now - 3600,)
             ).fetchall()
         )
+        balance = _lowest_balance(db)
     except sqlite3.Error as exc:
         _LOGGER.warning("reading the ledger failed: %s", exc)
         return None
     finally:
         db.close()
-    sample_at, state, registered, ok, first_bad = modem
+    sample_at, state, registered, first_bad = modem
     return Ledger(
         heartbeat_at=hb[0] if hb else None,
         heartbeat_detail=hb[1] or "" if hb else "",
@@ -79,11 +81,24 @@ def read_ledger(path: str, now: float) -> Ledger | None:
         else ("registered" if registered else "unregistered")
         if state == "ready"
         else state,
-        modem_last_ok_at=ok,
         modem_first_bad_at=first_bad,
         delivered_last_hour=int(counts.get("delivered", 0)),
         failed_last_hour=sum(int(counts.get(s, 0)) for s in FINAL_FAILED),
+        balance=balance[0] if balance else None,
+        balance_at=balance[1] if balance else None,
     )
+
+
+def _lowest_balance(db: sqlite3.Connection) -> tuple[float, float] | None:
+    """(amount, read at) of the lowest latest SIM balance; None before any check, or on a ledger
+    older than the balance_facts view (the daemon migrates it at its next start)."""
+    try:
+        row = db.execute("SELECT value, at FROM balance_facts ORDER BY value LIMIT 1").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if row is None or row[0] is None else (float(row[0]), float(row[1]))
 
 
 async def probe_http(client: httpx.AsyncClient, url: str) -> tuple[int | None, str]:
@@ -123,7 +138,6 @@ class FactsReader:
         self.healthz_error = ""
         self.unit_down_since: float | None = None
         self.ready_failing_since: float | None = None
-        self.ready_reason = ""
         self.last_ledger: Ledger | None = None
         self.canary_missed_since: float | None = None
         self.systemd = under_systemd()
@@ -131,6 +145,17 @@ class FactsReader:
 
     def __repr__(self) -> str:
         return f"FactsReader({self.settings.ledger_path!r})"
+
+    def resume(self, open_since: dict[str, float]) -> None:
+        """After a restart: the conditions of incidents still open (subject -> since) count as failing
+        since then, not as unknown. Otherwise the first cycle, seeing /healthz fail for 0 s (less than
+        healthz_fail_s) and a heartbeat not yet stale, would send RESOLVED for an open incident; now
+        one only clears once its condition is seen cleared (/healthz 200, the unit active, /readyz 200)."""
+        if "daemon" in open_since:
+            self.healthz_failing_since = open_since["daemon"]
+            self.unit_down_since = open_since["daemon"]
+        if "modem" in open_since:
+            self.ready_failing_since = open_since["modem"]
 
     async def read(self, now: float, modem: Modem | None) -> Facts:
         s = self.settings
@@ -187,6 +212,8 @@ class FactsReader:
             disk_free_bytes=free,
             disk_total_bytes=total,
             canary_missed_since=self.canary_missed_since,
+            sim_balance=ledger.balance if ledger else None,
+            sim_balance_at=ledger.balance_at if ledger else None,
         )
 
     def _modem_down(self, ledger: Ledger | None, now: float) -> tuple[float | None, str]:

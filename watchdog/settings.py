@@ -43,6 +43,7 @@ class Settings(Thresholds):
     escalate_after_s: float = 0.0
     escalate_email: tuple[str, ...] = ()  # "mailto:a@b" targets after the last number
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    balance_floor: float = 0.0  # [ussd] alert_below: a prepaid balance below it alerts; 0 = never
 
     @property
     def ledger_dir(self) -> Path:

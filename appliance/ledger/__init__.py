@@ -11,7 +11,7 @@ then one per concept: `messages` (accept, read, cancel), `sending` (the send que
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `threads` (which
 message a text answers, replies, conversations), `keys` (keys, audit,
 web sessions), `outbox` (webhooks), `escalations` (escalation chains and their e-mail outbox), `telemetry` (heartbeats, samples, stats, quarantine),
-`retention` (purge, compaction), `templates` (message templates, one row per version); `store`
+`balance` (the SIM's balance checks), `retention` (purge, compaction), `templates` (message templates, one row per version); `store`
 composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).
 
@@ -19,6 +19,7 @@ The watchdog never imports this package: it reads the ledger read-only through t
 of migration 9, which the daemon reads too (one definition of each fact).
 """
 
+from appliance.ledger.balance import BalanceRow, LatestBalance
 from appliance.ledger.connection import DEFAULT_RESERVE_BYTES, DISK_FULL
 from appliance.ledger.errors import (
     Conflict,
@@ -74,6 +75,7 @@ __all__ = [
     "Actor",
     "ApiKey",
     "AuditEvent",
+    "BalanceRow",
     "Conflict",
     "Escalation",
     "EscalationMail",
@@ -83,6 +85,7 @@ __all__ = [
     "Inbound",
     "KeyConflict",
     "KeyLimits",
+    "LatestBalance",
     "Message",
     "NewMessage",
     "NotFound",

@@ -7,7 +7,8 @@ What a second backend must provide besides these methods:
 - one writer: writes serialised in the order they commit, each method one transaction; `accept`
   may group concurrent accepts into one commit (it must not lose or reorder them);
 - the schema of migrations.py in its own dialect, with the same views (`queue_facts`,
-  `heartbeat_facts`, `modem_facts`, `outcome_facts`, `inbound_facts`): the watchdog reads them;
+  `heartbeat_facts`, `modem_facts`, `outcome_facts`, `inbound_facts`,
+  `balance_facts`): the watchdog reads them;
 - the SQLite-only spellings replaced where they stand: `INSERT OR IGNORE` / `INSERT OR REPLACE`
   (inbound.py, telemetry.py: ON CONFLICT DO NOTHING / DO UPDATE), `max(a, b)` and `min(a, b)` as
   scalar functions (GREATEST/LEAST), `json_group_array` / `printf('%!.17g')` (dialect.py:
@@ -24,6 +25,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
+from appliance.ledger.balance import LatestBalance
 from appliance.ledger.escalations import EscalationMail
 from appliance.ledger.models import (
     REPLY_WINDOW_S,
@@ -432,6 +434,17 @@ class LedgerBackend(Protocol):
     async def list_quarantine(
         self, *, limit: int = 50, before_seq: int | None = None
     ) -> list[Quarantined]: ...
+
+    # --- balance: the SIM's balance checks
+    async def record_balance(
+        self, modem: str, *, at: float, ok: bool, value: float | None, text: str, error: str
+    ) -> None:
+        """Keep one balance check (its text already redacted by the checker)."""
+        ...
+
+    async def latest_balances(self) -> dict[str, LatestBalance]:
+        """Per modem that was ever checked: its last check and its last check that found an amount."""
+        ...
 
     # --- retention
     async def purge_bodies(self, retention_days: int, idempotency_hours: int) -> int:

@@ -388,6 +388,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX escalation_mail_due ON escalation_mail(next_at) WHERE sent_at IS NULL AND abandoned_at IS NULL;
     """,
+    # 15 (issue 13, ussdwire): the prepaid SIM's balance checks (appliance/balance.py), one row per
+    # check, good or bad; `balance_facts` is the latest amount found per modem, for the watchdog.
+    """
+    CREATE TABLE sim_balance (
+        at REAL NOT NULL,
+        modem TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        value REAL,
+        text TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX sim_balance_at ON sim_balance(at);
+    CREATE VIEW balance_facts AS SELECT b.modem AS modem, b.at AS at, b.value AS value FROM sim_balance b
+        WHERE b.ok = 1 AND b.at = (SELECT max(at) FROM sim_balance WHERE ok = 1 AND modem = b.modem);
+    """,
 ]
 
 

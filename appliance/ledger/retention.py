@@ -55,7 +55,15 @@ class Purge(Connection):
         interleave with a large first purge. Returns rows touched per kind.
         """
         now = time.time() if now is None else now
-        done = {"numbers": 0, "metadata": 0, "events": 0, "messages": 0, "inbound": 0, "audit": 0}
+        done = {
+            "numbers": 0,
+            "metadata": 0,
+            "events": 0,
+            "messages": 0,
+            "inbound": 0,
+            "audit": 0,
+            "balance": 0,
+        }
         if retention.numbers_days > 0:
             cutoff = now - retention.numbers_days * 86400
             done["numbers"] = await self._batches(
@@ -93,6 +101,14 @@ class Purge(Connection):
                 "UPDATE messages SET metadata = NULL, status_callback = NULL WHERE seq IN "
                 "(SELECT seq FROM messages WHERE final_at < ? "
                 "AND (metadata IS NOT NULL OR status_callback IS NOT NULL) LIMIT ?)",
+                (now - retention.metadata_days * 86400,),
+            )
+            # Balance checks (ledger/balance.py) go too, but each modem's latest, and latest amount, stay.
+            done["balance"] = await self._batches(
+                "DELETE FROM sim_balance WHERE rowid IN (SELECT b.rowid FROM sim_balance b WHERE b.at < ? "
+                "AND b.at < (SELECT max(at) FROM sim_balance s WHERE s.modem = b.modem) "
+                "AND NOT (b.ok = 1 AND b.at = (SELECT max(at) FROM sim_balance s "
+                "WHERE s.modem = b.modem AND s.ok = 1)) LIMIT ?)",
                 (now - retention.metadata_days * 86400,),
             )
         if retention.events_days > 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from appliance.ledger.balance import Balances
 from appliance.ledger.escalations import Escalations
 from appliance.ledger.inbound import Received
 from appliance.ledger.keys import Keys
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from appliance.ledger.backend import LedgerBackend
 
 
-class Store(Messages, Sending, Received, Threads, Keys, Telemetry, Purge, Templates, Escalations):
+class Store(Messages, Sending, Received, Threads, Keys, Telemetry, Balances, Purge, Templates, Escalations):
     """The ledger. One connection: every write is serialised through it (one writer)."""
 
 

@@ -43,6 +43,8 @@ def test_ussd_defaults_are_the_design_contract() -> None:
         ({"alert_below": -1}, r"ussd\.alert_below: must be 0"),
         ({"alert_below": float("nan")}, r"ussd\.alert_below: must be 0"),
         ({"alert_belo": 1}, r"ussd\.alert_belo: unknown key.*alert_below"),
+        ({"first_check_after_s": -1}, r"ussd\.first_check_after_s: must be 0 to 86400"),
+        ({"first_check_after_s": float("inf")}, r"ussd\.first_check_after_s: must be 0 to 86400"),
     ],
 )
 def test_bad_ussd_values_name_the_key(section: dict[str, Any], expected: str) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from modem.at import Response, UrcHandler
 from modem.errors import CmeError
 from modem.modem import Modem
 from modem.simulator import Simulator
@@ -195,26 +193,13 @@ async def test_control_sets_the_balance_and_refuses_bad_values(
     assert "Your balance is 0.42 EUR." in reply.text
 
 
-@dataclass
-class ModemChannel:
-    """What the proposed `Modem.on_urc` hook gives: the Modem's commands, its engine's URC routing."""
-
-    modem: Modem
-
-    async def command(self, command: str, *, timeout_s: float = 10.0, prefix: str | None = None) -> Response:
-        return await self.modem.command(command, timeout_s=timeout_s, prefix=prefix)
-
-    def on_urc(self, prefix: str, handler: UrcHandler) -> None:
-        self.modem._engine.on_urc(prefix, handler)
-
-
 async def test_ussd_beside_a_running_modem_sending_sms(simulator: Simulator) -> None:
     simulator.ussd.update({"delay_s": 0.2, "balance": 2.0, "price": 0.5})
     modem = Modem(str(simulator.primary_path))
     await modem.start()
     try:
         await modem.wait_ready(10)
-        ussd = Ussd(ModemChannel(modem))
+        ussd = Ussd(modem)  # the Modem is an AT channel: command() and on_urc()
         # The SMS goes out while the USSD answer is on its way: neither disturbs the other.
         reply, sent_parts = await asyncio.gather(ussd.send("*123#"), modem.send_text("+4915112345678", "hi"))
         after = await ussd.send("*100#")

@@ -134,6 +134,25 @@ class Box:
         finally:
             db.close()
 
+    async def cycles(self, n: int = 2, timeout_s: float = 20.0) -> None:
+        """Until the running watchdog has begun `n` more cycles: each applies the status page's ACK
+        requests, here one for no incident (a no-op), so `n` = 2 spans one whole cycle, sends included."""
+        path = self.tmp / "watchdog.sqlite3"
+        for _ in range(n):
+            db = sqlite3.connect(path, isolation_level=None, timeout=5)
+            try:
+                request = db.execute(
+                    "INSERT INTO ack_requests (incident_id, at, by) VALUES (0, 0, 'test')"
+                ).lastrowid
+            finally:
+                db.close()
+
+            def applied(request: int | None = request) -> bool:
+                rows = self.state_rows(f"SELECT applied_at FROM ack_requests WHERE id = {request}")  # noqa: S608
+                return bool(rows) and rows[0][0] is not None
+
+            await eventually(applied, timeout_s, 0.05)
+
     async def watchdog_log(self, needle: str, timeout_s: float = 20.0, *, times: int = 1) -> None:
         """Until `needle` is in the watchdog's log (`times` times: once per start, say)."""
 

@@ -4,7 +4,7 @@ stopped around a test."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,17 @@ def box_factory(tmp_path: Path) -> BoxFactory:
 
     @contextlib.asynccontextmanager
     async def make(
-        *, own_port: bool = True, smtp: dict[str, Any] | None = None, **watchdog: Any
+        *,
+        own_port: bool = True,
+        smtp: dict[str, Any] | None = None,
+        ussd: dict[str, Any] | None = None,
+        before_start: Callable[[Simulator], Awaitable[None]] | None = None,
+        **watchdog: Any,
     ) -> AsyncIterator[Box]:
         sim = Simulator(tmp_path / "sim", "quectel-ec25", **SIM_TEST_TIMING)
         await sim.start()
+        if before_start is not None:  # the operator's network as the daemon will find it
+            await before_start(sim)
         wd = {**FAST_WATCHDOG, **watchdog}
         if own_port:
             assert sim.aux_path is not None
@@ -39,6 +46,7 @@ def box_factory(tmp_path: Path) -> BoxFactory:
             dispatcher={"report_timeout_s": 2.0},
             inbound={"reassembly_timeout_s": 2.0},
             **({"smtp": smtp} if smtp else {}),
+            **({"ussd": ussd} if ussd else {}),
         )
         config_path = tmp_path / "smsgw.toml"
         config_path.write_text(toml_text(raw))

@@ -123,6 +123,23 @@ def test_canary_missed() -> None:
     assert f.since == NOW - 700
 
 
+@pytest.mark.parametrize(
+    ("value", "floor", "fires"),
+    [(None, 5.0, False), (4.99, 5.0, True), (5.0, 5.0, False), (0.0, 0.0, False), (0.5, 0.0, False)],
+)
+def test_balance_low(value: float | None, floor: float, fires: bool) -> None:
+    facts = Facts(now=NOW, heartbeat_at=NOW, sim_balance=value, sim_balance_at=NOW - 60)
+    finding = checks.balance_low(facts, floor)
+    assert (finding is not None) == fires
+    if finding is not None:
+        assert (finding.subject, finding.what, finding.since) == (
+            "balance",
+            "SIM balance 4.99 below 5.00",
+            NOW - 60,
+        )
+    assert [f.subject for f in evaluate(facts, Thresholds(), floor)] == (["balance"] if fires else [])
+
+
 def test_evaluate_groups_daemon_checks_under_one_subject() -> None:
     facts = Facts(
         now=NOW,

@@ -1,0 +1,52 @@
+"""The ledger's balance checks (migration 11): latest per modem, the watchdog's view, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from appliance.ledger import Retention, Store
+
+
+async def record(store: Store, modem: str, at: float, value: float | None, error: str = "") -> None:
+    await store.record_balance(
+        modem, at=at, ok=value is not None, value=value, text="Your balance is …", error=error
+    )
+
+
+def facts(store: Store) -> list[tuple[str, float]]:
+    """What the watchdog reads: balance_facts, opened read-only as it opens the ledger."""
+    db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+    try:
+        return sorted((m, v) for m, _at, v in db.execute("SELECT modem, at, value FROM balance_facts"))
+    finally:
+        db.close()
+
+
+async def test_latest_and_latest_amount_per_modem(store: Store) -> None:
+    now = time.time()
+    await record(store, "a", now - 30, 9.0)
+    await record(store, "a", now - 20, 8.0)
+    await record(store, "a", now - 10, None, "UssdTimeout: no answer")
+    await record(store, "b", now - 5, 3.0)
+    latest = await store.latest_balances()
+    assert latest["a"].last.error == "UssdTimeout: no answer"
+    assert latest["a"].last_ok is not None
+    assert latest["a"].last_ok.value == 8.0
+    assert latest["b"].last.value == 3.0
+    assert facts(store) == [("a", 8.0), ("b", 3.0)]
+
+
+async def test_retention_forgets_old_checks_but_keeps_the_latest(store: Store) -> None:
+    now = time.time()
+    old = now - 10 * 86400
+    for i in range(5):
+        await record(store, "a", old + i, 9.0 - i)
+    await record(store, "a", old + 10, None, "not found")
+    done = await store.purge(Retention(metadata_days=1), now=now)
+    assert done["balance"] == 4  # the four older amounts; the last amount and the last check stay
+    latest = await store.latest_balances()
+    assert latest["a"].last.error == "not found"
+    assert latest["a"].last_ok is not None
+    assert latest["a"].last_ok.value == 5.0
+    assert facts(store) == [("a", 5.0)]
