@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import phonenumbers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -53,7 +52,7 @@ from appliance.session import (
 from appliance.states import State
 from appliance.status import GatewayView, acknowledge_incident, build_status
 from appliance.validation import ApiError
-from modem.errors import describe
+from appliance.web_filters import ago, bytes_size, duration, error_meaning, mask_number, threadable, when
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,8 +71,6 @@ RECENT_EVENTS = 5000  # diagnostics scan at most this many newest events for err
 CONVERSATION_ROWS = 100  # newest messages and texts each shown on /conversation
 QUARANTINE_SHOWN = 20  # newest quarantined PDUs on /modem; GET /api/v1/quarantine has them all
 _ERROR_KINDS = ("retry", "failed", "outcome_unknown", "released")
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_CODE = re.compile(r"\b(cms|cme)_(\d+)\b", re.IGNORECASE)
 _NOTICES = {
     "login": "Logged in as admin.",
     "logout": "Logged out.",
@@ -117,37 +114,10 @@ def storage_full_page(reason: str) -> HTMLResponse:
     return HTMLResponse(html, status_code=507, headers=_headers(""))
 
 
-def mask_number(number: str) -> str:
-    """`+4915112345678` -> `+49151•••5678`: country code and network prefix, then the last 4 digits."""
-    try:
-        parsed = phonenumbers.parse(number, None)
-    except phonenumbers.NumberParseException:
-        return number[:3] + "•••" + number[-4:] if len(number) > 7 else "•••"
-    nsn = phonenumbers.national_significant_number(parsed)
-    # At most 3 prefix digits (German mobile NDCs are 4: 1511): enough to tell the network.
-    prefix = nsn[: min(3, phonenumbers.length_of_national_destination_code(parsed))]
-    if len(prefix) + 4 >= len(nsn):
-        prefix = prefix[: max(0, len(nsn) - 6)]
-    return f"+{parsed.country_code}{prefix}•••{nsn[-4:]}"
-
-
-def threadable(number: str) -> bool:
-    """Whether a number has a conversation page: E.164, not masked by retention nor alphanumeric."""
-    return _E164.fullmatch(number) is not None
-
-
 def web_actor(admin: str, request: Request) -> Actor:
     """The audit actor of a page session: `web:admin` (the password) or `web:<key name>`."""
     user = "admin" if admin == "password" else admin.removeprefix("API key ")
     return Actor(f"web:{user}", request.client.host if request.client else "?")
-
-
-def error_meaning(code: str | None) -> str:
-    """The meaning of a `cms_NNN`/`cme_NNN` code (27.005/27.007), or ""."""
-    m = _CODE.search(code or "")
-    if m is None:
-        return ""
-    return describe(m.group(1).upper(), int(m.group(2)))[0]
 
 
 class Web:
@@ -179,10 +149,10 @@ class Web:
             undefined=jinja2.StrictUndefined,
         )
         self.env.filters["mask"] = mask_number
-        self.env.filters["ago"] = _ago
-        self.env.filters["duration"] = _duration
-        self.env.filters["when"] = _when
-        self.env.filters["bytes"] = _bytes
+        self.env.filters["ago"] = ago
+        self.env.filters["duration"] = duration
+        self.env.filters["when"] = when
+        self.env.filters["bytes"] = bytes_size
         self.env.tests["threadable"] = threadable
         self.env.globals["meaning"] = error_meaning
 
@@ -656,40 +626,6 @@ async def _form(request: Request) -> dict[str, str]:
         return form_fields(await read_body(request, MAX_FORM_BYTES))
     except (BodyTooLarge, BadContentLength, UnicodeDecodeError, ValueError):
         return {}
-
-
-def _ago(seconds: float | None) -> str:
-    return "—" if seconds is None else _duration(seconds) + " ago"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    s = int(seconds)
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172800:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
-def _when(t: float | None) -> str:
-    if t is None:
-        return "—"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + " UTC"
-
-
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover
 
 
 __all__ = ["error_meaning", "mask_number", "routes", "web_actor"]
