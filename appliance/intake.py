@@ -11,6 +11,7 @@ that into their own reply shape, so no door can forget a check or word it differ
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from appliance.ledger import (
@@ -121,3 +122,34 @@ class Intake:
             )
             self.gateway.wake()
         return msg, created
+
+    async def submit_many(
+        self, news: Sequence[NewMessage], *, key: ApiKey | None, actor: Actor
+    ) -> list[tuple[Message, bool] | StoreError]:
+        """Commit a batch in one transaction, each item checked as `submit` checks one, in order:
+        per item (message, created) or its refusal (see `refusal`). A full disk refuses the
+        whole batch (StorageFull raised): then nothing of it is accepted."""
+        problem = self.room_problem()
+        if problem is not None:
+            raise StorageFull(problem)
+        outcomes = await self.store.accept_many(
+            news,
+            key_id=None if key is None else key.id,
+            queue_max=self.queue_max,
+            quota=None if key is None else key.quota,
+            actor=actor,
+        )
+        created = [o[0] for o in outcomes if isinstance(o, tuple) and o[1]]
+        if created:
+            for new, outcome in zip(news, outcomes, strict=True):
+                if isinstance(outcome, tuple) and outcome[1]:
+                    self.metrics.accepted_total.labels(source=new.source).inc()
+            _LOGGER.info(
+                "accepted %d of %d messages of a batch from %s (%d segment(s))",
+                len(created),
+                len(news),
+                actor.name,
+                sum(m.segments for m in created),
+            )
+            self.gateway.wake()
+        return outcomes
