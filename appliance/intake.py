@@ -141,9 +141,12 @@ class Intake:
         )
         created = [o[0] for o in outcomes if isinstance(o, tuple) and o[1]]
         if created:
+            per_source: dict[str, int] = {}
             for new, outcome in zip(news, outcomes, strict=True):
                 if isinstance(outcome, tuple) and outcome[1]:
-                    self.metrics.accepted_total.labels(source=new.source).inc()
+                    per_source[new.source] = per_source.get(new.source, 0) + 1
+            for source, n in per_source.items():
+                self.metrics.accepted_total.labels(source=source).inc(n)
             _LOGGER.info(
                 "accepted %d of %d messages of a batch from %s (%d segment(s))",
                 len(created),

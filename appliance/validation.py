@@ -160,7 +160,8 @@ def _e164(candidate: str, region: str, field: str) -> str:
         raise ApiError(
             422, "invalid_number", f"{field}: {candidate!r} is not a phone number ({exc})"
         ) from None
-    if not phonenumbers.is_possible_number(number) or not _possible_subscriber(number):
+    # (A length possible for some type is possible at all: is_possible_number would add nothing.)
+    if not _possible_subscriber(number):
         raise ApiError(
             422,
             "invalid_number",
