@@ -39,6 +39,8 @@ from appliance.states import PartState, State
 
 # Accepts committed together at most (group commit); bounds the latency one slow batch adds.
 ACCEPT_BATCH_MAX = 256
+# Items of a group checked between two turns of the event loop (~1 ms of work at most).
+_YIELD_EVERY = 50
 # Values bound in one IN (...) list: far below SQLite's 32,766 and PostgreSQL's 65,535.
 _IN_CHUNK = 500
 
@@ -191,10 +193,12 @@ class _AcceptRows:
                     for _i, msg_id, item, now, _st, _s, _d in keyed
                 ],
             )
-        return [
-            (index, _new_message(seqs[msg_id], msg_id, item, now, status, start, detail))
-            for index, msg_id, item, now, status, start, detail in planned
-        ]
+        written: list[tuple[int, Message]] = []
+        for n, (index, msg_id, item, now, status, start, detail) in enumerate(planned):
+            if n % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            written.append((index, _new_message(seqs[msg_id], msg_id, item, now, status, start, detail)))
+        return written
 
 
 def _new_message(
@@ -365,6 +369,8 @@ class Messages(Timeline):
         fresh: dict[tuple[int, str], int] = {}  # idempotency key -> index of the item that used it
         rows = _AcceptRows()
         for index, item in enumerate(items):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let the event loop serve others (the write lock is held)
             new = item.new
             ident = None if new.idempotency_key is None else (item.key_id or 0, new.idempotency_key)
             try:
