@@ -30,7 +30,7 @@ from appliance.ledger.models import (
     NewMessage,
     Part,
     Quota,
-    new_id,
+    new_ids,
     whole_message,
 )
 from appliance.ledger.payloads import status_payload
@@ -368,6 +368,7 @@ class Messages(Timeline):
         outcomes: list[tuple[Message, bool] | StoreError | int] = []
         fresh: dict[tuple[int, str], int] = {}  # idempotency key -> index of the item that used it
         rows = _AcceptRows()
+        ids = new_ids("msg", len(items))  # one read of the random source for the group
         for index, item in enumerate(items):
             if index % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # let the event loop serve others (the write lock is held)
@@ -404,9 +405,8 @@ class Messages(Timeline):
             waiting += 1
             if ident is not None:
                 fresh[ident] = index
-            msg_id = new_id("msg")
-            rows.add(index, msg_id, item, now)
-            extras.accepted(item.key_id, hour, item.actor, msg_id, new, now)
+            rows.add(index, ids[index], item, now)
+            extras.accepted(item.key_id, hour, item.actor, ids[index], new, now)
             outcomes.append(-1)  # filled in below, once the rows are written
         written = await rows.write(db)
         for index, message in written:
