@@ -179,6 +179,8 @@ async def test_a_batch_whose_transaction_fails_leaves_nothing_in_the_ledger(tmp_
         assert all(created for _m, created in accepted)
         listed: list[Message] = await store.list_messages(limit=200)
         assert sorted(m.to for m in listed) == [number(i) for i in range(99)]
+        # What accept_many answered is what the ledger holds (seq included: it orders pages).
+        assert {m.id: m.seq for m, _created in accepted} == {m.id: m.seq for m in listed}
         assert time.time() - max(m.created_at for m in listed) < 60
     finally:
         await store.close()
