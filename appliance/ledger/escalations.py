@@ -3,7 +3,7 @@
 A chain is one `escalations` row per original message: its spec (after_s, until, targets), how
 many targets were reached (`step`), when the next step is due (`next_at`, NULL once it ended) and
 why it ended. A step to a number is committed in the accept transaction of the message it sends
-(`_escalation_step_accepted`, guarded by the step it follows): a restart, or two loops racing,
+(claimed by `_escalation_step_claimed`, guarded by the step it follows): a restart, or two loops racing,
 can never send a step twice. The chain's e-mails wait in `escalation_mail`, an outbox like the
 webhooks': attempts, a transient failure retried later, a permanent one given up. Every step and
 the end are an event in the original's timeline and a `message.escalated` webhook.
