@@ -62,10 +62,15 @@ class ModemConfig:
     submit_floor_s: float = 10.0
 
 
+MAX_BATCH_BYTES = 64 * 1024 * 1024  # a batch body is held in memory whole, parsed and validated
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     listen: str = "0.0.0.0:8080"
     max_body_bytes: int = 65536
+    # POST /api/v1/messages/batch: 1,000 message requests of ~2 KB each (a 1,600-character text).
+    max_batch_bytes: int = 2 * 1024 * 1024
     max_text_chars: int = 1600  # about 10 UCS-2 / 10 GSM-7 segments
     queue_max: int = 100000
     status_page_public: bool = True
@@ -504,6 +509,11 @@ def _check(config: Config) -> None:
     for name in ("request_timeout_s", "keepalive_timeout_s", "max_connections", "max_connections_per_client"):
         if getattr(config.api, name) <= 0:
             raise ConfigError(f"api.{name}: must be positive")
+    if not config.api.max_body_bytes <= config.api.max_batch_bytes <= MAX_BATCH_BYTES:
+        raise ConfigError(
+            f"api.max_batch_bytes: must be api.max_body_bytes ({config.api.max_body_bytes}) to "
+            f"{MAX_BATCH_BYTES} (64 MiB), got {config.api.max_batch_bytes}"
+        )
     for f in dataclasses.fields(RetentionConfig):
         if getattr(config.retention, f.name) < 0:
             raise ConfigError(f"retention.{f.name}: must not be negative (0 = never)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from appliance.ledger import (
@@ -141,3 +142,50 @@ class Intake:
             )
             self.gateway.wake()
         return msg, created
+
+    async def submit_many(
+        self,
+        news: Sequence[NewMessage],
+        *,
+        key: ApiKey | None,
+        actor: Actor,
+        template_windows: Sequence[Window | None] | None = None,
+    ) -> list[tuple[Message, bool] | StoreError]:
+        """Commit a batch in one transaction, each item checked as `submit` checks one, in order:
+        per item (message, created) or its refusal (see `refusal`). A full disk refuses the
+        whole batch (StorageFull raised): then nothing of it is accepted.
+
+        Each item's send window applies as in `submit` (`template_windows[i]`: its template's)."""
+        problem = self.room_problem()
+        if problem is not None:
+            raise StorageFull(problem)
+        now = time.time()
+        windows = template_windows if template_windows is not None else [None] * len(news)
+        news = [
+            apply_window(new, key=key, template_window=window, now=now)
+            for new, window in zip(news, windows, strict=True)
+        ]
+        outcomes = await self.store.accept_many(
+            news,
+            key_id=None if key is None else key.id,
+            queue_max=self.queue_max,
+            quota=None if key is None else key.quota,
+            actor=actor,
+        )
+        created = [o[0] for o in outcomes if isinstance(o, tuple) and o[1]]
+        if created:
+            per_source: dict[str, int] = {}
+            for new, outcome in zip(news, outcomes, strict=True):
+                if isinstance(outcome, tuple) and outcome[1]:
+                    per_source[new.source] = per_source.get(new.source, 0) + 1
+            for source, n in per_source.items():
+                self.metrics.accepted_total.labels(source=source).inc(n)
+            _LOGGER.info(
+                "accepted %d of %d messages of a batch from %s (%d segment(s))",
+                len(created),
+                len(news),
+                actor.name,
+                sum(m.segments for m in created),
+            )
+            self.gateway.wake()
+        return outcomes

@@ -142,6 +142,38 @@ SCHEMAS: dict[str, Any] = {
             "ended_at": _TS,
         },
     },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["messages"],
+        "additionalProperties": False,
+        "properties": {
+            "messages": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ref("SendRequest")}
+        },
+    },
+    "BatchResults": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "description": "One per request, in order: 202 accepted, 200 the original of a repeated "
+                "idempotency key, 4xx/5xx this item's refusal (the error a single POST gives)",
+                "items": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {
+                        "status": {"type": "integer"},
+                        "message": _ref("Message"),
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        },
+                    },
+                },
+            }
+        },
+    },
     "Part": {
         "type": "object",
         "required": ["seq", "total", "status"],
@@ -487,6 +519,26 @@ PATHS: dict[str, Any] = {
                 *_PAGE,
             ],
         ),
+    },
+    "/api/v1/messages/batch": {
+        "post": _op(
+            "Queue up to 1,000 messages in one transaction: a result per item, in order",
+            {"200": _json(_ref("BatchResults"), "Each item accepted, found again or refused on its own")},
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": _ref("BatchRequest"),
+                        "example": {
+                            "messages": [
+                                {"to": "+4915112345678", "body": "Gate 3 at 14:00", "idempotency_key": "r1"},
+                                {"to": "+4915187654321", "body": "Gate 3 at 14:00", "idempotency_key": "r2"},
+                            ]
+                        },
+                    }
+                },
+            },
+        )
     },
     "/api/v1/messages/{id}": {
         "get": _op(

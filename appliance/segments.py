@@ -7,6 +7,7 @@ sides run the same function on the same inputs and cannot pick a different alpha
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from appliance.ledger import NewMessage
@@ -32,13 +33,15 @@ def plan(body: str, encoding: str | None = None) -> Segmentation:
 
 def new_message(to: str, body: str, **fields: Any) -> NewMessage:
     """A `NewMessage` whose encoding and segment count come from one `plan` of its body."""
+    encoding, count = _shape(body)
+    if count > MAX_SEGMENTS:
+        raise TooManySegments(count)
+    return NewMessage(to=to, body=body, encoding=encoding, segments=count, **fields)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape(body: str) -> tuple[str, int]:
+    """(encoding, segments) of `body`: a batch often sends one text to many (bounded: 1,024 texts
+    of at most [api] max_text_chars each)."""
     segmentation = plan(body)
-    if len(segmentation.parts) > MAX_SEGMENTS:
-        raise TooManySegments(len(segmentation.parts))
-    return NewMessage(
-        to=to,
-        body=body,
-        encoding=segmentation.encoding.value,
-        segments=len(segmentation.parts),
-        **fields,
-    )
+    return segmentation.encoding.value, len(segmentation.parts)

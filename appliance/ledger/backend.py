@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 from appliance.ledger.balance import LatestBalance
+from appliance.ledger.errors import StoreError
 from appliance.ledger.escalations import EscalationMail
 from appliance.ledger.models import (
     REPLY_WINDOW_S,
@@ -66,6 +67,19 @@ class LedgerBackend(Protocol):
         actor: Actor | None = None,
     ) -> tuple[Message, bool]:
         """Commit a new message (or find the one with the same idempotency key): (message, created)."""
+        ...
+
+    async def accept_many(
+        self,
+        news: Sequence[NewMessage],
+        *,
+        key_id: int | None,
+        queue_max: int,
+        quota: Quota | None = None,
+        actor: Actor | None = None,
+    ) -> list[tuple[Message, bool] | StoreError]:
+        """Commit a batch in one transaction, each item checked like `accept` in order: per item
+        (message, created) or its refusal; every accepted item is committed, or none (raises)."""
         ...
 
     async def get(self, msg_id: str) -> Message | None:

@@ -3,7 +3,7 @@
 A chain is one `escalations` row per original message: its spec (after_s, until, targets), how
 many targets were reached (`step`), when the next step is due (`next_at`, NULL once it ended) and
 why it ended. A step to a number is committed in the accept transaction of the message it sends
-(`_escalation_step_accepted`, guarded by the step it follows): a restart, or two loops racing,
+(claimed by `_escalation_step_claimed`, guarded by the step it follows): a restart, or two loops racing,
 can never send a step twice. The chain's e-mails wait in `escalation_mail`, an outbox like the
 webhooks': attempts, a transient failure retried later, a permanent one given up. Every step and
 the end are an event in the original's timeline and a `message.escalated` webhook.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,21 +56,25 @@ class Escalations(Timeline):
     """Escalation chains (with their accept-path hooks) and the chains' e-mail outbox."""
 
     # ------------------------------------------------------------ accept path
-    async def _escalation_accepted(
-        self, db: aiosqlite.Connection, msg_id: str, spec: EscalationSpec, start: float
+    async def _escalations_accepted(
+        self, db: aiosqlite.Connection, chains: Sequence[tuple[str, EscalationSpec, float]]
     ) -> None:
-        """A message with `escalation` was accepted: its chain starts, the first step due after_s
-        after `start` (when the message is due: now, or its send_at)."""
-        await db.execute(
-            "INSERT INTO escalations (message_id, after_s, until, targets, step, next_at) VALUES (?, ?, ?, ?, 0, ?)",
-            (msg_id, spec.after_s, spec.until, json.dumps(list(spec.then)), start + spec.after_s),
-        )
+        """Messages with `escalation` were accepted (message id, spec, start): their chains start,
+        the first step due after_s after `start` (when the message is due: now, or its send_at).
+        One multi-row insert for a whole accept group."""
+        if chains:
+            await db.executemany(
+                "INSERT INTO escalations (message_id, after_s, until, targets, step, next_at) "
+                "VALUES (?, ?, ?, ?, 0, ?)",
+                [
+                    (msg_id, spec.after_s, spec.until, json.dumps(list(spec.then)), start + spec.after_s)
+                    for msg_id, spec, start in chains
+                ],
+            )
 
-    async def _escalation_step_accepted(
-        self, db: aiosqlite.Connection, new: NewMessage, msg_id: str, now: float
-    ) -> None:
-        """`msg_id` is step k of a chain: record it in the same transaction, or refuse (Conflict) when
-        step k was taken already or the chain ended (the caller rolls the new message back)."""
+    async def _escalation_step_claimed(self, db: aiosqlite.Connection, new: NewMessage, now: float) -> None:
+        """`new` is step k of a chain: take step k in the accept's transaction, or refuse (Conflict)
+        when it was taken already or the chain ended (that item alone is refused)."""
         assert new.escalation_of is not None  # noqa: S101  (called for escalated messages only)
         original, step = new.escalation_of
         cur = await db.execute(
@@ -79,7 +84,13 @@ class Escalations(Timeline):
         )
         if not cur.rowcount:
             raise Conflict(f"escalation step {step} of {original} was taken already")
-        await db.execute("UPDATE messages SET escalated_from = ? WHERE id = ?", (original, msg_id))
+
+    async def _escalation_step_accepted(
+        self, db: aiosqlite.Connection, new: NewMessage, msg_id: str, now: float
+    ) -> None:
+        """The claimed step's message `msg_id` was written: record it on the original's timeline."""
+        assert new.escalation_of is not None  # noqa: S101  (called for escalated messages only)
+        original, step = new.escalation_of
         chain = await self._chain(db, original)
         await self._step_recorded(
             db, original, chain, step, f"{waited_for(chain.spec)}: sent to {new.to} as {msg_id}", msg_id, now

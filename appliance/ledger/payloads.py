@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from appliance.ledger.models import Escalation, Inbound, Message, Quarantined
 
 
+@functools.lru_cache(maxsize=1024)  # a batch's 1,000 messages share their times: one strftime
 def rfc3339(t: float | None) -> str | None:
     """Unix time as RFC 3339 UTC with milliseconds."""
     if t is None:

@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway page watchdog flood recovery login)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch page watchdog flood recovery login)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from tests.benchmarks import (
+    bench_batch,
     bench_engine,
     bench_flood,
     bench_gateway,
@@ -18,6 +19,7 @@ from tests.benchmarks import (
 BENCHES = {
     "engine": bench_engine.run,
     "gateway": bench_gateway.run,
+    "batch": bench_batch.run,
     "login": bench_login.run,
     "page": bench_page.run,
     "watchdog": bench_watchdog.run,

@@ -148,18 +148,24 @@ async def _wrk(url: str, script: Path | None) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+def post_script(tmp: Path, key: str) -> Path:
+    """wrk's script for single POSTs of one short message (bench_batch's baseline too)."""
+    script = tmp / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.body = \'{"to": "+4915112345678", "body": "benchmark message", "priority": "bulk"}\'\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    )
+    return script
+
+
 async def bench_accepts(tmp: Path) -> None:
     if shutil.which("wrk") is None:
         print("accepts/s: wrk is not installed (make bench installs it as root: apt-get install wrk)")
         return
     async with Bench(tmp / "accept", DRAIN_L_S) as b:
-        script = tmp / "post.lua"
-        script.write_text(
-            'wrk.method = "POST"\n'
-            'wrk.body = \'{"to": "+4915112345678", "body": "benchmark message", "priority": "bulk"}\'\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {b.key}"\n'
-        )
+        script = post_script(tmp, b.key)
         health = await _wrk(f"{b.base}/healthz", None)
         accepts = await _wrk(f"{b.base}/api/v1/messages", script)
         async with b.client() as c:

@@ -1,0 +1,92 @@
+"""A message request as the API reads it: alone (POST /api/v1/messages) or in a batch
+(POST /api/v1/messages/batch, DESIGN.md round 2).
+
+One code path for both, so an item of a batch is refused exactly as the same request alone
+would be (status, code, message); a batch's own faults (not a list, too many items) name
+`messages`. Nothing here touches the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from appliance import auth, validation
+from appliance.config import Config
+from appliance.jsontypes import json_type
+from appliance.ledger import ApiKey, Message, NewMessage
+from appliance.validation import ApiError
+
+MAX_BATCH = 1000  # message requests in one batch (the contract)
+BATCH_FIELDS = frozenset({"messages"})
+
+# Per item of a batch: accepted or found again (message, created), or why it was refused.
+Outcome = tuple[Message, bool] | ApiError
+
+
+def parse_message(doc: Any, *, header_key: str | None, key: ApiKey, config: Config) -> NewMessage:
+    """One message request -> NewMessage within the key's priority; ApiError naming the field."""
+    new = validation.parse_send_request(doc, header_key=header_key, config=config)
+    return auth.capped_priority(key, new, explicit=isinstance(doc, dict) and "priority" in doc)
+
+
+def batch_items(raw: bytes) -> list[Any]:
+    """A batch body -> its message requests (not yet checked), in order; ApiError for the batch.
+
+    ~1 MB of JSON, then 1,000 validations in `parse_items`: api.py runs both in a worker thread,
+    off the event loop, and renders the items naming a `template` (a ledger read) between this and `parse_items`."""
+    doc = validation.parse_json(raw)
+    if not isinstance(doc, dict):
+        raise ApiError(
+            400, "invalid_request", f"the request body must be a JSON object, not {json_type(doc)}"
+        )
+    for name in doc:
+        if name not in BATCH_FIELDS:
+            raise ApiError(422, "unknown_field", f"{name}: unknown field (allowed: messages)")
+    if "messages" not in doc:
+        raise ApiError(422, "missing_field", "messages: this field is required")
+    items = doc["messages"]
+    if not isinstance(items, list):
+        raise validation.invalid("messages", f"expected a list of message requests, got {json_type(items)}")
+    if not items:
+        raise validation.invalid("messages", f"the list is empty; send 1 to {MAX_BATCH} message requests")
+    if len(items) > MAX_BATCH:
+        raise validation.invalid(
+            "messages", f"{len(items)} message requests, at most {MAX_BATCH} in one batch; split it"
+        )
+    return items
+
+
+def parse_items(items: Sequence[Any], *, key: ApiKey, config: Config) -> list[NewMessage | ApiError]:
+    """Each message request -> its NewMessage or its refusal, in order (an ApiError item stays)."""
+    parsed: list[NewMessage | ApiError] = []
+    for item in items:
+        if isinstance(item, ApiError):  # refused before parsing (its template failed to render)
+            parsed.append(item)
+            continue
+        try:
+            parsed.append(parse_message(item, header_key=None, key=key, config=config))
+        except ApiError as exc:
+            parsed.append(exc)
+    return parsed
+
+
+def batch_results(outcomes: Sequence[Outcome], payload: Callable[[Message], dict[str, Any]]) -> bytes:
+    """`{"results": [{"status", "message" | "error"}]}` as JSON bytes (a worker thread: ~1 MB).
+
+    `payload` is api.message_payload (passed in: api.py imports this module)."""
+    parts: list[bytes] = []
+    for outcome in outcomes:
+        if isinstance(outcome, ApiError):
+            result: dict[str, Any] = {
+                "status": outcome.status,
+                "error": {"code": outcome.code, "message": outcome.message},
+            }
+        else:
+            msg, created = outcome
+            result = {"status": 202 if created else 200, "message": payload(msg)}
+        # One dumps per item: the C encoder holds the GIL for a whole call, and this thread must
+        # not keep the event loop's thread waiting for the ~1 MB of a whole batch.
+        parts.append(json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+    return b'{"results":[' + b",".join(parts) + b"]}"

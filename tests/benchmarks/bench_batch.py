@@ -1,0 +1,121 @@
+"""Messages accepted per second through POST /api/v1/messages/batch (issue 13 item 5: target
+10,000/s on the 2-core box), durable: the daemon's ledger commits with synchronous=FULL as shipped.
+
+The whole daemon (`smsgw serve` as a subprocess, bench_gateway.Bench) against the simulator.
+Batches of 1,000 go over 2 connections; each result is checked to be a 202. Two recipient lists:
+1,000 new numbers in every batch (phonenumbers parses each), and the same 1,000-number roster
+every time (a team's list: the parsed numbers are cached). Baseline in the same run: single
+POSTs driven by wrk at 32 connections, as bench_gateway measures them. The load average is
+printed with the figures: the box may be shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.benchmarks.bench_gateway import CONCURRENCY, DRAIN_L_S, Bench, _wrk, post_script
+
+BATCH_SIZE = 1000
+BATCHES = 20
+CONNECTIONS = 2
+TARGET_PER_S = 10_000
+
+
+def _bodies(distinct: bool) -> list[bytes]:
+    """Request bodies prepared up front: the client's own JSON work stays out of the measurement."""
+    # Scheduled a day ahead: the measurement is the accept path, not the drain competing for the CPU.
+    at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    out = []
+    for b in range(BATCHES):
+        base = b * BATCH_SIZE if distinct else 0
+        items = [
+            {"to": f"+49151{base + i:08d}", "body": f"Shift change: report to gate {i % 7}.", "send_at": at}
+            for i in range(BATCH_SIZE)
+        ]
+        out.append(json.dumps({"messages": items}).encode())
+    return out
+
+
+async def _batches(b: Bench, distinct: bool) -> tuple[float, float]:
+    """(messages/s accepted, median seconds per batch)."""
+    bodies = _bodies(distinct)
+    took: list[float] = []
+    async with b.client() as c:
+        pending = list(bodies)
+
+        async def worker() -> int:
+            accepted = 0
+            while pending:
+                body = pending.pop()
+                t0 = time.perf_counter()
+                r = await c.post(
+                    "/api/v1/messages/batch", content=body, headers={"Content-Type": "application/json"}
+                )
+                took.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"batch refused: {r.status_code} {r.text[:300]}")
+                accepted += r.content.count(b'"status":202')
+            return accepted
+
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+        wall = time.perf_counter() - start
+    if sum(counts) != BATCHES * BATCH_SIZE:
+        raise RuntimeError(f"only {sum(counts)} of {BATCHES * BATCH_SIZE} messages were accepted")
+    took.sort()
+    return sum(counts) / wall, took[len(took) // 2]
+
+
+async def _probe(b: Bench) -> list[float]:
+    """GET /healthz every 20 ms while batches run: a batch must not hold the event loop."""
+    took: list[float] = []
+    async with b.client() as c:
+        try:
+            while True:
+                t0 = time.perf_counter()
+                await c.get("/healthz")
+                took.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.02)  # the probe's pace, not a synchronisation
+        except asyncio.CancelledError:
+            return took
+
+
+async def run() -> None:
+    print("batches (smsgw serve as a subprocess, simulator on ptys in this process)")
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="smsgw-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        async with Bench(tmp / "batch", DRAIN_L_S) as b:
+            single = 0.0
+            if shutil.which("wrk") is not None:  # first, on an empty ledger, as bench_gateway does
+                single = await _wrk(f"{b.base}/api/v1/messages", post_script(tmp, b.key))
+            probe = asyncio.create_task(_probe(b))
+            new_rate, new_batch_s = await _batches(b, distinct=True)
+            probe.cancel()
+            healthz = await probe
+            roster_rate, roster_batch_s = await _batches(b, distinct=False)
+    after = os.getloadavg()
+    verdict = "meets" if min(new_rate, roster_rate) >= TARGET_PER_S else "MISSES"
+    baseline = (
+        f"baseline single POSTs {single:7.0f}/s at {CONCURRENCY} connections (wrk) -> ratio "
+        f"{new_rate / single:.1f}x (new numbers), {roster_rate / single:.1f}x (roster)"
+        if single
+        else "baseline: wrk is not installed (make bench installs it as root)"
+    )
+    print(
+        f"batch accepts (durable, {BATCHES} x {BATCH_SIZE} over {CONNECTIONS} connections): "
+        f"{new_rate:7.0f} messages/s with new numbers (median {new_batch_s * 1000:.0f} ms a batch), "
+        f"{roster_rate:7.0f}/s to a roster (median {roster_batch_s * 1000:.0f} ms) "
+        f"({verdict} target {TARGET_PER_S:,}/s); {baseline}; GET /healthz meanwhile: "
+        f"median {statistics.median(healthz) * 1000:.0f} ms, max {max(healthz) * 1000:.0f} ms "
+        f"({len(healthz)} probes); "
+        f"load average {load[0]:.2f} before, {after[0]:.2f} after on {os.cpu_count()} cores"
+    )
