@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import sys
 import time
 
 import httpx
@@ -40,21 +38,7 @@ async def test_killed_daemon_alerts_and_restart_resolves(box_factory: BoxFactory
         # Recorded in the state file and visible in /api/v1/status.
         assert ("open", "sent") in box.state_rows("SELECT kind, outcome FROM alerts")
         assert ("resolved", "sent") in box.state_rows("SELECT kind, outcome FROM alerts")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "appliance.cli",
-            "keys",
-            "create",
-            "--config",
-            str(box.daemon.config_path),
-            "--name",
-            "t",
-            "--scope",
-            "read",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        key = (await proc.communicate())[0].decode().strip()
+        key = await box.create_key("read")
         async with httpx.AsyncClient(base_url=box.base, headers={"Authorization": f"Bearer {key}"}) as client:
             doc = (await client.get("/api/v1/status")).json()["watchdog"]
         assert doc["incidents"][0]["subject"] == "daemon"
