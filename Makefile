@@ -82,7 +82,7 @@ test: system-deps venv lint
 
 # Everything but the tests marked slow (fault injection, kill loops, long drains): under a minute.
 test-fast: system-deps venv
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n auto  # the slow fault tests run in make test (serially, as CI does)
 
 bench: system-deps venv
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || echo "wrk missing: sudo apt-get install wrk"
