@@ -84,12 +84,15 @@ class Purge(Connection):
                 "JOIN messages m ON m.id = i.in_reply_to WHERE i.in_reply_to IS NOT NULL AND m.to_number LIKE ? LIMIT ?)",
                 (f"%{MASK}",),
             )
-            # An ended escalation chain's numbers (its mailto: targets are the operator's own).
+            # An ended escalation chain's numbers (its mailto: targets are the operator's own). Only a
+            # chain with a number left to mask: one of mailto: targets alone would match every batch
+            # again, and 500 of them kept this loop going for ever.
             done["numbers"] += await self._batches(
                 "UPDATE escalations SET targets = (SELECT json_group_array(iif(substr(value, 1, 7) = 'mailto:', "
                 "value, substr(value, 1, 3) || ?)) FROM json_each(escalations.targets)) WHERE message_id IN "
-                "(SELECT message_id FROM escalations WHERE ended_at < ? AND targets NOT LIKE ? LIMIT ?)",
-                (MASK, cutoff, f"%{MASK}%"),
+                "(SELECT message_id FROM escalations WHERE ended_at < ? AND EXISTS (SELECT 1 FROM "
+                "json_each(escalations.targets) WHERE substr(value, 1, 7) != 'mailto:' AND value NOT LIKE ?) LIMIT ?)",
+                (MASK, cutoff, f"%{MASK}"),
             )
             done["numbers"] += await self._batches(
                 "DELETE FROM unmatched_reports WHERE id IN "

@@ -3,6 +3,7 @@ then to e-mail (a real aiosmtpd server); a delivery, a reply or a cancel stops t
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from appliance import escalation
 from appliance.ledger import MASK, Conflict, EscalationSpec, Retention, Store
+from appliance.ledger.retention import PURGE_BATCH
 from appliance.segments import new_message
 from modem.simulator import Simulator
 from tests.integrations.receiver import Receiver, receiver
@@ -351,5 +353,31 @@ async def test_retention_masks_the_numbers_of_an_ended_chain(tmp_path: Path) -> 
         assert msg is not None
         assert msg.escalation is not None
         assert msg.escalation.spec.then == (f"{SECOND[:3]}{MASK}", "mailto:oncall@example.com")
+    finally:
+        await store.close()
+
+
+async def test_retention_ends_with_chains_of_e_mail_targets_only(tmp_path: Path) -> None:
+    """More ended chains than one purge batch, with no number to mask: the purge finishes and
+    counts none of them (it once rewrote them batch after batch, for ever)."""
+    store = Store(tmp_path / "ledger.sqlite3")
+    await store.open()
+    try:
+        spec = EscalationSpec(60, "delivered", ("mailto:oncall@example.com",))
+        news = [new_message(f"+49151{i:08d}", "hello", escalation=spec) for i in range(PURGE_BATCH + 1)]
+        accepted = await store.accept_many(news, key_id=None, queue_max=10_000)
+        for outcome in accepted:
+            assert isinstance(outcome, tuple)
+            assert await store.end_escalation(outcome[0].id, "canceled", "the message was canceled")
+        done = await asyncio.wait_for(
+            store.purge(Retention(numbers_days=1), now=time.time() + 2 * 86400), timeout=20
+        )
+        assert done["numbers"] == 0  # the originals are not final: nothing of theirs is masked yet
+        first = accepted[0]
+        assert isinstance(first, tuple)
+        msg = await store.get(first[0].id)
+        assert msg is not None
+        assert msg.escalation is not None
+        assert msg.escalation.spec.then == ("mailto:oncall@example.com",)
     finally:
         await store.close()
