@@ -138,8 +138,7 @@ class _AcceptRows:
         planned: list[tuple[int, str, _Accept, float, State, float, str]] = []
         for index, msg_id, item, now in self.pending:
             new = item.new
-            # A send window that holds it moves its send_at to the opening; validity counts from there.
-            send_at = new.send_at if new.release_at is None else new.release_at
+            send_at = _send_at(new)  # validity counts from a send window's opening
             scheduled = send_at is not None and send_at > now
             start = send_at if scheduled and send_at is not None else now
             detail = f"accepted ({new.segments} segment{'s' if new.segments > 1 else ''}, {new.encoding})"
