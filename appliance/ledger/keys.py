@@ -29,13 +29,18 @@ def widest(scopes: Iterable[str], kept: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+AUDIT_INSERT = "INSERT INTO audit (at, actor, source, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def audit_values(actor: Actor, action: str, target: str | None, detail: str, now: float) -> tuple[Any, ...]:
+    """One audit row's AUDIT_INSERT values, its texts capped (a name is the caller's to choose)."""
+    return (now, actor.name[:200], actor.source[:200], action, target, detail[:1000])
+
+
 async def insert_audit(
     db: aiosqlite.Connection, actor: Actor, action: str, target: str | None, detail: str, now: float
 ) -> None:
-    await db.execute(
-        "INSERT INTO audit (at, actor, source, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (now, actor.name[:200], actor.source[:200], action, target, detail[:1000]),
-    )
+    await db.execute(AUDIT_INSERT, audit_values(actor, action, target, detail, now))
 
 
 class Keys(Connection):

@@ -23,7 +23,7 @@ from appliance.ledger.errors import (
     StoreError,
 )
 from appliance.ledger.escalations import Escalations
-from appliance.ledger.keys import insert_audit
+from appliance.ledger.keys import AUDIT_INSERT, audit_values, insert_audit
 from appliance.ledger.models import (
     Actor,
     Escalation,
@@ -106,7 +106,7 @@ class _BatchExtras:
         if actor is not None:
             action = "test_sms" if new.source == "page" else "send"
             detail = f"via {new.source}, priority {new.priority.name.lower()}"
-            self.audits.append((now, actor.name[:200], actor.source[:200], action, msg_id, detail))
+            self.audits.append(audit_values(actor, action, msg_id, detail, now))
 
     async def write(self, db: aiosqlite.Connection) -> None:
         if self.added:
@@ -116,10 +116,7 @@ class _BatchExtras:
                 [(k, h, n) for (k, h), n in self.added.items()],
             )
         if self.audits:
-            await db.executemany(
-                "INSERT INTO audit (at, actor, source, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                self.audits,
-            )
+            await db.executemany(AUDIT_INSERT, self.audits)
 
 
 @dataclass
