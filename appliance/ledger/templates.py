@@ -30,6 +30,9 @@ _LATEST = (
     "WHERE deleted_at IS NULL GROUP BY name) latest ON t.name = latest.name AND t.version = latest.version"
 )
 
+# The latest live version of one name.
+_LIVE = "SELECT * FROM templates WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC LIMIT 1"
+
 
 def template_row(r: sqlite3.Row) -> TemplateRecord:
     allowed = r["allowed_keys"]
@@ -59,11 +62,7 @@ class Templates(Connection):
 
     async def template(self, name: str) -> TemplateRecord | None:
         """The latest live version of the template `name`, or None."""
-        row = await fetch_one(
-            self.rdb,
-            "SELECT * FROM templates WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC LIMIT 1",
-            (name,),
-        )
+        row = await fetch_one(self.rdb, _LIVE, (name,))
         return None if row is None else template_row(row)
 
     async def list_templates(self) -> list[TemplateRecord]:
@@ -82,11 +81,7 @@ class Templates(Connection):
         """
         now = time.time()
         async with self._tx() as db:
-            row = await fetch_one(
-                db,
-                "SELECT * FROM templates WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC LIMIT 1",
-                (draft.name,),
-            )
+            row = await fetch_one(db, _LIVE, (draft.name,))
             if row is not None and create_only:
                 raise Conflict(f"template {draft.name!r} exists (v{row['version']}): PUT changes it")
             if row is None:
@@ -127,11 +122,7 @@ class Templates(Connection):
         no live template has that name. Returns the version that was current."""
         now = time.time()
         async with self._tx() as db:
-            row = await fetch_one(
-                db,
-                "SELECT * FROM templates WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC LIMIT 1",
-                (name,),
-            )
+            row = await fetch_one(db, _LIVE, (name,))
             if row is None:
                 raise NotFound(name)
             await db.execute(
