@@ -78,12 +78,18 @@ class Telemetry(Connection):
                 None if row["oldest_queued_at"] is None else float(row["oldest_queued_at"])
             )
             stats.last_sent_at = None if row["last_sent_at"] is None else float(row["last_sent_at"])
-        row = await fetch_one(self.rdb, "SELECT value FROM counters WHERE name = 'ambiguous_parts'", ())
-        stats.ambiguous_total = int(row["value"]) if row else 0
-        row = await fetch_one(self.rdb, "SELECT value FROM counters WHERE name = 'reports_lost'", ())
-        stats.reports_lost_total = int(row["value"]) if row else 0
-        row = await fetch_one(self.rdb, "SELECT count(*) AS n FROM quarantine", ())
-        stats.quarantined_total = int(row["n"]) if row else 0
+        # The counters in one trip to the reader's thread (three trips were a third of this call).
+        row = await fetch_one(
+            self.rdb,
+            "SELECT (SELECT value FROM counters WHERE name = 'ambiguous_parts') AS ambiguous, "
+            "(SELECT value FROM counters WHERE name = 'reports_lost') AS lost, "
+            "(SELECT count(*) FROM quarantine) AS quarantined",
+            (),
+        )
+        if row is not None:
+            stats.ambiguous_total = int(row["ambiguous"] or 0)
+            stats.reports_lost_total = int(row["lost"] or 0)
+            stats.quarantined_total = int(row["quarantined"] or 0)
         return stats
 
     # -------------------------------------------------------------- quarantine
