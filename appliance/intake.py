@@ -172,12 +172,13 @@ class Intake:
             quota=None if key is None else key.quota,
             actor=actor,
         )
-        created = [o[0] for o in outcomes if isinstance(o, tuple) and o[1]]
+        created: list[Message] = []
+        per_source: dict[str, int] = {}
+        for new, outcome in zip(news, outcomes, strict=True):
+            if isinstance(outcome, tuple) and outcome[1]:
+                created.append(outcome[0])
+                per_source[new.source] = per_source.get(new.source, 0) + 1
         if created:
-            per_source: dict[str, int] = {}
-            for new, outcome in zip(news, outcomes, strict=True):
-                if isinstance(outcome, tuple) and outcome[1]:
-                    per_source[new.source] = per_source.get(new.source, 0) + 1
             for source, n in per_source.items():
                 self.metrics.accepted_total.labels(source=source).inc(n)
             _LOGGER.info(
