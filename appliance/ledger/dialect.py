@@ -35,6 +35,11 @@ async def fetch_one(db: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> 
     return None
 
 
+def marks(values: Sequence[Any]) -> str:
+    """One placeholder per value, for an IN (...) list."""
+    return ", ".join("?" * len(values))
+
+
 def page_query(
     table: str, conditions: list[tuple[str, Any]], limit: int, *, columns: str = "*"
 ) -> tuple[str, list[Any]]:

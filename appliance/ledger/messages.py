@@ -12,7 +12,7 @@ from typing import Any
 
 import aiosqlite
 
-from appliance.ledger.dialect import fetch_all, fetch_one, page_query
+from appliance.ledger.dialect import fetch_all, fetch_one, marks, page_query
 from appliance.ledger.errors import (
     Conflict,
     IdempotencyMismatch,
@@ -49,10 +49,6 @@ _IN_CHUNK = 500
 
 def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
     return [values[i : i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK)]
-
-
-def _marks(values: Sequence[Any]) -> str:
-    return ", ".join("?" * len(values))
 
 
 @dataclass(frozen=True)
@@ -484,7 +480,7 @@ class Messages(Escalations):
                 rows = await fetch_all(
                     db,
                     "SELECT key, message_id, request_hash FROM idempotency "  # noqa: S608  (placeholders only)
-                    f"WHERE key_id = ? AND key IN ({_marks(chunk)})",
+                    f"WHERE key_id = ? AND key IN ({marks(chunk)})",
                     (key_id, *chunk),
                 )
                 for r in rows:
@@ -493,7 +489,7 @@ class Messages(Escalations):
         for chunk in _chunks(sorted({message_id for _h, message_id in found.values()})):
             rows = await fetch_all(
                 db,
-                f"SELECT {WHOLE_MESSAGE} FROM messages WHERE id IN ({_marks(chunk)})",  # noqa: S608  (fixed text)
+                f"SELECT {WHOLE_MESSAGE} FROM messages WHERE id IN ({marks(chunk)})",  # noqa: S608  (fixed text)
                 chunk,
             )
             messages.update((m.id, m) for m in map(whole_message, rows))
@@ -504,7 +500,7 @@ class Messages(Escalations):
         for chunk in _chunks(sorted(numbers)):
             rows = await fetch_all(
                 db,
-                f"SELECT number FROM optouts WHERE number IN ({_marks(chunk)})",  # noqa: S608  (placeholders only)
+                f"SELECT number FROM optouts WHERE number IN ({marks(chunk)})",  # noqa: S608  (placeholders only)
                 chunk,
             )
             out.update(r["number"] for r in rows)
@@ -552,11 +548,10 @@ class Messages(Escalations):
 
     async def recent_events(self, kinds: Sequence[str], *, scan: int, limit: int) -> list[dict[str, Any]]:
         """The newest events of these kinds among the last `scan` events (message_id, at, kind, detail)."""
-        marks = ",".join("?" * len(kinds))
         rows = await fetch_all(
             self.rdb,
             "SELECT message_id, at, kind, detail FROM events WHERE id > "  # noqa: S608  (placeholders only)
-            f"(SELECT coalesce(max(id), 0) FROM events) - ? AND kind IN ({marks}) ORDER BY id DESC LIMIT ?",
+            f"(SELECT coalesce(max(id), 0) FROM events) - ? AND kind IN ({marks(kinds)}) ORDER BY id DESC LIMIT ?",
             (scan, *kinds, limit),
         )
         return [dict(r) for r in rows]

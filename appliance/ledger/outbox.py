@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 
 from appliance.ledger.connection import Connection
-from appliance.ledger.dialect import fetch_all, fetch_one
+from appliance.ledger.dialect import fetch_all, fetch_one, marks
 from appliance.ledger.models import OutboxItem, new_id, webhook_target
 from appliance.ledger.payloads import rfc3339
 
@@ -74,10 +74,9 @@ class Outbox(Connection):
     async def due_webhook_targets(self, now: float, *, busy: Iterable[str] = (), limit: int = 8) -> list[str]:
         """Targets with a webhook due, those never failing first, oldest first; `busy` left out."""
         busy = list(busy)
-        marks = ", ".join("?" * len(busy))
         sql = (
             "SELECT target FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL "  # noqa: S608
-            f"AND next_attempt_at <= ? AND target NOT IN ({marks}) "
+            f"AND next_attempt_at <= ? AND target NOT IN ({marks(busy)}) "
             "GROUP BY target ORDER BY max(attempts), min(id) LIMIT ?"
         )
         rows = await fetch_all(self.rdb, sql, (now, *busy, limit))
@@ -114,10 +113,9 @@ class Outbox(Connection):
 
     async def next_webhook_due(self, *, busy: Iterable[str] = ()) -> float | None:
         busy = list(busy)
-        marks = ", ".join("?" * len(busy))
         sql = (
             "SELECT min(next_attempt_at) AS t FROM webhook_outbox "  # noqa: S608  (placeholders only)
-            f"WHERE delivered_at IS NULL AND abandoned_at IS NULL AND target NOT IN ({marks})"
+            f"WHERE delivered_at IS NULL AND abandoned_at IS NULL AND target NOT IN ({marks(busy)})"
         )
         row = await fetch_one(self.rdb, sql, busy)
         return None if row is None or row["t"] is None else float(row["t"])

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from appliance.ledger.connection import Connection
-from appliance.ledger.dialect import fetch_all, fetch_one
+from appliance.ledger.dialect import fetch_all, fetch_one, marks
 from appliance.ledger.models import MASK, Retention
 
 _LOGGER = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class Purge(Connection):
                 )
                 ids = [r["id"] for r in rows]
                 if ids:
-                    marks = ", ".join("?" * len(ids))
+                    listed = marks(ids)
                     for table, column in (
                         ("parts", "message_id"),
                         ("events", "message_id"),
@@ -165,10 +165,10 @@ class Purge(Connection):
                         ("escalations", "message_id"),
                         ("escalation_mail", "message_id"),
                     ):
-                        await db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)  # noqa: S608  (fixed names)
-                    unlink = f"UPDATE inbound SET in_reply_to = NULL, reply_key_id = NULL WHERE in_reply_to IN ({marks})"  # noqa: S608
+                        await db.execute(f"DELETE FROM {table} WHERE {column} IN ({listed})", ids)  # noqa: S608  (fixed names)
+                    unlink = f"UPDATE inbound SET in_reply_to = NULL, reply_key_id = NULL WHERE in_reply_to IN ({listed})"  # noqa: S608
                     await db.execute(unlink, ids)
-                    await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)  # noqa: S608
+                    await db.execute(f"DELETE FROM messages WHERE id IN ({listed})", ids)  # noqa: S608
             total += len(ids)
             if len(ids) < PURGE_BATCH:
                 return total
