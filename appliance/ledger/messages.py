@@ -257,11 +257,7 @@ def _new_message(
             for i in range(1, new.segments + 1)
         ),
         events=(Event(now, "accepted", None, status.value, detail),)
-        if new.window_note is None
-        else (
-            Event(now, "accepted", None, status.value, detail),
-            Event(now, "window", None, None, new.window_note),
-        ),
+        + (() if new.window_note is None else (Event(now, "window", None, None, new.window_note),)),
         escalated_from=None if new.escalation_of is None else new.escalation_of[0],
         escalation=None
         if new.escalation is None
