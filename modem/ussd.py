@@ -30,7 +30,7 @@ from typing import Protocol
 
 from modem.at import Response, Urc, UrcHandler
 from modem.errors import AtError, AtTimeout, ModemError
-from modem.pdu import gsm7
+from modem.pdu import Encoding, gsm7, ucs2
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,12 +53,6 @@ class UssdStatus(enum.IntEnum):
     OTHER_CLIENT = 3  # another local client has responded
     NOT_SUPPORTED = 4  # operation not supported
     NETWORK_TIMEOUT = 5  # network time out
-
-
-class Alphabet(enum.Enum):
-    GSM7 = "gsm7"
-    EIGHT_BIT = "8bit"
-    UCS2 = "ucs2"
 
 
 class InvalidUssdCode(ModemError, ValueError):
@@ -238,7 +232,7 @@ def _early_answer(lines: list[str]) -> str | None:
 def encode_request(code: str, charset: str) -> str:
     """The code as AT+CSCS wants string parameters written."""
     if charset == "UCS2":
-        return code.encode("utf-16-be").hex().upper()
+        return ucs2.encode(code).hex().upper()
     if charset == "HEX":
         return code.encode("ascii").hex().upper()
     return code  # digits, '*' and '#' are the same in GSM, IRA and the 8859 sets
@@ -263,20 +257,20 @@ def parse_cusd(payload: str, charset: str = "GSM") -> UssdReply:
     return UssdReply(status, decode_text(raw, dcs, charset), dcs)
 
 
-def alphabet(dcs: int | None) -> Alphabet:
+def alphabet(dcs: int | None) -> Encoding:
     """The alphabet a CBS data coding scheme names (TS 23.038 §5); GSM-7 when absent or reserved."""
     if dcs is None:
-        return Alphabet.GSM7
+        return Encoding.GSM7
     group = dcs >> 4
     if group == 0x1:
-        return Alphabet.UCS2 if dcs & 0x0F == 0x01 else Alphabet.GSM7
+        return Encoding.UCS2 if dcs & 0x0F == 0x01 else Encoding.GSM7
     if group in (0x4, 0x5, 0x6, 0x7, 0x9):  # general data coding, message with UDH
-        return {0: Alphabet.GSM7, 1: Alphabet.EIGHT_BIT, 2: Alphabet.UCS2}.get(
-            (dcs >> 2) & 0x03, Alphabet.GSM7
+        return {0: Encoding.GSM7, 1: Encoding.EIGHT_BIT, 2: Encoding.UCS2}.get(
+            (dcs >> 2) & 0x03, Encoding.GSM7
         )
     if group == 0xF:
-        return Alphabet.EIGHT_BIT if dcs & 0x04 else Alphabet.GSM7
-    return Alphabet.GSM7
+        return Encoding.EIGHT_BIT if dcs & 0x04 else Encoding.GSM7
+    return Encoding.GSM7
 
 
 def decode_text(raw: str, dcs: int | None, charset: str = "GSM") -> str:
@@ -287,12 +281,12 @@ def decode_text(raw: str, dcs: int | None, charset: str = "GSM") -> str:
     data = bytes.fromhex(raw)
     if dcs is not None and dcs >> 4 == 0x1 and dcs & 0x0F == 0x01 and len(data) >= 2:
         data = data[2:]  # UCS-2 preceded by a two-character language indication (TS 23.038 §5)
-    if kind is Alphabet.UCS2:
-        return data.decode("utf-16-be", "replace")
-    if kind is Alphabet.EIGHT_BIT:
+    if kind is Encoding.UCS2:
+        return ucs2.decode(data)
+    if kind is Encoding.EIGHT_BIT:
         return data.decode("latin-1")
     if charset == "UCS2" and len(data) % 2 == 0:
-        return data.decode("utf-16-be", "replace")
+        return ucs2.decode(data)
     if charset == "HEX":
         return data.decode("latin-1")
     # GSM-7 under a text character set: hex only if it decodes to text (a reply of digits is text).
@@ -304,8 +298,7 @@ def decode_text(raw: str, dcs: int | None, charset: str = "GSM") -> str:
 
 def _gsm7_readings(data: bytes) -> list[str]:
     """The text read as packed septets, then as one septet per octet."""
-    value = int.from_bytes(data, "little")
-    codes = bytes((value >> (7 * i)) & 0x7F for i in range(len(data) * 8 // 7))
+    codes = gsm7.unpack(data, len(data) * 8 // 7)
     # 8n-1 septets in 7n octets end in a CR fill (TS 23.038 §6.1.2.3.1) or a zero septet: no character.
     if codes and codes[-1] in (0x0D, 0x00) and len(data) % 7 == 0:
         codes = codes[:-1]

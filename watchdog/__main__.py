@@ -299,8 +299,9 @@ class Watchdog:
             mails = tuple(r for r in out.recipients if is_mailto(r))
             if mails:  # e-mail needs no modem: it goes now, in the background
                 subject = " ".join(out.alert.text.split())  # one line, whatever the modem or SMS said
+                body = self.mail_body(out.alert)
                 for target in mails:
-                    self.mail.submit(out.alert, target, subject, self.mail_body(out.alert))
+                    self.mail.submit(out.alert, target, subject, body)
                 out.recipients = tuple(r for r in out.recipients if not is_mailto(r))
         self.outbox = [out for out in self.outbox if out.recipients]
         if not self.outbox:

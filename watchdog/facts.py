@@ -142,6 +142,11 @@ class FactsReader:
         self.canary_missed_since: float | None = None
         self.systemd = under_systemd()
         self.daemon_up_since: float | None = None
+        # The box's own daemon over loopback (HTTPS when [api] tls_cert is set): nothing on the
+        # path to verify, and its certificate names the box, not 127.0.0.1. Built once: a client
+        # made with verify=True/False builds a context (and loads the CA bundle) each cycle.
+        local = urllib.parse.urlsplit(settings.healthz_url).hostname in ("127.0.0.1", "::1", "localhost")
+        self._tls = httpx.create_ssl_context(verify=not local)
 
     def __repr__(self) -> str:
         return f"FactsReader({self.settings.ledger_path!r})"
@@ -160,10 +165,7 @@ class FactsReader:
     async def read(self, now: float, modem: Modem | None) -> Facts:
         s = self.settings
         timeout = httpx.Timeout(s.healthz_timeout_s)
-        # The box's own daemon over loopback (HTTPS when [api] tls_cert is set): nothing on the
-        # path to verify, and its certificate names the box, not 127.0.0.1.
-        local = urllib.parse.urlsplit(s.healthz_url).hostname in ("127.0.0.1", "::1", "localhost")
-        async with httpx.AsyncClient(timeout=timeout, verify=not local) as client:
+        async with httpx.AsyncClient(timeout=timeout, verify=self._tls) as client:
             (health, health_err), (ready, _) = await asyncio.gather(
                 probe_http(client, s.healthz_url),
                 probe_http(client, s.readyz_url) if s.readyz_url else _none(),

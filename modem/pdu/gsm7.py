@@ -156,5 +156,6 @@ def _unpack_lib(data: bytes, septets: int) -> bytes:
     if septets == 0:
         return b""
     codes = bytes(_lib.unpackSeptets(bytearray(data), septets))
-    # The library may append one more septet from the last octet's leftover bits.
-    return codes[:septets]
+    # The library may append one more septet from the last octet's leftover bits, and drops
+    # the 8n-th septet of 7n octets when it is zero ('@'): the callers checked the octets are there.
+    return codes[:septets].ljust(septets, b"\x00")

@@ -922,13 +922,11 @@ class FakeModem:
         if answer.text is None:
             self.urc(f"+CUSD: {answer.status}")
             return
-        if answer.dcs == DCS_UCS2 or self.cscs == "UCS2":
-            text = answer.text.encode("utf-16-be").hex().upper()
-        elif self.profile.ussd_packed:
-            codes = gsm7.encode(answer.text)
-            text = gsm7.pack(codes).hex().upper()
-        else:
-            text = answer.text  # line feeds stay raw inside the quotes, as operators' menus come
+        encoding = Encoding.UCS2 if answer.dcs == DCS_UCS2 else Encoding.GSM7
+        if encoding is Encoding.GSM7 and self.cscs != "UCS2" and self.profile.ussd_packed:
+            text = gsm7.pack(gsm7.encode(answer.text)).hex().upper()
+        else:  # UCS-2 hex, or text whose line feeds stay raw inside the quotes, as operators' menus come
+            text = self._body_text(answer.text, encoding)
         self.urc(f'+CUSD: {answer.status},"{text}",{answer.dcs}')
 
     @handles("+CMGF")
