@@ -275,7 +275,13 @@ class Gateway:
             recovered = None
         await self._start_modems()
         try:
-            app = create_app(store=self.store, config=self.config, gateway=self, metrics=self.metrics)
+            app = create_app(
+                store=self.store,
+                config=self.config,
+                gateway=self,
+                metrics=self.metrics,
+                send_ussd=self.send_ussd,
+            )
         except DamagedKey as exc:
             raise SystemExit(f"smsgw: session key: {exc}") from None
         host, _, port = self.config.api.listen.rpartition(":")
