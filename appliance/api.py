@@ -32,7 +32,7 @@ from appliance import (
     validation,
     web,
 )
-from appliance.bodies import BadContentLength, BodyTooLarge, read_body, require_json
+from appliance.bodies import BadContentLength, BodyTooLarge, read_body, read_json, require_json
 from appliance.config import Config
 from appliance.escalation import refuse_opted_out
 from appliance.intake import Intake, refusal
@@ -235,9 +235,7 @@ class _Api:
     # -------------------------------------------------------------- messages
     async def send(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "send")
-        require_json(request)
-        raw = await read_body(request, self.config.api.max_body_bytes)
-        doc = validation.parse_json(raw)
+        doc = await read_json(request, self.config.api.max_body_bytes)
         header = request.headers.get("idempotency-key")
         header_key = None if header is None else validation.parse_idempotency_header(header)
         doc, template = await template_api.render_send_request(doc, self.store, key, self.config)

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from appliance import auth, validation
-from appliance.bodies import read_body, require_json
+from appliance.bodies import read_json
 from appliance.ledger import Store
 from appliance.validation import ApiError
 from modem.errors import AtError, AtTimeout, ModemError, TransportError
@@ -44,8 +44,7 @@ def routes(store: Store, send_ussd: SendUssd | None) -> list[Route]:
 
 async def _handle(request: Request, store: Store, send_ussd: SendUssd | None) -> Response:
     key = await auth.require(request, store, "admin")
-    require_json(request)
-    code = parse_request(validation.parse_json(await read_body(request, MAX_BODY_BYTES)))
+    code = parse_request(await read_json(request, MAX_BODY_BYTES))
     if send_ussd is None:
         raise ApiError(503, "modem_unavailable", "no modem is ready for USSD")
     await store.audit(auth.actor(key, request), "ussd", code)
