@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from appliance import (
@@ -32,7 +32,7 @@ from appliance import (
     validation,
     web,
 )
-from appliance.bodies import BadContentLength, BodyTooLarge, read_body, require_json
+from appliance.bodies import BadContentLength, BodyTooLarge, read_body, read_json, require_json
 from appliance.config import Config
 from appliance.escalation import refuse_opted_out
 from appliance.intake import Intake, refusal
@@ -80,8 +80,11 @@ def create_app(
     gateway: GatewayView,
     metrics: Metrics | None = None,
     min_free_bytes: int = MIN_FREE_BYTES,
+    send_ussd: ussd_api.SendUssd | None = None,
 ) -> Starlette:
-    """The API app. The store is already open (the daemon owns its lifecycle): no lifespan needed."""
+    """The API app. The store is already open (the daemon owns its lifecycle): no lifespan needed.
+
+    `send_ussd` is the daemon's USSD on a ready modem; without it POST /api/v1/ussd answers 503."""
     api = _Api(store, config, gateway, metrics or Metrics(), min_free_bytes)
     routes = [
         Route("/healthz", api.healthz, methods=["GET"]),
@@ -102,24 +105,26 @@ def create_app(
         *template_api.routes(store, config),
         *alertmanager.routes(store, config, api.intake),
         *twilio.routes(store, config, api.intake),
-        *ussd_api.routes(store, getattr(gateway, "send_ussd", None)),  # optional in a GatewayView
+        *ussd_api.routes(store, send_ussd),
         *openapi.routes(),
         *web.routes(store=store, config=config, gateway=gateway, intake=api.intake),
     ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            StorageFull: _storage_full,
-            BodyTooLarge: _too_large,
-            BadContentLength: _bad_content_length,
-        },
-    )
+    app = Starlette(routes=routes, exception_handlers=exception_handlers())
     app.add_middleware(edge.Edge, allowed=edge.allowed_hosts(config.api))  # Host and credential bytes
     app.add_middleware(_Guard)
     app.state.metrics = api.metrics
     return app
+
+
+def exception_handlers() -> dict[Any, ExceptionHandler]:
+    """The API's error shapes for the faults any route may raise (one place for every route)."""
+    return {
+        ApiError: _api_error,
+        HTTPException: _http_error,
+        StorageFull: _storage_full,
+        BodyTooLarge: _too_large,
+        BadContentLength: _bad_content_length,
+    }
 
 
 def error_response(
@@ -230,9 +235,7 @@ class _Api:
     # -------------------------------------------------------------- messages
     async def send(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "send")
-        require_json(request)
-        raw = await read_body(request, self.config.api.max_body_bytes)
-        doc = validation.parse_json(raw)
+        doc = await read_json(request, self.config.api.max_body_bytes)
         header = request.headers.get("idempotency-key")
         header_key = None if header is None else validation.parse_idempotency_header(header)
         doc, template = await template_api.render_send_request(doc, self.store, key, self.config)

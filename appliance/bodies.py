@@ -13,6 +13,7 @@ import urllib.parse
 
 from starlette.requests import Request
 
+from appliance import validation
 from appliance.validation import ApiError
 
 
@@ -68,3 +69,9 @@ def require_json(request: Request) -> None:
             "unsupported_media_type",
             f"the body must be JSON (Content-Type: application/json), not {shown}",
         )
+
+
+async def read_json(request: Request, limit: int) -> object:
+    """A JSON request's document: 415 unless declared JSON, the body capped at `limit`, then parsed."""
+    require_json(request)
+    return validation.parse_json(await read_body(request, limit))

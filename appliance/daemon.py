@@ -26,6 +26,7 @@ from appliance.api import create_app
 from appliance.balance import BalanceChecker, BalanceReading, failure_kind
 from appliance.config import Config, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker
+from appliance.escalation import Escalator
 from appliance.health import Notifier, Progress
 from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, command_sealer, join, keyword
@@ -83,6 +84,7 @@ class Gateway:
         self.notifier = Notifier()
         self.progress = Progress(PROGRESS_STALE_S)
         self.dispatcher = Dispatcher(self.store, config.dispatcher, self.metrics)
+        self.escalator: Escalator | None = None  # set when its loop starts (_escalate)
         self.modem_list: list[tuple[str, ModemConfig, Modem]] = []
         self.ussd: dict[str, Ussd] = {}  # per modem name: its USSD sessions (POST /api/v1/ussd, balance)
         self._balance_modem = ""  # the modem the running balance check asked
@@ -168,6 +170,8 @@ class Gateway:
 
     def wake(self) -> None:
         self.dispatcher.wake()
+        if self.escalator is not None:
+            self.escalator.wake()
 
     def started_at(self) -> float:
         return self._started_at
@@ -275,7 +279,13 @@ class Gateway:
             recovered = None
         await self._start_modems()
         try:
-            app = create_app(store=self.store, config=self.config, gateway=self, metrics=self.metrics)
+            app = create_app(
+                store=self.store,
+                config=self.config,
+                gateway=self,
+                metrics=self.metrics,
+                send_ussd=self.send_ussd,
+            )
         except DamagedKey as exc:
             raise SystemExit(f"smsgw: session key: {exc}") from None
         host, _, port = self.config.api.listen.rpartition(":")
@@ -436,7 +446,6 @@ class Gateway:
         await relay.run()
 
     async def _escalate(self) -> None:
-        from appliance.escalation import Escalator  # noqa: PLC0415
         from appliance.intake import Intake  # noqa: PLC0415
 
         intake = Intake(
@@ -446,7 +455,8 @@ class Gateway:
             metrics=self.metrics,
             min_free_bytes=MIN_FREE_BYTES,
         )
-        await Escalator(self.store, intake, self.config).run()
+        self.escalator = Escalator(self.store, intake, self.config)
+        await self.escalator.run()
 
     async def _maintenance(self) -> None:
         last_slow = 0.0

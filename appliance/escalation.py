@@ -43,7 +43,7 @@ from watchdog.mail import MailError, is_mailto, mailto_address, send_mail
 
 _LOGGER = logging.getLogger(__name__)
 
-TICK_S = 1.0  # how often running chains are checked for a delivery, a reply or a cancel
+TICK_S = 1.0  # how often RUNNING chains are checked for a delivery, a reply or a cancel
 RETRY_STEP_S = 30.0  # a step the intake refused for now (queue full, quota, disk) is tried again after
 MAIL_BACKOFF_BASE_S = 30.0
 MAIL_BACKOFF_MAX_S = 3600.0
@@ -83,9 +83,15 @@ class Escalator:
         self.intake = intake
         self.config = config
         self._random = random.Random()  # noqa: S311  (jitter, not security)
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """A message was committed (it may start a chain): an idle loop looks again now."""
+        self._woken.set()
 
     async def run(self) -> None:
         while True:
+            self._woken.clear()  # a wake during the pass below is kept for the wait after it
             try:
                 await self.tick()
             except StorageFull:
@@ -93,8 +99,10 @@ class Escalator:
             except StoreError as exc:
                 _LOGGER.error("escalation: %s", exc)  # noqa: TRY400  (the message says it all)
             due = await self.store.next_escalation_due()
-            wait = TICK_S if due is None else min(TICK_S, max(0.0, due - time.time()))
-            await asyncio.sleep(wait)
+            if due is None:  # no chain runs, no e-mail waits: nothing to poll until a message is accepted
+                await self._woken.wait()
+            else:
+                await asyncio.sleep(min(TICK_S, max(0.0, due - time.time())))
 
     async def tick(self, now: float | None = None) -> None:
         """One pass: end the chains that succeeded, take the due steps, send the due e-mails."""

@@ -30,6 +30,14 @@ _PAGE = [
 ]
 
 
+def _request(schema: str, example: Any = None) -> dict[str, Any]:
+    """A required JSON request body of a component schema, with an example when given."""
+    media: dict[str, Any] = {"schema": _ref(schema)}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
+
+
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"summary": summary, "responses": {**responses, "default": _ERROR}, **extra}
 
@@ -47,15 +55,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("Message"), "The original message of a repeated idempotency key"),
             },
             parameters=[{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-            requestBody={
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": _ref("SendRequest"),
-                        "example": {"to": "+4915112345678", "body": "Disk full on db1"},
-                    }
-                },
-            },
+            requestBody=_request("SendRequest", {"to": "+4915112345678", "body": "Disk full on db1"}),
         ),
         "get": _op(
             "List messages, newest first",
@@ -71,20 +71,15 @@ PATHS: dict[str, Any] = {
         "post": _op(
             "Queue up to 1,000 messages in one transaction: a result per item, in order",
             {"200": _json(_ref("BatchResults"), "Each item accepted, found again or refused on its own")},
-            requestBody={
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": _ref("BatchRequest"),
-                        "example": {
-                            "messages": [
-                                {"to": "+4915112345678", "body": "Gate 3 at 14:00", "idempotency_key": "r1"},
-                                {"to": "+4915187654321", "body": "Gate 3 at 14:00", "idempotency_key": "r2"},
-                            ]
-                        },
-                    }
+            requestBody=_request(
+                "BatchRequest",
+                {
+                    "messages": [
+                        {"to": "+4915112345678", "body": "Gate 3 at 14:00", "idempotency_key": "r1"},
+                        {"to": "+4915187654321", "body": "Gate 3 at 14:00", "idempotency_key": "r2"},
+                    ]
                 },
-            },
+            ),
         )
     },
     "/api/v1/messages/{id}": {
@@ -155,10 +150,7 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "string"},
                 }
             ],
-            requestBody={
-                "required": True,
-                "content": {"application/json": {"schema": _ref("AlertmanagerNotification")}},
-            },
+            requestBody=_request("AlertmanagerNotification"),
             security=[{"bearer": []}, {"basic": []}],
         )
     },
@@ -170,10 +162,7 @@ PATHS: dict[str, Any] = {
         "post": _op(
             "Create a template, version 1 (admin; 409 template_exists)",
             {"201": _json(_ref("Template"), "Created")},
-            requestBody={
-                "required": True,
-                "content": {"application/json": {"schema": _ref("TemplateRequest")}},
-            },
+            requestBody=_request("TemplateRequest"),
         ),
     },
     "/api/v1/templates/{name}": {
@@ -184,10 +173,7 @@ PATHS: dict[str, Any] = {
             "Create, or write the next version (admin; 409 version_conflict on a stale version)",
             {"200": _json(_ref("Template"), "The new version"), "201": _json(_ref("Template"), "Created")},
             parameters=_NAME,
-            requestBody={
-                "required": True,
-                "content": {"application/json": {"schema": _ref("TemplateRequest")}},
-            },
+            requestBody=_request("TemplateRequest"),
         ),
         "delete": _op(
             "Delete a template (admin; messages keep the name and version they used)",
@@ -207,12 +193,7 @@ PATHS: dict[str, Any] = {
         "post": _op(
             "Send a USSD code on a ready modem and return the network's answer (admin)",
             {"200": _json(_ref("UssdResponse"), "The network's answer")},
-            requestBody={
-                "required": True,
-                "content": {
-                    "application/json": {"schema": _ref("UssdRequest"), "example": {"code": "*100#"}}
-                },
-            },
+            requestBody=_request("UssdRequest", {"code": "*100#"}),
         )
     },
     "/api/v1/openapi.json": {

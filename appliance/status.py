@@ -29,10 +29,8 @@ WAITING = (State.QUEUED, State.SCHEDULED, State.SENDING)
 
 
 class GatewayView(Protocol):
-    """What the API needs from the running daemon that the ledger cannot tell.
-
-    Optional, so not a member here: `async send_ussd(code) -> modem.ussd.UssdReply` (the daemon's:
-    USSD on a ready modem); a view without it makes `POST /api/v1/ussd` answer 503 modem_unavailable."""
+    """What the API needs from the running daemon that the ledger cannot tell (USSD is not here:
+    the daemon hands its `send_ussd` to `api.create_app` itself)."""
 
     def modems(self) -> list[dict[str, Any]]:
         """Per modem: name, port, state ("ready"/"disconnected"/...), manufacturer, model, revision,

@@ -9,6 +9,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from appliance.web_filters import bytes_size  # the page's sizes: one formatter for both
+
 LABEL_WIDTH = 10  # "watchdog" and "webhooks" plus a gap: every section's text starts in one column
 
 
@@ -48,16 +50,6 @@ def duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60} min" if s % 3600 // 60 else f"{s // 3600} h"
     return f"{s // 86400} d {s % 86400 // 3600} h" if s % 86400 // 3600 else f"{s // 86400} d"
-
-
-def size(n: float) -> str:
-    """Bytes in binary units: "512 B", "8.0 MiB", "12.3 GiB"."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -156,7 +148,7 @@ def _disk(d: dict[str, Any]) -> list[str]:
     if "free_bytes" not in d:
         return []
     lines = [
-        f"{size(d['free_bytes'])} free of {size(d.get('total_bytes', 0))} (reserve {size(d.get('reserve_bytes', 0))})"
+        f"{bytes_size(d['free_bytes'])} free of {bytes_size(d.get('total_bytes', 0))} (reserve {bytes_size(d.get('reserve_bytes', 0))})"
     ]
     if d.get("problem"):
         lines.append(str(d["problem"]))

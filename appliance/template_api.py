@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from appliance import auth, validation
-from appliance.bodies import read_body, require_json
+from appliance.bodies import read_body, read_json, require_json
 from appliance.config import Config
 from appliance.ledger import ApiKey, Conflict, NewMessage, NotFound, Store, rfc3339
 from appliance.sms_templates import (
@@ -109,13 +109,13 @@ class TemplateEndpoints:
 
     async def create(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "admin")
-        doc = await self._doc(request)
+        doc = await read_json(request, self.config.api.max_body_bytes)
         return await self._save(request, key, doc, name=None)
 
     async def put(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "admin")
         name = _path_name(request)
-        doc = await self._doc(request)
+        doc = await read_json(request, self.config.api.max_body_bytes)
         return await self._save(request, key, doc, name=name)
 
     async def delete(self, request: Request) -> Response:
@@ -146,10 +146,6 @@ class TemplateEndpoints:
         return JSONResponse(shown.to_json())
 
     # --------------------------------------------------------------- helpers
-    async def _doc(self, request: Request) -> Any:
-        require_json(request)
-        return validation.parse_json(await read_body(request, self.config.api.max_body_bytes))
-
     async def _save(self, request: Request, key: ApiKey, doc: Any, *, name: str | None) -> Response:
         try:
             draft = parse_template_doc(doc, name=name)

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from appliance import auth, validation
+from appliance.bodies import read_json
 from appliance.ledger import Store
 from appliance.validation import ApiError
 from modem.errors import AtError, AtTimeout, ModemError, TransportError
@@ -31,29 +32,19 @@ SendUssd = Callable[[str], Awaitable[UssdReply]]
 
 
 def routes(store: Store, send_ussd: SendUssd | None) -> list[Route]:
-    """The route for api.py to mount; `send_ussd` is the ready modem's `Ussd.send` (None: no modem)."""
+    """The route for api.py to mount; `send_ussd` is the ready modem's `Ussd.send` (None: no modem).
+
+    Its errors are ApiError and BodyTooLarge: the app's exception handlers answer them (api.py)."""
 
     async def ussd(request: Request) -> Response:
-        try:
-            return await _handle(request, store, send_ussd)
-        except ApiError as exc:
-            return JSONResponse(
-                {"error": {"code": exc.code, "message": exc.message}},
-                status_code=exc.status,
-                headers=exc.headers,
-            )
+        return await _handle(request, store, send_ussd)
 
     return [Route("/api/v1/ussd", ussd, methods=["POST"])]
 
 
 async def _handle(request: Request, store: Store, send_ussd: SendUssd | None) -> Response:
     key = await auth.require(request, store, "admin")
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        raise ApiError(
-            415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)"
-        )
-    code = parse_request(validation.parse_json(await _body(request)))
+    code = parse_request(await read_json(request, MAX_BODY_BYTES))
     if send_ussd is None:
         raise ApiError(503, "modem_unavailable", "no modem is ready for USSD")
     await store.audit(auth.actor(key, request), "ussd", code)
@@ -89,16 +80,3 @@ def parse_request(doc: object) -> str:
         return check_code(code)
     except InvalidUssdCode as exc:
         raise validation.invalid("code", str(exc)) from None
-
-
-async def _body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(
-                413, "payload_too_large", f"the request body is larger than {MAX_BODY_BYTES} bytes"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from appliance.statustext import duration, render, size
+from appliance.statustext import duration, render
+from appliance.web_filters import bytes_size as size
 
 NOW = 1_800_000_000.0
 

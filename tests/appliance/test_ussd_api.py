@@ -10,6 +10,7 @@ import pytest
 from starlette.applications import Starlette
 
 from appliance import ussd_api
+from appliance.api import exception_handlers
 from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.modem.ussd_channel import Channel, simulated_channel
@@ -26,7 +27,11 @@ async def simulated(tmp_path: Path) -> AsyncIterator[tuple[Simulator, Channel]]:
 async def http(
     store: Store, simulated: tuple[Simulator, Channel], client_for: ClientFactory
 ) -> httpx.AsyncClient:
-    return await client_for(Starlette(routes=ussd_api.routes(store, simulated[1].ussd.send)))
+    return await client_for(
+        Starlette(
+            routes=ussd_api.routes(store, simulated[1].ussd.send), exception_handlers=exception_handlers()
+        )
+    )
 
 
 async def test_admin_gets_the_operators_answer_and_it_is_audited(
@@ -97,7 +102,9 @@ async def test_network_silence_is_a_504_and_unsupported_a_502(
 
 
 async def test_no_modem_is_a_503(store: Store, keys: Keys, client_for: ClientFactory) -> None:
-    http = await client_for(Starlette(routes=ussd_api.routes(store, None)))
+    http = await client_for(
+        Starlette(routes=ussd_api.routes(store, None), exception_handlers=exception_handlers())
+    )
     response = await http.post("/api/v1/ussd", json={"code": "*100#"}, headers=keys.auth("admin"))
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "modem_unavailable"
