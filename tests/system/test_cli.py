@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from modem.simulator import Simulator
-from tests.appliance.test_login_limits import self_signed
+from tests.support.certificates import self_signed
 from tests.support.config_files import toml_text
 from tests.support.gateway import Running, gateway_config, run_gateway
 
