@@ -4,16 +4,15 @@ phone's view."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modem.simulator import Simulator
+from tests.support.cli import smsgw
 from tests.support.smsgw_process import Proc, until_ready
 from tests.support.waiting import eventually
 
@@ -107,10 +106,7 @@ class Box:
 
     async def create_key(self, scope: str) -> str:
         """`smsgw keys create` as an operator runs it; the key as printed."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "appliance.cli",
+        result = await smsgw(
             "keys",
             "create",
             "--config",
@@ -119,11 +115,9 @@ class Box:
             f"k-{scope}",
             "--scope",
             scope,
-            stdout=asyncio.subprocess.PIPE,
         )
-        out, _ = await proc.communicate()
-        assert proc.returncode == 0
-        return out.decode().strip()
+        assert result.returncode == 0
+        return result.stdout.strip()
 
 
 BoxFactory = Callable[..., contextlib.AbstractAsyncContextManager[Box]]
