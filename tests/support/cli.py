@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -51,3 +52,15 @@ class Box:
     async def get(self, key: str, path: str) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.base, timeout=10) as client:
             return await client.get(path, headers={"Authorization": f"Bearer {key}"})
+
+
+def config_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`smsgw config check ARGS` (a blocking run: for sync tests with no gateway in-process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "config", "check", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env,
+    )
