@@ -14,7 +14,7 @@ import pytest
 from appliance.balance import NOT_FOUND, BalanceChecker, BalanceReading, parse_amount, reading_from
 from appliance.config import ConfigError, UssdConfig, from_dict
 from modem.simulator import Simulator
-from tests.modem.ussd_channel import Channel, simulated_channel
+from tests.support.ussd_channel import Channel, simulated_channel
 
 DEFAULT = re.compile(UssdConfig().balance_regex)
 

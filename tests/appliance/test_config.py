@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appliance.config import Config, ConfigError, DispatcherConfig, ModemConfig, from_dict, load
+from tests.support.cli import config_check
 
 FULL = """\
 [gateway]
@@ -253,22 +252,11 @@ def test_config_is_frozen() -> None:
         config.modem.port = "/dev/x"  # type: ignore[misc]
 
 
-def _check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "config", "check", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=env,
-    )
-
-
 @pytest.mark.slow
 def test_config_check_says_ok(tmp_path: Path) -> None:
     path = tmp_path / "smsgw.toml"
     path.write_text(FULL)
-    result = _check(str(path))
+    result = config_check(str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{path}: ok")
     assert "2 modem(s)" in result.stdout
@@ -279,11 +267,11 @@ def test_config_check_says_ok(tmp_path: Path) -> None:
 def test_config_check_names_the_bad_key_and_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "smsgw.toml"
     path.write_text('[modem]\nport = "/dev/gsmmodem"\nbaud = 9600\n')
-    result = _check(str(path))
+    result = config_check(str(path))
     assert result.returncode == 2
     assert result.stdout == ""
     assert "modem.baud: unknown key (did you mean 'baudrate'?)" in result.stderr
-    result = _check("--config", str(path))
+    result = config_check("--config", str(path))
     assert result.returncode == 2
     assert "modem.baud" in result.stderr
 

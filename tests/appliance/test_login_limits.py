@@ -12,6 +12,7 @@ import pytest
 from appliance import edge, login
 from appliance.config import ConfigError, from_dict
 from appliance.session import HashPool, HashPoolBusy, hash_password
+from tests.support.certificates import self_signed
 from tests.support.waiting import eventually
 
 
@@ -187,31 +188,3 @@ def test_tls_files_must_be_readable_pem(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "api.tls_key: cannot read" in result.stderr
-
-
-def self_signed(directory: Path, ip: str = "127.0.0.1") -> tuple[Path, Path]:
-    """A self-signed certificate for `ip` and localhost, made by the real openssl."""
-    cert, key = directory / f"cert-{ip}.pem", directory / f"key-{ip}.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            f"subjectAltName=DNS:localhost,IP:{ip}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key

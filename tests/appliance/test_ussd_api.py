@@ -13,8 +13,8 @@ from appliance import ussd_api
 from appliance.api import exception_handlers
 from appliance.ledger import Store
 from modem.simulator import Simulator
-from tests.modem.ussd_channel import Channel, simulated_channel
 from tests.support.api_fakes import ClientFactory, Keys
+from tests.support.ussd_channel import Channel, simulated_channel
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,6 +24,8 @@ import httpx
 
 from appliance.ledger import Store
 from modem.simulator import Simulator
+from tests.support.ports import free_port
+from tests.support.smsgw_process import Proc, until_ready
 
 CONCURRENCY = 32
 WRK_SECONDS = 10
@@ -36,12 +36,6 @@ RSS_MESSAGES = 10_000
 IDLE_CPU_S = 10.0
 SPORADIC_SAMPLES = 10
 SPORADIC_GAP_S = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_kib(pid: int) -> int:
@@ -62,10 +56,10 @@ class Bench:
         self.tmp = tmp
         self.latency_s = latency_s
         self.limits = limits
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.sim: Simulator | None = None
-        self.proc: asyncio.subprocess.Process | None = None
+        self.daemon: Proc | None = None
         self.key = ""
 
     async def __aenter__(self) -> Bench:
@@ -96,31 +90,14 @@ class Bench:
         await store.open()
         _rec, self.key = await store.create_key("bench", ["send", "read", "admin"])
         await store.close()
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "appliance.cli",
-            "serve",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=(self.tmp / "serve.log").open("wb"),
-        )
-        async with httpx.AsyncClient(base_url=self.base) as client:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError("the gateway did not become ready")
+        self.daemon = Proc("serve", config, self.tmp / "serve.log")
+        await self.daemon.start()
+        await until_ready(self.base)
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            await self.proc.wait()
+        if self.daemon is not None:
+            await self.daemon.stop()
         if self.sim is not None:
             await self.sim.stop()
 
@@ -266,8 +243,9 @@ async def bench_drain(tmp: Path) -> None:
 
 async def bench_resources(tmp: Path) -> None:
     async with Bench(tmp / "rss", 0.0) as b:
-        assert b.proc is not None
-        pid = b.proc.pid
+        assert b.daemon is not None
+        assert b.daemon.proc is not None
+        pid = b.daemon.proc.pid
         await asyncio.sleep(2)  # settle after start (the measurement window, not a sync)
         rss_idle = _rss_kib(pid)
         cpu0, t0 = _cpu_s(pid), time.monotonic()

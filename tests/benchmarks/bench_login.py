@@ -31,7 +31,8 @@ import httpx
 
 from appliance.session import hash_password
 from modem.simulator import Simulator
-from tests.benchmarks.bench_gateway import _cpu_s, _free_port
+from tests.benchmarks.bench_gateway import _cpu_s
+from tests.support.ports import free_port
 
 GUESSERS = 100
 IDLE_S = 5.0
@@ -133,7 +134,7 @@ async def run() -> dict[str, float]:
         tmp = Path(tmp_name)
         sim = Simulator(tmp / "sim", "quectel-ec25", seed=1)
         await sim.start()
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         ledger = tmp / "ledger.sqlite3"
         config = tmp / "smsgw.toml"

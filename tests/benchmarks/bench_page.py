@@ -10,7 +10,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
 
 import httpx
 
@@ -18,6 +17,7 @@ from appliance.api import create_app
 from appliance.config import from_dict
 from appliance.ledger import Store
 from appliance.status import GatewayView
+from tests.support.api_fakes import FakeGateway, as_view, ready_modem
 
 MESSAGES = 100_000
 TARGET_BYTES = 100 * 1024
@@ -25,42 +25,22 @@ TARGET_MS = 50.0
 ROUNDS = 20
 
 
-class _View:
+def _view() -> GatewayView:
     """A gateway whose modem is ready (the page's cost is the ledger's, not the modem's)."""
-
-    def __init__(self) -> None:
-        self._started = time.time() - 3600
-
-    def modems(self) -> list[dict[str, object]]:
-        return [
-            {
-                "name": "modem",
-                "port": "/dev/gsmmodem",
-                "state": "ready",
-                "manufacturer": "Quectel",
-                "model": "EC25",
-                "revision": "EC25EFAR06A04M4G",
-                "imei": "861234567890123",
-                "sim": "READY",
-                "iccid": "89490200001234567890",
-                "operator": "Telekom.de",
-                "registration": {"status": 1, "text": "home", "technology": "LTE"},
-                "signal": {"dbm": -71, "bars": 4},
-                "storage": {"memory": "SM", "used": 0, "total": 30},
-                "last_error": "",
-                "reopens": 0,
-                "resets": 0,
-            }
-        ]
-
-    def ready(self) -> tuple[bool, str]:
-        return True, "1 modem(s) ready"
-
-    def wake(self) -> None:
-        pass
-
-    def started_at(self) -> float:
-        return self._started
+    modem = ready_modem(
+        "modem",
+        port="/dev/gsmmodem",
+        revision="EC25EFAR06A04M4G",
+        imei="861234567890123",
+        sim="READY",
+        iccid="89490200001234567890",
+        registration={"status": 1, "text": "home", "technology": "LTE"},
+        storage={"memory": "SM", "used": 0, "total": 30},
+        last_error="",
+    )
+    return as_view(
+        FakeGateway(modem_list=[modem], is_ready=(True, "1 modem(s) ready"), start=time.time() - 3600)
+    )
 
 
 def fill(path: Path, n: int) -> None:
@@ -158,7 +138,7 @@ async def run() -> dict[str, float]:
         await store.open()
         try:
             app = create_app(
-                store=store, config=config, gateway=cast("GatewayView", _View())
+                store=store, config=config, gateway=_view()
             )  # no reset_modem: an optional member
             figures: dict[str, float] = {}
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:

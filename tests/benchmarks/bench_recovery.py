@@ -28,8 +28,8 @@ from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
-from tests.support.watchdog_box import Proc
 
 PHONE = "+4915112345678"
 FREEZES_S = (30.0, 60.0)

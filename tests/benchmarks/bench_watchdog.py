@@ -21,8 +21,9 @@ from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
-from tests.support.watchdog_box import ONCALL, Box, Proc
+from tests.support.watchdog_box import ONCALL, Box
 
 RUNS = int(os.environ.get("SMSGW_BENCH_WATCHDOG_RUNS", "5"))
 TARGET_S = 30.0

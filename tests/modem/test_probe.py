@@ -6,14 +6,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-import httpx
-
 from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.simulators import SimFactory
-from tests.support.waiting import eventually
-from tests.system.daemon import Daemon
+from tests.support.smsgw_process import Proc, until_ready
 
 
 async def _probe(port: str) -> tuple[int, str]:
@@ -140,18 +137,8 @@ async def test_probe_of_the_port_the_running_gateway_holds_names_the_gateway(
     raw = gateway_config(tmp_path, str(simulator.primary_path))
     config_path = tmp_path / "smsgw.toml"
     config_path.write_text(toml_text(raw))
-    async with (
-        Daemon(config_path, tmp_path / "serve.log") as daemon,
-        httpx.AsyncClient(base_url=f"http://{raw['api']['listen']}", timeout=2) as http,
-    ):
-
-        async def ready() -> bool:
-            try:
-                return (await http.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(ready, timeout_s=30, interval_s=0.1)
+    async with Proc("serve", config_path, tmp_path / "serve.log") as daemon:
+        await until_ready(f"http://{raw['api']['listen']}", timeout_s=30)
         assert daemon.proc is not None
         code, out = await _probe(str(simulator.primary_path))
         pid = daemon.proc.pid

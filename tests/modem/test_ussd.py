@@ -21,8 +21,8 @@ from modem.ussd import (
     decode_text,
     parse_cusd,
 )
-from tests.modem.ussd_channel import Channel, open_channel
 from tests.support.simulators import SimFactory
+from tests.support.ussd_channel import Channel, open_channel
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.appliance.test_login_limits import self_signed
+from tests.support.certificates import self_signed
 from tests.support.ports import free_port
 
 USER = "watchdog"

@@ -4,19 +4,16 @@ phone's view."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
 import sqlite3
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from modem.simulator import Simulator
+from tests.support.cli import smsgw
+from tests.support.smsgw_process import Proc, until_ready
 from tests.support.waiting import eventually
 
 ONCALL = "+4915112345678"
@@ -37,52 +34,6 @@ FAST_WATCHDOG: dict[str, Any] = {
     "alive_at": "",
     "restart_command": ["true"],
 }
-
-
-class Proc:
-    """`smsgw <verb> --config F` as a real subprocess."""
-
-    def __init__(self, verb: str, config_path: Path, log: Path) -> None:
-        self.verb = verb
-        self.config_path = config_path
-        self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    def __repr__(self) -> str:
-        return f"Proc({self.verb!r}, pid={self.proc.pid if self.proc else None})"
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "appliance.cli",
-                self.verb,
-                "--config",
-                str(self.config_path),
-                stdout=log,
-                stderr=log,
-            )
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    async def kill9(self) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGCONT)
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                await self.kill9()
 
 
 @dataclass
@@ -112,15 +63,7 @@ class Box:
         return text
 
     async def daemon_ready(self, timeout_s: float = 30.0) -> None:
-        async with httpx.AsyncClient(timeout=2) as client:
-
-            async def ready() -> bool:
-                try:
-                    return (await client.get(f"{self.base}/readyz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await eventually(ready, timeout_s, interval_s=0.1)
+        await until_ready(self.base, timeout_s)
 
     def state_rows(self, sql: str) -> list[tuple[Any, ...]]:
         path = self.tmp / "watchdog.sqlite3"
@@ -163,10 +106,7 @@ class Box:
 
     async def create_key(self, scope: str) -> str:
         """`smsgw keys create` as an operator runs it; the key as printed."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "appliance.cli",
+        result = await smsgw(
             "keys",
             "create",
             "--config",
@@ -175,11 +115,9 @@ class Box:
             f"k-{scope}",
             "--scope",
             scope,
-            stdout=asyncio.subprocess.PIPE,
         )
-        out, _ = await proc.communicate()
-        assert proc.returncode == 0
-        return out.decode().strip()
+        assert result.returncode == 0
+        return result.stdout.strip()
 
 
 BoxFactory = Callable[..., contextlib.AbstractAsyncContextManager[Box]]

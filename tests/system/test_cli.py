@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,62 +12,12 @@ import httpx
 import pytest
 
 from modem.simulator import Simulator
-from tests.appliance.test_login_limits import self_signed
+from tests.support.certificates import self_signed
+from tests.support.cli import Box, smsgw
 from tests.support.config_files import toml_text
-from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.gateway import gateway_config, run_gateway
 
 PHONE = "+4915112345678"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def smsgw(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Result:
-    """Run the CLI without blocking the event loop: the in-process gateway keeps serving meanwhile."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appliance.cli",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if k != "SMSGW_API_KEY"} | (env or {}),
-    )
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate(stdin)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
-
-
-@dataclass
-class Box:
-    """A running gateway and the config file an operator would point the CLI at."""
-
-    gw: Running
-    config: str
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.gw.config.api.listen}"
-
-    async def get(self, key: str, path: str) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.base, timeout=10) as client:
-            return await client.get(path, headers={"Authorization": f"Bearer {key}"})
-
-
-@pytest.fixture
-async def box(tmp_path: Path, sim: Simulator) -> AsyncIterator[Box]:
-    raw = gateway_config(tmp_path, str(sim.primary_path))
-    config = tmp_path / "smsgw.toml"
-    config.write_text(toml_text(raw))
-    async with run_gateway(raw, sim) as gw:
-        await gw.gateway.modem_list[0][2].wait_ready(10)
-        yield Box(gw, str(config))
 
 
 async def test_version() -> None:

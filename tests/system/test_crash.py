@@ -17,8 +17,8 @@ from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.support.gateway import gateway_config
 from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
-from tests.system.daemon import Daemon
 
 # The bar is kill -9 x 50 during a 200-message drain: about 3.5 min here (a restart of
 # `smsgw serve` costs ~3 s of imports on a loaded box), so CI kills 10 times. The full run by hand:
@@ -68,7 +68,7 @@ async def test_kill_9_during_a_drain_loses_neither_messages_nor_reports(tmp_path
     await store.open()
     _rec, key = await store.create_key("crash", ["send", "read", "admin"])
     await store.close()
-    daemon = Daemon(config_path, tmp_path / "serve.log")
+    daemon = Proc("serve", config_path, tmp_path / "serve.log")
     base = f"http://{raw['api']['listen']}"
     accepted: dict[int, str] = {}
     started = time.monotonic()

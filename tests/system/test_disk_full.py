@@ -36,9 +36,9 @@ from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.ports import free_port
 from tests.support.simulators import SIM_TEST_TIMING
+from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
 from tests.support.web_page import csrf_of, page_client
-from tests.system.daemon import Daemon
 from watchdog.facts import read_ledger
 
 MESSAGES = 40
@@ -166,7 +166,7 @@ async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_
                 headers = {"Authorization": f"Bearer {key}"}
                 async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
                     # 1. A drain; the disk fills up under it.
-                    async with Daemon(config, log):
+                    async with Proc("serve", config, log):
                         await eventually(lambda: up(http), 15)
                         await eventually(lambda: sim.snapshot()["sessions"], 15)
                         posted = await asyncio.gather(
@@ -192,7 +192,7 @@ async def test_disk_full_mid_drain_loses_nothing_and_a_restart_on_the_full_disk_
                     assert sent_while_full < MESSAGES, "the disk filled mid-drain"
                     # 2. A restart while the disk is still full (the clean stop freed the WAL: take that too).
                     fill(disk, "filler-2")
-                    async with Daemon(config, log) as daemon:
+                    async with Proc("serve", config, log) as daemon:
                         await eventually(lambda: up(http), 15)
                         await assert_refuses_with_a_reason(http)
                         assert daemon.proc is not None

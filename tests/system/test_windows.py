@@ -21,15 +21,13 @@ from appliance.ledger import rfc3339
 from appliance.validation import parse_rfc3339
 from appliance.windows import DAY_NAMES, next_open, parse_window, reason
 from modem.simulator import Simulator
+from tests.support.cli import Box, smsgw
 from tests.support.gateway import Running, gateway_config, run_gateway
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.waiting import eventually
-from tests.system import test_cli
-from tests.system.test_cli import Box, smsgw
 
 PHONE = "+4915112345678"
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
-box = test_cli.box  # the fixture: a running gateway and the config file `smsgw` reads
 
 
 def closed_now() -> dict[str, str]:

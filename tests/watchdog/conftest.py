@@ -14,7 +14,8 @@ from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.simulators import SIM_TEST_TIMING
-from tests.support.watchdog_box import FAST_WATCHDOG, Box, BoxFactory, Proc
+from tests.support.smsgw_process import Proc
+from tests.support.watchdog_box import FAST_WATCHDOG, Box, BoxFactory
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.cli import config_check
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.waiting import eventually
@@ -143,14 +143,7 @@ def test_a_short_pin_fails_config_check_naming_the_key(tmp_path: Path, pin: str,
     environ = {**os.environ, **({"SMSGW_WATCHDOG__PIN": env} if env else {})}
 
     def check() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "appliance.cli", "config", "check", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=environ,
-            check=False,
-        )
+        return config_check(str(config), env=environ)
 
     done = check()
     assert done.returncode == 2

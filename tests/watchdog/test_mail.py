@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appliance.config import ConfigError, from_dict
+from tests.support.cli import config_check
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.ports import free_port
@@ -227,12 +226,6 @@ def test_escalation_config_errors_name_the_key(
     raw = gateway_config(tmp_path, "sim", watchdog=watchdog, **({"smtp": smtp} if smtp else {}))
     path = tmp_path / "smsgw.toml"
     path.write_text(toml_text(raw))
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "config", "check", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = config_check(str(path))
     assert done.returncode == 2
     assert message in done.stderr

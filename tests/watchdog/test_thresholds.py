@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import sys
 from pathlib import Path
 
 import pytest
 
 from appliance.cli import _watchdog_settings
 from appliance.config import ConfigError, load
+from tests.support.cli import smsgw
 from watchdog.settings import Settings
 from watchdog.thresholds import ThresholdError, Thresholds
 
@@ -83,16 +82,6 @@ def test_a_threshold_out_of_range_is_refused_naming_its_key_by_both_loaders(
 
 async def test_smsgw_watchdog_refuses_a_bad_threshold_naming_the_key(tmp_path: Path) -> None:
     path = _config_file(tmp_path, {"queue_stall_s": 0})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appliance.cli",
-        "watchdog",
-        "--config",
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 2
-    assert "watchdog.queue_stall_s: must be positive (seconds), got 0.0" in err.decode()
+    result = await smsgw("watchdog", "--config", str(path))
+    assert result.returncode == 2
+    assert "watchdog.queue_stall_s: must be positive (seconds), got 0.0" in result.stderr

@@ -19,7 +19,7 @@ from appliance.cli import _watchdog_settings
 from appliance.config import from_dict
 from appliance.session import COOKIE, hash_password
 from modem.simulator import Simulator
-from tests.appliance.test_login_limits import self_signed
+from tests.support.certificates import self_signed
 from tests.support.gateway import Running, gateway_config, run_gateway
 from tests.support.web_page import csrf_of
 from watchdog.facts import FactsReader
