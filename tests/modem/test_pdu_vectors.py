@@ -20,6 +20,7 @@ from modem.pdu import (
     Submit,
     TpStatus,
     decode_pdu,
+    gsm7,
     join_user_data,
 )
 from modem.pdu.status_report import StatusCategory
@@ -404,3 +405,11 @@ def test_bytes_are_raw_octets_and_smsc_flag() -> None:
 def test_decode_of_the_wrong_type_raises(wrong: type[Deliver | Submit | StatusReport], pdu: str) -> None:
     with pytest.raises(PduError, match="TP-MTI"):
         wrong.decode(pdu)
+
+
+@pytest.mark.parametrize("text", ["abcdefg@", "@@@@@@@@", "x" * 15 + "@", "Hi there, see you @"])
+def test_text_ending_in_at_sign_on_a_septet_boundary_round_trips(text: str) -> None:
+    # 8n septets fill 7n octets exactly; a last septet of 0 ('@') is not padding (the library
+    # drops it as such, and decoding an SMS of 8, 16, ... characters ending in '@' failed).
+    septets = gsm7.encode(text)
+    assert gsm7.decode(gsm7.unpack(gsm7.pack(septets), len(septets))) == text
