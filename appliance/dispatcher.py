@@ -207,6 +207,7 @@ class ModemWorker:
         self.failures = 0
         self.set_aside_until = 0.0
         self.sent_parts = 0
+        dispatcher.metrics.add_modem(name)
         self._prefetch: asyncio.Task[Message | None] | None = None
         self._records: set[asyncio.Task[Message]] = set()
         # +CMGS the ledger could not take yet (full disk): (message, part, MR, when), retried first.
@@ -468,9 +469,12 @@ class ModemWorker:
                 return
             self._record(msg.id, seq, submitted.mr)
             self.d.metrics.sends_total.labels(result="ok").inc()
+            self.d.metrics.modem_parts_sent_total.labels(modem=self.name).inc()
             self.sent_parts += 1
             self.failures = 0
             self.d.progress()
+        if todo:  # every part it still lacked is with the network now: this modem completed it
+            self.d.metrics.modem_messages_sent_total.labels(modem=self.name).inc()
 
     async def _failed(self, msg: Message, exc: BaseException) -> None:
         c = classify(exc)
@@ -485,6 +489,7 @@ class ModemWorker:
                 )
             await self.d.store.release(msg.id, f"{self.name} unavailable: {c.message}")
             self.d.metrics.sends_total.labels(result="modem_down").inc()
+            self.d.metrics.modem_send_failures_total.labels(modem=self.name, result="modem_down").inc()
             self._note_failure()
             self.d.wake()
             return
@@ -497,6 +502,7 @@ class ModemWorker:
                 msg.id, code=c.code, message=c.message, retry_at=None, max_attempts=self.d.cfg.max_attempts
             )
             self.d.metrics.sends_total.labels(result="permanent").inc()
+            self.d.metrics.modem_send_failures_total.labels(modem=self.name, result="permanent").inc()
             return
         self._note_failure()
         delay = backoff_s(msg.attempts, self.d.cfg, self.d.rng)
@@ -508,6 +514,7 @@ class ModemWorker:
             max_attempts=self.d.cfg.max_attempts,
         )
         self.d.metrics.sends_total.labels(result="transient").inc()
+        self.d.metrics.modem_send_failures_total.labels(modem=self.name, result="transient").inc()
 
     def _note_failure(self) -> None:
         self.failures += 1

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from appliance.states import FINAL, State
 from appliance.status import registered as is_registered
+from modem import ModemState
 
 # Statuses a message passes at most once: counts of messages that reached them only grow.
 _REACHED = {
@@ -70,6 +71,25 @@ class Metrics:
             ["modem", "kind"],
             registry=self.registry,
         )
+        # Per modem (label `modem`, its configured name): what each of several modems carries.
+        self.modem_parts_sent_total = Counter(
+            "smsgw_modem_parts_sent",
+            "Parts this modem handed to the network (+CMGS), since the daemon started.",
+            ["modem"],
+            registry=self.registry,
+        )
+        self.modem_messages_sent_total = Counter(
+            "smsgw_modem_messages_sent",
+            "Messages whose last part this modem handed to the network, since the daemon started.",
+            ["modem"],
+            registry=self.registry,
+        )
+        self.modem_send_failures_total = Counter(
+            "smsgw_modem_send_failures",
+            "Failed send attempts on this modem, by result (transient, permanent, modem_down).",
+            ["modem", "result"],
+            registry=self.registry,
+        )
         for result in ("ok", "transient", "permanent"):
             self.sends_total.labels(result=result)
         for result in ("ok", "retry", "abandoned"):
@@ -79,6 +99,13 @@ class Metrics:
         self.accepted_total.labels(source="api")
         self._snapshot = _StatusCollector()
         self.registry.register(self._snapshot)
+
+    def add_modem(self, name: str) -> None:
+        """Give a modem its per-modem series at 0 from the start (a rate over a missing series is empty)."""
+        self.modem_parts_sent_total.labels(modem=name)
+        self.modem_messages_sent_total.labels(modem=name)
+        for result in ("transient", "permanent", "modem_down"):
+            self.modem_send_failures_total.labels(modem=name, result=result)
 
     def observe_status(self, status: dict[str, Any]) -> None:
         """Take ledger and modem figures from a status document (appliance.status.build_status)."""
@@ -160,6 +187,7 @@ class _StatusCollector(Collector):
         yield up
         yield registered
         yield signal
+        yield from _modem_series(doc["modems"])
         yield from _balance_series(doc["modems"])
         last = doc["throughput"].get("last_sent_age_s")
         if last is not None:
@@ -189,6 +217,53 @@ class _StatusCollector(Collector):
         info = GaugeMetricFamily("smsgw_build_info", "Build of this smsgw.", labels=["version"])
         info.add_metric([doc["gateway"]["version"]], 1.0)
         yield info
+
+
+def _modem_name(i: int, modem: dict[str, Any]) -> str:
+    return str(modem.get("name") or modem.get("port") or f"modem{i}")
+
+
+def _modem_series(modems: list[dict[str, Any]]) -> Iterable[Metric]:
+    """Per modem: its state (1 for the current one) and its traffic from the ledger."""
+    state = GaugeMetricFamily(
+        "smsgw_modem_state", "1 for the modem's current connection state.", labels=["modem", "state"]
+    )
+    sent = GaugeMetricFamily(
+        "smsgw_modem_messages_sent_last_hour",
+        "Messages this modem sent (all parts accepted) in the last hour, from the ledger.",
+        labels=["modem"],
+    )
+    failed = GaugeMetricFamily(
+        "smsgw_modem_messages_failed_last_hour",
+        "Messages last tried on this modem that ended failed or undelivered in the last hour.",
+        labels=["modem"],
+    )
+    in_flight = GaugeMetricFamily(
+        "smsgw_modem_in_flight_messages", "Messages this modem is sending now.", labels=["modem"]
+    )
+    age = GaugeMetricFamily(
+        "smsgw_modem_last_send_age_seconds",
+        "Seconds since this modem last had a part accepted by the network (absent: none in 24 h).",
+        labels=["modem"],
+    )
+    for i, modem in enumerate(modems):
+        name = _modem_name(i, modem)
+        current = modem.get("state")
+        for s in ModemState:
+            state.add_metric([name, s.value], 1.0 if current == s.value else 0.0)
+        traffic = modem.get("traffic")
+        if not isinstance(traffic, dict):
+            continue
+        sent.add_metric([name], float(traffic["sent"]))
+        failed.add_metric([name], float(traffic["failed"]))
+        in_flight.add_metric([name], float(traffic["in_flight"]))
+        if traffic.get("last_sent_age_s") is not None:
+            age.add_metric([name], float(traffic["last_sent_age_s"]))
+    yield state
+    yield sent
+    yield failed
+    yield in_flight
+    yield age
 
 
 def _balance_series(modems: list[dict[str, Any]]) -> Iterable[Metric]:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from appliance.config import Config
 from appliance.ledger import LatestBalance, Store, rfc3339
+from appliance.ledger.telemetry import ModemTraffic
 from appliance.states import State
 from watchdog.alert import read_state, request_ack
 
@@ -103,8 +104,13 @@ async def build_status(
     stats = await store.stats()
     backlog = await store.webhook_backlog()
     balances = await store.latest_balances()
+    traffic = await store.per_modem(now - TRAFFIC_WINDOW_S, now - HISTORY_S)
     modems = [
-        {**m, "balance": balance_payload(balances.get(str(m.get("name"))), config.ussd.alert_below)}
+        {
+            **m,
+            "balance": balance_payload(balances.get(str(m.get("name"))), config.ussd.alert_below),
+            "traffic": traffic_payload(traffic.get(str(m.get("name"))), now),
+        }
         for m in gateway.modems()
     ]
     by_status = {state.value: stats.by_status.get(state.value, 0) for state in State}
@@ -161,6 +167,22 @@ async def build_status(
     }
 
 
+def traffic_payload(traffic: ModemTraffic | None, now: float) -> dict[str, Any]:
+    """A modem's share of the sending from the ledger: messages sent, parts and messages failed in
+    the last hour, messages in flight now, and its last send within the last 24 h (else null)."""
+    t = traffic or ModemTraffic()
+    last = t.last_sent_at
+    return {
+        "window_s": TRAFFIC_WINDOW_S,
+        "sent": t.sent,
+        "parts": t.parts,
+        "failed": t.failed,
+        "in_flight": t.in_flight,
+        "last_sent_at": rfc3339(last),
+        "last_sent_age_s": None if last is None else round(max(0.0, now - last), 3),
+    }
+
+
 def balance_payload(latest: LatestBalance | None, floor: float) -> dict[str, Any] | None:
     """A modem's SIM balance ([ussd] check): the last amount found and when, the last check's error
     (null when it found an amount), and whether the amount is below `alert_below`; null before any check."""
@@ -178,6 +200,7 @@ def balance_payload(latest: LatestBalance | None, floor: float) -> dict[str, Any
 
 
 HISTORY_S = 24 * 3600
+TRAFFIC_WINDOW_S = 3600  # per-modem counts on the page and in /metrics: the last hour
 SIGNAL_BUCKET_S = 300  # 288 points a day: finer than a phone screen shows
 
 

@@ -45,6 +45,7 @@ from appliance.ledger.models import (
     Retention,
     Stats,
 )
+from appliance.ledger.telemetry import ModemTraffic
 from appliance.sms_templates import TemplateDraft, TemplateRecord
 
 
@@ -435,6 +436,10 @@ class LedgerBackend(Protocol):
 
     async def signal_buckets(self, start: float, bucket_s: int) -> list[tuple[str, float, int | None]]:
         """(modem, last sample time, mean signal in dBm) per modem and bucket since `start`, in order."""
+        ...
+
+    async def per_modem(self, since: float, lookback: float) -> dict[str, ModemTraffic]:
+        """Per modem name: sent, parts and failed since `since`, in flight now, last send since `lookback`."""
         ...
 
     async def stats(self) -> Stats: ...

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 from appliance.ledger.connection import Connection, vital
 from appliance.ledger.dialect import fetch_all, fetch_one, page_query
 from appliance.ledger.models import Quarantined, Stats, new_id, quarantined_row
+
+
+@dataclass(frozen=True)
+class ModemTraffic:
+    """One modem's share of the sending, from the ledger (what the page and /metrics show per modem)."""
+
+    sent: int = 0  # messages this modem completed (their last part) since the window start
+    parts: int = 0  # parts it handed to the network since the window start
+    failed: int = 0  # messages last tried on it that ended failed or undelivered since the window start
+    in_flight: int = 0  # messages it holds now (`sending`)
+    last_sent_at: float | None = None  # its latest part accepted by the network within the lookback
 
 
 class Telemetry(Connection):
@@ -64,6 +76,42 @@ class Telemetry(Connection):
             (str(r["modem"]), float(r["t"]), None if r["dbm"] is None else round(float(r["dbm"])))
             for r in rows
         ]
+
+    async def per_modem(self, since: float, lookback: float) -> dict[str, ModemTraffic]:
+        """Per modem name: sent, parts and failed since `since`, in flight now, last send since `lookback`.
+
+        Plain SQL both backends run: CASE sums, no SQLite-only function; each term walks an index
+        range (messages_sent_at, messages_final_at, messages_status, parts_submitted_at)."""
+        rows = await fetch_all(
+            self.rdb,
+            "SELECT modem, "
+            "sum(CASE WHEN sent_at >= ? THEN 1 ELSE 0 END) AS sent, "
+            "sum(CASE WHEN final_at >= ? AND status IN ('failed', 'undelivered') THEN 1 ELSE 0 END) AS failed, "
+            "sum(CASE WHEN status = 'sending' THEN 1 ELSE 0 END) AS in_flight "
+            "FROM messages WHERE modem IS NOT NULL "
+            "AND (sent_at >= ? OR final_at >= ? OR status = 'sending') GROUP BY modem",
+            (since, since, since, since),
+        )
+        parts = await fetch_all(
+            self.rdb,
+            "SELECT modem, sum(CASE WHEN submitted_at >= ? THEN 1 ELSE 0 END) AS n, max(submitted_at) AS last "
+            "FROM parts WHERE submitted_at >= ? AND modem IS NOT NULL GROUP BY modem",
+            (since, min(since, lookback)),
+        )
+        counts = {str(r["modem"]): r for r in rows}
+        recent = {str(r["modem"]): r for r in parts}
+        return {
+            name: ModemTraffic(
+                sent=int((counts[name]["sent"] if name in counts else 0) or 0),
+                parts=int((recent[name]["n"] if name in recent else 0) or 0),
+                failed=int((counts[name]["failed"] if name in counts else 0) or 0),
+                in_flight=int((counts[name]["in_flight"] if name in counts else 0) or 0),
+                last_sent_at=None
+                if name not in recent or recent[name]["last"] is None
+                else float(recent[name]["last"]),
+            )
+            for name in sorted(counts.keys() | recent.keys())
+        }
 
     async def stats(self) -> Stats:
         stats = Stats()

@@ -639,7 +639,17 @@ async def test_status_document_shape(
     assert doc["gateway"]["name"] == "test-gw"
     assert 119 <= doc["gateway"]["uptime_s"] < 3600
     assert doc["verdict"] == {"state": "healthy", "reasons": []}
-    assert doc["modems"] == [{**m, "balance": None} for m in gateway.modem_list]  # balance: no check yet
+    # balance: no check yet; traffic: nothing sent yet (the ledger's per-modem figures)
+    nothing_sent = {
+        "window_s": 3600,
+        "sent": 0,
+        "parts": 0,
+        "failed": 0,
+        "in_flight": 0,
+        "last_sent_at": None,
+        "last_sent_age_s": None,
+    }
+    assert doc["modems"] == [{**m, "balance": None, "traffic": nothing_sent} for m in gateway.modem_list]
     assert doc["queue"]["depth"] == 2
     assert doc["queue"]["by_status"]["queued"] == 2
     assert set(doc["queue"]["by_status"]) == {

@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch page watchdog flood recovery login)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tests.benchmarks import (
     bench_flood,
     bench_gateway,
     bench_login,
+    bench_modems,
     bench_page,
     bench_recovery,
     bench_watchdog,
@@ -20,6 +21,7 @@ BENCHES = {
     "engine": bench_engine.run,
     "gateway": bench_gateway.run,
     "batch": bench_batch.run,
+    "modems": bench_modems.run,
     "login": bench_login.run,
     "page": bench_page.run,
     "watchdog": bench_watchdog.run,

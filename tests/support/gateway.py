@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,3 +94,15 @@ async def run_gateway(raw: dict[str, Any], sim: Simulator | None) -> AsyncIterat
         gateway.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 15)
+
+
+def fleet_config(
+    tmp_path: Path, sims: Sequence[Simulator], names: Sequence[str], **sections: dict[str, Any]
+) -> dict[str, Any]:
+    """gateway_config with one `[[modems]]` table per simulator, named `names` in order."""
+    raw = gateway_config(tmp_path, "unused", **sections)
+    modem = raw.pop("modem")
+    raw["modems"] = [
+        {**modem, "port": str(sim.primary_path), "name": name} for sim, name in zip(sims, names, strict=True)
+    ]
+    return raw

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from modem.simulator import Simulator
+from modem.simulator import NetworkEvent, Simulator
 
 # Every delay of the simulator at zero: tests wait on events, never on the clock.
 SIM_TEST_TIMING: dict[str, Any] = {
@@ -29,3 +29,8 @@ SIM_TEST_TIMING: dict[str, Any] = {
 
 # `await sim_factory(model="sim800", first_mr=250, ...)` (tests/modem/conftest.py).
 SimFactory = Callable[..., Awaitable[Simulator]]
+
+
+def submits(sim: Simulator) -> list[NetworkEvent]:
+    """The submits this simulator's network accepted, in order (what that modem really sent)."""
+    return [e for e in sim.network.log if e.kind == "submit"]
