@@ -104,6 +104,15 @@ def _modems(modems: list[dict[str, Any]]) -> list[str]:
         if m.get("last_error"):
             details.append(f"last error: {m['last_error']}")
         lines.append(" " * width + "; ".join(details))
+        traffic = m.get("traffic")
+        if isinstance(traffic, dict):
+            age = traffic.get("last_sent_age_s")
+            lines.append(
+                " " * width
+                + f"last hour: {traffic.get('sent', 0)} sent, {traffic.get('failed', 0)} failed, "
+                + f"{traffic.get('in_flight', 0)} in flight now; last send "
+                + ("none in 24 h" if age is None else f"{duration(age)} ago")
+            )
     return lines
 
 

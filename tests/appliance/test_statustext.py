@@ -55,6 +55,7 @@ def troubled() -> dict[str, Any]:
                 "resets": 1,
                 "last_error": "port vanished",
                 "set_aside_s": 0.0,
+                "traffic": {"sent": 7, "failed": 1, "in_flight": 0, "last_sent_age_s": 1200.0},
             }
         ],
         "queue": {
@@ -84,6 +85,7 @@ def test_a_down_box_reads_as_sections_with_ages_in_words() -> None:
     assert "gateway   version 1.2.3, up 2 h 5 min" in text
     assert "modems    modem  disconnected, Quectel EC25, no operator, signal unknown" in text
     assert "port /dev/gsmmodem; 3 reopens, 1 reset; last error: port vanished" in text
+    assert "last hour: 7 sent, 1 failed, 0 in flight now; last send 20 min ago" in text
     assert "queue     4 waiting, the oldest for 4 min 10 s" in text
     assert "by status: 4 queued, 2 delivered" in text  # states with no message are left out
     assert "held back by rate: 2 messages until 2027-01-15T08:00:30Z" in text
