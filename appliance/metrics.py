@@ -178,7 +178,7 @@ class _StatusCollector(Collector):
         )
         signal = GaugeMetricFamily("smsgw_modem_signal_dbm", "Signal strength in dBm.", labels=["modem"])
         for i, modem in enumerate(doc["modems"]):
-            name = str(modem.get("name") or modem.get("port") or f"modem{i}")
+            name = _modem_name(i, modem)
             up.add_metric([name], 1.0 if modem.get("state") == "ready" else 0.0)
             registered.add_metric([name], 1.0 if is_registered(modem) else 0.0)
             dbm = (modem.get("signal") or {}).get("dbm")
@@ -220,6 +220,7 @@ class _StatusCollector(Collector):
 
 
 def _modem_name(i: int, modem: dict[str, Any]) -> str:
+    """The `modem` label: its configured name (the port, or its place, when it has none)."""
     return str(modem.get("name") or modem.get("port") or f"modem{i}")
 
 
@@ -280,7 +281,7 @@ def _balance_series(modems: list[dict[str, Any]]) -> Iterable[Metric]:
         balance = modem.get("balance") or {}
         if balance.get("value") is None or not balance.get("at"):
             continue
-        name = str(modem.get("name") or modem.get("port") or f"modem{i}")
+        name = _modem_name(i, modem)
         value.add_metric([name], float(balance["value"]))
         at.add_metric([name], datetime.fromisoformat(str(balance["at"])).timestamp())
     yield value

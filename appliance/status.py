@@ -168,8 +168,8 @@ async def build_status(
 
 
 def traffic_payload(traffic: ModemTraffic | None, now: float) -> dict[str, Any]:
-    """A modem's share of the sending from the ledger: messages sent, parts and messages failed in
-    the last hour, messages in flight now, and its last send within the last 24 h (else null)."""
+    """A modem's share of the sending from the ledger: messages sent, parts sent and messages failed
+    in the last hour, messages in flight now, and its last send within the last 24 h (else null)."""
     t = traffic or ModemTraffic()
     last = t.last_sent_at
     return {
