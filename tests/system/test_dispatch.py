@@ -23,7 +23,7 @@ import pytest
 from appliance.ledger import Store
 from modem.simulator import NetworkEvent, Simulator
 from tests.support.config_files import toml_text
-from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.gateway import Running, fleet_config, gateway_config, run_gateway
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.waiting import eventually
 
@@ -255,13 +255,7 @@ async def _delayed(gw: Running, msg_id: str) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------- multi-modem
 def two_modem_config(tmp_path: Path, a: Simulator, b: Simulator, **dispatcher: Any) -> dict[str, Any]:
-    raw = gateway_config(tmp_path, "unused", dispatcher=dispatcher)
-    modem = raw.pop("modem")
-    raw["modems"] = [
-        {**modem, "port": str(a.primary_path), "name": "left"},
-        {**modem, "port": str(b.primary_path), "name": "right"},
-    ]
-    return raw
+    return fleet_config(tmp_path, [a, b], ["left", "right"], dispatcher=dispatcher)
 
 
 @pytest.mark.slow
