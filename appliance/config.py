@@ -565,8 +565,9 @@ def _check_fleet(config: Config) -> None:
     """[store] url names a PostgreSQL server; [fleet] box is a short name, lease_s a sane interval."""
     url = config.store.url
     if url and not url.startswith(("postgresql://", "postgres://")):
+        scheme = url.partition(":")[0][:20]  # not the URL: it may hold a password
         raise ConfigError(
-            f"store.url: expected a postgresql:// URL such as postgresql://smsgw@db.lan/smsgw, got {url!r}"
+            f"store.url: expected a postgresql:// URL such as postgresql://smsgw@db.lan/smsgw, got a {scheme!r} one"
         )
     box = config.fleet.box
     if not _BOX_NAME.fullmatch(box):

@@ -345,7 +345,7 @@ def test_without_fleet_keys_the_box_is_named_after_its_host() -> None:
             "store.url",
             "not both",
         ),
-        ({"store": {"url": "mysql://db/smsgw"}}, "store.url", "postgresql://"),
+        ({"store": {"url": "mysql://smsgw:pw@db/smsgw"}}, "store.url", "got a 'mysql' one"),
         ({"store": {"url": "db.lan/smsgw"}}, "store.url", "postgresql://"),
         ({"fleet": {"box": ""}}, "fleet.box", "1 to 63"),
         ({"fleet": {"box": "rack 1"}}, "fleet.box", "1 to 63"),
@@ -361,3 +361,4 @@ def test_bad_fleet_values_name_the_key(raw: dict[str, Any], key: str, expected: 
     message = error_of(raw)
     assert message.startswith(f"{key}:"), message
     assert expected in message
+    assert ":pw@" not in message  # a URL's password is never echoed
