@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 import types
 import typing
@@ -91,6 +92,9 @@ class ApiConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "/var/lib/smsgw/ledger.sqlite3"
+    # Instead of path: the fleet's shared PostgreSQL ledger, "postgresql://user@host/db". The password
+    # stays out of the URL: libpq's PGPASSFILE (the Ansible role passes one as a systemd credential).
+    url: str = ""
     body_retention_days: int = 30
     idempotency_retention_hours: int = 48
     webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
@@ -226,6 +230,26 @@ class EscalationConfig:
 
 MAX_ESCALATION_AFTER_S = 7 * 86400
 
+_BOX_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")
+MIN_LEASE_S, MAX_LEASE_S = 5.0, 3600.0
+
+
+def box_name_of(hostname: str) -> str:
+    """A host name made a valid box name ("pi 4" -> "pi-4", at most 63 characters); "smsgw" if empty."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", hostname)[:63] or "smsgw"
+
+
+def _default_box() -> str:
+    return box_name_of(socket.gethostname())
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """[fleet]: this box among several sharing one PostgreSQL ledger ([store] url)."""
+
+    box: str = field(default_factory=_default_box)  # unique in the fleet: it holds leases by this name
+    lease_s: float = 30.0  # a lease not renewed for this long may be taken over by another box
+
 
 # A USSD session occupies the radio for seconds and some operators answer balance enquiries by SMS
 # (which costs): once a minute is the most a check may run.
@@ -279,6 +303,7 @@ class Config:
     ussd: UssdConfig = field(default_factory=UssdConfig)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     source: str = "<defaults>"
 
     @property
@@ -301,6 +326,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "ussd": UssdConfig,
     "smtp": SmtpSettings,
     "escalation": EscalationConfig,
+    "fleet": FleetConfig,
 }
 # TOML keys that are Python keywords, and the dataclass field that holds them.
 _FIELD_OF = {"from": "from_"}
@@ -334,6 +360,11 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
         raise ConfigError(f"unknown section [{key}]{_suggest(key, [*_SECTIONS, *_ARRAYS])}")
     if "modem" in raw and "modems" in raw:
         raise ConfigError("use either [modem] or [[modems]], not both")
+    store = raw.get("store")
+    if isinstance(store, dict) and "path" in store and "url" in store:
+        raise ConfigError(
+            "store.url: set store.path (SQLite on this box) or store.url (the fleet's PostgreSQL), not both"
+        )
     values: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         if name == "modem":
@@ -468,6 +499,7 @@ def _check(config: Config) -> None:
         )
     _check_api(config.api)
     _check_ussd(config.ussd)
+    _check_fleet(config)
     if config.dispatcher.unknown_outcome not in ("resend", "hold"):
         raise ConfigError(
             f'dispatcher.unknown_outcome: expected "resend" or "hold", got {config.dispatcher.unknown_outcome!r}'
@@ -527,6 +559,23 @@ def _check(config: Config) -> None:
     for i, hook in enumerate(config.webhooks):
         if not re.match(r"^https?://", hook.url):
             raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")
+
+
+def _check_fleet(config: Config) -> None:
+    """[store] url names a PostgreSQL server; [fleet] box is a short name, lease_s a sane interval."""
+    url = config.store.url
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        scheme = url.partition(":")[0][:20]  # not the URL: it may hold a password
+        raise ConfigError(
+            f"store.url: expected a postgresql:// URL such as postgresql://smsgw@db.lan/smsgw, got a {scheme!r} one"
+        )
+    box = config.fleet.box
+    if not _BOX_NAME.fullmatch(box):
+        raise ConfigError(f"fleet.box: must be 1 to 63 letters, digits, '.', '_' or '-', got {box!r}")
+    if not MIN_LEASE_S <= config.fleet.lease_s <= MAX_LEASE_S:
+        raise ConfigError(
+            f"fleet.lease_s: must be {MIN_LEASE_S:g} to {MAX_LEASE_S:g} seconds, got {config.fleet.lease_s:g}"
+        )
 
 
 def _check_escalation(config: Config) -> None:

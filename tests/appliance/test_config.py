@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from appliance.config import Config, ConfigError, DispatcherConfig, ModemConfig, from_dict, load
+from appliance.config import (
+    Config,
+    ConfigError,
+    DispatcherConfig,
+    FleetConfig,
+    ModemConfig,
+    box_name_of,
+    from_dict,
+    load,
+)
 from tests.support.cli import config_check
 
 FULL = """\
@@ -299,3 +309,56 @@ def test_times_and_rates_must_be_positive(raw: dict[str, Any], key: str) -> None
     message = error_of(raw)
     assert message.startswith(f"{key}:"), message
     assert "positive" in message
+
+
+FLEET_STORE = {
+    "store": {"url": "postgresql://smsgw@db.lan/smsgw"},
+    "fleet": {"box": "rack-1.pi_2", "lease_s": 45},
+}
+
+
+def test_a_fleet_box_reads_its_postgresql_url_and_box_name(tmp_path: Path) -> None:
+    path = tmp_path / "smsgw.toml"
+    path.write_text('[store]\nurl = "postgres://smsgw@db.lan:5433/smsgw"\n\n[fleet]\nbox = "rack-1"\n')
+    config = load(path, environ={"SMSGW_FLEET__LEASE_S": "45"})
+    assert config.store.url == "postgres://smsgw@db.lan:5433/smsgw"
+    assert config.fleet.box == "rack-1"
+    assert config.fleet.lease_s == 45.0
+    assert from_dict(FLEET_STORE).fleet == FleetConfig(box="rack-1.pi_2", lease_s=45.0)
+
+
+def test_without_fleet_keys_the_box_is_named_after_its_host() -> None:
+    config = from_dict({})
+    assert config.store.url == ""
+    assert config.fleet.box == box_name_of(socket.gethostname())
+    assert config.fleet.lease_s == 30.0
+    assert box_name_of("pi 4 (office)") == "pi-4--office-"
+    assert box_name_of("x" * 80) == "x" * 63
+    assert box_name_of("") == "smsgw"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "expected"),
+    [
+        (
+            {"store": {"path": "/var/lib/smsgw/l.sqlite3", "url": "postgresql://db/smsgw"}},
+            "store.url",
+            "not both",
+        ),
+        ({"store": {"url": "mysql://smsgw:pw@db/smsgw"}}, "store.url", "got a 'mysql' one"),
+        ({"store": {"url": "db.lan/smsgw"}}, "store.url", "postgresql://"),
+        ({"fleet": {"box": ""}}, "fleet.box", "1 to 63"),
+        ({"fleet": {"box": "rack 1"}}, "fleet.box", "1 to 63"),
+        ({"fleet": {"box": "x" * 64}}, "fleet.box", "1 to 63"),
+        ({"fleet": {"box": "rack/1"}}, "fleet.box", "1 to 63"),
+        ({"fleet": {"lease_s": 4}}, "fleet.lease_s", "5 to 3600"),
+        ({"fleet": {"lease_s": 3601}}, "fleet.lease_s", "5 to 3600"),
+        ({"fleet": {"lease_s": "30"}}, "fleet.lease_s", "expected a number"),
+        ({"fleet": {"boxname": "a"}}, "fleet.boxname", "did you mean 'box'"),
+    ],
+)
+def test_bad_fleet_values_name_the_key(raw: dict[str, Any], key: str, expected: str) -> None:
+    message = error_of(raw)
+    assert message.startswith(f"{key}:"), message
+    assert expected in message
+    assert ":pw@" not in message  # a URL's password is never echoed

@@ -87,6 +87,15 @@ def test_files() -> None:
     assert state.stat().st_mode & 0o7777 == 0o750
 
 
+def test_a_box_outside_the_fleet_keeps_its_sqlite_store_and_no_postgresql_password() -> None:
+    config = tomllib.loads((ROOT / "etc/smsgw/smsgw.toml").read_text())
+    assert config["store"] == {"path": "/var/lib/smsgw/ledger.sqlite3"}
+    assert "fleet" not in config
+    assert not (ROOT / "etc/smsgw/pgpass").exists()
+    for name in UNITS:
+        assert not (ROOT / f"etc/systemd/system/{name}.d/fleet.conf").exists()
+
+
 def test_venv_runs_pinned_version() -> None:
     out = in_root("/opt/smsgw/venv/bin/smsgw", "--version").stdout.strip()
     assert out == f"smsgw {VERSION}"
