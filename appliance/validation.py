@@ -76,6 +76,10 @@ class ApiError(Exception):
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A batch's refusals come back from its worker process (batch_worker.py) pickled.
+        return (self.__class__, (self.status, self.code, self.message), {"headers": self.headers})
+
 
 def invalid(field: str, message: str) -> ApiError:
     """422 invalid_field naming the field."""
