@@ -314,6 +314,34 @@ def _new_message(
     )
 
 
+_WAITING_SPAN = (
+    "SELECT (SELECT max(seq) FROM messages) AS top, "
+    "(SELECT min(seq) FROM messages WHERE status = 'queued') AS queued, "
+    "(SELECT min(seq) FROM messages WHERE status = 'scheduled') AS scheduled, "
+    "(SELECT min(seq) FROM messages WHERE status = 'sending') AS sending"
+)
+
+
+async def _waiting(db: aiosqlite.Connection, items: int, queue_max: int) -> int:
+    """The messages waiting (queued, scheduled, sending), or a bound on them too low for any of
+    `items` more to reach `queue_max`, which is all the accept checks then need.
+
+    Counting walks the whole queue (~10 ms at 100,000 waiting, in every group commit); the bound
+    is four index lookups: every waiting message has a seq from the oldest waiting one's to the
+    newest one's. An old message scheduled far ahead widens that span: then it counts."""
+    row = await fetch_one(db, _WAITING_SPAN, ())
+    lows = [] if row is None else [row[k] for k in ("queued", "scheduled", "sending") if row[k] is not None]
+    if row is None or not lows:
+        return 0
+    span = int(row["top"]) - min(int(low) for low in lows) + 1
+    if span + items <= queue_max:
+        return span
+    row = await fetch_one(
+        db, "SELECT count(*) AS n FROM messages WHERE status IN ('queued', 'scheduled', 'sending')", ()
+    )
+    return int(row["n"]) if row is not None else 0
+
+
 def _quota_check(quota: Quota, usage: list[tuple[int, int]], hour: int, now: float) -> None:
     """Raise QuotaExceeded when one more message breaks the hour (fixed) or day (last 24 hours) limit.
 
@@ -428,10 +456,7 @@ class Messages(Escalations):
         group, not several per message (at 1,000 messages the trips were the cost)."""
         now = time.time()
         hour = int(now // 3600)
-        row = await fetch_one(
-            db, "SELECT count(*) AS n FROM messages WHERE status IN ('queued', 'scheduled', 'sending')", ()
-        )
-        waiting = int(row["n"]) if row is not None else 0
+        waiting = await _waiting(db, len(items), min((item.queue_max for item in items), default=0))
         await self._prune_usage(db)
         extras = _BatchExtras(batch=[] if batch else None)
         used = await self._used_keys(db, items)

@@ -549,6 +549,18 @@ async def test_queue_full_refuses_once_the_maximum_waits(store: Store) -> None:
     assert created
 
 
+async def test_the_queue_cap_counts_waiting_messages_not_the_seqs_between_them(store: Store) -> None:
+    """The oldest message waits while the ones after it are canceled: 1 waits, over a span of 3."""
+    for i in range(3):
+        await store.accept(new_message(body=f"m{i}"), key_id=1, queue_max=3)
+    *later, _oldest = await store.list_messages()
+    for msg in later:
+        await store.cancel(msg.id)
+    outcomes = await store.accept_many([new_message(body=f"b{i}") for i in range(3)], key_id=1, queue_max=3)
+    assert [type(o).__name__ for o in outcomes] == ["tuple", "tuple", "QueueFull"]
+    assert str(outcomes[2]) == "3 messages are waiting"
+
+
 async def test_durability_pragmas_are_set(store: Store) -> None:
     cur = await store.db.execute("PRAGMA journal_mode")
     row = await cur.fetchone()
