@@ -616,3 +616,23 @@ async def test_webhooks_waiting_in_an_older_ledger_join_their_receivers_queue(tm
         await store.close()
     assert [item.target for item in due] == [webhook_target(url) for url in urls]
     assert targets == ["https://hooks.example.com:443"]
+
+
+async def test_accepted_messages_are_returned_as_a_read_back_finds_them(store: Store) -> None:
+    """accept/accept_many build the records they return instead of reading them back: the same."""
+    later = time.time() + 3600
+    news = [
+        new_message(),
+        new_message(RECIPIENTS[1], "✓" * 100, metadata={"ticket": 7}, status_callback="http://app.lan/cb"),
+        new_message(
+            body="scheduled", send_at=later, idempotency_key="k1", template_name="t", template_version=2
+        ),
+    ]
+    outcomes = await store.accept_many(news, key_id=1, queue_max=100)
+    single, created = await store.accept(new_message(body="alone"), key_id=1, queue_max=100)
+    assert created
+    returned = [o[0] for o in outcomes if isinstance(o, tuple)] + [single]
+    assert len(returned) == 4
+    assert [m.segments for m in returned] == [1, 2, 1, 1]
+    for msg in returned:
+        assert msg == await store.get(msg.id)
