@@ -22,7 +22,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from appliance import send_requests
+import phonenumbers
+
+from appliance import heap, send_requests
 from appliance.config import Config
 from appliance.ledger import ApiKey, NewMessage
 from appliance.validation import ApiError
@@ -39,6 +41,8 @@ def _warm() -> bool:
     """Run once in a new worker: the imports (~0.5 s) happen before the first batch needs them."""
     from appliance import api  # noqa: F401, PLC0415  (what `_results` needs)
 
+    phonenumbers.parse("+4915112345678")  # loads the metadata most numbers need
+    heap.tune()
     return True
 
 
