@@ -60,7 +60,7 @@ class BatchWorker:
     """One worker process for the batches of this daemon, started when the first large one comes."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a future already done runs its callback at once, lock held
         self._pool: ProcessPoolExecutor | None = None
         self._ready = False
 
@@ -70,10 +70,13 @@ class BatchWorker:
             return None
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-                self._ready = False
-                pool = self._pool
-                pool.submit(_warm).add_done_callback(lambda f: self._warmed(pool, f))
+                pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                self._pool, self._ready = pool, False
+                try:
+                    pool.submit(_warm).add_done_callback(lambda f: self._warmed(pool, f))
+                except (OSError, RuntimeError) as exc:  # no process to be had (EAGAIN, ENOMEM)
+                    self._lost(pool, exc)
+                    return None
             return self._pool if self._ready else None
 
     def _warmed(self, pool: ProcessPoolExecutor, done: Future[bool]) -> None:
