@@ -32,6 +32,7 @@ from appliance import (
     validation,
     web,
 )
+from appliance.batch_worker import WORKER
 from appliance.bodies import BadContentLength, BodyTooLarge, read_body, read_json, require_json
 from appliance.config import Config
 from appliance.escalation import refuse_opted_out
@@ -269,11 +270,12 @@ class _Api:
                 "Idempotency-Key: a batch has no key of its own; give each message its idempotency_key",
             )
         raw = await read_body(request, self.config.api.max_batch_bytes)
-        # ~1 MB of JSON and 1,000 validations (tens of ms): in a worker thread, off the event loop;
-        # templates render in between (a ledger read), exactly as for a single POST.
+        # ~1 MB of JSON (a worker thread, off the event loop), then 1,000 validations (tens of ms:
+        # in the worker process for a large batch, batch_worker.py); templates render in between
+        # (a ledger read), exactly as for a single POST.
         items = await asyncio.to_thread(send_requests.batch_items, raw)
         docs, templates = await self._rendered(items, key)
-        parsed = await asyncio.to_thread(send_requests.parse_items, docs, key=key, config=self.config)
+        parsed = await WORKER.parse_items(docs, key=key, config=self.config)
         news: list[NewMessage] = []
         windows: list[Window | None] = []
         for index, item in enumerate(parsed):
@@ -307,7 +309,7 @@ class _Api:
                 outcomes.append(refusal(outcome, key=key, queue_max=self.config.api.queue_max).error())
             else:
                 outcomes.append(outcome)
-        body = await asyncio.to_thread(send_requests.batch_results, outcomes, message_payload)
+        body = await WORKER.results(outcomes)
         return Response(body, media_type="application/json")
 
     async def _rendered(self, items: list[Any], key: ApiKey) -> tuple[list[Any], dict[int, TemplateRecord]]:

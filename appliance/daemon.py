@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from appliance import heap
 from appliance.api import create_app
 from appliance.balance import BalanceChecker, BalanceReading, failure_kind
 from appliance.config import Config, ModemConfig
@@ -602,5 +603,6 @@ def serve(config: Config) -> int:
     """Run the daemon in the foreground; returns the exit status."""
     gateway = Gateway(config)
     gateway.log_filter = install()  # a flood of bad requests must not fill the disk with log lines
+    heap.tune()
     asyncio.run(gateway.run())
     return 0

@@ -21,6 +21,7 @@ import phonenumbers
 
 from appliance import addrpolicy, segments
 from appliance.config import MAX_ESCALATION_AFTER_S, Config
+from appliance.e164_form import parse_e164
 from appliance.jsontypes import json_type as _json_type
 from appliance.ledger import EscalationSpec, NewMessage
 from appliance.states import Priority
@@ -61,6 +62,7 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:
 _NUMBER_CHARS = re.compile(r"[0-9+\-(). /]+")
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
 _DIGITS = re.compile(r"[0-9]{1,9}")  # str.isdigit() also accepts "²", which int() refuses
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")  # \uD800-\uDFFF: a surrogate's escape
 
 
 class ApiError(Exception):
@@ -75,6 +77,10 @@ class ApiError(Exception):
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A batch's refusals come back from its worker process (batch_worker.py) pickled.
+        return (self.__class__, (self.status, self.code, self.message), {"headers": self.headers})
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -91,8 +97,11 @@ def parse_json(raw: bytes) -> Any:
 
     try:
         doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-        # Lone surrogates ("\ud800") parse but cannot be stored or sent: refuse them here.
-        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        # Lone surrogates ("\ud800") parse but cannot be stored or sent: refuse them here. Only a
+        # \uD800-\uDFFF escape makes one (the UTF-8 decoder refuses encoded ones), so a body
+        # without such an escape skips re-encoding the whole document (~10 ms for a batch).
+        if _SURROGATE_ESCAPE.search(raw) is not None:
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except UnicodeError:
         raise ApiError(400, "invalid_json", "the request body is not valid UTF-8 JSON text") from None
     except RecursionError:
@@ -176,12 +185,14 @@ def parse_number(text: str, region: str, *, field: str = "to") -> str:
 # bounded cache (a valid number's answer only; refusals are raised, never cached) saves most of it.
 @functools.lru_cache(maxsize=8192)
 def _e164(candidate: str, region: str, field: str) -> str:
-    try:
-        number = phonenumbers.parse(candidate, region)
-    except phonenumbers.NumberParseException as exc:
-        raise ApiError(
-            422, "invalid_number", f"{field}: {candidate!r} is not a phone number ({exc})"
-        ) from None
+    number = parse_e164(candidate)  # a quarter of parse's cost for "+4915112345678" (new numbers)
+    if number is None:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException as exc:
+            raise ApiError(
+                422, "invalid_number", f"{field}: {candidate!r} is not a phone number ({exc})"
+            ) from None
     # (A length possible for some type is possible at all: is_possible_number would add nothing.)
     if not _possible_subscriber(number):
         raise ApiError(

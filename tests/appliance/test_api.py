@@ -96,6 +96,13 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
         "invalid_json",
         None,
     ),
+    (
+        "lone-low-surrogate-in-capitals",
+        {"content": b'{"to": "+4915112345678", "body": "ok \\uDFFF"}', "headers": JSON_HEADERS},
+        400,
+        "invalid_json",
+        None,
+    ),
     ("deep-nesting", {"content": b"[" * 5000, "headers": JSON_HEADERS}, 400, "invalid_json", None),
     ("array", {"json": [ok()]}, 400, "invalid_request", None),
     ("string", {"json": "hello"}, 400, "invalid_request", None),

@@ -216,3 +216,24 @@ async def test_template_and_window_items_behave_as_single_posts(gw: Running) -> 
     assert batch[1]["status"] == "scheduled"
     assert datetime.fromisoformat(batch[1]["send_at"]).timestamp() == pytest.approx(opens)
     assert [e["type"] for e in batch[1]["events"]] == ["accepted", "window"]
+
+
+async def test_a_batch_is_one_row_of_the_audit_trail_and_each_message_keeps_its_accepted_event(
+    gw: Running,
+) -> None:
+    items: list[Any] = [item(i) for i in range(4)]
+    items[2] = {"to": "12", "body": "refused before the ledger", "send_at": LATER}
+    results = await post_batch(gw.client, items)
+    ids = [r["message"]["id"] for r in results if r["status"] == 202]
+    assert len(ids) == 3
+    single = await gw.client.post("/api/v1/messages", json=item(9))
+    trail = (await gw.client.get("/api/v1/audit")).json()["events"]
+    sends = [(e["action"], e["target"]) for e in trail if e["action"] in ("send", "send_batch")]
+    # Newest first: the single POST's own row, then the batch's one row naming its first message.
+    assert sends == [("send", single.json()["id"]), ("send_batch", ids[0])]
+    batch_row = next(e for e in trail if e["action"] == "send_batch")
+    assert batch_row["actor"] == "test"
+    assert batch_row["detail"] == f"batch: 3 of 3 messages accepted (3 via api), {ids[0]} to {ids[-1]}"
+    for msg_id in ids:
+        events = (await gw.client.get(f"/api/v1/messages/{msg_id}")).json()["events"]
+        assert [e["type"] for e in events] == ["accepted"]

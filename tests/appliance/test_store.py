@@ -549,6 +549,18 @@ async def test_queue_full_refuses_once_the_maximum_waits(store: Store) -> None:
     assert created
 
 
+async def test_the_queue_cap_counts_waiting_messages_not_the_seqs_between_them(store: Store) -> None:
+    """The oldest message waits while the ones after it are canceled: 1 waits, over a span of 3."""
+    for i in range(3):
+        await store.accept(new_message(body=f"m{i}"), key_id=1, queue_max=3)
+    *later, _oldest = await store.list_messages()
+    for msg in later:
+        await store.cancel(msg.id)
+    outcomes = await store.accept_many([new_message(body=f"b{i}") for i in range(3)], key_id=1, queue_max=3)
+    assert [type(o).__name__ for o in outcomes] == ["tuple", "tuple", "QueueFull"]
+    assert str(outcomes[2]) == "3 messages are waiting"
+
+
 async def test_durability_pragmas_are_set(store: Store) -> None:
     cur = await store.db.execute("PRAGMA journal_mode")
     row = await cur.fetchone()
@@ -604,3 +616,23 @@ async def test_webhooks_waiting_in_an_older_ledger_join_their_receivers_queue(tm
         await store.close()
     assert [item.target for item in due] == [webhook_target(url) for url in urls]
     assert targets == ["https://hooks.example.com:443"]
+
+
+async def test_accepted_messages_are_returned_as_a_read_back_finds_them(store: Store) -> None:
+    """accept/accept_many build the records they return instead of reading them back: the same."""
+    later = time.time() + 3600
+    news = [
+        new_message(),
+        new_message(RECIPIENTS[1], "✓" * 100, metadata={"ticket": 7}, status_callback="http://app.lan/cb"),
+        new_message(
+            body="scheduled", send_at=later, idempotency_key="k1", template_name="t", template_version=2
+        ),
+    ]
+    outcomes = await store.accept_many(news, key_id=1, queue_max=100)
+    single, created = await store.accept(new_message(body="alone"), key_id=1, queue_max=100)
+    assert created
+    returned = [o[0] for o in outcomes if isinstance(o, tuple)] + [single]
+    assert len(returned) == 4
+    assert [m.segments for m in returned] == [1, 2, 1, 1]
+    for msg in returned:
+        assert msg == await store.get(msg.id)

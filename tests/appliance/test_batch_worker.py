@@ -1,0 +1,103 @@
+"""The batch worker process (appliance/batch_worker.py): a large batch validated and encoded there
+gives exactly what the in-process functions give, and a worker killed mid-run costs no batch.
+
+A real spawned process; its results are compared with send_requests run in this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from appliance import send_requests
+from appliance.api import message_payload
+from appliance.batch_worker import MIN_ITEMS, BatchWorker
+from appliance.ledger import Actor, ApiKey, Store
+from appliance.validation import ApiError
+from tests.support.api_fakes import TEST_CONFIG
+from tests.support.waiting import eventually
+
+LATER = time.time() + 3600
+
+
+def requests(n: int) -> list[Any]:
+    """`n` message requests, a few of them refused for different reasons."""
+    docs: list[Any] = [
+        {"to": f"+49151{i:08d}", "body": f"gate {i % 7}", "metadata": {"i": i}, "priority": "bulk"}
+        for i in range(n)
+    ]
+    docs[3] = {"to": "12", "body": "not a number"}
+    docs[5] = {"to": "0151 2345 6789", "body": "national, read in DE", "validity_s": 600}
+    docs[7] = {"to": "+4915112345678", "body": ""}
+    docs[9] = "not an object"
+    docs[11] = {"to": "+4915112345678", "body": "x", "colour": "red"}
+    return docs
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[BatchWorker]:
+    w = BatchWorker()
+    w.start()
+    await eventually(lambda: w.ready, timeout_s=60)
+    yield w
+    w.close()
+
+
+def shown(items: list[Any]) -> list[Any]:
+    return [(i.status, i.code, i.message, i.headers) if isinstance(i, ApiError) else i for i in items]
+
+
+@pytest.fixture
+async def key(store: Store) -> ApiKey:
+    record, _secret = await store.create_key("batcher", ["send"])
+    return record
+
+
+async def test_a_large_batch_gives_in_the_worker_what_it_gives_in_process(
+    worker: BatchWorker, store: Store, key: ApiKey
+) -> None:
+    docs = requests(MIN_ITEMS + 20)
+    parsed = await worker.parse_items(docs, key=key, config=TEST_CONFIG)
+    here = send_requests.parse_items(docs, key=key, config=TEST_CONFIG)
+    assert shown(parsed) == shown(here)
+    assert [type(p).__name__ for p in parsed[3:12:2]] == [
+        "ApiError",
+        "NewMessage",
+        "ApiError",
+        "ApiError",
+        "ApiError",
+    ]
+    news = [p for p in parsed if not isinstance(p, ApiError)]
+    accepted = await store.accept_many(news, key_id=key.id, queue_max=10_000, actor=Actor("t", "test"))
+    outcomes: list[send_requests.Outcome] = [o for o in accepted if isinstance(o, tuple)]
+    outcomes.insert(0, ApiError(429, "quota_exceeded", "wait", headers={"Retry-After": "5"}))
+    assert await worker.results(outcomes) == send_requests.batch_results(outcomes, message_payload)
+
+
+async def test_a_killed_worker_costs_no_batch_and_the_next_large_one_starts_another(
+    worker: BatchWorker, key: ApiKey
+) -> None:
+    docs = requests(MIN_ITEMS)
+    expected = shown(send_requests.parse_items(docs, key=key, config=TEST_CONFIG))
+    (pid,) = worker.pids()
+    os.kill(pid, signal.SIGKILL)
+    # The batch sent to the dead worker is done in a thread: the same answer, no error.
+    assert shown(await worker.parse_items(docs, key=key, config=TEST_CONFIG)) == expected
+    assert not worker.ready
+    assert shown(await worker.parse_items(docs, key=key, config=TEST_CONFIG)) == expected  # starts one
+    await eventually(lambda: worker.ready, timeout_s=60)
+    assert worker.pids() not in ([], [pid])
+    assert shown(await worker.parse_items(docs, key=key, config=TEST_CONFIG)) == expected
+
+
+async def test_a_small_batch_starts_no_worker(key: ApiKey) -> None:
+    w = BatchWorker()
+    docs = requests(MIN_ITEMS - 1)
+    parsed = await w.parse_items(docs, key=key, config=TEST_CONFIG)
+    assert shown(parsed) == shown(send_requests.parse_items(docs, key=key, config=TEST_CONFIG))
+    assert w.pids() == []
+    assert not w.ready

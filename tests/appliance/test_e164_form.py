@@ -1,0 +1,54 @@
+"""The E.164 fast path (appliance/e164_form.py) answers exactly what phonenumbers.parse answers,
+on random "+digits" strings and on the cases where parse does more than split off a country code."""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.e164_form import parse_e164
+from appliance.validation import ApiError, parse_number
+
+E164_LIKE = st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(E164_LIKE, st.sampled_from(["DE", "US", "IT", "GB", "FR"]))
+def test_it_parses_as_phonenumbers_does(candidate: str, region: str) -> None:
+    fast = parse_e164(candidate)
+    try:
+        full = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        assert fast is None  # parse refuses it: the caller runs parse, which words why
+        return
+    assert fast is None or fast == full
+
+
+@pytest.mark.parametrize(
+    ("candidate", "e164"),
+    [
+        ("+4915112345678", "+4915112345678"),  # a German mobile
+        ("+390612345678", "+390612345678"),  # Rome: the Italian leading zero is part of the number
+        ("+12025550123", "+12025550123"),  # NANP: a one-digit country code
+        ("+3530871234567", "+353871234567"),  # Ireland: parse drops the national prefix 0
+    ],
+)
+def test_numbers_where_parse_does_more_than_split_off_the_country_code(candidate: str, e164: str) -> None:
+    fast = parse_e164(candidate)
+    assert fast is not None
+    assert fast == phonenumbers.parse(candidate, "DE")
+    assert parse_number(candidate, "DE") == e164
+
+
+@pytest.mark.parametrize("candidate", ["+99912345678", "+0151234567", "0151 1234 5678", "+49 151 1234 5678"])
+def test_other_forms_are_left_to_phonenumbers(candidate: str) -> None:
+    assert parse_e164(candidate) is None
+
+
+def test_an_unknown_country_code_is_refused_in_phonenumbers_words() -> None:
+    with pytest.raises(ApiError) as refused:
+        parse_number("+99912345678", "DE")
+    assert refused.value.code == "invalid_number"
+    assert refused.value.message.startswith("to: '+99912345678' is not a phone number")
