@@ -12,7 +12,7 @@ from typing import Any
 
 import aiosqlite
 
-from appliance.ledger.dialect import fetch_all, fetch_one, marks, page_query
+from appliance.ledger.dialect import fetch_all, fetch_one, inserted_seqs, marks, page_query
 from appliance.ledger.errors import (
     Conflict,
     IdempotencyMismatch,
@@ -108,7 +108,7 @@ class _BatchExtras:
         if self.added:
             await db.executemany(
                 "INSERT INTO key_usage (key_id, hour, n) VALUES (?, ?, ?) "
-                "ON CONFLICT(key_id, hour) DO UPDATE SET n = n + excluded.n",
+                "ON CONFLICT(key_id, hour) DO UPDATE SET n = key_usage.n + excluded.n",
                 [(k, h, n) for (k, h), n in self.added.items()],
             )
         if self.audits:
@@ -171,11 +171,7 @@ class _AcceptRows:
                 for _index, msg_id, item, now, status, start, _detail in planned
             ],
         )
-        # One statement under the single writer: SQLite numbers its rows consecutively, so the last
-        # rowid gives every seq (an IN query for 1,000 ids cost more than the inserts' indexes).
-        row = await fetch_one(db, "SELECT last_insert_rowid() AS last", ())
-        first = (int(row["last"]) if row is not None else 0) - len(planned) + 1
-        seqs = {p[1]: first + i for i, p in enumerate(planned)}
+        seqs = await inserted_seqs(db, [p[1] for p in planned])
         await db.executemany(
             "INSERT INTO parts (message_id, seq, total, status) VALUES (?, ?, ?, 'pending')",
             [(p[1], i, p[2].new.segments) for p in planned for i in range(1, p[2].new.segments + 1)],

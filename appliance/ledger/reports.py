@@ -127,7 +127,7 @@ class Reports(Timeline):
             if rows:
                 await db.execute(
                     "INSERT INTO counters (name, value) VALUES ('reports_lost', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
                     (len(rows),),
                 )
             await db.execute("DELETE FROM unmatched_reports WHERE received_at < ?", (now - 7 * 86400,))

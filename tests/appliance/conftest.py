@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -26,8 +25,8 @@ async def verify_no_lingering_tasks() -> AsyncIterator[None]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    ledger = Store(tmp_path / "ledger.sqlite3")
+async def store(ledger_url: str) -> AsyncIterator[Store]:
+    ledger = Store(ledger_url)
     await ledger.open()
     yield ledger
     await ledger.close()

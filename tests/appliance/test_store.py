@@ -549,7 +549,10 @@ async def test_queue_full_refuses_once_the_maximum_waits(store: Store) -> None:
     assert created
 
 
-async def test_durability_pragmas_are_set(store: Store) -> None:
+async def test_durability_pragmas_are_set(tmp_path: Path) -> None:
+    """SQLite's own settings (PostgreSQL's durability is its server's)."""
+    store = Store(tmp_path / "ledger.sqlite3")
+    await store.open()
     cur = await store.db.execute("PRAGMA journal_mode")
     row = await cur.fetchone()
     assert row is not None
@@ -558,6 +561,7 @@ async def test_durability_pragmas_are_set(store: Store) -> None:
     row = await cur.fetchone()
     assert row is not None
     assert row[0] == 2  # FULL: the WAL is synced on every commit
+    await store.close()
 
 
 async def test_a_reopened_ledger_keeps_everything(tmp_path: Path) -> None:
