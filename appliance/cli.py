@@ -207,7 +207,7 @@ async def _templates(args: argparse.Namespace) -> int:
     if isinstance(draft, int):
         return draft
     config = _load_config(args.config)
-    ledger = Store(config.store.path, reserve_bytes=config.store.reserve_bytes)
+    ledger = Store(config.store.ledger, reserve_bytes=config.store.reserve_bytes)
     await ledger.open()
     try:
         return await _template_verb(ledger, args.templates_verb, args.name if "name" in args else "", draft)

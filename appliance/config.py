@@ -15,6 +15,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,22 @@ class ApiConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "/var/lib/smsgw/ledger.sqlite3"
+    # The ledger on a shared PostgreSQL server instead of the `path` file (a fleet of boxes):
+    # postgresql://user[:password]@host[:port]/database. Exactly one of `path` and `url`.
+    url: str = ""
+    # With `url`: where this box keeps its own files (signing keys, port lock, watchdog state).
+    directory: str = "/var/lib/smsgw"
     body_retention_days: int = 30
     idempotency_retention_hours: int = 48
     webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
     # Disk kept free (a preallocated file next to the ledger) so that a part the modem accepted
     # is still recorded when the disk fills up; given up in 1 MiB steps, restored when room returns.
     reserve_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def ledger(self) -> str:
+        """What the ledger opens: the SQLite file or the PostgreSQL URL."""
+        return self.url or self.path
 
 
 @dataclass(frozen=True)
@@ -364,9 +375,39 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
         raise ConfigError(f"{where}: expected [[{where}]] tables")
     values["webhooks"] = tuple(_build(WebhookConfig, item, f"{where}[{i}]") for i, item in enumerate(hooks))
     values["inbound"] = _fold_keywords(values["inbound"])
+    values["store"] = _check_store_url(values["store"], raw.get("store", {}))
     config = Config(**values, source=source)
     _check(config)
     return config
+
+
+def _check_store_url(store: StoreConfig, section: dict[str, Any]) -> StoreConfig:
+    """`url` (PostgreSQL) or `path` (SQLite), not both; with a URL the box's own files (keys, locks)
+    live in `directory`, where `path`'s directory holds them otherwise."""
+    if "directory" in section and "url" not in section:
+        raise ConfigError("store.directory: only with store.url (the box's files live beside store.path)")
+    if not store.url:
+        return store
+    if "path" in section:
+        raise ConfigError("store.url: give store.path (SQLite) or store.url (PostgreSQL), not both")
+    parts = urllib.parse.urlsplit(store.url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    database = parts.path.lstrip("/")
+    if (
+        parts.scheme not in ("postgresql", "postgres")
+        or not parts.hostname
+        or port == -1
+        or not database
+        or "/" in database
+    ):
+        shown = store.url if parts.password is None else store.url.replace(parts.password, "******")
+        raise ConfigError(f"store.url: expected postgresql://user@host[:port]/database, got {shown!r}")
+    if not store.directory.startswith("/"):
+        raise ConfigError(f"store.directory: expected an absolute path, got {store.directory!r}")
+    return dataclasses.replace(store, path=str(Path(store.directory) / "ledger.sqlite3"))
 
 
 def _fold_keywords(inbound: InboundConfig) -> InboundConfig:

@@ -15,11 +15,14 @@ import os
 import signal
 import socket
 import sqlite3
+
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvicorn
 
 from appliance.api import create_app
@@ -77,7 +80,7 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.store = Store(
-            config.store.path,
+            config.store.ledger,
             webhooks=[WebhookTarget(w.url, w.secret, w.events) for w in config.webhooks],
             reserve_bytes=config.store.reserve_bytes,
         )
@@ -154,6 +157,15 @@ class Gateway:
                 }
             )
         return out
+
+    @property
+    def _ledger_name(self) -> str:
+        """The ledger for log lines: its file, or its URL without a password."""
+        store = self.config.store
+        if not store.url:
+            return store.path
+        parts = urllib.parse.urlsplit(store.url)
+        return store.url.replace(f":{parts.password}@", ":******@") if parts.password else store.url
 
     def ready(self) -> tuple[bool, str]:
         ready = [
@@ -244,8 +256,8 @@ class Gateway:
                 loop.add_signal_handler(sig, self._stop.set)
         try:
             await self.store.open()
-        except (StoreError, OSError, sqlite3.Error) as exc:
-            raise SystemExit(f"cannot open the ledger {self.config.store.path}: {exc}") from exc
+        except (StoreError, OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
+            raise SystemExit(f"cannot open the ledger {self._ledger_name}: {exc}") from exc
         try:
             await self._run_open()
         finally:
@@ -322,7 +334,7 @@ class Gateway:
                 "smsgw serving on %s://%s (ledger %s)",
                 "https" if self.config.api.tls_cert else "http",
                 self.config.api.listen,
-                self.config.store.path,
+                self._ledger_name,
             )
             stop = tg.create_task(self._stop.wait())
             await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -51,7 +51,8 @@ from appliance.sms_templates import TemplateDraft, TemplateRecord
 class LedgerBackend(Protocol):
     """Everything outside appliance/ledger/ may call on the ledger."""
 
-    path: str
+    path: str  # the SQLite file, or the postgresql:// URL
+    postgres: bool  # the ledger is on a PostgreSQL server (no local disk to watch)
     storage_problem: str | None  # why only vital writes are taken now (a sentence), or None
     writable: asyncio.Event  # set while every write is taken
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks

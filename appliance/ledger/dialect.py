@@ -21,9 +21,13 @@ _FULL_CODES = {sqlite3.SQLITE_FULL, getattr(sqlite3, "SQLITE_IOERR_SHMSIZE", 487
 
 def is_disk_full(exc: BaseException) -> bool:
     return (
-        isinstance(exc, sqlite3.Error)
-        and (getattr(exc, "sqlite_errorcode", None) in _FULL_CODES or "disk is full" in str(exc))
-    ) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or isinstance(exc, asyncpg.DiskFullError)
+        (
+            isinstance(exc, sqlite3.Error)
+            and (getattr(exc, "sqlite_errorcode", None) in _FULL_CODES or "disk is full" in str(exc))
+        )
+        or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+        or isinstance(exc, asyncpg.DiskFullError)
+    )
 
 
 # After the claim query: on PostgreSQL the rows it returns stay locked for the claiming box and

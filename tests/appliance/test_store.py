@@ -32,6 +32,7 @@ from appliance.ledger.dialect import split_sql
 from appliance.ledger.migrations import MIGRATIONS
 from appliance.states import FINAL, TRANSITIONS, PartState, State
 from modem.pdu import segment_text
+from tests.support.postgres import shared_server
 from tests.support.user_data import join_units, units
 
 RECIPIENTS = ("+4915111111111", "+4915122222222", "+447700900123")
@@ -353,6 +354,23 @@ LedgerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestLedgerModel = pytest.mark.slow(LedgerMachine.TestCase)
+
+
+class PgLedgerMachine(LedgerMachine):
+    """The same model check on PostgreSQL: "crash" drops both connections and a new Store connects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = Store(self.run(shared_server().fresh_database()))
+
+
+PgLedgerMachine.TestCase.settings = settings(
+    max_examples=40,  # each example is a new database on the server
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPgLedgerModel = pytest.mark.slow(PgLedgerMachine.TestCase)
 
 
 # ---------------------------------------------------------------- plain tests

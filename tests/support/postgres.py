@@ -35,7 +35,9 @@ def bindir() -> Path:
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if (Path(candidate) / "initdb").exists():
             return Path(candidate)
-    raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found: install the `postgresql` package")
+    raise RuntimeError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: install the `postgresql` package"
+    )
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -66,7 +68,9 @@ class PgServer:
 
     def stop(self) -> None:
         subprocess.run(
-            _as_server_user([str(bindir() / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"]),
+            _as_server_user(
+                [str(bindir() / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"]
+            ),
             capture_output=True,
             check=False,
         )
@@ -81,14 +85,39 @@ def start_server() -> PgServer:
         shutil.chown(directory, "postgres", "postgres")
     data = directory / "data"
     subprocess.run(
-        _as_server_user([str(bins / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]),
+        _as_server_user(
+            [
+                str(bins / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        ),
         capture_output=True,
         check=True,
     )
     port = free_port()
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     subprocess.run(
-        _as_server_user([str(bins / "pg_ctl"), "-D", str(data), "-l", str(directory / "log"), "-w", "-o", options, "start"]),
+        _as_server_user(
+            [
+                str(bins / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(directory / "log"),
+                "-w",
+                "-o",
+                options,
+                "start",
+            ]
+        ),
         capture_output=True,
         check=True,
     )
