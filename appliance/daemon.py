@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import sqlite3
-
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator

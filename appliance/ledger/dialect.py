@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import asyncpg
@@ -37,7 +37,7 @@ SKIP_LOCKED = " " + SKIP_LOCKED_MARK
 
 async def inserted_seqs(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, int]:
     """The `seq` of messages just inserted (by one executemany, in this order)."""
-    if isinstance(db, PgConnection):  # other boxes take numbers in between: ask
+    if isinstance(cast(object, db), PgConnection):  # other boxes take numbers in between: ask
         rows = await fetch_all(db, f"SELECT id, seq FROM messages WHERE id IN ({marks(ids)})", ids)  # noqa: S608
         return {r["id"]: int(r["seq"]) for r in rows}
     # One statement under the single writer: SQLite numbers its rows consecutively, so the last

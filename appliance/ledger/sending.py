@@ -44,7 +44,7 @@ class Sending(Reports):
         async with self._tx() as db:
             rows = await fetch_all(
                 db,
-                "SELECT * FROM messages WHERE status = 'queued' AND not_before <= ? "
+                "SELECT * FROM messages WHERE status = 'queued' AND not_before <= ? "  # noqa: S608  (fixed clause)
                 f"ORDER BY priority, not_before, seq LIMIT 64{SKIP_LOCKED}",
                 (now,),
             )

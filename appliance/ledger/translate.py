@@ -49,9 +49,9 @@ SKIP_LOCKED_MARK = "/* FOR UPDATE SKIP LOCKED */"
 def to_postgres(sql: str) -> str:
     """The PostgreSQL spelling of one SQLite statement (cached: each distinct text once)."""
     if m := _PRAGMA_VERSION_SET.match(sql):
-        return f"UPDATE {SCHEMA_TABLE} SET version = {int(m.group(1))}"
+        return f"UPDATE {SCHEMA_TABLE} SET version = {int(m.group(1))}"  # noqa: S608  (a number)
     if _PRAGMA_VERSION_GET.match(sql):
-        return f"SELECT version FROM {SCHEMA_TABLE}"
+        return f"SELECT version FROM {SCHEMA_TABLE}"  # noqa: S608  (a fixed name)
     if _PRAGMA.match(sql):
         return "SELECT 0"  # journal, sync and vacuum settings: the server's own business
     if sql.strip().upper() == "BEGIN IMMEDIATE":
@@ -131,9 +131,9 @@ def _call(name: str, spelt: str, args: list[str], literals: list[str]) -> str:
         return f"{'GREATEST' if name == 'max' else 'LEAST'}({joined})"
     if name == "iif" and len(args) == 3:
         return f"(CASE WHEN {args[0]} THEN {args[1]} ELSE {args[2]} END)"
-    if name == "printf" and len(args) == 2 and (m := _MASK.fullmatch(args[0])):
-        if literals[int(m.group(1))] == "'%!.17g'":
-            return f"CAST({args[1]} AS TEXT)"
+    m = _MASK.fullmatch(args[0]) if name == "printf" and len(args) == 2 else None
+    if m and literals[int(m.group(1))] == "'%!.17g'":
+        return f"CAST({args[1]} AS TEXT)"
     if name == "json_array":
         return f"json_build_array({joined})"
     if name == "json_group_array" and len(args) == 1:

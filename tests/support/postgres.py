@@ -9,8 +9,8 @@ PostgreSQL refuses to run as root: as root, its programs run as the `postgres` s
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
-import glob
 import itertools
 import os
 import shutil
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
+from appliance.ledger import Store
 from tests.support.ports import free_port
 
 TEMPLATE = "ledger_template"
@@ -32,9 +33,9 @@ def bindir() -> Path:
         out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
         if out and (Path(out) / "initdb").exists():
             return Path(out)
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if (Path(candidate) / "initdb").exists():
-            return Path(candidate)
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
     raise RuntimeError(
         "PostgreSQL server binaries (initdb, pg_ctl) not found: install the `postgresql` package"
     )
@@ -126,8 +127,6 @@ def start_server() -> PgServer:
 
 async def make_template(server: PgServer) -> None:
     """The template database: an opened (migrated) ledger, so each test's copy opens at once."""
-    from appliance.ledger import Store  # the ledger under test, not a helper of it
-
     await server.admin(f'CREATE DATABASE "{TEMPLATE}"')
     store = Store(server.url(TEMPLATE))
     await store.open()
@@ -153,8 +152,6 @@ def shared_server() -> PgServer:
     """This process's server, started on first use and stopped at exit (fixtures and the
     hypothesis state machines, which cannot take fixtures, share it)."""
     if not _SHARED:
-        import atexit
-
         _SHARED.append(running_server())
         atexit.register(_SHARED[0].stop)
     return _SHARED[0]

@@ -57,7 +57,7 @@ async def test_serve_on_postgresql_delivers_a_posted_message(tmp_path: Path, pg_
 
                 async def delivered() -> bool:
                     got = await client.get(f"/api/v1/messages/{msg_id}")
-                    return got.json()["status"] == "delivered"
+                    return bool(got.json()["status"] == "delivered")
 
                 await eventually(delivered, 30, interval_s=0.1)
     finally:
