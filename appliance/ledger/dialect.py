@@ -30,6 +30,15 @@ def is_disk_full(exc: BaseException) -> bool:
     )
 
 
+# Another box (PostgreSQL) committed the same idempotency key first: the accept runs again and
+# finds that box's message (created=False), as a repeat on one box does.
+KEY_RACE_RETRIES = 2
+
+
+def is_key_race(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == "idempotency_pkey"
+
+
 # After the claim query: on PostgreSQL the rows it returns stay locked for the claiming box and
 # other boxes pass over them (SQLite, one box, reads it as a comment).
 SKIP_LOCKED = " " + SKIP_LOCKED_MARK

@@ -12,7 +12,15 @@ from typing import Any
 
 import aiosqlite
 
-from appliance.ledger.dialect import fetch_all, fetch_one, inserted_seqs, marks, page_query
+from appliance.ledger.dialect import (
+    KEY_RACE_RETRIES,
+    fetch_all,
+    fetch_one,
+    inserted_seqs,
+    is_key_race,
+    marks,
+    page_query,
+)
 from appliance.ledger.errors import (
     Conflict,
     IdempotencyMismatch,
@@ -324,8 +332,14 @@ class Messages(Escalations):
         order: per item (message, created) or the refusal (OptedOut, IdempotencyMismatch,
         QuotaExceeded, QueueFull). All accepted items are on disk, or none (the commit raised)."""
         items = [_Accept(new, key_id, queue_max, quota, actor) for new in news]
-        async with self._tx() as db:
-            return await self._accept_group(db, items)
+        for attempt in range(KEY_RACE_RETRIES + 1):
+            try:
+                async with self._tx() as db:
+                    return await self._accept_group(db, items)
+            except Exception as exc:
+                if not (is_key_race(exc) and attempt < KEY_RACE_RETRIES):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _accept_batches(self) -> None:
         try:
@@ -335,10 +349,18 @@ class Messages(Escalations):
                     self._pending.waiting[ACCEPT_BATCH_MAX:],
                 )
                 try:
-                    async with self._tx() as db:
-                        # A caller that went away before we began: nothing to commit for it.
-                        live = [item for item in batch if item.future is None or not item.future.done()]
-                        outcomes = await self._accept_group(db, live)
+                    for attempt in range(KEY_RACE_RETRIES + 1):
+                        try:
+                            async with self._tx() as db:
+                                # A caller that went away before we began: nothing to commit for it.
+                                live = [
+                                    item for item in batch if item.future is None or not item.future.done()
+                                ]
+                                outcomes = await self._accept_group(db, live)
+                            break
+                        except Exception as exc:
+                            if not (is_key_race(exc) and attempt < KEY_RACE_RETRIES):
+                                raise
                 except (
                     BaseException
                 ) as exc:  # the commit failed (disk full): nothing of the batch is accepted

@@ -3,7 +3,8 @@ distinct statement, cached, so every concept module and every migration runs on 
 
 What it rewrites (outside string literals): `?` to `$n` (`IS ?` to IS NOT DISTINCT FROM); `INSERT OR IGNORE` to `ON CONFLICT DO
 NOTHING`; scalar `max(a, b)` / `min(a, b)` to GREATEST / LEAST; `iif` to CASE; `json_array` /
-`json_group_array` to json_build_array / json_agg; `printf('%!.17g', x)` to exact float8 text
+`json_group_array` / `json_each` to json_build_array / json_agg / json_array_elements_text;
+`rowid` to ctid; `printf('%!.17g', x)` to exact float8 text
 (PostgreSQL 12+ prints the shortest text that reads back the same double); `CAST(x AS INTEGER)`
 to a truncating cast (SQLite truncates, PostgreSQL rounds); the column types of CREATE / ALTER
 TABLE (identity keys, BIGINT, DOUBLE PRECISION, BYTEA); `PRAGMA user_version` to the
@@ -22,7 +23,7 @@ SCHEMA_TABLE = "smsgw_schema"
 
 _LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 _MASK = re.compile(r"\x00(\d+)\x00")
-_CALL = re.compile(r"\b(max|min|iif|printf|json_array|json_group_array|cast)\s*\(", re.IGNORECASE)
+_CALL = re.compile(r"\b(max|min|iif|printf|json_array|json_group_array|json_each|cast)\s*\(", re.IGNORECASE)
 _PRAGMA_VERSION_SET = re.compile(r"^\s*PRAGMA\s+user_version\s*=\s*(\d+)\s*$", re.IGNORECASE)
 _PRAGMA_VERSION_GET = re.compile(r"^\s*PRAGMA\s+user_version\s*$", re.IGNORECASE)
 _PRAGMA = re.compile(r"^\s*PRAGMA\b", re.IGNORECASE)
@@ -39,7 +40,8 @@ _TYPES = [
     (re.compile(r"\bBLOB\b", re.IGNORECASE), "BYTEA"),
     (re.compile(r"\)\s*WITHOUT\s+ROWID\s*$", re.IGNORECASE), ")"),
 ]
-_UNSPELLABLE = re.compile(r"\bINSERT\s+OR\s+REPLACE\b|\bGLOB\b|\bjson_each\b", re.IGNORECASE)
+_UNSPELLABLE = re.compile(r"\bINSERT\s+OR\s+REPLACE\b|\bGLOB\b", re.IGNORECASE)
+_ROWID = re.compile(r"\browid\b", re.IGNORECASE)
 _IS_PARAM = re.compile(r"\bIS\s+\?", re.IGNORECASE)
 _IS_NOT_PARAM = re.compile(r"\bIS\s+NOT\s+\?", re.IGNORECASE)
 SKIP_LOCKED_MARK = "/* FOR UPDATE SKIP LOCKED */"
@@ -70,10 +72,12 @@ def to_postgres(sql: str) -> str:
         code = _OR_IGNORE.sub("INSERT INTO", code)
         ret = _RETURNING.search(code)
         at = ret.start() if ret else len(code.rstrip().rstrip(";"))
-        code = code[:at].rstrip() + " ON CONFLICT DO NOTHING " + code[at:]
+        code = (code[:at].rstrip() + " ON CONFLICT DO NOTHING " + code[at:]).rstrip()
     if _DDL.match(code):
         for pattern, spelling in _TYPES:
             code = pattern.sub(spelling, code)
+    else:
+        code = _ROWID.sub("ctid", code)  # a row's own address
     code = _IS_NOT_PARAM.sub("IS DISTINCT FROM ?", _IS_PARAM.sub("IS NOT DISTINCT FROM ?", code))
     code = _placeholders(code)
     return _MASK.sub(lambda m: literals[int(m.group(1))], code)
@@ -136,8 +140,10 @@ def _call(name: str, spelt: str, args: list[str], literals: list[str]) -> str:
         return f"CAST({args[1]} AS TEXT)"
     if name == "json_array":
         return f"json_build_array({joined})"
-    if name == "json_group_array" and len(args) == 1:
-        return f"coalesce(json_agg({joined}), '[]'::json)"
+    if name == "json_group_array" and len(args) == 1:  # text, as SQLite's (it may be stored)
+        return f"CAST(coalesce(json_agg({joined}), '[]'::json) AS TEXT)"
+    if name == "json_each" and len(args) == 1:  # in FROM: rows with a `value` column
+        return f"json_array_elements_text(CAST({joined} AS json)) AS json_each(value)"
     if name == "cast" and len(args) == 1:
         m = re.fullmatch(r"(.*)\s+AS\s+INTEGER", args[0], re.IGNORECASE | re.DOTALL)
         if m:
