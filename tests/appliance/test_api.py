@@ -603,8 +603,9 @@ async def test_readyz_reports_the_gateways_reason(client: httpx.AsyncClient, gat
 
 
 async def test_readyz_and_status_report_a_ledger_that_cannot_take_writes(
-    store: Store, gateway: FakeGateway, client_for: ClientFactory, keys: Keys
+    file_store: Store, file_keys: Keys, gateway: FakeGateway, client_for: ClientFactory
 ) -> None:
+    store, keys = file_store, file_keys
     app = create_app(store=store, config=TEST_CONFIG, gateway=as_view(gateway), min_free_bytes=1 << 62)
     client = await client_for(app)
     r = await client.get("/readyz")
