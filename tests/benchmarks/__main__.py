@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch page watchdog flood recovery login)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch page watchdog flood recovery login store)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tests.benchmarks import (
     bench_login,
     bench_page,
     bench_recovery,
+    bench_store,
     bench_watchdog,
 )
 
@@ -25,6 +26,7 @@ BENCHES = {
     "watchdog": bench_watchdog.run,
     "flood": bench_flood.run,
     "recovery": bench_recovery.run,
+    "store": bench_store.run,
 }
 
 

@@ -78,8 +78,9 @@ class PgServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_server() -> PgServer:
-    """initdb and start a server (fsync off: a test database need not survive a power cut)."""
+def start_server(*, durable: bool = False) -> PgServer:
+    """initdb and start a server (fsync off unless `durable`: a test database need not survive a
+    power cut; a benchmark's must, as a production server's)."""
     bins = bindir()
     directory = Path(tempfile.mkdtemp(prefix="smsgw-pg-"))
     if os.geteuid() == 0:
@@ -104,7 +105,9 @@ def start_server() -> PgServer:
         check=True,
     )
     port = free_port()
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(
         _as_server_user(
             [
