@@ -323,6 +323,7 @@ class Gateway:
                 tg.create_task(_forever("escalation", self._escalate), name="escalation"),
                 tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
+                tg.create_task(_forever("fleet wake-ups", self._fleet_wakeups), name="fleet wake-ups"),
             ]
             if self.modem_list and self.config.ussd.check_every_s > 0:
                 tasks.append(tg.create_task(_forever("balance", self._check_balance), name="balance"))
@@ -551,6 +552,14 @@ class Gateway:
                 sig.dbm if sig else None,
                 modem.info.operator,
             )
+
+    async def _fleet_wakeups(self) -> None:
+        """A shared PostgreSQL ledger: another box's accept wakes this box's dispatcher at once
+        (NOTIFY), as this box's own accepts do; on SQLite the event is never set."""
+        while True:
+            await self.store.queue_changed.wait()
+            self.store.queue_changed.clear()
+            self.dispatcher.wake()
 
     async def _heartbeat(self) -> None:
         last_parts = -1

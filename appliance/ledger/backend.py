@@ -56,6 +56,7 @@ class LedgerBackend(Protocol):
     storage_problem: str | None  # why only vital writes are taken now (a sentence), or None
     writable: asyncio.Event  # set while every write is taken
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks
+    queue_changed: asyncio.Event  # PostgreSQL: set when any box committed new messages
 
     # --- messages
     async def accept(

@@ -18,7 +18,7 @@ from appliance.ledger import migrations
 from appliance.ledger.dialect import fetch_one, is_disk_full
 from appliance.ledger.errors import StorageFull, StoreError
 from appliance.ledger.models import WebhookTarget
-from appliance.ledger.postgres import PgConnection, ensure_schema_table, is_postgres_url
+from appliance.ledger.postgres import QUEUE_CHANNEL, PgConnection, ensure_schema_table, is_postgres_url
 from appliance.reserve import OPEN_RESERVE_BYTES, RESERVE_STEP_BYTES, Reserve
 
 _LOGGER = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class Connection:
         self._db: aiosqlite.Connection | None = None
         self._rdb: aiosqlite.Connection | None = None
         self.outbox_changed = asyncio.Event()  # set after a commit that queued webhooks
+        # PostgreSQL: set when any box (this one too) committed new messages (NOTIFY smsgw_queue).
+        self.queue_changed = asyncio.Event()
         self._outbox_pending = False
         self._webhooks = tuple(webhooks)
         self._write_lock = asyncio.Lock()
@@ -129,7 +131,9 @@ class Connection:
             self._db = cast(aiosqlite.Connection, db)
             await self._migrate()
             await db.raw.execute("SELECT pg_advisory_unlock(7413)")
-            self._rdb = cast(aiosqlite.Connection, await PgConnection.connect(self.path))
+            reader = await PgConnection.connect(self.path)
+            self._rdb = cast(aiosqlite.Connection, reader)
+            await reader.raw.add_listener(QUEUE_CHANNEL, lambda *_a: self.queue_changed.set())
         except BaseException:
             self._db = None
             await db.close()

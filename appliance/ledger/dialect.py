@@ -12,7 +12,7 @@ from typing import Any, cast
 import aiosqlite
 import asyncpg
 
-from appliance.ledger.postgres import PgConnection
+from appliance.ledger.postgres import QUEUE_CHANNEL, PgConnection
 from appliance.ledger.translate import SKIP_LOCKED_MARK
 
 # SQLITE_IOERR_SHMSIZE: the -shm file could not be grown, which on a full disk is ENOSPC.
@@ -37,6 +37,13 @@ KEY_RACE_RETRIES = 2
 
 def is_key_race(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == "idempotency_pkey"
+
+
+async def notify_queued(db: aiosqlite.Connection) -> None:
+    """In a transaction that queued messages: on PostgreSQL every box's `queue_changed` is set at
+    its commit (NOTIFY is delivered then, or never); SQLite has one box, woken by its caller."""
+    if isinstance(cast(object, db), PgConnection):
+        await db.execute(f"NOTIFY {QUEUE_CHANNEL}")
 
 
 # After the claim query: on PostgreSQL the rows it returns stay locked for the claiming box and

@@ -19,6 +19,7 @@ from appliance.ledger.dialect import (
     inserted_seqs,
     is_key_race,
     marks,
+    notify_queued,
     page_query,
 )
 from appliance.ledger.errors import (
@@ -451,6 +452,8 @@ class Messages(Escalations):
             extras.accepted(item.key_id, hour, item.actor, ids[index], new, now)
             outcomes.append(-1)  # filled in below, once the rows are written
         written = await rows.write(db)
+        if written:
+            await notify_queued(db)
         for index, message in written:
             outcomes[index] = (message, True)
         await self._escalations_accepted(

@@ -100,3 +100,14 @@ def test_every_migration_has_a_postgresql_spelling() -> None:
             if n == 3 and statement.upper().startswith("UPDATE"):
                 continue  # SQLite-only row rewrites, skipped on PostgreSQL (migrations.py)
             assert "?" not in to_postgres(statement).replace("'?'", "")
+
+
+async def test_a_message_accepted_on_one_box_wakes_the_others(boxes: tuple[Store, Store]) -> None:
+    """NOTIFY at the commit: the other box's dispatcher need not poll to learn of new work."""
+    first, second = boxes
+    second.queue_changed.clear()
+    msg, _ = await first.accept(message("wake up"), key_id=None, queue_max=100)
+    await asyncio.wait_for(second.queue_changed.wait(), 10)
+    claimed = await second.claim_next("box-b")
+    assert claimed is not None
+    assert claimed.id == msg.id
