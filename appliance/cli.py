@@ -185,6 +185,7 @@ def _watchdog_settings(config: Any) -> Any:
     return Settings(
         **values,
         ledger_path=config.store.path,
+        ledger_url=config.store.url,
         box_name=config.gateway.name,
         default_region=config.gateway.default_region,
         primary_port=config.modem.port,

@@ -233,7 +233,7 @@ class FactsReader:
             self.unit_down_since = None
         elif self.unit_down_since is None:
             self.unit_down_since = now
-        ledger = await asyncio.to_thread(read_ledger, s.ledger_path, now)
+        ledger = await asyncio.to_thread(read_ledger, s.ledger_url or s.ledger_path, now)
         self.last_ledger = ledger
         free = total = None
         with contextlib.suppress(OSError):

@@ -299,3 +299,34 @@ def test_times_and_rates_must_be_positive(raw: dict[str, Any], key: str) -> None
     message = error_of(raw)
     assert message.startswith(f"{key}:"), message
     assert "positive" in message
+
+
+@pytest.mark.parametrize(
+    ("store", "error"),
+    [
+        ({"url": "mysql://db.lan/smsgw"}, r"^store\.url: expected postgresql://"),
+        ({"url": "postgresql://smsgw@db.lan"}, r"^store\.url: expected postgresql://"),
+        ({"url": "postgresql://smsgw@db.lan:99999/smsgw"}, r"^store\.url: expected postgresql://"),
+        ({"url": "postgresql://smsgw:hunter2@/smsgw"}, r"^store\.url: .*\*\*\*\*\*\*"),
+        (
+            {"url": "postgresql://smsgw@db.lan/smsgw", "path": "/var/lib/smsgw/l.sqlite3"},
+            r"^store\.url: .*not both",
+        ),
+        ({"directory": "/srv/smsgw"}, r"^store\.directory: only with store\.url"),
+        (
+            {"url": "postgresql://smsgw@db.lan/smsgw", "directory": "box"},
+            r"^store\.directory: expected an absolute",
+        ),
+    ],
+)
+def test_a_bad_store_url_is_refused_naming_the_key(store: dict[str, str], error: str) -> None:
+    with pytest.raises(ConfigError, match=error) as info:
+        from_dict({"store": store})
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_store_url_puts_the_ledger_on_postgresql_and_the_boxs_files_in_directory() -> None:
+    config = from_dict({"store": {"url": "postgresql://smsgw@db.lan:5433/smsgw", "directory": "/srv/smsgw"}})
+    assert config.store.ledger == "postgresql://smsgw@db.lan:5433/smsgw"
+    assert config.store.path == "/srv/smsgw/ledger.sqlite3"  # its directory: keys, locks, watchdog state
+    assert from_dict({}).store.ledger == "/var/lib/smsgw/ledger.sqlite3"
