@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "config":
         config = _load_config(args.path or args.config)
         print(
-            f"{config.source}: ok ({len(config.modems)} modem(s), ledger {config.store.path}, API {config.api.listen})"
+            f"{config.source}: ok ({len(config.modems)} modem(s), ledger {config.store.shown}, API {config.api.listen})"
         )
         return 0
     if args.verb == "keys":

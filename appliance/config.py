@@ -109,6 +109,12 @@ class StoreConfig:
         """What the ledger opens: the SQLite file or the PostgreSQL URL."""
         return self.url or self.path
 
+    @property
+    def shown(self) -> str:
+        """The ledger for log lines and messages: its file, or its URL without a password."""
+        password = urllib.parse.urlsplit(self.url).password if self.url else None
+        return self.url.replace(f":{password}@", ":******@") if password else self.ledger
+
 
 @dataclass(frozen=True)
 class RetentionConfig:

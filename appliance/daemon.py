@@ -16,7 +16,6 @@ import signal
 import socket
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -157,15 +156,6 @@ class Gateway:
             )
         return out
 
-    @property
-    def _ledger_name(self) -> str:
-        """The ledger for log lines: its file, or its URL without a password."""
-        store = self.config.store
-        if not store.url:
-            return store.path
-        parts = urllib.parse.urlsplit(store.url)
-        return store.url.replace(f":{parts.password}@", ":******@") if parts.password else store.url
-
     def ready(self) -> tuple[bool, str]:
         ready = [
             name
@@ -256,7 +246,7 @@ class Gateway:
         try:
             await self.store.open()
         except (StoreError, OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
-            raise SystemExit(f"cannot open the ledger {self._ledger_name}: {exc}") from exc
+            raise SystemExit(f"cannot open the ledger {self.config.store.shown}: {exc}") from exc
         try:
             await self._run_open()
         finally:
@@ -334,7 +324,7 @@ class Gateway:
                 "smsgw serving on %s://%s (ledger %s)",
                 "https" if self.config.api.tls_cert else "http",
                 self.config.api.listen,
-                self._ledger_name,
+                self.config.store.shown,
             )
             stop = tg.create_task(self._stop.wait())
             await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -330,3 +330,5 @@ def test_a_store_url_puts_the_ledger_on_postgresql_and_the_boxs_files_in_directo
     assert config.store.ledger == "postgresql://smsgw@db.lan:5433/smsgw"
     assert config.store.path == "/srv/smsgw/ledger.sqlite3"  # its directory: keys, locks, watchdog state
     assert from_dict({}).store.ledger == "/var/lib/smsgw/ledger.sqlite3"
+    secret = from_dict({"store": {"url": "postgresql://smsgw:hunter2@db.lan/smsgw"}}).store
+    assert secret.shown == "postgresql://smsgw:******@db.lan/smsgw"  # what log lines say
