@@ -133,7 +133,7 @@ class Connection:
             await db.raw.execute("SELECT pg_advisory_unlock(7413)")
             reader = await PgConnection.connect(self.path)
             self._rdb = cast(aiosqlite.Connection, reader)
-            await reader.raw.add_listener(QUEUE_CHANNEL, lambda *_a: self.queue_changed.set())
+            await reader.listen(QUEUE_CHANNEL, lambda *_a: self.queue_changed.set())
         except BaseException:
             self._db = None
             await db.close()

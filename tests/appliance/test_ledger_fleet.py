@@ -111,3 +111,22 @@ async def test_a_message_accepted_on_one_box_wakes_the_others(boxes: tuple[Store
     claimed = await second.claim_next("box-b")
     assert claimed is not None
     assert claimed.id == msg.id
+
+
+async def test_the_ledger_works_on_after_the_server_dropped_its_connections(
+    boxes: tuple[Store, Store], pg_server: PgServer
+) -> None:
+    """A server restart or failover ends every session: the next write and read connect again
+    (nothing half-written: a transaction cut off fails whole), and wake-ups still arrive."""
+    first, second = boxes
+    before, _ = await first.accept(message("before"), key_id=None, queue_max=100)
+    url = first.path
+    await pg_server.admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' "  # noqa: S608  (our own database name)
+        f"AND pid <> pg_backend_pid() AND datname = '{url.rsplit('/', 1)[1]}'"
+    )
+    second.queue_changed.clear()
+    after, created = await first.accept(message("after"), key_id=None, queue_max=100)
+    assert created
+    await asyncio.wait_for(second.queue_changed.wait(), 10)
+    assert [m.id for m in await second.list_messages(limit=10)] == [after.id, before.id]
