@@ -304,7 +304,9 @@ class Sending(Reports):
         changed = 0
         async with self._tx() as db:
             rows = await fetch_all(
-                db, "SELECT * FROM messages WHERE status = 'scheduled' AND not_before <= ?", (now,)
+                db,
+                f"SELECT * FROM messages WHERE status = 'scheduled' AND not_before <= ?{SKIP_LOCKED}",  # noqa: S608
+                (now,),
             )
             for row in rows:
                 msg = message_row(row)
@@ -314,7 +316,7 @@ class Sending(Reports):
                 changed += 1
             rows = await fetch_all(
                 db,
-                "SELECT * FROM messages WHERE status IN ('queued', 'scheduled') AND expires_at <= ?",
+                f"SELECT * FROM messages WHERE status IN ('queued', 'scheduled') AND expires_at <= ?{SKIP_LOCKED}",  # noqa: S608
                 (now,),
             )
             for row in rows:

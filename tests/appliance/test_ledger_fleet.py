@@ -4,6 +4,7 @@ boxes, an idempotency key is unique fleet-wide, and SQLite-only SQL is spelt for
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -130,3 +131,21 @@ async def test_the_ledger_works_on_after_the_server_dropped_its_connections(
     assert created
     await asyncio.wait_for(second.queue_changed.wait(), 10)
     assert [m.id for m in await second.list_messages(limit=10)] == [after.id, before.id]
+
+
+async def test_two_boxes_promoting_at_once_queue_each_scheduled_message_once(
+    boxes: tuple[Store, Store],
+) -> None:
+    first, second = boxes
+    now = time.time()
+    ids = []
+    for i in range(20):
+        new = NewMessage(to=TO, body=f"later {i}", encoding="gsm7", segments=1, send_at=now + 60)
+        ids.append((await first.accept(new, key_id=None, queue_max=100))[0].id)
+    counts = await asyncio.gather(first.promote_and_expire(now + 61), second.promote_and_expire(now + 61))
+    assert sum(counts) == 20
+    for msg_id in ids:
+        msg = await second.get(msg_id)
+        assert msg is not None
+        assert msg.status.value == "queued"
+        assert [e.kind for e in msg.events].count("due") == 1
