@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "config":
         config = _load_config(args.path or args.config)
         print(
-            f"{config.source}: ok ({len(config.modems)} modem(s), ledger {config.store.path}, API {config.api.listen})"
+            f"{config.source}: ok ({len(config.modems)} modem(s), ledger {config.store.shown}, API {config.api.listen})"
         )
         return 0
     if args.verb == "keys":
@@ -185,6 +185,7 @@ def _watchdog_settings(config: Any) -> Any:
     return Settings(
         **values,
         ledger_path=config.store.path,
+        ledger_url=config.store.url,
         box_name=config.gateway.name,
         default_region=config.gateway.default_region,
         primary_port=config.modem.port,
@@ -207,7 +208,7 @@ async def _templates(args: argparse.Namespace) -> int:
     if isinstance(draft, int):
         return draft
     config = _load_config(args.config)
-    ledger = Store(config.store.path, reserve_bytes=config.store.reserve_bytes)
+    ledger = Store(config.store.ledger, reserve_bytes=config.store.reserve_bytes)
     await ledger.open()
     try:
         return await _template_verb(ledger, args.templates_verb, args.name if "name" in args else "", draft)

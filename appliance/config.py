@@ -16,6 +16,7 @@ import socket
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,15 +93,29 @@ class ApiConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "/var/lib/smsgw/ledger.sqlite3"
-    # Instead of path: the fleet's shared PostgreSQL ledger, "postgresql://user@host/db". The password
-    # stays out of the URL: libpq's PGPASSFILE (the Ansible role passes one as a systemd credential).
+    # The ledger on a shared PostgreSQL server instead of the `path` file (a fleet of boxes):
+    # postgresql://user@host[:port]/database. Exactly one of `path` and `url`. Keep the password out
+    # of the URL: libpq's PGPASSFILE (the Ansible role passes one as a systemd credential).
     url: str = ""
+    # With `url`: where this box keeps its own files (signing keys, port lock, watchdog state).
+    directory: str = "/var/lib/smsgw"
     body_retention_days: int = 30
     idempotency_retention_hours: int = 48
     webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
     # Disk kept free (a preallocated file next to the ledger) so that a part the modem accepted
     # is still recorded when the disk fills up; given up in 1 MiB steps, restored when room returns.
     reserve_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def ledger(self) -> str:
+        """What the ledger opens: the SQLite file or the PostgreSQL URL."""
+        return self.url or self.path
+
+    @property
+    def shown(self) -> str:
+        """The ledger for log lines and messages: its file, or its URL without a password."""
+        password = urllib.parse.urlsplit(self.url).password if self.url else None
+        return self.url.replace(f":{password}@", ":******@") if password else self.ledger
 
 
 @dataclass(frozen=True)
@@ -360,11 +375,6 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
         raise ConfigError(f"unknown section [{key}]{_suggest(key, [*_SECTIONS, *_ARRAYS])}")
     if "modem" in raw and "modems" in raw:
         raise ConfigError("use either [modem] or [[modems]], not both")
-    store = raw.get("store")
-    if isinstance(store, dict) and "path" in store and "url" in store:
-        raise ConfigError(
-            "store.url: set store.path (SQLite on this box) or store.url (the fleet's PostgreSQL), not both"
-        )
     values: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         if name == "modem":
@@ -395,9 +405,42 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
         raise ConfigError(f"{where}: expected [[{where}]] tables")
     values["webhooks"] = tuple(_build(WebhookConfig, item, f"{where}[{i}]") for i, item in enumerate(hooks))
     values["inbound"] = _fold_keywords(values["inbound"])
+    values["store"] = _check_store_url(values["store"], raw.get("store", {}))
     config = Config(**values, source=source)
     _check(config)
     return config
+
+
+def _check_store_url(store: StoreConfig, section: dict[str, Any]) -> StoreConfig:
+    """`url` (PostgreSQL) or `path` (SQLite), not both; with a URL the box's own files (keys, locks)
+    live in `directory`, where `path`'s directory holds them otherwise."""
+    if "directory" in section and "url" not in section:
+        raise ConfigError("store.directory: only with store.url (the box's files live beside store.path)")
+    if not store.url:
+        return store
+    if "path" in section:
+        raise ConfigError(
+            "store.url: set store.path (SQLite on this box) or store.url (the fleet's PostgreSQL), not both"
+        )
+    # Never the URL itself in an error: it may hold a password.
+    expected = (
+        "store.url: expected postgresql://user@host[:port]/database such as postgresql://smsgw@db.lan/smsgw"
+    )
+    parts = urllib.parse.urlsplit(store.url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{expected}, got a {parts.scheme[:20]!r} one" if parts.scheme else expected)
+    try:
+        _ = parts.port  # raises on a port that is no number up to 65535
+    except ValueError:
+        raise ConfigError(f"{expected}: its port is not a number from 1 to 65535") from None
+    database = parts.path.lstrip("/")
+    if not parts.hostname:
+        raise ConfigError(f"{expected}: it names no host")
+    if not database or "/" in database:
+        raise ConfigError(f"{expected}: it names no database (one path segment)")
+    if not store.directory.startswith("/"):
+        raise ConfigError(f"store.directory: expected an absolute path, got {store.directory!r}")
+    return dataclasses.replace(store, path=str(Path(store.directory) / "ledger.sqlite3"))
 
 
 def _fold_keywords(inbound: InboundConfig) -> InboundConfig:
@@ -562,13 +605,7 @@ def _check(config: Config) -> None:
 
 
 def _check_fleet(config: Config) -> None:
-    """[store] url names a PostgreSQL server; [fleet] box is a short name, lease_s a sane interval."""
-    url = config.store.url
-    if url and not url.startswith(("postgresql://", "postgres://")):
-        scheme = url.partition(":")[0][:20]  # not the URL: it may hold a password
-        raise ConfigError(
-            f"store.url: expected a postgresql:// URL such as postgresql://smsgw@db.lan/smsgw, got a {scheme!r} one"
-        )
+    """[fleet] box is a short name, lease_s a sane interval ([store] url is checked by _check_store_url)."""
     box = config.fleet.box
     if not _BOX_NAME.fullmatch(box):
         raise ConfigError(f"fleet.box: must be 1 to 63 letters, digits, '.', '_' or '-', got {box!r}")

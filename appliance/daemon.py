@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvicorn
 
 from appliance.api import create_app
@@ -77,7 +78,7 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.store = Store(
-            config.store.path,
+            config.store.ledger,
             webhooks=[WebhookTarget(w.url, w.secret, w.events) for w in config.webhooks],
             reserve_bytes=config.store.reserve_bytes,
         )
@@ -244,8 +245,8 @@ class Gateway:
                 loop.add_signal_handler(sig, self._stop.set)
         try:
             await self.store.open()
-        except (StoreError, OSError, sqlite3.Error) as exc:
-            raise SystemExit(f"cannot open the ledger {self.config.store.path}: {exc}") from exc
+        except (StoreError, OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
+            raise SystemExit(f"cannot open the ledger {self.config.store.shown}: {exc}") from exc
         try:
             await self._run_open()
         finally:
@@ -312,6 +313,7 @@ class Gateway:
                 tg.create_task(_forever("escalation", self._escalate), name="escalation"),
                 tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
+                tg.create_task(_forever("fleet wake-ups", self._fleet_wakeups), name="fleet wake-ups"),
             ]
             if self.modem_list and self.config.ussd.check_every_s > 0:
                 tasks.append(tg.create_task(_forever("balance", self._check_balance), name="balance"))
@@ -322,7 +324,7 @@ class Gateway:
                 "smsgw serving on %s://%s (ledger %s)",
                 "https" if self.config.api.tls_cert else "http",
                 self.config.api.listen,
-                self.config.store.path,
+                self.config.store.shown,
             )
             stop = tg.create_task(self._stop.wait())
             await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -540,6 +542,14 @@ class Gateway:
                 sig.dbm if sig else None,
                 modem.info.operator,
             )
+
+    async def _fleet_wakeups(self) -> None:
+        """A shared PostgreSQL ledger: another box's accept wakes this box's dispatcher at once
+        (NOTIFY), as this box's own accepts do; on SQLite the event is never set."""
+        while True:
+            await self.store.queue_changed.wait()
+            self.store.queue_changed.clear()
+            self.dispatcher.wake()
 
     async def _heartbeat(self) -> None:
         last_parts = -1

@@ -67,7 +67,7 @@ def version() -> str:
 
 def disk_usage(store: Store) -> tuple[int, int]:
     """(free_bytes, total_bytes) of the filesystem holding the ledger."""
-    where = Path(store.path).parent if store.path != ":memory:" else Path()
+    where = Path(store.path).parent if store.path != ":memory:" and not store.postgres else Path()
     usage = shutil.disk_usage(where)
     return usage.free, usage.total
 
@@ -78,7 +78,7 @@ def ledger_problem(store: Store, *, min_free_bytes: int = MIN_FREE_BYTES) -> str
         return "The ledger is not open."
     if store.storage_problem is not None:
         return store.storage_problem
-    if store.path != ":memory:":
+    if store.path != ":memory:" and not store.postgres:  # a PostgreSQL server minds its own disk
         path = Path(store.path)
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
             return f"The ledger {path} is not writable by this process."

@@ -133,7 +133,12 @@ class Web:
                 parse_password_hash(web.admin_password_hash)
             except BadPasswordHash as exc:
                 raise ConfigError(f"web.admin_password_hash: {exc}") from None
-        directory = None if store.path == ":memory:" else Path(store.path).parent
+        # Beside the ledger file; a PostgreSQL ledger: in the box's own directory ([store] directory).
+        directory = (
+            None
+            if store.path == ":memory:"
+            else Path(config.store.path if store.postgres else store.path).parent
+        )
         self.signer = Signer(load_secret(web.session_secret, directory))
         self.sessions = Sessions(store, self.signer)
         self.throttle = LoginThrottle()

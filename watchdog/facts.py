@@ -7,6 +7,7 @@ the daemon reads the same views, so a fact such as "oldest queued" has one defin
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import shutil
@@ -14,7 +15,9 @@ import sqlite3
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 
 from modem import Modem
@@ -44,7 +47,13 @@ class Ledger:
 
 
 def read_ledger(path: str, now: float) -> Ledger | None:
-    """The ledger's facts, opened read-only (mode=ro); None when it cannot be read."""
+    """The ledger's facts, opened read-only (mode=ro); None when it cannot be read.
+
+    `path` may be a postgresql:// URL (the fleet's shared ledger): the same views, read over asyncpg."""
+    if path.startswith(("postgresql://", "postgres://")):
+        # Called from a worker thread (or a test's loop): asyncpg runs in a loop of its own thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, _read_postgres(path, now)).result()
     if not Path(path).exists():
         return None
     try:
@@ -69,6 +78,43 @@ def read_ledger(path: str, now: float) -> Ledger | None:
         return None
     finally:
         db.close()
+    return _ledger(hb, (oldest, last_sent), modem, counts, balance)
+
+
+async def _read_postgres(url: str, now: float) -> Ledger | None:
+    try:
+        db = await asyncpg.connect(url, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _LOGGER.warning("cannot connect to the ledger's server: %s", exc)
+        return None
+    try:
+        async with db.transaction(readonly=True, isolation="repeatable_read"):  # one snapshot
+            hb = await db.fetchrow("SELECT at, detail FROM heartbeat_facts WHERE name = 'serve'")
+            queue = await db.fetchrow("SELECT oldest_queued_at, last_sent_at FROM queue_facts")
+            modem = await db.fetchrow(
+                "SELECT sample_at, sample_state, sample_registered, first_bad_at FROM modem_facts"
+            )
+            rows = await db.fetch(
+                "SELECT status, COUNT(*) FROM outcome_facts WHERE final_at > $1 GROUP BY status", now - 3600
+            )
+            low = await db.fetchrow("SELECT value, at FROM balance_facts ORDER BY value LIMIT 1")
+    except (OSError, asyncpg.PostgresError) as exc:
+        _LOGGER.warning("reading the ledger failed: %s", exc)
+        return None
+    finally:
+        await db.close()
+    balance = None if low is None or low[0] is None else (float(low[0]), float(low[1]))
+    return _ledger(hb, tuple(queue), tuple(modem), {r[0]: r[1] for r in rows}, balance)
+
+
+def _ledger(
+    hb: Any,
+    queue: tuple[Any, ...],
+    modem: tuple[Any, ...],
+    counts: dict[str, int],
+    balance: tuple[float, float] | None,
+) -> Ledger:
+    oldest, last_sent = queue
     sample_at, state, registered, first_bad = modem
     return Ledger(
         heartbeat_at=hb[0] if hb else None,
@@ -187,7 +233,7 @@ class FactsReader:
             self.unit_down_since = None
         elif self.unit_down_since is None:
             self.unit_down_since = now
-        ledger = await asyncio.to_thread(read_ledger, s.ledger_path, now)
+        ledger = await asyncio.to_thread(read_ledger, s.ledger_url or s.ledger_path, now)
         self.last_ledger = ledger
         free = total = None
         with contextlib.suppress(OSError):

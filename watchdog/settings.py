@@ -15,7 +15,8 @@ class Settings(Thresholds):
 
     Its alert thresholds are the `Thresholds` fields, the very type `[watchdog]` extends."""
 
-    ledger_path: str = "/var/lib/smsgw/ledger.sqlite3"
+    ledger_path: str = "/var/lib/smsgw/ledger.sqlite3"  # its directory holds the box's own files
+    ledger_url: str = ""  # a shared PostgreSQL ledger ([store] url): the facts are read there
     box_name: str = "smsgw"
     primary_port: str = "/dev/gsmmodem"  # the daemon's port; taken over only when `port` is empty
     port: str = ""  # its own AT port (aux); empty: take the primary over once the daemon is gone

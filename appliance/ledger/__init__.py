@@ -6,7 +6,9 @@ change appends an `events` row and, in the same transaction, a webhook outbox ro
 the ledger is the record, the modem only a transport.
 
 Modules: `connection` (connections, transactions, the disk reserve), `migrations` (the schema),
-`models` (records and row mappers), `payloads` (their JSON), `errors`, `dialect` (SQLite helpers),
+`models` (records and row mappers), `payloads` (their JSON), `errors`, `dialect` (fetch helpers and
+what differs between SQLite and PostgreSQL), `postgres` and `translate` (the ledger on a PostgreSQL
+server: `[store] url`),
 then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `threads` (which
 message a text answers, replies, conversations), `keys` (keys, audit,

@@ -424,9 +424,16 @@ async def _retarget_pending_webhooks(db: aiosqlite.Connection) -> None:
     )
 
 
-async def apply(db: aiosqlite.Connection, target: int) -> None:
+# Rewrites of rows stored before a migration, in SQLite-only SQL (GLOB, json_set): skipped on
+# PostgreSQL, whose ledgers start empty at schema 15 (no such rows can exist there).
+_SQLITE_ROW_REWRITES = {3}
+
+
+async def apply(db: aiosqlite.Connection, target: int, *, postgres: bool = False) -> None:
     """Run migration `target` (1-based) inside the caller's transaction, and record it."""
     for statement in split_sql(MIGRATIONS[target - 1]):
+        if postgres and target in _SQLITE_ROW_REWRITES and statement.upper().startswith("UPDATE"):
+            continue
         await db.execute(statement)
     if target == _WEBHOOK_TARGETS_ADDED:
         await _retarget_pending_webhooks(db)

@@ -7,7 +7,7 @@ import time
 import aiosqlite
 
 from appliance.ledger.connection import vital
-from appliance.ledger.dialect import fetch_all
+from appliance.ledger.dialect import SKIP_LOCKED, fetch_all
 from appliance.ledger.models import ReportOutcome
 from appliance.ledger.timeline import Timeline
 from appliance.states import PartState, State
@@ -107,7 +107,7 @@ class Reports(Timeline):
         async with self._tx() as db:
             rows = await fetch_all(
                 db,
-                "SELECT id FROM messages WHERE status = 'sent' AND report_expired = 0 AND sent_at <= ?",
+                f"SELECT id FROM messages WHERE status = 'sent' AND report_expired = 0 AND sent_at <= ?{SKIP_LOCKED}",  # noqa: S608
                 (now - timeout_s,),
             )
             for row in rows:
@@ -127,7 +127,7 @@ class Reports(Timeline):
             if rows:
                 await db.execute(
                     "INSERT INTO counters (name, value) VALUES ('reports_lost', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
                     (len(rows),),
                 )
             await db.execute("DELETE FROM unmatched_reports WHERE received_at < ?", (now - 7 * 86400,))

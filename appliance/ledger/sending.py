@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import aiosqlite
 
 from appliance.ledger.connection import vital
-from appliance.ledger.dialect import fetch_all, fetch_one
+from appliance.ledger.dialect import SKIP_LOCKED, fetch_all, fetch_one
 from appliance.ledger.errors import Conflict, NotFound
 from appliance.ledger.keys import insert_audit
 from appliance.ledger.models import Actor, Message, message_row
@@ -44,8 +44,8 @@ class Sending(Reports):
         async with self._tx() as db:
             rows = await fetch_all(
                 db,
-                "SELECT * FROM messages WHERE status = 'queued' AND not_before <= ? "
-                "ORDER BY priority, not_before, seq LIMIT 64",
+                "SELECT * FROM messages WHERE status = 'queued' AND not_before <= ? "  # noqa: S608  (fixed clause)
+                f"ORDER BY priority, not_before, seq LIMIT 64{SKIP_LOCKED}",
                 (now,),
             )
             for row in rows:
@@ -259,7 +259,7 @@ class Sending(Reports):
         move: bool = True,
     ) -> None:
         await db.execute(
-            "UPDATE messages SET not_before = CASE WHEN ? THEN max(not_before, ?) ELSE not_before END, "
+            "UPDATE messages SET not_before = CASE WHEN ? = 1 THEN max(not_before, ?) ELSE not_before END, "
             "delay_reason = ?, held_until = ?, updated_at = ? WHERE id = ?",
             (int(move), until, reason, until, now, row["id"]),
         )
@@ -294,7 +294,7 @@ class Sending(Reports):
                 await db.execute("UPDATE messages SET ambiguous = ambiguous + 1 WHERE id = ?", (msg_id,))
                 await db.execute(
                     "INSERT INTO counters (name, value) VALUES ('ambiguous_parts', 1) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                    "ON CONFLICT(name) DO UPDATE SET value = counters.value + 1"
                 )
             await self._event(db, msg_id, kind, None, None, detail, now)
 
@@ -304,7 +304,9 @@ class Sending(Reports):
         changed = 0
         async with self._tx() as db:
             rows = await fetch_all(
-                db, "SELECT * FROM messages WHERE status = 'scheduled' AND not_before <= ?", (now,)
+                db,
+                f"SELECT * FROM messages WHERE status = 'scheduled' AND not_before <= ?{SKIP_LOCKED}",  # noqa: S608
+                (now,),
             )
             for row in rows:
                 msg = message_row(row)
@@ -314,7 +316,7 @@ class Sending(Reports):
                 changed += 1
             rows = await fetch_all(
                 db,
-                "SELECT * FROM messages WHERE status IN ('queued', 'scheduled') AND expires_at <= ?",
+                f"SELECT * FROM messages WHERE status IN ('queued', 'scheduled') AND expires_at <= ?{SKIP_LOCKED}",  # noqa: S608
                 (now,),
             )
             for row in rows:
@@ -363,7 +365,7 @@ class Sending(Reports):
                 )
                 await db.execute(
                     "INSERT INTO counters (name, value) VALUES ('ambiguous_parts', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
                     (len(unknown),),
                 )
                 what = f"part(s) {', '.join(map(str, unknown))}" if unknown else "no part"

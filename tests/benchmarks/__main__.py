@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login store)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tests.benchmarks import (
     bench_modems,
     bench_page,
     bench_recovery,
+    bench_store,
     bench_watchdog,
 )
 
@@ -27,6 +28,7 @@ BENCHES = {
     "watchdog": bench_watchdog.run,
     "flood": bench_flood.run,
     "recovery": bench_recovery.run,
+    "store": bench_store.run,
 }
 
 
