@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 import types
 import typing
@@ -226,6 +227,27 @@ class EscalationConfig:
 
 MAX_ESCALATION_AFTER_S = 7 * 86400
 
+# [fleet]: a box's name is a ledger key and shows on pages and in SMS: short, no spaces or markup.
+_BOX_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")
+# Documented minimum 1 s (tests run fast with it); a real fleet wants several heartbeats per lease.
+MIN_LEASE_S = 1
+MAX_LEASE_S = 3600
+
+
+def default_box_name() -> str:
+    """This host's name, cut to what a box name may hold ("box" when nothing is left)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].strip("-")
+    return name or "box"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """[fleet]: this box among several sharing one ledger (appliance/ledger/fleet.py)."""
+
+    box: str = field(default_factory=default_box_name)  # this box's name in the ledger
+    # Another box takes over this box's in-flight messages once its lease is this long overdue.
+    lease_s: int = 30
+
 
 # A USSD session occupies the radio for seconds and some operators answer balance enquiries by SMS
 # (which costs): once a minute is the most a check may run.
@@ -279,6 +301,7 @@ class Config:
     ussd: UssdConfig = field(default_factory=UssdConfig)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     source: str = "<defaults>"
 
     @property
@@ -301,6 +324,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "ussd": UssdConfig,
     "smtp": SmtpSettings,
     "escalation": EscalationConfig,
+    "fleet": FleetConfig,
 }
 # TOML keys that are Python keywords, and the dataclass field that holds them.
 _FIELD_OF = {"from": "from_"}
@@ -495,6 +519,7 @@ def _check(config: Config) -> None:
             f"got {config.inbound.reply_window_s:g}"
         )
     _check_message_escalation(config.escalation)
+    _check_fleet(config.fleet)
     if not 1 <= config.alertmanager.max_segments <= 10:
         raise ConfigError("alertmanager.max_segments: must be 1 to 10")
     if config.alertmanager.dedupe_window_s < 0:
@@ -527,6 +552,15 @@ def _check(config: Config) -> None:
     for i, hook in enumerate(config.webhooks):
         if not re.match(r"^https?://", hook.url):
             raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")
+
+
+def _check_fleet(fleet: FleetConfig) -> None:
+    if not _BOX_NAME.fullmatch(fleet.box):
+        raise ConfigError(f"fleet.box: 1 to 63 letters, digits, '.', '_' or '-', got {fleet.box!r}")
+    if not MIN_LEASE_S <= fleet.lease_s <= MAX_LEASE_S:
+        raise ConfigError(
+            f"fleet.lease_s: must be {MIN_LEASE_S} to {MAX_LEASE_S} seconds, got {fleet.lease_s}"
+        )
 
 
 def _check_escalation(config: Config) -> None:

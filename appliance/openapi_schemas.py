@@ -225,6 +225,11 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "description": "the message whose escalation sent this",
             },
+            "modem": {"type": ["string", "null"], "description": "the modem it was (last) handed to"},
+            "box": {
+                "type": ["string", "null"],
+                "description": "the box ([fleet] box) that last claimed it, of several sharing the ledger",
+            },
         },
     },
     "MessageList": {

@@ -8,7 +8,7 @@ What a second backend must provide besides these methods:
   may group concurrent accepts into one commit (it must not lose or reorder them);
 - the schema of migrations.py in its own dialect, with the same views (`queue_facts`,
   `heartbeat_facts`, `modem_facts`, `outcome_facts`, `inbound_facts`,
-  `balance_facts`): the watchdog reads them;
+  `balance_facts`, `peer_facts`): the watchdog reads them (and claims `peer_incidents`);
 - the SQLite-only spellings replaced where they stand: `INSERT OR IGNORE` / `INSERT OR REPLACE`
   (inbound.py, telemetry.py: ON CONFLICT DO NOTHING / DO UPDATE), `max(a, b)` and `min(a, b)` as
   scalar functions (GREATEST/LEAST), `json_group_array` / `printf('%!.17g')` (dialect.py:
@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 from appliance.ledger.balance import LatestBalance
 from appliance.ledger.errors import StoreError
 from appliance.ledger.escalations import EscalationMail
+from appliance.ledger.fleet import Box, Takeover
 from appliance.ledger.models import (
     REPLY_WINDOW_S,
     Actor,
@@ -52,6 +53,7 @@ class LedgerBackend(Protocol):
     """Everything outside appliance/ledger/ may call on the ledger."""
 
     path: str
+    box: str | None  # this box's name in a fleet ([fleet] box); None: a single box
     storage_problem: str | None  # why only vital writes are taken now (a sentence), or None
     writable: asyncio.Event  # set while every write is taken
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks
@@ -187,6 +189,23 @@ class LedgerBackend(Protocol):
         self, msg_id: str, action: str, *, owner: int | None = None, actor: Actor | None = None
     ) -> Message:
         """An operator's decision on a held message: 'resend' or 'cancel' (marks it failed)."""
+        ...
+
+    # --- fleet (fleet.py): leases and the takeover of a stopped box, exactly once
+    async def register_box(self, lease_s: float, *, now: float | None = None) -> None:
+        """At start: a fresh lease for this box; a takeover of its earlier life is forgotten."""
+        ...
+
+    async def renew_lease(self, lease_s: float, *, now: float | None = None) -> str | None:
+        """Extend this box's lease; None when renewed, else the box that took it over."""
+        ...
+
+    async def take_over_expired(self, policy: str, *, now: float | None = None) -> list[Takeover]:
+        """Take over boxes whose lease ran out (one winner each) and resolve their in-flight messages."""
+        ...
+
+    async def boxes(self) -> list[Box]:
+        """Every box the ledger knows, by name."""
         ...
 
     # --- reports

@@ -60,8 +60,12 @@ class Connection:
         *,
         webhooks: Sequence[WebhookTarget] = (),
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        box: str | None = None,
     ) -> None:
         self.path = str(path)
+        # This box's name in a fleet sharing the ledger ([fleet] box): recorded on claims and
+        # sends; None (a single box, tests) records nothing and recovers every in-flight message.
+        self.box = box
         self._reserve = (
             None if self.path == ":memory:" else Reserve(Path(self.path + ".reserve"), reserve_bytes)
         )
