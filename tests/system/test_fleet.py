@@ -116,8 +116,8 @@ async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactl
             msg_id = r.json()["id"]
 
             async def sending_on_a() -> bool:
-                doc = (await ca.get(f"/api/v1/messages/{msg_id}")).json()
-                return doc["status"] == "sending" and doc["box"] == "a"
+                doc: dict[str, Any] = (await ca.get(f"/api/v1/messages/{msg_id}")).json()
+                return bool(doc["status"] == "sending" and doc["box"] == "a")
 
             await eventually(sending_on_a, 15)
         killed_at = time.time()
