@@ -175,6 +175,9 @@ class WatchdogConfig(Thresholds):
     # number every escalate_after_s until an ACK, then e-mail. 0 = all numbers at once (as before).
     escalate_after_s: float = 0.0
     escalate_email: tuple[str, ...] = ()  # "mailto:oncall@example.com" targets, through [smtp]
+    # A box of the fleet ([fleet]) whose heartbeat is older than this gets one text (from one
+    # watchdog of the fleet); 0 = three times [fleet] lease_s.
+    peer_silent_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -520,6 +523,11 @@ def _check(config: Config) -> None:
         )
     _check_message_escalation(config.escalation)
     _check_fleet(config.fleet)
+    if not 0 <= config.watchdog.peer_silent_s <= 86400:
+        raise ConfigError(
+            "watchdog.peer_silent_s: must be 0 (three times fleet.lease_s) to 86400 seconds, "
+            f"got {config.watchdog.peer_silent_s:g}"
+        )
     if not 1 <= config.alertmanager.max_segments <= 10:
         raise ConfigError("alertmanager.max_segments: must be 1 to 10")
     if config.alertmanager.dedupe_window_s < 0:
