@@ -43,8 +43,11 @@ class Ledger:
     balance_at: float | None = None
 
 
-def read_ledger(path: str, now: float) -> Ledger | None:
-    """The ledger's facts, opened read-only (mode=ro); None when it cannot be read."""
+def read_ledger(path: str, now: float, box: str = "") -> Ledger | None:
+    """The ledger's facts, opened read-only (mode=ro); None when it cannot be read.
+
+    `box` ([fleet] box): in a ledger shared by a fleet every daemon writes the `serve` heartbeat,
+    so this box's own daemon is judged by its own row in `peer_facts` (renewed with the heartbeat)."""
     if not Path(path).exists():
         return None
     try:
@@ -64,6 +67,9 @@ def read_ledger(path: str, now: float) -> Ledger | None:
             ).fetchall()
         )
         balance = _lowest_balance(db)
+        own = _own_heartbeat(db, box) if box else None
+        if own is not None:
+            hb = (own, hb[1] if hb else "")
     except sqlite3.Error as exc:
         _LOGGER.warning("reading the ledger failed: %s", exc)
         return None
@@ -87,6 +93,17 @@ def read_ledger(path: str, now: float) -> Ledger | None:
         balance=balance[0] if balance else None,
         balance_at=balance[1] if balance else None,
     )
+
+
+def _own_heartbeat(db: sqlite3.Connection, box: str) -> float | None:
+    """When this box's daemon last renewed its lease; None before fleets (or before its first start)."""
+    try:
+        row = db.execute("SELECT heartbeat_at FROM peer_facts WHERE name = ?", (box,)).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if row is None else float(row[0])
 
 
 def _lowest_balance(db: sqlite3.Connection) -> tuple[float, float] | None:
@@ -187,7 +204,7 @@ class FactsReader:
             self.unit_down_since = None
         elif self.unit_down_since is None:
             self.unit_down_since = now
-        ledger = await asyncio.to_thread(read_ledger, s.ledger_path, now)
+        ledger = await asyncio.to_thread(read_ledger, s.ledger_path, now, s.box)
         self.last_ledger = ledger
         free = total = None
         with contextlib.suppress(OSError):

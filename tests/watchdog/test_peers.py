@@ -17,6 +17,7 @@ from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
 from tests.support.watchdog_box import FAST_WATCHDOG, ONCALL, Box
+from watchdog.facts import read_ledger
 from watchdog.peers import PeerWatch
 
 LEASE_S = 1
@@ -49,6 +50,30 @@ async def test_two_watchdogs_claim_a_silent_peer_once_and_its_claimant_resolves_
         assert sum(len(v) for v in back.values()) == 1
     finally:
         await peer.close()
+
+
+async def test_a_watchdog_judges_its_own_daemon_by_its_box_not_by_the_fleets_shared_heartbeat(
+    tmp_path: Path,
+) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    mine, other = Store(ledger, box="a"), Store(ledger, box="b")
+    for store in (mine, other):
+        await store.open()
+    try:
+        t0 = time.time()
+        await mine.register_box(LEASE_S, now=t0 - 100)  # a's daemon stopped 100 s ago
+        await other.register_box(LEASE_S)
+        await other.heartbeat("serve", progress=True)  # b's daemon writes the shared row
+    finally:
+        for store in (mine, other):
+            await store.close()
+    facts = read_ledger(str(ledger), t0, "a")
+    assert facts is not None
+    assert facts.heartbeat_at == t0 - 100
+    shared = read_ledger(str(ledger), t0)  # a box outside any fleet reads the `serve` row, as before
+    assert shared is not None
+    assert shared.heartbeat_at is not None
+    assert shared.heartbeat_at >= t0
 
 
 def test_a_ledger_without_the_fleet_schema_has_no_peers(tmp_path: Path) -> None:
