@@ -77,8 +77,13 @@ class Fleet(Sending):
             if cur.rowcount == 1:
                 return None
             row = await fetch_one(db, "SELECT taken_over_by FROM boxes WHERE name = ?", (self.box,))
-        # No row at all: the boxes table was emptied under us; "nobody" rather than a name.
-        return "nobody" if row is None or row["taken_over_by"] is None else str(row["taken_over_by"])
+            if row is None:  # never registered (the start met a full disk): hold the lease from now
+                await db.execute(
+                    "INSERT INTO boxes (name, started_at, heartbeat_at, lease_until) VALUES (?, ?, ?, ?)",
+                    (self.box, now, now, now + lease_s),
+                )
+                return None
+        return str(row["taken_over_by"])
 
     async def take_over_expired(self, policy: str, *, now: float | None = None) -> list[Takeover]:
         """Take over every other box whose lease ran out and that nobody took over yet, resolving

@@ -170,3 +170,11 @@ def test_fleet_config_defaults_and_errors_name_the_key() -> None:
     for lease in (0, 3601):
         with pytest.raises(ConfigError, match=r"^fleet\.lease_s: "):
             from_dict({"fleet": {"lease_s": lease}})
+
+
+async def test_a_box_that_never_registered_holds_a_lease_from_its_first_renewal(open_box: OpenBox) -> None:
+    a = await open_box("a")
+    assert await a.renew_lease(LEASE_S) is None
+    (box,) = await a.boxes()
+    assert box.name == "a"
+    assert box.lease_until > time.time()

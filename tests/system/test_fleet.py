@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -145,3 +146,45 @@ async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactl
         f"\nbox a killed mid-send; its message delivered through box b {resent_after:.1f} s later "
         f"(lease {LEASE_S} s)"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_paused_box_taken_over_says_so_once_then_registers_again_and_sends(tmp_path: Path) -> None:
+    key = await api_key(tmp_path)
+    ledger = Store(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    try:
+        async with fleet_box(tmp_path, "a") as a, fleet_box(tmp_path, "b"):
+            a.proc.signal(signal.SIGSTOP)  # a frozen VM, say: its lease runs out
+            try:
+
+                async def taken_over() -> bool:
+                    return any(x.name == "a" and x.taken_over_by == "b" for x in await ledger.boxes())
+
+                await eventually(taken_over, 20, interval_s=0.1)
+            finally:
+                a.proc.signal(signal.SIGCONT)
+
+            def registered_again() -> bool:
+                return "box a registered again after box b took it over" in a.proc.log.read_text()
+
+            await eventually(registered_again, 20, interval_s=0.1)
+            assert a.proc.log.read_text().count("box a was taken over by box b") == 1
+            async with client(a, key) as ca:
+                r = await ca.post(
+                    "/api/v1/messages", json={"to": "+4915112345678", "body": "after the pause"}
+                )
+                assert r.status_code == 202, r.text
+                msg_id = r.json()["id"]
+
+                async def delivered() -> dict[str, Any] | None:
+                    doc: dict[str, Any] = (await ca.get(f"/api/v1/messages/{msg_id}")).json()
+                    return doc if doc["status"] == "delivered" else None
+
+                doc = await eventually(delivered, 20, interval_s=0.1)
+            assert doc["box"] == "a"  # a claims again (its own POST woke its own dispatcher)
+            (box_a,) = [x for x in await ledger.boxes() if x.name == "a"]
+            assert box_a.taken_over_by is None
+    finally:
+        await ledger.close()
