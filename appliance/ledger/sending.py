@@ -86,7 +86,7 @@ class Sending(Reports):
                     "attempt",
                     msg.status,
                     State.SENDING,
-                    f"attempt {msg.attempts + 1} on {modem}" + (f" of box {self.box}" if self.box else ""),
+                    f"attempt {msg.attempts + 1} on {modem}",
                     now,
                 )
                 claimed = await self._get(db, msg.id)
