@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch page watchdog flood recovery login)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch page watchdog flood recovery login fleet)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from tests.benchmarks import (
     bench_batch,
     bench_engine,
+    bench_fleet,
     bench_flood,
     bench_gateway,
     bench_login,
@@ -25,6 +26,7 @@ BENCHES = {
     "watchdog": bench_watchdog.run,
     "flood": bench_flood.run,
     "recovery": bench_recovery.run,
+    "fleet": bench_fleet.run,
 }
 
 
