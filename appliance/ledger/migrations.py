@@ -406,7 +406,8 @@ MIGRATIONS: list[str] = [
     # 16 (issue 14, fleet): several boxes share one ledger (ledger/fleet.py). Each box holds a
     # lease it renews with its heartbeat; a box whose lease ran out is taken over by exactly one
     # other (the conditional UPDATE on `taken_over_by`), which resolves its in-flight messages.
-    # `box` on messages and parts: the box that claimed / handed the part to its modem.
+    # `box` on messages and parts: the box that claimed / handed the part to its modem; on
+    # unmatched_reports the box whose modem got the report (MRs of two boxes' modems collide).
     # `peer_incidents`: a watchdog claims a silent peer (one row per peer and silence episode,
     # keyed by the peer's last heartbeat) before texting, so one watchdog texts, not each.
     # `peer_facts` gives times, not ages: the reader subtracts from its own clock (an age needs
@@ -422,6 +423,7 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE messages ADD COLUMN box TEXT;
     ALTER TABLE parts ADD COLUMN box TEXT;
+    ALTER TABLE unmatched_reports ADD COLUMN box TEXT;
     CREATE INDEX messages_sending_box ON messages(box) WHERE status = 'sending';
     CREATE TABLE peer_incidents (
         peer TEXT NOT NULL,

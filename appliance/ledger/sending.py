@@ -168,8 +168,10 @@ class Sending(Reports):
             # A report may have arrived before we recorded +CMGS (EC25: ~1 s after): match it now.
             pending = await fetch_all(
                 db,
-                "SELECT * FROM unmatched_reports WHERE mr = ? AND received_at >= ? ORDER BY id",
-                (mr, now - 600),
+                "SELECT * FROM unmatched_reports WHERE mr = ? AND received_at >= ?"  # noqa: S608  (fixed text)
+                + ("" if self.box is None else " AND (box = ? OR box IS NULL)")
+                + " ORDER BY id",
+                (mr, now - 600) if self.box is None else (mr, now - 600, self.box),
             )
             for rep in pending:
                 outcome = await self._apply_report(

@@ -178,3 +178,35 @@ async def test_a_box_that_never_registered_holds_a_lease_from_its_first_renewal(
     (box,) = await a.boxes()
     assert box.name == "a"
     assert box.lease_until > time.time()
+
+
+async def test_a_report_matches_a_part_this_boxs_modem_sent_not_a_peers_with_the_same_mr(
+    open_box: OpenBox,
+) -> None:
+    a, b = await open_box("a"), await open_box("b")
+    mine = await in_flight(a, "+4915111111111")
+    theirs = await in_flight(b, "+4915111111111")  # same recipient; each modem counts its own MRs
+    await a.part_submitted(mine.id, 1, 7, "modem")
+    await b.part_submitted(theirs.id, 1, 7, "modem")  # later: a box-blind match would take this one
+
+    outcome = await a.apply_report(7, "+4915111111111", 0x00)
+
+    assert outcome.message_id == mine.id
+    delivered, still_sent = await a.get(mine.id), await a.get(theirs.id)
+    assert delivered is not None
+    assert delivered.status is State.DELIVERED
+    assert still_sent is not None
+    assert still_sent.status is State.SENT
+
+
+async def test_an_early_report_waits_for_the_part_of_the_box_that_received_it(open_box: OpenBox) -> None:
+    a, b = await open_box("a"), await open_box("b")
+    mine = await in_flight(a, "+4915111111111")
+    theirs = await in_flight(b, "+4915111111111")
+    assert not (await a.apply_report(9, "+4915111111111", 0x00)).matched  # before a recorded +CMGS
+
+    after_b = await b.part_submitted(theirs.id, 1, 9, "modem")
+    after_a = await a.part_submitted(mine.id, 1, 9, "modem")
+
+    assert after_b.status is State.SENT  # a's report is not b's
+    assert after_a.status is State.DELIVERED
