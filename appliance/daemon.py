@@ -553,11 +553,16 @@ class Gateway:
                 await self.store.heartbeat(
                     "serve", progress=parts != last_parts, detail=await self._status_line()
                 )
-                await self._lease()
             except StorageFull:
                 pass  # said once by the store; the watchdog sees the full disk itself
             except StoreError as exc:
                 _LOGGER.error("heartbeat: %s", exc)  # noqa: TRY400  (the message says it all)
+            try:  # apart: a failed heartbeat row must not also let the lease run out
+                await self._lease()
+            except StorageFull:
+                pass
+            except StoreError as exc:
+                _LOGGER.error("fleet lease: %s", exc)  # noqa: TRY400  (the message says it all)
             last_parts = parts
             now = time.monotonic()
             stalled = [
