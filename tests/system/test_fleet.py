@@ -142,6 +142,10 @@ async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactl
     assert b.texts().count("in flight") == 1  # resent once, through b's modem
     assert a.texts() == []  # a's modem never answered the submit
     assert status["queue"]["ambiguous_total"] == 1
+    fleet = {x["name"]: x for x in status["fleet"]["boxes"]}
+    assert status["fleet"]["box"] == "b"
+    assert (fleet["a"]["lease"], fleet["a"]["taken_over_by"]) == ("taken_over", "b")
+    assert (fleet["b"]["lease"], fleet["b"]["taken_over_by"]) == ("held", None)
     print(
         f"\nbox a killed mid-send; its message delivered through box b {resent_after:.1f} s later "
         f"(lease {LEASE_S} s)"
