@@ -180,7 +180,11 @@ def _watchdog_settings(config: Any) -> Any:
     scheme = "https" if config.api.tls_cert else "http"
     base = f"{scheme}://{config.api.listen.replace('0.0.0.0', '127.0.0.1')}"  # noqa: S104  (a wildcard is reached locally)
     own = {f.name for f in dataclasses.fields(Settings)}
-    values = {k: v for k, v in dataclasses.asdict(wd).items() if k in own and k != "healthz_url"}
+    values = {
+        k: v
+        for k, v in dataclasses.asdict(wd).items()
+        if k in own and k not in ("healthz_url", "peer_silent_s")
+    }
     healthz = wd.healthz_url or f"{base}/healthz"
     return Settings(
         **values,
@@ -197,6 +201,8 @@ def _watchdog_settings(config: Any) -> Any:
         readyz_url=healthz.rsplit("/", 1)[0] + "/readyz",
         smtp=config.smtp,
         balance_floor=config.ussd.alert_below,
+        box=config.fleet.box,
+        peer_silent_s=wd.peer_silent_s or 3.0 * config.fleet.lease_s,
     )
 
 

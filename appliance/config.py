@@ -193,6 +193,9 @@ class WatchdogConfig(Thresholds):
     # number every escalate_after_s until an ACK, then e-mail. 0 = all numbers at once (as before).
     escalate_after_s: float = 0.0
     escalate_email: tuple[str, ...] = ()  # "mailto:oncall@example.com" targets, through [smtp]
+    # A box of the fleet ([fleet]) whose heartbeat is older than this gets one text (from one
+    # watchdog of the fleet); 0 = three times [fleet] lease_s.
+    peer_silent_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -245,8 +248,10 @@ class EscalationConfig:
 
 MAX_ESCALATION_AFTER_S = 7 * 86400
 
+# [fleet]: a box's name is a ledger key and shows on pages and in SMS: short, no spaces or markup.
 _BOX_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")
-MIN_LEASE_S, MAX_LEASE_S = 5.0, 3600.0
+# 1 s at least (tests run fast with it); a real fleet wants several heartbeats per lease.
+MIN_LEASE_S, MAX_LEASE_S = 1.0, 3600.0
 
 
 def box_name_of(hostname: str) -> str:
@@ -254,16 +259,19 @@ def box_name_of(hostname: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", hostname)[:63] or "smsgw"
 
 
-def _default_box() -> str:
+def default_box_name() -> str:
+    """This host's name as a box name (the Ansible role names a box after its inventory host)."""
     return box_name_of(socket.gethostname())
 
 
 @dataclass(frozen=True)
 class FleetConfig:
-    """[fleet]: this box among several sharing one PostgreSQL ledger ([store] url)."""
+    """[fleet]: this box among several sharing one ledger (appliance/ledger/fleet.py), a
+    PostgreSQL server ([store] url) or, on one host, one SQLite file."""
 
-    box: str = field(default_factory=_default_box)  # unique in the fleet: it holds leases by this name
-    lease_s: float = 30.0  # a lease not renewed for this long may be taken over by another box
+    box: str = field(default_factory=default_box_name)  # unique in the fleet: it holds leases by this name
+    # Another box takes over this box's in-flight messages once its lease is this long overdue.
+    lease_s: float = 30.0
 
 
 # A USSD session occupies the radio for seconds and some operators answer balance enquiries by SMS
@@ -542,7 +550,6 @@ def _check(config: Config) -> None:
         )
     _check_api(config.api)
     _check_ussd(config.ussd)
-    _check_fleet(config)
     if config.dispatcher.unknown_outcome not in ("resend", "hold"):
         raise ConfigError(
             f'dispatcher.unknown_outcome: expected "resend" or "hold", got {config.dispatcher.unknown_outcome!r}'
@@ -570,6 +577,12 @@ def _check(config: Config) -> None:
             f"got {config.inbound.reply_window_s:g}"
         )
     _check_message_escalation(config.escalation)
+    _check_fleet(config.fleet)
+    if not 0 <= config.watchdog.peer_silent_s <= 86400:
+        raise ConfigError(
+            "watchdog.peer_silent_s: must be 0 (three times fleet.lease_s) to 86400 seconds, "
+            f"got {config.watchdog.peer_silent_s:g}"
+        )
     if not 1 <= config.alertmanager.max_segments <= 10:
         raise ConfigError("alertmanager.max_segments: must be 1 to 10")
     if config.alertmanager.dedupe_window_s < 0:
@@ -604,14 +617,13 @@ def _check(config: Config) -> None:
             raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")
 
 
-def _check_fleet(config: Config) -> None:
+def _check_fleet(fleet: FleetConfig) -> None:
     """[fleet] box is a short name, lease_s a sane interval ([store] url is checked by _check_store_url)."""
-    box = config.fleet.box
-    if not _BOX_NAME.fullmatch(box):
-        raise ConfigError(f"fleet.box: must be 1 to 63 letters, digits, '.', '_' or '-', got {box!r}")
-    if not MIN_LEASE_S <= config.fleet.lease_s <= MAX_LEASE_S:
+    if not _BOX_NAME.fullmatch(fleet.box):
+        raise ConfigError(f"fleet.box: must be 1 to 63 letters, digits, '.', '_' or '-', got {fleet.box!r}")
+    if not MIN_LEASE_S <= fleet.lease_s <= MAX_LEASE_S:
         raise ConfigError(
-            f"fleet.lease_s: must be {MIN_LEASE_S:g} to {MAX_LEASE_S:g} seconds, got {config.fleet.lease_s:g}"
+            f"fleet.lease_s: must be {MIN_LEASE_S:g} to {MAX_LEASE_S:g} seconds, got {fleet.lease_s:g}"
         )
 
 

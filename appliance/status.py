@@ -164,6 +164,26 @@ async def build_status(
             "problem": store.storage_problem,
         },
         "history": await history(store, now=now),
+        # Boxes sharing this ledger (ledger/fleet.py): this box's name, and each box's lease.
+        "fleet": {
+            "box": config.fleet.box,
+            "boxes": [
+                {
+                    "name": b.name,
+                    "heartbeat_at": rfc3339(b.heartbeat_at),
+                    "heartbeat_age_s": round(max(0.0, now - b.heartbeat_at), 3),
+                    "lease_until": rfc3339(b.lease_until),
+                    "lease": "taken_over"
+                    if b.taken_over_by
+                    else "held"
+                    if b.lease_until >= now
+                    else "expired",
+                    "taken_over_by": b.taken_over_by,
+                    "taken_over_at": rfc3339(b.taken_over_at),
+                }
+                for b in await store.boxes()
+            ],
+        },
     }
 
 

@@ -183,6 +183,9 @@ class Web:
                 [("sent", hist["sent_per_hour"]), ("delivered", hist["delivered_per_hour"])]
             ),
             "can_reset": hasattr(self.gateway, "reset_modem"),
+            # Boxes sharing this ledger (ledger/fleet.py): the table shows once there is more than one.
+            "fleet": await self.store.boxes(),
+            "this_box": self.config.fleet.box,
         }
         return self._render(request, session, "overview.html", context)
 

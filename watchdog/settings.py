@@ -45,6 +45,8 @@ class Settings(Thresholds):
     escalate_email: tuple[str, ...] = ()  # "mailto:a@b" targets after the last number
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     balance_floor: float = 0.0  # [ussd] alert_below: a prepaid balance below it alerts; 0 = never
+    box: str = ""  # this box in a fleet sharing the ledger ([fleet] box); "": watch no peers
+    peer_silent_s: float = 90.0  # a fleet peer's heartbeat older than this: one text (watchdog/peers.py)
 
     @property
     def ledger_dir(self) -> Path:

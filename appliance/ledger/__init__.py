@@ -13,7 +13,7 @@ then one per concept: `messages` (accept, read, cancel), `sending` (the send que
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `threads` (which
 message a text answers, replies, conversations), `keys` (keys, audit,
 web sessions), `outbox` (webhooks), `escalations` (escalation chains and their e-mail outbox), `telemetry` (heartbeats, samples, stats, quarantine),
-`balance` (the SIM's balance checks), `retention` (purge, compaction), `templates` (message templates, one row per version); `store`
+`balance` (the SIM's balance checks), `fleet` (boxes sharing the ledger: leases, takeovers), `retention` (purge, compaction), `templates` (message templates, one row per version); `store`
 composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).
 
@@ -35,6 +35,7 @@ from appliance.ledger.errors import (
     StoreError,
 )
 from appliance.ledger.escalations import EscalationMail
+from appliance.ledger.fleet import Box, Takeover
 from appliance.ledger.models import (
     MASK,
     REPLY_WINDOW_S,
@@ -78,6 +79,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "BalanceRow",
+    "Box",
     "Conflict",
     "Escalation",
     "EscalationMail",
@@ -104,6 +106,7 @@ __all__ = [
     "StorageFull",
     "Store",
     "StoreError",
+    "Takeover",
     "WebhookTarget",
     "escalation_payload",
     "hash_key",

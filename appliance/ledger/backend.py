@@ -16,7 +16,8 @@
   again and finds the other box's message), NOTIFY of new messages (`queue_changed`).
 Writes are serialised per box by one writer connection; across boxes PostgreSQL's row locks.
 The views of migrations.py (`queue_facts`, `heartbeat_facts`, `modem_facts`, `outcome_facts`,
-`inbound_facts`, `balance_facts`) exist on both: the watchdog reads them.
+`inbound_facts`, `balance_facts`, `peer_facts`) exist on both: the watchdog reads them (and
+claims `peer_incidents`).
 The disk reserve and `storage_problem` concern a local file: on PostgreSQL the database lives on
 another host (`storage_problem` stays None, `check_space` returns True).
 Times are Unix seconds as float (REAL; DOUBLE PRECISION there), returned exactly as stored.
@@ -31,6 +32,7 @@ from typing import Any, Literal, Protocol
 from appliance.ledger.balance import LatestBalance
 from appliance.ledger.errors import StoreError
 from appliance.ledger.escalations import EscalationMail
+from appliance.ledger.fleet import Box, Takeover
 from appliance.ledger.models import (
     REPLY_WINDOW_S,
     Actor,
@@ -57,6 +59,7 @@ class LedgerBackend(Protocol):
 
     path: str  # the SQLite file, or the postgresql:// URL
     postgres: bool  # the ledger is on a PostgreSQL server (no local disk to watch)
+    box: str | None  # this box's name in a fleet ([fleet] box); None: a single box
     storage_problem: str | None  # why only vital writes are taken now (a sentence), or None
     writable: asyncio.Event  # set while every write is taken
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks
@@ -193,6 +196,23 @@ class LedgerBackend(Protocol):
         self, msg_id: str, action: str, *, owner: int | None = None, actor: Actor | None = None
     ) -> Message:
         """An operator's decision on a held message: 'resend' or 'cancel' (marks it failed)."""
+        ...
+
+    # --- fleet (fleet.py): leases and the takeover of a stopped box, exactly once
+    async def register_box(self, lease_s: float, *, now: float | None = None) -> None:
+        """At start: a fresh lease for this box; a takeover of its earlier life is forgotten."""
+        ...
+
+    async def renew_lease(self, lease_s: float, *, now: float | None = None) -> str | None:
+        """Extend this box's lease; None when renewed, else the box that took it over."""
+        ...
+
+    async def take_over_expired(self, policy: str, *, now: float | None = None) -> list[Takeover]:
+        """Take over boxes whose lease ran out (one winner each) and resolve their in-flight messages."""
+        ...
+
+    async def boxes(self) -> list[Box]:
+        """Every box the ledger knows, by name."""
         ...
 
     # --- reports

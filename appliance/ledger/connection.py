@@ -62,9 +62,13 @@ class Connection:
         *,
         webhooks: Sequence[WebhookTarget] = (),
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        box: str | None = None,
     ) -> None:
         self.path = str(path)  # a file, or a postgresql:// URL (the ledger on a shared server)
         self.postgres = is_postgres_url(self.path)
+        # This box's name in a fleet sharing the ledger ([fleet] box): recorded on claims and
+        # sends; None (a single box, tests) records nothing and recovers every in-flight message.
+        self.box = box
         self._reserve = (
             None
             if self.path == ":memory:" or self.postgres

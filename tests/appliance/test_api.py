@@ -636,7 +636,10 @@ async def test_status_document_shape(
         "watchdog",
         "disk",
         "history",
+        "fleet",
     }
+    assert set(doc["fleet"]) == {"box", "boxes"}  # boxes sharing the ledger: none registered here
+    assert doc["fleet"]["boxes"] == []
     assert set(doc["gateway"]) == {"name", "version", "uptime_s", "started_at"}
     assert doc["gateway"]["name"] == "test-gw"
     assert 119 <= doc["gateway"]["uptime_s"] < 3600

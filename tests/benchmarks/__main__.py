@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login store)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login store fleet)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from tests.benchmarks import (
     bench_batch,
     bench_engine,
+    bench_fleet,
     bench_flood,
     bench_gateway,
     bench_login,
@@ -29,6 +30,7 @@ BENCHES = {
     "flood": bench_flood.run,
     "recovery": bench_recovery.run,
     "store": bench_store.run,
+    "fleet": bench_fleet.run,
 }
 
 
