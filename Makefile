@@ -21,7 +21,7 @@ endif
 # The demo needs only a venv; the tests drive Gammu against the simulator, the page in Chromium,
 # Prometheus/Alertmanager for real, systemd-analyze on the units and openssl for TLS certificates.
 RUN_APT_PACKAGES := python3-venv
-APT_PACKAGES := $(RUN_APT_PACKAGES) gammu chromium prometheus-alertmanager prometheus systemd openssl
+APT_PACKAGES := $(RUN_APT_PACKAGES) gammu chromium prometheus-alertmanager prometheus systemd openssl postgresql
 
 .PHONY: run test test-fast lint bench system-deps run-system-deps venv run-venv clean
 

@@ -192,6 +192,9 @@ def message_payload(msg: Message) -> dict[str, Any]:
         ),
         "escalation": escalation_payload(msg.escalation),
         "escalated_from": msg.escalated_from,
+        # Where it was (last) sent from: the modem, and the box of a fleet sharing the ledger.
+        "modem": msg.modem,
+        "box": msg.box,
     }
 
 

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "config":
         config = _load_config(args.path or args.config)
         print(
-            f"{config.source}: ok ({len(config.modems)} modem(s), ledger {config.store.path}, API {config.api.listen})"
+            f"{config.source}: ok ({len(config.modems)} modem(s), ledger {config.store.shown}, API {config.api.listen})"
         )
         return 0
     if args.verb == "keys":
@@ -180,11 +180,16 @@ def _watchdog_settings(config: Any) -> Any:
     scheme = "https" if config.api.tls_cert else "http"
     base = f"{scheme}://{config.api.listen.replace('0.0.0.0', '127.0.0.1')}"  # noqa: S104  (a wildcard is reached locally)
     own = {f.name for f in dataclasses.fields(Settings)}
-    values = {k: v for k, v in dataclasses.asdict(wd).items() if k in own and k != "healthz_url"}
+    values = {
+        k: v
+        for k, v in dataclasses.asdict(wd).items()
+        if k in own and k not in ("healthz_url", "peer_silent_s")
+    }
     healthz = wd.healthz_url or f"{base}/healthz"
     return Settings(
         **values,
         ledger_path=config.store.path,
+        ledger_url=config.store.url,
         box_name=config.gateway.name,
         default_region=config.gateway.default_region,
         primary_port=config.modem.port,
@@ -196,6 +201,8 @@ def _watchdog_settings(config: Any) -> Any:
         readyz_url=healthz.rsplit("/", 1)[0] + "/readyz",
         smtp=config.smtp,
         balance_floor=config.ussd.alert_below,
+        box=config.fleet.box,
+        peer_silent_s=wd.peer_silent_s or 3.0 * config.fleet.lease_s,
     )
 
 
@@ -207,7 +214,7 @@ async def _templates(args: argparse.Namespace) -> int:
     if isinstance(draft, int):
         return draft
     config = _load_config(args.config)
-    ledger = Store(config.store.path, reserve_bytes=config.store.reserve_bytes)
+    ledger = Store(config.store.ledger, reserve_bytes=config.store.reserve_bytes)
     await ledger.open()
     try:
         return await _template_verb(ledger, args.templates_verb, args.name if "name" in args else "", draft)

@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace, *, load_config: Callable[[str | None], A
             return 2
     config = load_config(args.config)
     actor = Actor("cli", "local")
-    store = Store(config.store.path, reserve_bytes=config.store.reserve_bytes)
+    store = Store(config.store.ledger, reserve_bytes=config.store.reserve_bytes)
     await store.open()
     try:
         if args.keys_verb == "create":

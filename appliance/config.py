@@ -16,6 +16,7 @@ import socket
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,15 +93,29 @@ class ApiConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "/var/lib/smsgw/ledger.sqlite3"
-    # Instead of path: the fleet's shared PostgreSQL ledger, "postgresql://user@host/db". The password
-    # stays out of the URL: libpq's PGPASSFILE (the Ansible role passes one as a systemd credential).
+    # The ledger on a shared PostgreSQL server instead of the `path` file (a fleet of boxes):
+    # postgresql://user@host[:port]/database. Exactly one of `path` and `url`. Keep the password out
+    # of the URL: libpq's PGPASSFILE (the Ansible role passes one as a systemd credential).
     url: str = ""
+    # With `url`: where this box keeps its own files (signing keys, port lock, watchdog state).
+    directory: str = "/var/lib/smsgw"
     body_retention_days: int = 30
     idempotency_retention_hours: int = 48
     webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
     # Disk kept free (a preallocated file next to the ledger) so that a part the modem accepted
     # is still recorded when the disk fills up; given up in 1 MiB steps, restored when room returns.
     reserve_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def ledger(self) -> str:
+        """What the ledger opens: the SQLite file or the PostgreSQL URL."""
+        return self.url or self.path
+
+    @property
+    def shown(self) -> str:
+        """The ledger for log lines and messages: its file, or its URL without a password."""
+        password = urllib.parse.urlsplit(self.url).password if self.url else None
+        return self.url.replace(f":{password}@", ":******@") if password else self.ledger
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,9 @@ class WatchdogConfig(Thresholds):
     # number every escalate_after_s until an ACK, then e-mail. 0 = all numbers at once (as before).
     escalate_after_s: float = 0.0
     escalate_email: tuple[str, ...] = ()  # "mailto:oncall@example.com" targets, through [smtp]
+    # A box of the fleet ([fleet]) whose heartbeat is older than this gets one text (from one
+    # watchdog of the fleet); 0 = three times [fleet] lease_s.
+    peer_silent_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -230,8 +248,10 @@ class EscalationConfig:
 
 MAX_ESCALATION_AFTER_S = 7 * 86400
 
+# [fleet]: a box's name is a ledger key and shows on pages and in SMS: short, no spaces or markup.
 _BOX_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")
-MIN_LEASE_S, MAX_LEASE_S = 5.0, 3600.0
+# 1 s at least (tests run fast with it); a real fleet wants several heartbeats per lease.
+MIN_LEASE_S, MAX_LEASE_S = 1.0, 3600.0
 
 
 def box_name_of(hostname: str) -> str:
@@ -239,16 +259,19 @@ def box_name_of(hostname: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", hostname)[:63] or "smsgw"
 
 
-def _default_box() -> str:
+def default_box_name() -> str:
+    """This host's name as a box name (the Ansible role names a box after its inventory host)."""
     return box_name_of(socket.gethostname())
 
 
 @dataclass(frozen=True)
 class FleetConfig:
-    """[fleet]: this box among several sharing one PostgreSQL ledger ([store] url)."""
+    """[fleet]: this box among several sharing one ledger (appliance/ledger/fleet.py), a
+    PostgreSQL server ([store] url) or, on one host, one SQLite file."""
 
-    box: str = field(default_factory=_default_box)  # unique in the fleet: it holds leases by this name
-    lease_s: float = 30.0  # a lease not renewed for this long may be taken over by another box
+    box: str = field(default_factory=default_box_name)  # unique in the fleet: it holds leases by this name
+    # Another box takes over this box's in-flight messages once its lease is this long overdue.
+    lease_s: float = 30.0
 
 
 # A USSD session occupies the radio for seconds and some operators answer balance enquiries by SMS
@@ -360,11 +383,6 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
         raise ConfigError(f"unknown section [{key}]{_suggest(key, [*_SECTIONS, *_ARRAYS])}")
     if "modem" in raw and "modems" in raw:
         raise ConfigError("use either [modem] or [[modems]], not both")
-    store = raw.get("store")
-    if isinstance(store, dict) and "path" in store and "url" in store:
-        raise ConfigError(
-            "store.url: set store.path (SQLite on this box) or store.url (the fleet's PostgreSQL), not both"
-        )
     values: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         if name == "modem":
@@ -395,9 +413,42 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
         raise ConfigError(f"{where}: expected [[{where}]] tables")
     values["webhooks"] = tuple(_build(WebhookConfig, item, f"{where}[{i}]") for i, item in enumerate(hooks))
     values["inbound"] = _fold_keywords(values["inbound"])
+    values["store"] = _check_store_url(values["store"], raw.get("store", {}))
     config = Config(**values, source=source)
     _check(config)
     return config
+
+
+def _check_store_url(store: StoreConfig, section: dict[str, Any]) -> StoreConfig:
+    """`url` (PostgreSQL) or `path` (SQLite), not both; with a URL the box's own files (keys, locks)
+    live in `directory`, where `path`'s directory holds them otherwise."""
+    if "directory" in section and "url" not in section:
+        raise ConfigError("store.directory: only with store.url (the box's files live beside store.path)")
+    if not store.url:
+        return store
+    if "path" in section:
+        raise ConfigError(
+            "store.url: set store.path (SQLite on this box) or store.url (the fleet's PostgreSQL), not both"
+        )
+    # Never the URL itself in an error: it may hold a password.
+    expected = (
+        "store.url: expected postgresql://user@host[:port]/database such as postgresql://smsgw@db.lan/smsgw"
+    )
+    parts = urllib.parse.urlsplit(store.url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{expected}, got a {parts.scheme[:20]!r} one" if parts.scheme else expected)
+    try:
+        _ = parts.port  # raises on a port that is no number up to 65535
+    except ValueError:
+        raise ConfigError(f"{expected}: its port is not a number from 1 to 65535") from None
+    database = parts.path.lstrip("/")
+    if not parts.hostname:
+        raise ConfigError(f"{expected}: it names no host")
+    if not database or "/" in database:
+        raise ConfigError(f"{expected}: it names no database (one path segment)")
+    if not store.directory.startswith("/"):
+        raise ConfigError(f"store.directory: expected an absolute path, got {store.directory!r}")
+    return dataclasses.replace(store, path=str(Path(store.directory) / "ledger.sqlite3"))
 
 
 def _fold_keywords(inbound: InboundConfig) -> InboundConfig:
@@ -499,7 +550,6 @@ def _check(config: Config) -> None:
         )
     _check_api(config.api)
     _check_ussd(config.ussd)
-    _check_fleet(config)
     if config.dispatcher.unknown_outcome not in ("resend", "hold"):
         raise ConfigError(
             f'dispatcher.unknown_outcome: expected "resend" or "hold", got {config.dispatcher.unknown_outcome!r}'
@@ -527,6 +577,12 @@ def _check(config: Config) -> None:
             f"got {config.inbound.reply_window_s:g}"
         )
     _check_message_escalation(config.escalation)
+    _check_fleet(config.fleet)
+    if not 0 <= config.watchdog.peer_silent_s <= 86400:
+        raise ConfigError(
+            "watchdog.peer_silent_s: must be 0 (three times fleet.lease_s) to 86400 seconds, "
+            f"got {config.watchdog.peer_silent_s:g}"
+        )
     if not 1 <= config.alertmanager.max_segments <= 10:
         raise ConfigError("alertmanager.max_segments: must be 1 to 10")
     if config.alertmanager.dedupe_window_s < 0:
@@ -561,20 +617,13 @@ def _check(config: Config) -> None:
             raise ConfigError(f"webhooks[{i}].url: expected an http:// or https:// URL, got {hook.url!r}")
 
 
-def _check_fleet(config: Config) -> None:
-    """[store] url names a PostgreSQL server; [fleet] box is a short name, lease_s a sane interval."""
-    url = config.store.url
-    if url and not url.startswith(("postgresql://", "postgres://")):
-        scheme = url.partition(":")[0][:20]  # not the URL: it may hold a password
+def _check_fleet(fleet: FleetConfig) -> None:
+    """[fleet] box is a short name, lease_s a sane interval ([store] url is checked by _check_store_url)."""
+    if not _BOX_NAME.fullmatch(fleet.box):
+        raise ConfigError(f"fleet.box: must be 1 to 63 letters, digits, '.', '_' or '-', got {fleet.box!r}")
+    if not MIN_LEASE_S <= fleet.lease_s <= MAX_LEASE_S:
         raise ConfigError(
-            f"store.url: expected a postgresql:// URL such as postgresql://smsgw@db.lan/smsgw, got a {scheme!r} one"
-        )
-    box = config.fleet.box
-    if not _BOX_NAME.fullmatch(box):
-        raise ConfigError(f"fleet.box: must be 1 to 63 letters, digits, '.', '_' or '-', got {box!r}")
-    if not MIN_LEASE_S <= config.fleet.lease_s <= MAX_LEASE_S:
-        raise ConfigError(
-            f"fleet.lease_s: must be {MIN_LEASE_S:g} to {MAX_LEASE_S:g} seconds, got {config.fleet.lease_s:g}"
+            f"fleet.lease_s: must be {MIN_LEASE_S:g} to {MAX_LEASE_S:g} seconds, got {fleet.lease_s:g}"
         )
 
 

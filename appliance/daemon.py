@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvicorn
 
 from appliance import heap
@@ -31,7 +32,7 @@ from appliance.escalation import Escalator
 from appliance.health import Notifier, Progress
 from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, command_sealer, join, keyword
-from appliance.ledger import Retention, StorageFull, Store, StoreError, WebhookTarget
+from appliance.ledger import Retention, StorageFull, Store, StoreError, WebhookTarget, rfc3339
 from appliance.logrepeat import RepeatFilter, install
 from appliance.metrics import Metrics
 from appliance.status import MIN_FREE_BYTES, watchdog_state_path
@@ -78,11 +79,13 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.store = Store(
-            config.store.path,
+            config.store.ledger,
             webhooks=[WebhookTarget(w.url, w.secret, w.events) for w in config.webhooks],
             reserve_bytes=config.store.reserve_bytes,
+            box=config.fleet.box,
         )
         self.notifier = Notifier()
+        self._taken_over_by: str | None = None  # set while another box holds this one's lease
         self.progress = Progress(PROGRESS_STALE_S)
         self.dispatcher = Dispatcher(self.store, config.dispatcher, self.metrics)
         self.escalator: Escalator | None = None  # set when its loop starts (_escalate)
@@ -245,8 +248,8 @@ class Gateway:
                 loop.add_signal_handler(sig, self._stop.set)
         try:
             await self.store.open()
-        except (StoreError, OSError, sqlite3.Error) as exc:
-            raise SystemExit(f"cannot open the ledger {self.config.store.path}: {exc}") from exc
+        except (StoreError, OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
+            raise SystemExit(f"cannot open the ledger {self.config.store.shown}: {exc}") from exc
         try:
             await self._run_open()
         finally:
@@ -271,8 +274,10 @@ class Gateway:
     async def _run_open(self) -> None:
         sock = self._bind()
         # Recovery before the API answers, so nobody reads a message in the state a crash left;
-        # with a full disk it is left to the dispatcher's task, which waits for room.
+        # with a full disk it is left to the dispatcher's task, which waits for room. The lease
+        # first: once it is fresh no other box of the fleet takes this one's messages over.
         try:
+            await self.store.register_box(self.config.fleet.lease_s)
             recovered: list[str] | None = await self.store.recover_inflight(
                 self.config.dispatcher.unknown_outcome
             )
@@ -313,6 +318,7 @@ class Gateway:
                 tg.create_task(_forever("escalation", self._escalate), name="escalation"),
                 tg.create_task(_forever("maintenance", self._maintenance), name="maintenance"),
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
+                tg.create_task(_forever("fleet wake-ups", self._fleet_wakeups), name="fleet wake-ups"),
             ]
             if self.modem_list and self.config.ussd.check_every_s > 0:
                 tasks.append(tg.create_task(_forever("balance", self._check_balance), name="balance"))
@@ -323,7 +329,7 @@ class Gateway:
                 "smsgw serving on %s://%s (ledger %s)",
                 "https" if self.config.api.tls_cert else "http",
                 self.config.api.listen,
-                self.config.store.path,
+                self.config.store.shown,
             )
             stop = tg.create_task(self._stop.wait())
             await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -542,6 +548,14 @@ class Gateway:
                 modem.info.operator,
             )
 
+    async def _fleet_wakeups(self) -> None:
+        """A shared PostgreSQL ledger: another box's accept wakes this box's dispatcher at once
+        (NOTIFY), as this box's own accepts do; on SQLite the event is never set."""
+        while True:
+            await self.store.queue_changed.wait()
+            self.store.queue_changed.clear()
+            self.dispatcher.wake()
+
     async def _heartbeat(self) -> None:
         last_parts = -1
         while True:
@@ -554,6 +568,12 @@ class Gateway:
                 pass  # said once by the store; the watchdog sees the full disk itself
             except StoreError as exc:
                 _LOGGER.error("heartbeat: %s", exc)  # noqa: TRY400  (the message says it all)
+            try:  # apart: a failed heartbeat row must not also let the lease run out
+                await self._lease()
+            except StorageFull:
+                pass
+            except StoreError as exc:
+                _LOGGER.error("fleet lease: %s", exc)  # noqa: TRY400  (the message says it all)
             last_parts = parts
             now = time.monotonic()
             stalled = [
@@ -566,7 +586,49 @@ class Gateway:
             self.notifier.status(await self._status_line())
             # systemd restarts the service when WATCHDOG=1 is later than WATCHDOG_USEC: ping at
             # the interval the notifier derived from it (half) when that is shorter.
-            await asyncio.sleep(min(HEARTBEAT_S, self.notifier.watchdog_interval_s or HEARTBEAT_S))
+            # The lease is renewed with the heartbeat: at least three times per lease.
+            await asyncio.sleep(
+                min(
+                    HEARTBEAT_S,
+                    self.config.fleet.lease_s / 3,
+                    self.notifier.watchdog_interval_s or HEARTBEAT_S,
+                )
+            )
+
+    async def _lease(self) -> None:
+        """Renew this box's lease and take over boxes of the fleet whose lease ran out.
+
+        A box taken over while it lived (paused past its lease: SIGSTOP, a frozen VM) says so once
+        and claims nothing (the ledger refuses its claims); at the next turn, its in-flight
+        messages resolved by the other box, it registers again and sends on."""
+        fleet = self.config.fleet
+        if self._taken_over_by is not None:
+            await self.store.register_box(fleet.lease_s)
+            _LOGGER.info("box %s registered again after box %s took it over", fleet.box, self._taken_over_by)
+            self._taken_over_by = None
+            self.dispatcher.wake()
+        else:
+            by = await self.store.renew_lease(fleet.lease_s)
+            if by is not None:
+                self._taken_over_by = by
+                _LOGGER.warning(
+                    "box %s was taken over by box %s (its lease of %d s ran out while it was paused): "
+                    "claiming nothing until it registers again",
+                    fleet.box,
+                    by,
+                    fleet.lease_s,
+                )
+                return
+        for takeover in await self.store.take_over_expired(self.config.dispatcher.unknown_outcome):
+            _LOGGER.warning(
+                "took over box %s (lease ran out at %s): %d message(s) in flight there, policy %r applied",
+                takeover.box,
+                rfc3339(takeover.lease_until),
+                len(takeover.messages),
+                self.config.dispatcher.unknown_outcome,
+            )
+            if takeover.messages:
+                self.dispatcher.wake()
 
     async def _status_line(self) -> str:
         stats = await self.store.stats()

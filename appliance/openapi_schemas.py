@@ -225,6 +225,11 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "description": "the message whose escalation sent this",
             },
+            "modem": {"type": ["string", "null"], "description": "the modem it was (last) handed to"},
+            "box": {
+                "type": ["string", "null"],
+                "description": "the box ([fleet] box) that last claimed it, of several sharing the ledger",
+            },
         },
     },
     "MessageList": {
@@ -307,6 +312,29 @@ SCHEMAS: dict[str, Any] = {
             "webhooks": {"type": "object"},
             "watchdog": {"type": "object"},
             "disk": {"type": "object"},
+            "fleet": {
+                "type": "object",
+                "description": "boxes sharing this ledger ([fleet]): this box's name and each box's lease",
+                "properties": {
+                    "box": {"type": "string"},
+                    "boxes": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "heartbeat_at", "heartbeat_age_s", "lease", "taken_over_by"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "heartbeat_at": {"type": "string", "format": "date-time"},
+                                "heartbeat_age_s": {"type": "number"},
+                                "lease_until": {"type": "string", "format": "date-time"},
+                                "lease": {"enum": ["held", "expired", "taken_over"]},
+                                "taken_over_by": {"type": ["string", "null"]},
+                                "taken_over_at": TS,
+                            },
+                        },
+                    },
+                },
+            },
         },
     },
     "SimBalance": {

@@ -67,7 +67,7 @@ def version() -> str:
 
 def disk_usage(store: Store) -> tuple[int, int]:
     """(free_bytes, total_bytes) of the filesystem holding the ledger."""
-    where = Path(store.path).parent if store.path != ":memory:" else Path()
+    where = Path(store.path).parent if store.path != ":memory:" and not store.postgres else Path()
     usage = shutil.disk_usage(where)
     return usage.free, usage.total
 
@@ -78,7 +78,7 @@ def ledger_problem(store: Store, *, min_free_bytes: int = MIN_FREE_BYTES) -> str
         return "The ledger is not open."
     if store.storage_problem is not None:
         return store.storage_problem
-    if store.path != ":memory:":
+    if store.path != ":memory:" and not store.postgres:  # a PostgreSQL server minds its own disk
         path = Path(store.path)
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
             return f"The ledger {path} is not writable by this process."
@@ -164,6 +164,26 @@ async def build_status(
             "problem": store.storage_problem,
         },
         "history": await history(store, now=now),
+        # Boxes sharing this ledger (ledger/fleet.py): this box's name, and each box's lease.
+        "fleet": {
+            "box": config.fleet.box,
+            "boxes": [
+                {
+                    "name": b.name,
+                    "heartbeat_at": rfc3339(b.heartbeat_at),
+                    "heartbeat_age_s": round(max(0.0, now - b.heartbeat_at), 3),
+                    "lease_until": rfc3339(b.lease_until),
+                    "lease": "taken_over"
+                    if b.taken_over_by
+                    else "held"
+                    if b.lease_until >= now
+                    else "expired",
+                    "taken_over_by": b.taken_over_by,
+                    "taken_over_at": rfc3339(b.taken_over_at),
+                }
+                for b in await store.boxes()
+            ],
+        },
     }
 
 

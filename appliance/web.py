@@ -133,7 +133,12 @@ class Web:
                 parse_password_hash(web.admin_password_hash)
             except BadPasswordHash as exc:
                 raise ConfigError(f"web.admin_password_hash: {exc}") from None
-        directory = None if store.path == ":memory:" else Path(store.path).parent
+        # Beside the ledger file; a PostgreSQL ledger: in the box's own directory ([store] directory).
+        directory = (
+            None
+            if store.path == ":memory:"
+            else Path(config.store.path if store.postgres else store.path).parent
+        )
         self.signer = Signer(load_secret(web.session_secret, directory))
         self.sessions = Sessions(store, self.signer)
         self.throttle = LoginThrottle()
@@ -178,6 +183,9 @@ class Web:
                 [("sent", hist["sent_per_hour"]), ("delivered", hist["delivered_per_hour"])]
             ),
             "can_reset": hasattr(self.gateway, "reset_modem"),
+            # Boxes sharing this ledger (ledger/fleet.py): the table shows once there is more than one.
+            "fleet": await self.store.boxes(),
+            "this_box": self.config.fleet.box,
         }
         return self._render(request, session, "overview.html", context)
 

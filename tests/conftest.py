@@ -9,7 +9,7 @@ import pytest
 from modem.pdu import tolerance
 
 # Whole-gateway fixtures (`sim`, `gw`, `fast_webhooks`) used by tests/system, tests/web and tests/integrations.
-pytest_plugins = ["tests.support.gateway_fixtures"]
+pytest_plugins = ["tests.support.gateway_fixtures", "tests.support.ledger_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ from watchdog.escalation import Chain, ChainLog
 from watchdog.facts import FactsReader
 from watchdog.mail import is_mailto
 from watchdog.mailout import MailOutbox
+from watchdog.peers import PeerWatch
 from watchdog.replies import GUESSES_PER_HOUR, LedgerInbox, Reply, decide, is_oncall, oncall_set
 from watchdog.settings import Settings
 
@@ -57,6 +58,7 @@ class Watchdog:
     chain: Chain = field(init=False)
     chain_log: ChainLog = field(init=False)
     mail: MailOutbox = field(init=False)
+    peers: PeerWatch | None = field(init=False)
     outbox: list[Outgoing] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -89,6 +91,7 @@ class Watchdog:
         self.reader.resume({i.subject: i.since for i in self.policy.incidents.values()})
         self.inbox = LedgerInbox(s.ledger_path, self.pin, now)
         self.canary = Canary(s.canary_every_s if s.canary_number else 0.0, s.canary_timeout_s)
+        self.peers = PeerWatch(s.ledger_path, s.box, s.box_name, s.peer_silent_s) if s.box else None
 
     def __repr__(self) -> str:
         return f"Watchdog({self.settings.box_name!r}, {self.port!r})"
@@ -138,6 +141,7 @@ class Watchdog:
         for alert in alerts:
             _LOGGER.warning("alert (%s): %s", alert.kind, alert.text)
             self.outbox.append(Outgoing(alert, self.recipients(alert, now), now))
+        await self.watch_peers(now)
         self.escalate(now)
         daemon_down = "daemon" in self.policy.incidents
         await self.port.adjust(want=daemon_down or bool(self.outbox))
@@ -145,6 +149,15 @@ class Watchdog:
         self.commands.purge(now)
         self.run_canary(now)
         await self.flush(now)
+
+    async def watch_peers(self, now: float) -> None:
+        """The fleet's other boxes: a silent one is texted about by the one watchdog that claimed it."""
+        if self.peers is None:
+            return
+        for news in await asyncio.to_thread(self.peers.check, now):
+            alert = Alert("resolved" if news.resolved else "peer", f"peer {news.peer}", news.text)
+            _LOGGER.warning("alert (%s): %s", alert.kind, alert.text)
+            self.outbox.append(Outgoing(alert, self.settings.oncall, now))
 
     def recipients(self, alert: Alert, now: float) -> tuple[str, ...]:
         """Who gets an incident's alert: the chain's first step, those told so far, or (other kinds) all."""

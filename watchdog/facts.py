@@ -7,6 +7,7 @@ the daemon reads the same views, so a fact such as "oldest queued" has one defin
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import shutil
@@ -14,7 +15,9 @@ import sqlite3
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 
 from modem import Modem
@@ -43,8 +46,16 @@ class Ledger:
     balance_at: float | None = None
 
 
-def read_ledger(path: str, now: float) -> Ledger | None:
-    """The ledger's facts, opened read-only (mode=ro); None when it cannot be read."""
+def read_ledger(path: str, now: float, box: str = "") -> Ledger | None:
+    """The ledger's facts, opened read-only (mode=ro); None when it cannot be read.
+
+    `path` may be a postgresql:// URL (the fleet's shared ledger): the same views, read over asyncpg.
+    `box` ([fleet] box): in a ledger shared by a fleet every daemon writes the `serve` heartbeat,
+    so this box's own daemon is judged by its own row in `peer_facts` (renewed with the heartbeat)."""
+    if path.startswith(("postgresql://", "postgres://")):
+        # Called from a worker thread (or a test's loop): asyncpg runs in a loop of its own thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, _read_postgres(path, now, box)).result()
     if not Path(path).exists():
         return None
     try:
@@ -64,11 +75,56 @@ def read_ledger(path: str, now: float) -> Ledger | None:
             ).fetchall()
         )
         balance = _lowest_balance(db)
+        own = _own_heartbeat(db, box) if box else None
+        if own is not None:
+            hb = (own, hb[1] if hb else "")
     except sqlite3.Error as exc:
         _LOGGER.warning("reading the ledger failed: %s", exc)
         return None
     finally:
         db.close()
+    return _ledger(hb, (oldest, last_sent), modem, counts, balance)
+
+
+async def _read_postgres(url: str, now: float, box: str) -> Ledger | None:
+    try:
+        db = await asyncpg.connect(url, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _LOGGER.warning("cannot connect to the ledger's server: %s", exc)
+        return None
+    try:
+        async with db.transaction(readonly=True, isolation="repeatable_read"):  # one snapshot
+            hb = await db.fetchrow("SELECT at, detail FROM heartbeat_facts WHERE name = 'serve'")
+            queue = await db.fetchrow("SELECT oldest_queued_at, last_sent_at FROM queue_facts")
+            modem = await db.fetchrow(
+                "SELECT sample_at, sample_state, sample_registered, first_bad_at FROM modem_facts"
+            )
+            rows = await db.fetch(
+                "SELECT status, COUNT(*) FROM outcome_facts WHERE final_at > $1 GROUP BY status", now - 3600
+            )
+            low = await db.fetchrow("SELECT value, at FROM balance_facts ORDER BY value LIMIT 1")
+            own = (
+                await db.fetchval("SELECT heartbeat_at FROM peer_facts WHERE name = $1", box) if box else None
+            )
+            if own is not None:
+                hb = (float(own), hb[1] if hb else "")
+    except (OSError, asyncpg.PostgresError) as exc:
+        _LOGGER.warning("reading the ledger failed: %s", exc)
+        return None
+    finally:
+        await db.close()
+    balance = None if low is None or low[0] is None else (float(low[0]), float(low[1]))
+    return _ledger(hb, tuple(queue), tuple(modem), {r[0]: r[1] for r in rows}, balance)
+
+
+def _ledger(
+    hb: Any,
+    queue: tuple[Any, ...],
+    modem: tuple[Any, ...],
+    counts: dict[str, int],
+    balance: tuple[float, float] | None,
+) -> Ledger:
+    oldest, last_sent = queue
     sample_at, state, registered, first_bad = modem
     return Ledger(
         heartbeat_at=hb[0] if hb else None,
@@ -87,6 +143,17 @@ def read_ledger(path: str, now: float) -> Ledger | None:
         balance=balance[0] if balance else None,
         balance_at=balance[1] if balance else None,
     )
+
+
+def _own_heartbeat(db: sqlite3.Connection, box: str) -> float | None:
+    """When this box's daemon last renewed its lease; None before fleets (or before its first start)."""
+    try:
+        row = db.execute("SELECT heartbeat_at FROM peer_facts WHERE name = ?", (box,)).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if row is None else float(row[0])
 
 
 def _lowest_balance(db: sqlite3.Connection) -> tuple[float, float] | None:
@@ -187,7 +254,7 @@ class FactsReader:
             self.unit_down_since = None
         elif self.unit_down_since is None:
             self.unit_down_since = now
-        ledger = await asyncio.to_thread(read_ledger, s.ledger_path, now)
+        ledger = await asyncio.to_thread(read_ledger, s.ledger_url or s.ledger_path, now, s.box)
         self.last_ledger = ledger
         free = total = None
         with contextlib.suppress(OSError):

@@ -15,7 +15,8 @@ class Settings(Thresholds):
 
     Its alert thresholds are the `Thresholds` fields, the very type `[watchdog]` extends."""
 
-    ledger_path: str = "/var/lib/smsgw/ledger.sqlite3"
+    ledger_path: str = "/var/lib/smsgw/ledger.sqlite3"  # its directory holds the box's own files
+    ledger_url: str = ""  # a shared PostgreSQL ledger ([store] url): the facts are read there
     box_name: str = "smsgw"
     primary_port: str = "/dev/gsmmodem"  # the daemon's port; taken over only when `port` is empty
     port: str = ""  # its own AT port (aux); empty: take the primary over once the daemon is gone
@@ -44,6 +45,8 @@ class Settings(Thresholds):
     escalate_email: tuple[str, ...] = ()  # "mailto:a@b" targets after the last number
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     balance_floor: float = 0.0  # [ussd] alert_below: a prepaid balance below it alerts; 0 = never
+    box: str = ""  # this box in a fleet sharing the ledger ([fleet] box); "": watch no peers
+    peer_silent_s: float = 90.0  # a fleet peer's heartbeat older than this: one text (watchdog/peers.py)
 
     @property
     def ledger_dir(self) -> Path:

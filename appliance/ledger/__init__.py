@@ -6,12 +6,14 @@ change appends an `events` row and, in the same transaction, a webhook outbox ro
 the ledger is the record, the modem only a transport.
 
 Modules: `connection` (connections, transactions, the disk reserve), `migrations` (the schema),
-`models` (records and row mappers), `payloads` (their JSON), `errors`, `dialect` (SQLite helpers),
+`models` (records and row mappers), `payloads` (their JSON), `errors`, `dialect` (fetch helpers and
+what differs between SQLite and PostgreSQL), `postgres` and `translate` (the ledger on a PostgreSQL
+server: `[store] url`),
 then one per concept: `messages` (accept, read, cancel), `sending` (the send queue), `reports`,
 `timeline` (state changes with events), `inbound` (received texts, opt-outs), `threads` (which
 message a text answers, replies, conversations), `keys` (keys, audit,
 web sessions), `outbox` (webhooks), `escalations` (escalation chains and their e-mail outbox), `telemetry` (heartbeats, samples, stats, quarantine),
-`balance` (the SIM's balance checks), `retention` (purge, compaction), `templates` (message templates, one row per version); `store`
+`balance` (the SIM's balance checks), `fleet` (boxes sharing the ledger: leases, takeovers), `retention` (purge, compaction), `templates` (message templates, one row per version); `store`
 composes them into `Store`. `backend` names the interface
 a second backend implements (`LedgerBackend`).
 
@@ -33,6 +35,7 @@ from appliance.ledger.errors import (
     StoreError,
 )
 from appliance.ledger.escalations import EscalationMail
+from appliance.ledger.fleet import Box, Takeover
 from appliance.ledger.models import (
     MASK,
     REPLY_WINDOW_S,
@@ -76,6 +79,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "BalanceRow",
+    "Box",
     "Conflict",
     "Escalation",
     "EscalationMail",
@@ -102,6 +106,7 @@ __all__ = [
     "StorageFull",
     "Store",
     "StoreError",
+    "Takeover",
     "WebhookTarget",
     "escalation_payload",
     "hash_key",

@@ -1,22 +1,26 @@
 """The interface a ledger backend implements: what the daemon, the API and the page call.
 
-`Store` (SQLite, this package) implements it; a second backend (PostgreSQL with asyncpg, the fleet
-issue) implements the same methods with the same meaning, and `mypy` checks the fit (store.py).
-
-What a second backend must provide besides these methods:
-- one writer: writes serialised in the order they commit, each method one transaction; `accept`
-  may group concurrent accepts into one commit (it must not lose or reorder them);
-- the schema of migrations.py in its own dialect, with the same views (`queue_facts`,
-  `heartbeat_facts`, `modem_facts`, `outcome_facts`, `inbound_facts`,
-  `balance_facts`): the watchdog reads them;
-- the SQLite-only spellings replaced where they stand: `INSERT OR IGNORE` / `INSERT OR REPLACE`
-  (inbound.py, telemetry.py: ON CONFLICT DO NOTHING / DO UPDATE), `max(a, b)` and `min(a, b)` as
-  scalar functions (GREATEST/LEAST), `json_group_array` / `printf('%!.17g')` (dialect.py:
-  json_agg and exact float8), `PRAGMA` (connection.py, retention.py: compaction is VACUUM there),
-  `iif`, `CAST(... AS INTEGER)` bucketing, and `?` placeholders ($1, $2, ...);
-- the disk reserve and `storage_problem` / `writable`, or a constant "writable" where the database
-  lives on another host (then `check_space` returns True).
-Times are Unix seconds as float (REAL; float8 there), returned exactly as stored.
+`Store` implements it on both backends: SQLite (a file, the embedded default) and PostgreSQL
+(`[store] url`, a fleet's shared server, asyncpg), chosen by what it opens (connection.py), and
+`mypy` checks the fit (store.py). The concept modules hold one SQL text for both:
+- postgres.py gives asyncpg the aiosqlite surface they use (execute with rowcount, executemany,
+  execute_fetchall; asyncpg's Record reads like sqlite3.Row);
+- translate.py spells each distinct statement for PostgreSQL once (placeholders, `INSERT OR
+  IGNORE`, scalar max/min, iif, json_group_array / json_array / json_each, printf('%!.17g'),
+  CAST AS INTEGER, rowid, column types, PRAGMAs; the schema version in `smsgw_schema`), so a
+  migration appended in SQLite SQL runs on both; what it cannot spell (`INSERT OR REPLACE`,
+  GLOB) is refused: such SQL is written portably (ON CONFLICT ... DO UPDATE with the table's
+  name on the existing row's columns, RETURNING instead of lastrowid);
+- dialect.py holds what differs in behaviour: the seqs of inserted messages, the claim's
+  `SKIP_LOCKED` (several boxes claim at once), the idempotency race between boxes (the accept runs
+  again and finds the other box's message), NOTIFY of new messages (`queue_changed`).
+Writes are serialised per box by one writer connection; across boxes PostgreSQL's row locks.
+The views of migrations.py (`queue_facts`, `heartbeat_facts`, `modem_facts`, `outcome_facts`,
+`inbound_facts`, `balance_facts`, `peer_facts`) exist on both: the watchdog reads them (and
+claims `peer_incidents`).
+The disk reserve and `storage_problem` concern a local file: on PostgreSQL the database lives on
+another host (`storage_problem` stays None, `check_space` returns True).
+Times are Unix seconds as float (REAL; DOUBLE PRECISION there), returned exactly as stored.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, Literal, Protocol
 from appliance.ledger.balance import LatestBalance
 from appliance.ledger.errors import StoreError
 from appliance.ledger.escalations import EscalationMail
+from appliance.ledger.fleet import Box, Takeover
 from appliance.ledger.models import (
     REPLY_WINDOW_S,
     Actor,
@@ -52,10 +57,13 @@ from appliance.sms_templates import TemplateDraft, TemplateRecord
 class LedgerBackend(Protocol):
     """Everything outside appliance/ledger/ may call on the ledger."""
 
-    path: str
+    path: str  # the SQLite file, or the postgresql:// URL
+    postgres: bool  # the ledger is on a PostgreSQL server (no local disk to watch)
+    box: str | None  # this box's name in a fleet ([fleet] box); None: a single box
     storage_problem: str | None  # why only vital writes are taken now (a sentence), or None
     writable: asyncio.Event  # set while every write is taken
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks
+    queue_changed: asyncio.Event  # PostgreSQL: set when any box committed new messages
 
     # --- messages
     async def accept(
@@ -188,6 +196,23 @@ class LedgerBackend(Protocol):
         self, msg_id: str, action: str, *, owner: int | None = None, actor: Actor | None = None
     ) -> Message:
         """An operator's decision on a held message: 'resend' or 'cancel' (marks it failed)."""
+        ...
+
+    # --- fleet (fleet.py): leases and the takeover of a stopped box, exactly once
+    async def register_box(self, lease_s: float, *, now: float | None = None) -> None:
+        """At start: a fresh lease for this box; a takeover of its earlier life is forgotten."""
+        ...
+
+    async def renew_lease(self, lease_s: float, *, now: float | None = None) -> str | None:
+        """Extend this box's lease; None when renewed, else the box that took it over."""
+        ...
+
+    async def take_over_expired(self, policy: str, *, now: float | None = None) -> list[Takeover]:
+        """Take over boxes whose lease ran out (one winner each) and resolve their in-flight messages."""
+        ...
+
+    async def boxes(self) -> list[Box]:
+        """Every box the ledger knows, by name."""
         ...
 
     # --- reports

@@ -9,14 +9,16 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import aiosqlite
+import asyncpg
 
 from appliance.ledger import migrations
 from appliance.ledger.dialect import fetch_one, is_disk_full
 from appliance.ledger.errors import StorageFull, StoreError
 from appliance.ledger.models import WebhookTarget
+from appliance.ledger.postgres import QUEUE_CHANNEL, PgConnection, ensure_schema_table, is_postgres_url
 from appliance.reserve import OPEN_RESERVE_BYTES, RESERVE_STEP_BYTES, Reserve
 
 _LOGGER = logging.getLogger(__name__)
@@ -60,10 +62,17 @@ class Connection:
         *,
         webhooks: Sequence[WebhookTarget] = (),
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        box: str | None = None,
     ) -> None:
-        self.path = str(path)
+        self.path = str(path)  # a file, or a postgresql:// URL (the ledger on a shared server)
+        self.postgres = is_postgres_url(self.path)
+        # This box's name in a fleet sharing the ledger ([fleet] box): recorded on claims and
+        # sends; None (a single box, tests) records nothing and recovers every in-flight message.
+        self.box = box
         self._reserve = (
-            None if self.path == ":memory:" else Reserve(Path(self.path + ".reserve"), reserve_bytes)
+            None
+            if self.path == ":memory:" or self.postgres
+            else Reserve(Path(self.path + ".reserve"), reserve_bytes)
         )
         # Why the ledger takes only vital writes now (a sentence), or None; `writable` is its inverse.
         self.storage_problem: str | None = None
@@ -73,6 +82,8 @@ class Connection:
         self._db: aiosqlite.Connection | None = None
         self._rdb: aiosqlite.Connection | None = None
         self.outbox_changed = asyncio.Event()  # set after a commit that queued webhooks
+        # PostgreSQL: set when any box (this one too) committed new messages (NOTIFY smsgw_queue).
+        self.queue_changed = asyncio.Event()
         self._outbox_pending = False
         self._webhooks = tuple(webhooks)
         self._write_lock = asyncio.Lock()
@@ -80,6 +91,9 @@ class Connection:
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Open (creating and migrating as needed)."""
+        if self.postgres:
+            await self._open_postgres()
+            return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if (
@@ -110,6 +124,24 @@ class Connection:
         self._rdb = reader
         if self.storage_problem is None and not await self._fill_reserve():
             self._set_full(self._no_reserve())
+
+    async def _open_postgres(self) -> None:
+        # The database lives on another host: no disk reserve here (check_space is always True).
+        db = await PgConnection.connect(self.path)
+        try:
+            # Boxes starting together: one migrates, the others wait and find it done.
+            await db.raw.execute("SELECT pg_advisory_lock(7413)")
+            await ensure_schema_table(db)
+            self._db = cast(aiosqlite.Connection, db)
+            await self._migrate()
+            await db.raw.execute("SELECT pg_advisory_unlock(7413)")
+            reader = await PgConnection.connect(self.path)
+            self._rdb = cast(aiosqlite.Connection, reader)
+            await reader.listen(QUEUE_CHANNEL, lambda *_a: self.queue_changed.set())
+        except BaseException:
+            self._db = None
+            await db.close()
+            raise
 
     # ------------------------------------------------------------ disk space
     def _no_reserve(self) -> str:
@@ -204,7 +236,7 @@ class Connection:
             )
         for target in range(version + 1, migrations.SCHEMA_VERSION + 1):
             async with self._tx(critical=True):
-                await migrations.apply(self.db, target)
+                await migrations.apply(self.db, target, postgres=self.postgres)
             _LOGGER.info("ledger migrated to schema %d", target)
 
     class _Tx:
@@ -269,11 +301,13 @@ class Connection:
         async def _checkpoint(self) -> None:
             # On a full disk the WAL must not grow (~5 KiB a heartbeat, up to 1000 pages before
             # SQLite's own checkpoint): copied back, the next write starts it over in place.
+            if self.store.postgres:
+                return
             with contextlib.suppress(sqlite3.Error):
                 await self.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
         async def _rollback(self) -> None:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await self.store.db.execute("ROLLBACK")
 
     def _tx(self, *, critical: bool = False) -> Connection._Tx:

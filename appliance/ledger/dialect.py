@@ -7,9 +7,13 @@ from __future__ import annotations
 import errno
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
+import asyncpg
+
+from appliance.ledger.postgres import QUEUE_CHANNEL, PgConnection
+from appliance.ledger.translate import SKIP_LOCKED_MARK
 
 # SQLITE_IOERR_SHMSIZE: the -shm file could not be grown, which on a full disk is ENOSPC.
 _FULL_CODES = {sqlite3.SQLITE_FULL, getattr(sqlite3, "SQLITE_IOERR_SHMSIZE", 4874)}
@@ -17,9 +21,46 @@ _FULL_CODES = {sqlite3.SQLITE_FULL, getattr(sqlite3, "SQLITE_IOERR_SHMSIZE", 487
 
 def is_disk_full(exc: BaseException) -> bool:
     return (
-        isinstance(exc, sqlite3.Error)
-        and (getattr(exc, "sqlite_errorcode", None) in _FULL_CODES or "disk is full" in str(exc))
-    ) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+        (
+            isinstance(exc, sqlite3.Error)
+            and (getattr(exc, "sqlite_errorcode", None) in _FULL_CODES or "disk is full" in str(exc))
+        )
+        or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+        or isinstance(exc, asyncpg.DiskFullError)
+    )
+
+
+# Another box (PostgreSQL) committed the same idempotency key first: the accept runs again and
+# finds that box's message (created=False), as a repeat on one box does.
+KEY_RACE_RETRIES = 2
+
+
+def is_key_race(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == "idempotency_pkey"
+
+
+async def notify_queued(db: aiosqlite.Connection) -> None:
+    """In a transaction that queued messages: on PostgreSQL every box's `queue_changed` is set at
+    its commit (NOTIFY is delivered then, or never); SQLite has one box, woken by its caller."""
+    if isinstance(cast(object, db), PgConnection):
+        await db.execute(f"NOTIFY {QUEUE_CHANNEL}")
+
+
+# After the claim query: on PostgreSQL the rows it returns stay locked for the claiming box and
+# other boxes pass over them (SQLite, one box, reads it as a comment).
+SKIP_LOCKED = " " + SKIP_LOCKED_MARK
+
+
+async def inserted_seqs(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, int]:
+    """The `seq` of messages just inserted (by one executemany, in this order)."""
+    if isinstance(cast(object, db), PgConnection):  # other boxes take numbers in between: ask
+        rows = await fetch_all(db, f"SELECT id, seq FROM messages WHERE id IN ({marks(ids)})", ids)  # noqa: S608
+        return {r["id"]: int(r["seq"]) for r in rows}
+    # One statement under the single writer: SQLite numbers its rows consecutively, so the last
+    # rowid gives every seq (an IN query for 1,000 ids cost more than the inserts' indexes).
+    row = await fetch_one(db, "SELECT last_insert_rowid() AS last", ())
+    first = (int(row["last"]) if row is not None else 0) - len(ids) + 1
+    return {msg_id: first + i for i, msg_id in enumerate(ids)}
 
 
 # One trip to the database thread per query (execute + fetch together): on the

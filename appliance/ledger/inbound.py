@@ -99,7 +99,7 @@ class Received(Outbox):
             groups = await fetch_all(
                 db,
                 "SELECT sender, ref_bits, ref, total, min(received_at) AS first FROM inbound_parts "
-                "GROUP BY sender, ref_bits, ref, total HAVING first <= ?",
+                "GROUP BY sender, ref_bits, ref, total HAVING min(received_at) <= ?",
                 (now - timeout_s,),
             )
             for g in groups:
@@ -170,7 +170,8 @@ class Received(Outbox):
         )
         if keyword == "stop":
             await db.execute(
-                "INSERT OR REPLACE INTO optouts (number, at, keyword) VALUES (?, ?, ?)",
+                "INSERT INTO optouts (number, at, keyword) VALUES (?, ?, ?) "
+                "ON CONFLICT(number) DO UPDATE SET at = excluded.at, keyword = excluded.keyword",
                 (sender, now, text.strip()[:20]),
             )
         elif keyword == "start":

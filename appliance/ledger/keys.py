@@ -99,9 +99,10 @@ class Keys(Connection):
                 scope_text = ",".join(widest(scope_text.split(","), row["scopes"].split(",")))
             created = row is None
             if row is None:
-                cur = await db.execute(
+                inserted = await fetch_one(
+                    db,
                     "INSERT INTO api_keys (name, prefix, hash, scopes, created_at, per_hour, per_day, max_priority, "
-                    "send_window, window_bypass_high) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "send_window, window_bypass_high) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (
                         name,
                         # Ours: "sgw_" and 8 random characters; an imported key shows less of itself.
@@ -116,7 +117,7 @@ class Keys(Connection):
                         int(lim.window_bypass_high),
                     ),
                 )
-                key_id = int(cur.lastrowid or 0)
+                key_id = int(inserted["id"]) if inserted is not None else 0
             else:
                 key_id = int(row["id"])
                 await db.execute(

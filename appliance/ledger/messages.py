@@ -13,7 +13,16 @@ from typing import Any
 
 import aiosqlite
 
-from appliance.ledger.dialect import fetch_all, fetch_one, marks, page_query
+from appliance.ledger.dialect import (
+    KEY_RACE_RETRIES,
+    fetch_all,
+    fetch_one,
+    inserted_seqs,
+    is_key_race,
+    marks,
+    notify_queued,
+    page_query,
+)
 from appliance.ledger.errors import (
     Conflict,
     IdempotencyMismatch,
@@ -127,7 +136,7 @@ class _BatchExtras:
         if self.added:
             await db.executemany(
                 "INSERT INTO key_usage (key_id, hour, n) VALUES (?, ?, ?) "
-                "ON CONFLICT(key_id, hour) DO UPDATE SET n = n + excluded.n",
+                "ON CONFLICT(key_id, hour) DO UPDATE SET n = key_usage.n + excluded.n",
                 [(k, h, n) for (k, h), n in self.added.items()],
             )
         if self.audits:
@@ -190,11 +199,7 @@ class _AcceptRows:
                 for _index, msg_id, item, now, status, start, _detail in planned
             ],
         )
-        # One statement under the single writer: SQLite numbers its rows consecutively, so the last
-        # rowid gives every seq (an IN query for 1,000 ids cost more than the inserts' indexes).
-        row = await fetch_one(db, "SELECT last_insert_rowid() AS last", ())
-        first = (int(row["last"]) if row is not None else 0) - len(planned) + 1
-        seqs = {p[1]: first + i for i, p in enumerate(planned)}
+        seqs = await inserted_seqs(db, [p[1] for p in planned])
         await db.executemany(
             "INSERT INTO parts (message_id, seq, total, status) VALUES (?, ?, ?, 'pending')",
             [(p[1], i, p[2].new.segments) for p in planned for i in range(1, p[2].new.segments + 1)],
@@ -421,8 +426,14 @@ class Messages(Escalations):
         QuotaExceeded, QueueFull). All accepted items are on disk, or none (the commit raised).
         The audit trail gets one `send_batch` row for it, naming its first and last message."""
         items = [_Accept(new, key_id, queue_max, quota, actor) for new in news]
-        async with self._tx() as db:
-            return await self._accept_group(db, items, batch=True)
+        for attempt in range(KEY_RACE_RETRIES + 1):
+            try:
+                async with self._tx() as db:
+                    return await self._accept_group(db, items, batch=True)
+            except Exception as exc:
+                if not (is_key_race(exc) and attempt < KEY_RACE_RETRIES):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _accept_batches(self) -> None:
         try:
@@ -432,10 +443,18 @@ class Messages(Escalations):
                     self._pending.waiting[ACCEPT_BATCH_MAX:],
                 )
                 try:
-                    async with self._tx() as db:
-                        # A caller that went away before we began: nothing to commit for it.
-                        live = [item for item in batch if item.future is None or not item.future.done()]
-                        outcomes = await self._accept_group(db, live)
+                    for attempt in range(KEY_RACE_RETRIES + 1):
+                        try:
+                            async with self._tx() as db:
+                                # A caller that went away before we began: nothing to commit for it.
+                                live = [
+                                    item for item in batch if item.future is None or not item.future.done()
+                                ]
+                                outcomes = await self._accept_group(db, live)
+                            break
+                        except Exception as exc:
+                            if not (is_key_race(exc) and attempt < KEY_RACE_RETRIES):
+                                raise
                 except (
                     BaseException
                 ) as exc:  # the commit failed (disk full): nothing of the batch is accepted
@@ -523,6 +542,8 @@ class Messages(Escalations):
             extras.accepted(item.key_id, hour, item.actor, ids[index], new, now)
             outcomes.append(-1)  # filled in below, once the rows are written
         written = await rows.write(db)
+        if written:
+            await notify_queued(db)
         for index, message in written:
             outcomes[index] = (message, True)
         await self._escalations_accepted(

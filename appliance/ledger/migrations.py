@@ -403,6 +403,39 @@ MIGRATIONS: list[str] = [
     CREATE VIEW balance_facts AS SELECT b.modem AS modem, b.at AS at, b.value AS value FROM sim_balance b
         WHERE b.ok = 1 AND b.at = (SELECT max(at) FROM sim_balance WHERE ok = 1 AND modem = b.modem);
     """,
+    # 16 (issue 14, fleet): several boxes share one ledger (ledger/fleet.py). Each box holds a
+    # lease it renews with its heartbeat; a box whose lease ran out is taken over by exactly one
+    # other (the conditional UPDATE on `taken_over_by`), which resolves its in-flight messages.
+    # `box` on messages and parts: the box that claimed / handed the part to its modem; on
+    # unmatched_reports the box whose modem got the report (MRs of two boxes' modems collide).
+    # `peer_incidents`: a watchdog claims a silent peer (one row per peer and silence episode,
+    # keyed by the peer's last heartbeat) before texting, so one watchdog texts, not each.
+    # `peer_facts` gives times, not ages: the reader subtracts from its own clock (an age needs
+    # "now", which SQLite and PostgreSQL spell differently).
+    """
+    CREATE TABLE boxes (
+        name TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        lease_until REAL NOT NULL,
+        taken_over_by TEXT,
+        taken_over_at REAL
+    );
+    ALTER TABLE messages ADD COLUMN box TEXT;
+    ALTER TABLE parts ADD COLUMN box TEXT;
+    ALTER TABLE unmatched_reports ADD COLUMN box TEXT;
+    CREATE INDEX messages_sending_box ON messages(box) WHERE status = 'sending';
+    CREATE TABLE peer_incidents (
+        peer TEXT NOT NULL,
+        silent_since REAL NOT NULL,
+        claimed_by TEXT NOT NULL,
+        claimed_at REAL NOT NULL,
+        resolved_at REAL,
+        PRIMARY KEY (peer, silent_since)
+    );
+    CREATE VIEW peer_facts AS SELECT name, started_at, heartbeat_at, lease_until, taken_over_by, taken_over_at
+        FROM boxes;
+    """,
 ]
 
 
@@ -424,9 +457,16 @@ async def _retarget_pending_webhooks(db: aiosqlite.Connection) -> None:
     )
 
 
-async def apply(db: aiosqlite.Connection, target: int) -> None:
+# Rewrites of rows stored before a migration, in SQLite-only SQL (GLOB, json_set): skipped on
+# PostgreSQL, whose ledgers start empty at schema 15 (no such rows can exist there).
+_SQLITE_ROW_REWRITES = {3}
+
+
+async def apply(db: aiosqlite.Connection, target: int, *, postgres: bool = False) -> None:
     """Run migration `target` (1-based) inside the caller's transaction, and record it."""
     for statement in split_sql(MIGRATIONS[target - 1]):
+        if postgres and target in _SQLITE_ROW_REWRITES and statement.upper().startswith("UPDATE"):
+            continue
         await db.execute(statement)
     if target == _WEBHOOK_TARGETS_ADDED:
         await _retarget_pending_webhooks(db)

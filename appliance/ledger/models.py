@@ -175,6 +175,7 @@ class Message:
     events: tuple[Event, ...] = ()
     escalated_from: str | None = None  # the message whose escalation chain sent this one
     escalation: Escalation | None = None
+    box: str | None = None  # the fleet box that last claimed it (ledger/fleet.py)
 
 
 @dataclass(frozen=True)
@@ -399,6 +400,7 @@ def message_row(
         key_id=r["key_id"],
         window=json.loads(r["send_window"]) if r["send_window"] else None,
         escalated_from=r["escalated_from"],
+        box=r["box"],
         parts=parts,
         events=events,
         escalation=escalation,

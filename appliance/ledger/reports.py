@@ -7,7 +7,7 @@ import time
 import aiosqlite
 
 from appliance.ledger.connection import vital
-from appliance.ledger.dialect import fetch_all
+from appliance.ledger.dialect import SKIP_LOCKED, fetch_all
 from appliance.ledger.models import ReportOutcome
 from appliance.ledger.timeline import Timeline
 from appliance.states import PartState, State
@@ -26,8 +26,8 @@ class Reports(Timeline):
             outcome = await self._apply_report(db, mr, recipient, status, now)
             if not outcome.matched:
                 await db.execute(
-                    "INSERT INTO unmatched_reports (mr, recipient, status, received_at) VALUES (?, ?, ?, ?)",
-                    (mr, recipient, status, now),
+                    "INSERT INTO unmatched_reports (mr, recipient, status, received_at, box) VALUES (?, ?, ?, ?, ?)",
+                    (mr, recipient, status, now, self.box),
                 )
             return outcome
 
@@ -39,11 +39,14 @@ class Reports(Timeline):
 
         # References wrap at 256 and other software shares the modem: match on MR, recipient
         # and a window (Gammu smsd: DeliveryReportDelay 600 s; we allow days for late reports).
+        # In a fleet a report is about a part this box's modem submitted (each modem counts its own
+        # MRs): another box's part with the same MR and recipient is not a candidate.
+        mine = "" if self.box is None else " AND (p.box = ? OR p.box IS NULL)"
         rows = await fetch_all(
             db,
-            "SELECT p.message_id, p.seq, p.status, m.to_number FROM parts p JOIN messages m ON m.id = p.message_id "
-            "WHERE p.mr = ? AND p.submitted_at >= ? ORDER BY p.submitted_at DESC LIMIT 20",
-            (mr, now - 7 * 86400),
+            "SELECT p.message_id, p.seq, p.status, m.to_number FROM parts p JOIN messages m ON m.id = p.message_id "  # noqa: S608  (fixed text)
+            f"WHERE p.mr = ? AND p.submitted_at >= ?{mine} ORDER BY p.submitted_at DESC LIMIT 20",
+            (mr, now - 7 * 86400) if self.box is None else (mr, now - 7 * 86400, self.box),
         )
         row = next((r for r in rows if same_subscriber(r["to_number"], recipient)), None)
         if row is None:
@@ -107,7 +110,7 @@ class Reports(Timeline):
         async with self._tx() as db:
             rows = await fetch_all(
                 db,
-                "SELECT id FROM messages WHERE status = 'sent' AND report_expired = 0 AND sent_at <= ?",
+                f"SELECT id FROM messages WHERE status = 'sent' AND report_expired = 0 AND sent_at <= ?{SKIP_LOCKED}",  # noqa: S608
                 (now - timeout_s,),
             )
             for row in rows:
@@ -127,7 +130,7 @@ class Reports(Timeline):
             if rows:
                 await db.execute(
                     "INSERT INTO counters (name, value) VALUES ('reports_lost', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
                     (len(rows),),
                 )
             await db.execute("DELETE FROM unmatched_reports WHERE received_at < ?", (now - 7 * 86400,))

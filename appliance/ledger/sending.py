@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import aiosqlite
 
 from appliance.ledger.connection import vital
-from appliance.ledger.dialect import fetch_all, fetch_one
+from appliance.ledger.dialect import SKIP_LOCKED, fetch_all, fetch_one
 from appliance.ledger.errors import Conflict, NotFound
 from appliance.ledger.keys import insert_audit
 from appliance.ledger.models import Actor, Message, message_row
@@ -42,10 +42,16 @@ class Sending(Reports):
         skip_set = set(skip)
         delays = delay_until or {}
         async with self._tx() as db:
+            if self.box is not None:
+                # A box another took over (it was paused past its lease) claims nothing until it
+                # registers again (fleet.py): its in-flight messages are someone else's now.
+                box = await fetch_one(db, "SELECT taken_over_by FROM boxes WHERE name = ?", (self.box,))
+                if box is not None and box["taken_over_by"] is not None:
+                    return None
             rows = await fetch_all(
                 db,
-                "SELECT * FROM messages WHERE status = 'queued' AND not_before <= ? "
-                "ORDER BY priority, not_before, seq LIMIT 64",
+                "SELECT * FROM messages WHERE status = 'queued' AND not_before <= ? "  # noqa: S608  (fixed clause)
+                f"ORDER BY priority, not_before, seq LIMIT 64{SKIP_LOCKED}",
                 (now,),
             )
             for row in rows:
@@ -63,9 +69,9 @@ class Sending(Reports):
                 check(msg.status, State.SENDING)
                 ref = msg.concat_ref if msg.concat_ref is not None else secrets.randbelow(256)
                 await db.execute(
-                    "UPDATE messages SET status = 'sending', attempts = attempts + 1, modem = ?, concat_ref = ?, "
-                    "updated_at = ?, delay_reason = NULL, held_until = NULL WHERE id = ?",
-                    (modem, ref, now, msg.id),
+                    "UPDATE messages SET status = 'sending', attempts = attempts + 1, modem = ?, box = ?, "
+                    "concat_ref = ?, updated_at = ?, delay_reason = NULL, held_until = NULL WHERE id = ?",
+                    (modem, self.box, ref, now, msg.id),
                 )
                 if mark_first_part:
                     # Saves the caller a transaction before AT+CMGS: the part counts as handed over.
@@ -134,8 +140,9 @@ class Sending(Reports):
         now = time.time() if at is None else at
         async with self._tx(critical=True) as db:
             await db.execute(
-                "UPDATE parts SET status = 'sent', mr = ?, modem = ?, submitted_at = ? WHERE message_id = ? AND seq = ?",
-                (mr, modem, now, msg_id, seq),
+                "UPDATE parts SET status = 'sent', mr = ?, modem = ?, box = ?, submitted_at = ? "
+                "WHERE message_id = ? AND seq = ?",
+                (mr, modem, self.box, now, msg_id, seq),
             )
             msg = await self._get(db, msg_id)
             if msg is None:
@@ -161,8 +168,10 @@ class Sending(Reports):
             # A report may have arrived before we recorded +CMGS (EC25: ~1 s after): match it now.
             pending = await fetch_all(
                 db,
-                "SELECT * FROM unmatched_reports WHERE mr = ? AND received_at >= ? ORDER BY id",
-                (mr, now - 600),
+                "SELECT * FROM unmatched_reports WHERE mr = ? AND received_at >= ?"  # noqa: S608  (fixed text)
+                + ("" if self.box is None else " AND (box = ? OR box IS NULL)")
+                + " ORDER BY id",
+                (mr, now - 600) if self.box is None else (mr, now - 600, self.box),
             )
             for rep in pending:
                 outcome = await self._apply_report(
@@ -259,7 +268,7 @@ class Sending(Reports):
         move: bool = True,
     ) -> None:
         await db.execute(
-            "UPDATE messages SET not_before = CASE WHEN ? THEN max(not_before, ?) ELSE not_before END, "
+            "UPDATE messages SET not_before = CASE WHEN ? = 1 THEN max(not_before, ?) ELSE not_before END, "
             "delay_reason = ?, held_until = ?, updated_at = ? WHERE id = ?",
             (int(move), until, reason, until, now, row["id"]),
         )
@@ -294,7 +303,7 @@ class Sending(Reports):
                 await db.execute("UPDATE messages SET ambiguous = ambiguous + 1 WHERE id = ?", (msg_id,))
                 await db.execute(
                     "INSERT INTO counters (name, value) VALUES ('ambiguous_parts', 1) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                    "ON CONFLICT(name) DO UPDATE SET value = counters.value + 1"
                 )
             await self._event(db, msg_id, kind, None, None, detail, now)
 
@@ -304,7 +313,9 @@ class Sending(Reports):
         changed = 0
         async with self._tx() as db:
             rows = await fetch_all(
-                db, "SELECT * FROM messages WHERE status = 'scheduled' AND not_before <= ?", (now,)
+                db,
+                f"SELECT * FROM messages WHERE status = 'scheduled' AND not_before <= ?{SKIP_LOCKED}",  # noqa: S608
+                (now,),
             )
             for row in rows:
                 msg = message_row(row)
@@ -314,7 +325,7 @@ class Sending(Reports):
                 changed += 1
             rows = await fetch_all(
                 db,
-                "SELECT * FROM messages WHERE status IN ('queued', 'scheduled') AND expires_at <= ?",
+                f"SELECT * FROM messages WHERE status IN ('queued', 'scheduled') AND expires_at <= ?{SKIP_LOCKED}",  # noqa: S608
                 (now,),
             )
             for row in rows:
@@ -347,54 +358,67 @@ class Sending(Reports):
 
     @vital
     async def recover_inflight(self, policy: str) -> list[str]:
-        """After a crash: messages left `sending` have an unknown outcome. Resend them, or hold them."""
+        """After a crash: messages left `sending` have an unknown outcome. Resend them, or hold them.
+
+        In a fleet only this box's own (and those of a ledger from before fleets, box NULL):
+        another box's `sending` message is in flight there, or its takeover's (fleet.py)."""
         now = time.time()
         recovered: list[str] = []
         async with self._tx(critical=True) as db:
-            rows = await fetch_all(db, "SELECT * FROM messages WHERE status = 'sending' AND held = 0", ())
+            if self.box is None:
+                rows = await fetch_all(db, "SELECT * FROM messages WHERE status = 'sending' AND held = 0", ())
+            else:
+                rows = await fetch_all(
+                    db,
+                    "SELECT * FROM messages WHERE status = 'sending' AND held = 0 AND (box = ? OR box IS NULL)",
+                    (self.box,),
+                )
             for row in rows:
-                msg = message_row(row)
-                parts = await fetch_all(
-                    db, "SELECT seq FROM parts WHERE message_id = ? AND status = 'sending'", (msg.id,)
-                )
-                unknown = [p["seq"] for p in parts]
-                await db.execute(
-                    "UPDATE messages SET ambiguous = ambiguous + ? WHERE id = ?", (len(unknown), msg.id)
-                )
-                await db.execute(
-                    "INSERT INTO counters (name, value) VALUES ('ambiguous_parts', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    (len(unknown),),
-                )
-                what = f"part(s) {', '.join(map(str, unknown))}" if unknown else "no part"
-                if policy == "hold" and unknown:
-                    await db.execute("UPDATE messages SET held = 1 WHERE id = ?", (msg.id,))
-                    await self._event(
-                        db,
-                        msg.id,
-                        "outcome_unknown",
-                        None,
-                        None,
-                        f"the gateway stopped while {what} was being submitted: it may or may not have been sent; "
-                        "held for an operator's decision (POST /api/v1/messages/{id}/resend or .../abandon)",
-                        now,
-                    )
-                else:
-                    await db.execute(
-                        "UPDATE parts SET status = 'pending' WHERE message_id = ? AND status = 'sending'",
-                        (msg.id,),
-                    )
-                    detail = (
-                        f"the gateway stopped while {what} was being submitted: it may have been sent; "
-                        "resending (the recipient may get it twice)"
-                        if unknown
-                        else "the gateway stopped before the modem was asked; sending again"
-                    )
-                    await self._transition(
-                        db, msg, State.QUEUED, "outcome_unknown" if unknown else "recovered", detail, now
-                    )
-                recovered.append(msg.id)
+                await self._unknown_outcome(db, message_row(row), policy, "the gateway stopped", now)
+                recovered.append(row["id"])
         return recovered
+
+    async def _unknown_outcome(
+        self, db: aiosqlite.Connection, msg: Message, policy: str, why: str, now: float
+    ) -> None:
+        """A `sending` message whose sender stopped (`why`): parts handed to the modem may or may not
+        have gone; `policy` resends them (at-least-once) or holds the message for an operator."""
+        parts = await fetch_all(
+            db, "SELECT seq FROM parts WHERE message_id = ? AND status = 'sending'", (msg.id,)
+        )
+        unknown = [p["seq"] for p in parts]
+        await db.execute("UPDATE messages SET ambiguous = ambiguous + ? WHERE id = ?", (len(unknown), msg.id))
+        await db.execute(
+            "INSERT INTO counters (name, value) VALUES ('ambiguous_parts', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
+            (len(unknown),),
+        )
+        what = f"part(s) {', '.join(map(str, unknown))}" if unknown else "no part"
+        if policy == "hold" and unknown:
+            await db.execute("UPDATE messages SET held = 1 WHERE id = ?", (msg.id,))
+            await self._event(
+                db,
+                msg.id,
+                "outcome_unknown",
+                None,
+                None,
+                f"{why} while {what} was being submitted: it may or may not have been sent; "
+                "held for an operator's decision (POST /api/v1/messages/{id}/resend or .../abandon)",
+                now,
+            )
+            return
+        await db.execute(
+            "UPDATE parts SET status = 'pending' WHERE message_id = ? AND status = 'sending'", (msg.id,)
+        )
+        detail = (
+            f"{why} while {what} was being submitted: it may have been sent; "
+            "resending (the recipient may get it twice)"
+            if unknown
+            else f"{why} before the modem was asked; sending again"
+        )
+        await self._transition(
+            db, msg, State.QUEUED, "outcome_unknown" if unknown else "recovered", detail, now
+        )
 
     async def resolve_held(
         self, msg_id: str, action: str, *, owner: int | None = None, actor: Actor | None = None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from appliance.ledger.balance import Balances
 from appliance.ledger.escalations import Escalations
+from appliance.ledger.fleet import Fleet
 from appliance.ledger.inbound import Received
 from appliance.ledger.keys import Keys
 from appliance.ledger.messages import Messages
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
     from appliance.ledger.backend import LedgerBackend
 
 
-class Store(Messages, Sending, Received, Threads, Keys, Telemetry, Balances, Purge, Templates, Escalations):
+class Store(
+    Messages, Fleet, Sending, Received, Threads, Keys, Telemetry, Balances, Purge, Templates, Escalations
+):
     """The ledger. One connection: every write is serialised through it (one writer)."""
 
 

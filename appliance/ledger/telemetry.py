@@ -36,7 +36,7 @@ class Telemetry(Connection):
             await db.execute(
                 "INSERT INTO heartbeats (name, at, progress_at, detail) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET at = excluded.at, detail = excluded.detail, "
-                "progress_at = CASE WHEN ? THEN excluded.at ELSE heartbeats.progress_at END",
+                "progress_at = CASE WHEN ? = 1 THEN excluded.at ELSE heartbeats.progress_at END",
                 (name, now, now if progress else None, detail, int(progress)),
             )
 

@@ -26,7 +26,16 @@ async def verify_no_lingering_tasks() -> AsyncIterator[None]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
+async def store(ledger_url: str) -> AsyncIterator[Store]:
+    ledger = Store(ledger_url)
+    await ledger.open()
+    yield ledger
+    await ledger.close()
+
+
+@pytest.fixture
+async def file_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A SQLite ledger, for what only a ledger on this box's disk has (free space, the reserve)."""
     ledger = Store(tmp_path / "ledger.sqlite3")
     await ledger.open()
     yield ledger
@@ -65,6 +74,15 @@ async def client(app: Starlette, client_for: ClientFactory) -> httpx.AsyncClient
 
 @pytest.fixture
 async def keys(store: Store) -> Keys:
+    return await make_keys(store)
+
+
+@pytest.fixture
+async def file_keys(file_store: Store) -> Keys:
+    return await make_keys(file_store)
+
+
+async def make_keys(store: Store) -> Keys:
     _, send = await store.create_key("sender", ["send"])
     _, read = await store.create_key("reader", ["read_all"])  # sees every key's messages
     _, admin = await store.create_key("operator", ["admin"])

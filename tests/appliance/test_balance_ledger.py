@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import asyncpg
+
 from appliance.ledger import Retention, Store
 
 
@@ -14,8 +16,17 @@ async def record(store: Store, modem: str, at: float, value: float | None, error
     )
 
 
-def facts(store: Store) -> list[tuple[str, float]]:
-    """What the watchdog reads: balance_facts, opened read-only as it opens the ledger."""
+async def facts(store: Store) -> list[tuple[str, float]]:
+    """What the watchdog reads: balance_facts, opened read-only as it opens the ledger (SQLite),
+    or on its own connection to the server (PostgreSQL)."""
+    if store.postgres:
+        conn = await asyncpg.connect(store.path)
+        try:
+            return sorted(
+                (r[0], r[2]) for r in await conn.fetch("SELECT modem, at, value FROM balance_facts")
+            )
+        finally:
+            await conn.close()
     db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
     try:
         return sorted((m, v) for m, _at, v in db.execute("SELECT modem, at, value FROM balance_facts"))
@@ -34,7 +45,7 @@ async def test_latest_and_latest_amount_per_modem(store: Store) -> None:
     assert latest["a"].last_ok is not None
     assert latest["a"].last_ok.value == 8.0
     assert latest["b"].last.value == 3.0
-    assert facts(store) == [("a", 8.0), ("b", 3.0)]
+    assert await facts(store) == [("a", 8.0), ("b", 3.0)]
 
 
 async def test_retention_forgets_old_checks_but_keeps_the_latest(store: Store) -> None:
@@ -49,4 +60,4 @@ async def test_retention_forgets_old_checks_but_keeps_the_latest(store: Store) -
     assert latest["a"].last.error == "not found"
     assert latest["a"].last_ok is not None
     assert latest["a"].last_ok.value == 5.0
-    assert facts(store) == [("a", 5.0)]
+    assert await facts(store) == [("a", 5.0)]

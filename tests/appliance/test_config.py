@@ -351,8 +351,8 @@ def test_without_fleet_keys_the_box_is_named_after_its_host() -> None:
         ({"fleet": {"box": "rack 1"}}, "fleet.box", "1 to 63"),
         ({"fleet": {"box": "x" * 64}}, "fleet.box", "1 to 63"),
         ({"fleet": {"box": "rack/1"}}, "fleet.box", "1 to 63"),
-        ({"fleet": {"lease_s": 4}}, "fleet.lease_s", "5 to 3600"),
-        ({"fleet": {"lease_s": 3601}}, "fleet.lease_s", "5 to 3600"),
+        ({"fleet": {"lease_s": 0.5}}, "fleet.lease_s", "1 to 3600"),
+        ({"fleet": {"lease_s": 3601}}, "fleet.lease_s", "1 to 3600"),
         ({"fleet": {"lease_s": "30"}}, "fleet.lease_s", "expected a number"),
         ({"fleet": {"boxname": "a"}}, "fleet.boxname", "did you mean 'box'"),
     ],
@@ -362,3 +362,36 @@ def test_bad_fleet_values_name_the_key(raw: dict[str, Any], key: str, expected: 
     assert message.startswith(f"{key}:"), message
     assert expected in message
     assert ":pw@" not in message  # a URL's password is never echoed
+
+
+@pytest.mark.parametrize(
+    ("store", "error"),
+    [
+        ({"url": "mysql://db.lan/smsgw"}, r"^store\.url: expected postgresql://"),
+        ({"url": "postgresql://smsgw@db.lan"}, r"^store\.url: expected postgresql://"),
+        ({"url": "postgresql://smsgw@db.lan:99999/smsgw"}, r"^store\.url: expected postgresql://"),
+        ({"url": "postgresql://smsgw:hunter2@/smsgw"}, r"^store\.url: .*names no host"),
+        (
+            {"url": "postgresql://smsgw@db.lan/smsgw", "path": "/var/lib/smsgw/l.sqlite3"},
+            r"^store\.url: .*not both",
+        ),
+        ({"directory": "/srv/smsgw"}, r"^store\.directory: only with store\.url"),
+        (
+            {"url": "postgresql://smsgw@db.lan/smsgw", "directory": "box"},
+            r"^store\.directory: expected an absolute",
+        ),
+    ],
+)
+def test_a_bad_store_url_is_refused_naming_the_key(store: dict[str, str], error: str) -> None:
+    with pytest.raises(ConfigError, match=error) as info:
+        from_dict({"store": store})
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_store_url_puts_the_ledger_on_postgresql_and_the_boxs_files_in_directory() -> None:
+    config = from_dict({"store": {"url": "postgresql://smsgw@db.lan:5433/smsgw", "directory": "/srv/smsgw"}})
+    assert config.store.ledger == "postgresql://smsgw@db.lan:5433/smsgw"
+    assert config.store.path == "/srv/smsgw/ledger.sqlite3"  # its directory: keys, locks, watchdog state
+    assert from_dict({}).store.ledger == "/var/lib/smsgw/ledger.sqlite3"
+    secret = from_dict({"store": {"url": "postgresql://smsgw:hunter2@db.lan/smsgw"}}).store
+    assert secret.shown == "postgresql://smsgw:******@db.lan/smsgw"  # what log lines say

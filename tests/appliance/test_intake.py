@@ -72,8 +72,9 @@ async def test_each_door_counts_what_it_accepted_and_wakes_the_dispatcher(
 
 
 async def test_a_full_disk_is_refused_at_every_door_the_page_included(
-    store: Store, client_for: ClientFactory
+    file_store: Store, client_for: ClientFactory
 ) -> None:
+    store = file_store
     _, key = await store.create_key("ops", ["send", "read", "admin"])
     gateway = FakeGateway()
     app = create_app(store=store, config=TEST_CONFIG, gateway=as_view(gateway), min_free_bytes=1 << 62)

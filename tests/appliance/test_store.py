@@ -32,6 +32,7 @@ from appliance.ledger.dialect import split_sql
 from appliance.ledger.migrations import MIGRATIONS
 from appliance.states import FINAL, TRANSITIONS, PartState, State
 from modem.pdu import segment_text
+from tests.support.postgres import shared_server
 from tests.support.user_data import join_units, units
 
 RECIPIENTS = ("+4915111111111", "+4915122222222", "+447700900123")
@@ -355,6 +356,23 @@ LedgerMachine.TestCase.settings = settings(
 TestLedgerModel = pytest.mark.slow(LedgerMachine.TestCase)
 
 
+class PgLedgerMachine(LedgerMachine):
+    """The same model check on PostgreSQL: "crash" drops both connections and a new Store connects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = Store(self.run(shared_server().fresh_database()))
+
+
+PgLedgerMachine.TestCase.settings = settings(
+    max_examples=40,  # each example is a new database on the server
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPgLedgerModel = pytest.mark.slow(PgLedgerMachine.TestCase)
+
+
 # ---------------------------------------------------------------- plain tests
 @pytest.fixture
 async def sent_message(store: Store) -> Any:
@@ -561,7 +579,10 @@ async def test_the_queue_cap_counts_waiting_messages_not_the_seqs_between_them(s
     assert str(outcomes[2]) == "3 messages are waiting"
 
 
-async def test_durability_pragmas_are_set(store: Store) -> None:
+async def test_durability_pragmas_are_set(tmp_path: Path) -> None:
+    """SQLite's own settings (PostgreSQL's durability is its server's)."""
+    store = Store(tmp_path / "ledger.sqlite3")
+    await store.open()
     cur = await store.db.execute("PRAGMA journal_mode")
     row = await cur.fetchone()
     assert row is not None
@@ -570,6 +591,7 @@ async def test_durability_pragmas_are_set(store: Store) -> None:
     row = await cur.fetchone()
     assert row is not None
     assert row[0] == 2  # FULL: the WAL is synced on every commit
+    await store.close()
 
 
 async def test_a_reopened_ledger_keeps_everything(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login store fleet)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import sys
 from tests.benchmarks import (
     bench_batch,
     bench_engine,
+    bench_fleet,
     bench_flood,
     bench_gateway,
     bench_login,
     bench_modems,
     bench_page,
     bench_recovery,
+    bench_store,
     bench_watchdog,
 )
 
@@ -27,6 +29,8 @@ BENCHES = {
     "watchdog": bench_watchdog.run,
     "flood": bench_flood.run,
     "recovery": bench_recovery.run,
+    "store": bench_store.run,
+    "fleet": bench_fleet.run,
 }
 
 

@@ -5,20 +5,30 @@ is tested against the simulator elsewhere); the API's job is HTTP and the ledger
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
 from starlette.applications import Starlette
 
-from appliance.config import ApiConfig, Config, GatewayConfig
+from appliance.config import ApiConfig, Config, GatewayConfig, StoreConfig
 from appliance.status import GatewayView
+
+# The box's own files (the page's session key) when the ledger is on PostgreSQL: a directory of
+# this test process, never /var/lib/smsgw (a SQLite ledger keeps them beside its file).
+_BOX_DIR = Path(tempfile.mkdtemp(prefix="smsgw-box-"))
+atexit.register(shutil.rmtree, _BOX_DIR, True)
 
 TEST_CONFIG = Config(
     gateway=GatewayConfig(name="test-gw", default_region="DE"),
     api=ApiConfig(max_body_bytes=16384, max_text_chars=500, queue_max=50),
+    store=StoreConfig(path=str(_BOX_DIR / "ledger.sqlite3")),
 )
 
 

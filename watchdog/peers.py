@@ -1,0 +1,167 @@
+"""Watching the other boxes of a fleet that share this box's ledger: one text per silent peer.
+
+Every box's daemon renews its row in `boxes` with its heartbeat (appliance/ledger/fleet.py); the
+watchdog reads them through the `peer_facts` view. A peer silent for longer than `peer_silent_s`
+is an incident, and every watchdog of the fleet sees it: before texting, a watchdog claims it
+with an INSERT into `peer_incidents`, keyed by the peer and its last heartbeat (one silence
+episode) with ON CONFLICT DO NOTHING, so the one whose row went in texts and the others stay
+quiet. The claimant texts RESOLVED once the peer beats again (one UPDATE, one winner).
+
+This is the watchdog's only write to the ledger: the claim must be shared by the fleet.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another box of the fleet, as `peer_facts` shows it."""
+
+    name: str
+    heartbeat_at: float
+    taken_over_by: str | None
+
+
+@dataclass(frozen=True)
+class PeerNews:
+    """What to text on-call about a peer: it fell silent, or it is back."""
+
+    peer: str
+    resolved: bool
+    text: str
+
+
+def read_peers(ledger_path: str, me: str) -> list[Peer]:
+    """The other boxes (none on a ledger without the fleet schema, or one that cannot be read)."""
+    if not Path(ledger_path).exists():
+        return []
+    try:
+        db = sqlite3.connect(f"{Path(ledger_path).resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error as exc:
+        _LOGGER.warning("cannot open the ledger read-only: %s", exc)
+        return []
+    try:
+        rows = db.execute(
+            "SELECT name, heartbeat_at, taken_over_by FROM peer_facts WHERE name <> ? ORDER BY name", (me,)
+        ).fetchall()
+    except sqlite3.Error as exc:
+        if "no such table" not in str(exc):  # a ledger from before fleets: no peers
+            _LOGGER.warning("reading peer_facts failed: %s", exc)
+        return []
+    finally:
+        db.close()
+    return [Peer(str(r[0]), float(r[1]), r[2]) for r in rows]
+
+
+def _claim(ledger_path: str, peer: Peer, me: str, now: float) -> bool:
+    """Claim the silence of `peer` that began at its last heartbeat; True for the one claimant."""
+    with _Writer(ledger_path) as db:
+        cur = db.execute(
+            "INSERT INTO peer_incidents (peer, silent_since, claimed_by, claimed_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (peer, silent_since) DO NOTHING",
+            (peer.name, peer.heartbeat_at, me, now),
+        )
+        return cur.rowcount == 1
+
+
+def _resolve(ledger_path: str, peer: Peer, me: str, now: float) -> bool:
+    """Close this watchdog's open claims on `peer` (it beats again); True when there was one."""
+    with _Writer(ledger_path) as db:
+        cur = db.execute(
+            "UPDATE peer_incidents SET resolved_at = ? WHERE peer = ? AND claimed_by = ? "
+            "AND resolved_at IS NULL AND silent_since < ?",
+            (now, peer.name, me, peer.heartbeat_at),
+        )
+        return cur.rowcount > 0
+
+
+class _Writer:
+    """One short transaction on the ledger (busy waits up to 5 s for the daemons' writes)."""
+
+    def __init__(self, path: str) -> None:
+        self.db = sqlite3.connect(path, timeout=5, isolation_level=None)
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.db.execute("COMMIT" if exc is None else "ROLLBACK")
+        finally:
+            self.db.close()
+
+
+def _open_claims(ledger_path: str, me: str) -> set[str]:
+    """Peers whose silence this watchdog claimed and has not resolved (after its restart)."""
+    try:
+        db = sqlite3.connect(f"{Path(ledger_path).resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return set()
+    try:
+        rows = db.execute(
+            "SELECT DISTINCT peer FROM peer_incidents WHERE claimed_by = ? AND resolved_at IS NULL", (me,)
+        ).fetchall()
+    except sqlite3.Error:
+        return set()  # no fleet schema yet
+    finally:
+        db.close()
+    return {str(r[0]) for r in rows}
+
+
+class PeerWatch:
+    """Which peers this watchdog has seen silent, and the texts its claims earn."""
+
+    def __init__(self, ledger_path: str, me: str, box_name: str, silent_s: float) -> None:
+        self.ledger_path = ledger_path
+        self.me = me
+        self.box_name = box_name
+        self.silent_s = silent_s
+        self._tried: dict[str, float] = {}  # peer -> the silence (last heartbeat) claimed or lost
+        self._silent: set[str] | None = None  # peers seen silent (read from the ledger at the first cycle)
+
+    def check(self, now: float) -> list[PeerNews]:
+        """One cycle (blocking: run it in a thread). Errors are one log line; the next cycle retries."""
+        news: list[PeerNews] = []
+        try:
+            if self._silent is None:
+                self._silent = _open_claims(self.ledger_path, self.me)
+            for peer in read_peers(self.ledger_path, self.me):
+                age = now - peer.heartbeat_at
+                if age > self.silent_s:
+                    self._silent.add(peer.name)
+                    if self._tried.get(peer.name) == peer.heartbeat_at:
+                        continue  # this silence is claimed already, by us or another watchdog
+                    won = _claim(self.ledger_path, peer, self.me, now)
+                    self._tried[peer.name] = peer.heartbeat_at
+                    if won:
+                        _LOGGER.warning("fleet box %s silent for %.0f s: texting on-call", peer.name, age)
+                        news.append(PeerNews(peer.name, False, self._silent_text(peer, age)))
+                elif peer.name in self._silent:
+                    self._silent.discard(peer.name)
+                    if _resolve(self.ledger_path, peer, self.me, now):
+                        news.append(
+                            PeerNews(
+                                peer.name,
+                                True,
+                                f"RESOLVED {self.box_name}: fleet box {peer.name} beats again",
+                            )
+                        )
+        except sqlite3.Error as exc:
+            _LOGGER.warning("watching the fleet's boxes: %s", exc)
+        return news
+
+    def _silent_text(self, peer: Peer, age: float) -> str:
+        taken = (
+            f"its in-flight messages taken over by box {peer.taken_over_by}"
+            if peer.taken_over_by
+            else "nobody took its messages over yet"
+        )
+        return f"{self.box_name}: fleet box {peer.name} silent for {age:.0f}s; {taken}. Check it"
