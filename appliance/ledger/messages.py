@@ -300,6 +300,7 @@ def _new_message(
         report_expired=False,
         concat_ref=None,
         modem=None,
+        box=None,
         held=False,
         ambiguous=0,
         status_callback=new.status_callback,
