@@ -68,8 +68,9 @@ async def pg_box(
     modem: dict[str, Any] | None = None,
     sections: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[PgBox]:
-    """`smsgw serve` as box `name` on the ledger at `url`, with its own simulator (EC25 profile);
-    `timing` overrides SIM_TEST_TIMING, `modem` the [modem] keys, `sections` whole config tables."""
+    """`smsgw serve` as box `name` on the PostgreSQL ledger at `url` (or, given a file path, on that
+    SQLite ledger), with its own simulator (EC25 profile); `timing` overrides SIM_TEST_TIMING,
+    `modem` the [modem] keys, `sections` whole config tables."""
     home.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  (once, before any loop work)
     sim = Simulator(home / "sim", "quectel-ec25", **{**SIM_TEST_TIMING, **(timing or {})})
     await sim.start()
@@ -78,7 +79,8 @@ async def pg_box(
     )
     for section, values in (sections or {}).items():
         raw.setdefault(section, {}).update(values)
-    raw["store"] = {"url": url, "directory": str(home)}
+    postgres = url.startswith(("postgresql://", "postgres://"))
+    raw["store"] = {"url": url, "directory": str(home)} if postgres else {"path": url}
     config = home / "smsgw.toml"
     config.write_text(toml_text(raw))
     box = PgBox(name, sim, Proc("serve", config, home / "serve.log"), f"http://{raw['api']['listen']}")
