@@ -126,7 +126,7 @@ async def test_a_box_killed_mid_drain_leaves_its_queue_to_the_others_and_its_par
         boxes = [a, b, c]
         bodies = [f"drain message {i}" for i in range(300)]
         posted = await post_round_robin(boxes, key, bodies)
-        await eventually(lambda: len(c.submits()) >= 5, 60)
+        await eventually(lambda: len(c.submits()) >= 5, 60)  # c is sending its share
         c.sim.freeze(600)  # the next part c hands its modem never reaches the network
 
         def frozen() -> bool:
@@ -144,18 +144,30 @@ async def test_a_box_killed_mid_drain_leaves_its_queue_to_the_others_and_its_par
             status = (await ca.get("/api/v1/status")).json()
 
     sent = Counter(t for box in boxes for t in box.texts())
-    unknown = [(doc, e) for doc in docs for e in doc["events"] if e["type"] == "outcome_unknown"]
-    assert len(unknown) == 1, [e for _d, e in unknown]  # c's one part in flight, resolved once
-    doc, event = unknown[0]
-    assert "box c stopped" in event["detail"]
-    taker = next(n for n in ("a", "b") if f"box {n} took over" in event["detail"])
-    assert doc["box"] in ("a", "b")  # resent through a live box
-    assert doc["body"] not in sent_by_c  # the frozen part never reached the network
+    unknown = {d["body"]: [e for e in d["events"] if e["type"] == "outcome_unknown"] for d in docs}
+    unknown = {body: events for body, events in unknown.items() if events}
+    # c's parts in flight: the frozen one; the one c's dispatcher had claimed next (prefetched: its
+    # part is marked at the claim, before the modem is asked); maybe one its modem had sent but c
+    # had not recorded yet (the ambiguous window). Each resolved once, all by the box that took c over.
+    assert all(len(events) == 1 for events in unknown.values()), unknown
+    details = [events[0]["detail"] for events in unknown.values()]
+    assert all("box c stopped" in d for d in details), details
+    takers = {n for n in ("a", "b") for d in details if f"box {n} took over" in d}
+    assert len(takers) == 1, details
+    (taker,) = takers
+    never_sent = [body for body in unknown if body not in sent_by_c]
+    assert 1 <= len(never_sent) <= 2, (list(unknown), sorted(sent_by_c))  # frozen, and maybe prefetched
     for body, d in zip(bodies, docs, strict=True):
         assert d["final"], d
         # Delivered, or (its report lost with c) final `sent`.
         assert d["status"] == "delivered" or (d["status"] == "sent" and d["box"] == "c"), d
-        assert sent[body] == 1, (body, sent[body])  # none sent twice
+        if body in unknown:
+            assert d["box"] in ("a", "b"), d  # resent through a live box
+            assert d["possible_duplicate"] is True, d
+            # Twice only when c's modem had sent it before the kill: the ambiguous window.
+            assert sent[body] == (2 if body in sent_by_c else 1), (body, sent[body])
+        else:
+            assert sent[body] == 1, (body, sent[body])  # none sent twice outside that window
         if body not in sent_by_c:
             assert d["box"] in ("a", "b"), d  # c's queue finished on the others
     posted_to_c_finished_elsewhere = [
@@ -166,5 +178,5 @@ async def test_a_box_killed_mid_drain_leaves_its_queue_to_the_others_and_its_par
     assert (fleet["c"]["lease"], fleet["c"]["taken_over_by"]) == ("taken_over", taker)
     print(
         f"\nbox c killed with {left} messages queued or in flight; {len(posted_to_c_finished_elsewhere)} "
-        f"posted to c finished on a and b; its in-flight part resolved once by box {taker}"
+        f"posted to c finished on a and b; its {len(unknown)} part(s) in flight resolved once by box {taker}"
     )
