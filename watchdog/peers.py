@@ -7,17 +7,76 @@ with an INSERT into `peer_incidents`, keyed by the peer and its last heartbeat (
 episode) with ON CONFLICT DO NOTHING, so the one whose row went in texts and the others stay
 quiet. The claimant texts RESOLVED once the peer beats again (one UPDATE, one winner).
 
-This is the watchdog's only write to the ledger: the claim must be shared by the fleet.
+This is the watchdog's only write to the ledger: the claim must be shared by the fleet. The ledger
+is a SQLite file or, for a fleet of boxes, a postgresql:// URL: the same statements, spelt for
+each (`?` or `$n`), over sqlite3 or asyncpg (one short connection per statement, in a thread).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import re
 import sqlite3
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
 
 _LOGGER = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# What a cycle shrugs off with one log line: the next cycle tries again.
+LEDGER_ERRORS = (sqlite3.Error, asyncpg.PostgresError, OSError, TimeoutError)
+
+
+def _on_postgres(ledger: str) -> bool:
+    return ledger.startswith(("postgresql://", "postgres://"))
+
+
+def _pg(url: str, work: Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]) -> T:
+    """`work` on a connection of its own, in a loop of its own thread (the caller may be in a loop)."""
+
+    async def run() -> T:
+        db = await asyncpg.connect(url, timeout=5)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def _numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's $1, $2, ..."""
+    count = iter(range(1, 100))
+    return re.sub(r"\?", lambda _m: f"${next(count)}", sql)
+
+
+def _pg_rows(url: str, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
+    """The rows of a query on PostgreSQL; None when the fleet's tables do not exist there yet."""
+
+    async def work(db: asyncpg.Connection) -> list[tuple[Any, ...]] | None:
+        try:
+            return [tuple(r) for r in await db.fetch(_numbered(sql), *args)]
+        except asyncpg.UndefinedTableError:
+            return None
+
+    return _pg(url, work)
+
+
+def _pg_changed(url: str, sql: str, args: tuple[Any, ...]) -> int:
+    """Rows an INSERT or UPDATE on PostgreSQL changed (its command tag: "INSERT 0 1", "UPDATE 2")."""
+
+    async def work(db: asyncpg.Connection) -> int:
+        tag: str = await db.execute(_numbered(sql), *args)
+        return int(tag.rsplit(" ", 1)[-1])
+
+    return _pg(url, work)
 
 
 @dataclass(frozen=True)
@@ -38,8 +97,23 @@ class PeerNews:
     text: str
 
 
+_PEERS = "SELECT name, heartbeat_at, taken_over_by FROM peer_facts WHERE name <> ? ORDER BY name"
+_CLAIM = (
+    "INSERT INTO peer_incidents (peer, silent_since, claimed_by, claimed_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (peer, silent_since) DO NOTHING"
+)
+_RESOLVE = (
+    "UPDATE peer_incidents SET resolved_at = ? WHERE peer = ? AND claimed_by = ? "
+    "AND resolved_at IS NULL AND silent_since < ?"
+)
+_OPEN_CLAIMS = "SELECT DISTINCT peer FROM peer_incidents WHERE claimed_by = ? AND resolved_at IS NULL"
+
+
 def read_peers(ledger_path: str, me: str) -> list[Peer]:
     """The other boxes (none on a ledger without the fleet schema, or one that cannot be read)."""
+    if _on_postgres(ledger_path):
+        found = _pg_rows(ledger_path, _PEERS, (me,))
+        return [Peer(str(r[0]), float(r[1]), r[2]) for r in found or []]
     if not Path(ledger_path).exists():
         return []
     try:
@@ -48,9 +122,7 @@ def read_peers(ledger_path: str, me: str) -> list[Peer]:
         _LOGGER.warning("cannot open the ledger read-only: %s", exc)
         return []
     try:
-        rows = db.execute(
-            "SELECT name, heartbeat_at, taken_over_by FROM peer_facts WHERE name <> ? ORDER BY name", (me,)
-        ).fetchall()
+        rows = db.execute(_PEERS, (me,)).fetchall()
     except sqlite3.Error as exc:
         if "no such table" not in str(exc):  # a ledger from before fleets: no peers
             _LOGGER.warning("reading peer_facts failed: %s", exc)
@@ -62,24 +134,20 @@ def read_peers(ledger_path: str, me: str) -> list[Peer]:
 
 def _claim(ledger_path: str, peer: Peer, me: str, now: float) -> bool:
     """Claim the silence of `peer` that began at its last heartbeat; True for the one claimant."""
+    args = (peer.name, peer.heartbeat_at, me, now)
+    if _on_postgres(ledger_path):
+        return _pg_changed(ledger_path, _CLAIM, args) == 1
     with _Writer(ledger_path) as db:
-        cur = db.execute(
-            "INSERT INTO peer_incidents (peer, silent_since, claimed_by, claimed_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (peer, silent_since) DO NOTHING",
-            (peer.name, peer.heartbeat_at, me, now),
-        )
-        return cur.rowcount == 1
+        return db.execute(_CLAIM, args).rowcount == 1
 
 
 def _resolve(ledger_path: str, peer: Peer, me: str, now: float) -> bool:
     """Close this watchdog's open claims on `peer` (it beats again); True when there was one."""
+    args = (now, peer.name, me, peer.heartbeat_at)
+    if _on_postgres(ledger_path):
+        return _pg_changed(ledger_path, _RESOLVE, args) > 0
     with _Writer(ledger_path) as db:
-        cur = db.execute(
-            "UPDATE peer_incidents SET resolved_at = ? WHERE peer = ? AND claimed_by = ? "
-            "AND resolved_at IS NULL AND silent_since < ?",
-            (now, peer.name, me, peer.heartbeat_at),
-        )
-        return cur.rowcount > 0
+        return db.execute(_RESOLVE, args).rowcount > 0
 
 
 class _Writer:
@@ -101,14 +169,14 @@ class _Writer:
 
 def _open_claims(ledger_path: str, me: str) -> set[str]:
     """Peers whose silence this watchdog claimed and has not resolved (after its restart)."""
+    if _on_postgres(ledger_path):
+        return {str(r[0]) for r in _pg_rows(ledger_path, _OPEN_CLAIMS, (me,)) or []}
     try:
         db = sqlite3.connect(f"{Path(ledger_path).resolve().as_uri()}?mode=ro", uri=True, timeout=2)
     except sqlite3.Error:
         return set()
     try:
-        rows = db.execute(
-            "SELECT DISTINCT peer FROM peer_incidents WHERE claimed_by = ? AND resolved_at IS NULL", (me,)
-        ).fetchall()
+        rows = db.execute(_OPEN_CLAIMS, (me,)).fetchall()
     except sqlite3.Error:
         return set()  # no fleet schema yet
     finally:
@@ -120,7 +188,7 @@ class PeerWatch:
     """Which peers this watchdog has seen silent, and the texts its claims earn."""
 
     def __init__(self, ledger_path: str, me: str, box_name: str, silent_s: float) -> None:
-        self.ledger_path = ledger_path
+        self.ledger_path = ledger_path  # a SQLite file or a postgresql:// URL
         self.me = me
         self.box_name = box_name
         self.silent_s = silent_s
@@ -154,7 +222,7 @@ class PeerWatch:
                                 f"RESOLVED {self.box_name}: fleet box {peer.name} beats again",
                             )
                         )
-        except sqlite3.Error as exc:
+        except LEDGER_ERRORS as exc:
             _LOGGER.warning("watching the fleet's boxes: %s", exc)
         return news
 

@@ -81,6 +81,11 @@ def marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
+def not_in(column: str, values: Sequence[Any]) -> str:
+    """`AND column NOT IN (?, ...)`, or nothing for no values (PostgreSQL refuses an empty list)."""
+    return f" AND {column} NOT IN ({marks(values)})" if values else ""
+
+
 def page_query(
     table: str, conditions: list[tuple[str, Any]], limit: int, *, columns: str = "*"
 ) -> tuple[str, list[Any]]:

@@ -111,7 +111,7 @@ class Escalations(Timeline):
         row = await fetch_one(
             self.rdb,
             "SELECT min(t) AS t FROM (SELECT min(next_at) AS t FROM escalations WHERE next_at IS NOT NULL "
-            "UNION ALL SELECT min(next_at) FROM escalation_mail WHERE sent_at IS NULL AND abandoned_at IS NULL)",
+            "UNION ALL SELECT min(next_at) FROM escalation_mail WHERE sent_at IS NULL AND abandoned_at IS NULL) AS due",
             (),
         )
         return None if row is None or row["t"] is None else float(row["t"])

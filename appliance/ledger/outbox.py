@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 
 from appliance.ledger.connection import Connection
-from appliance.ledger.dialect import fetch_all, fetch_one, marks
+from appliance.ledger.dialect import fetch_all, fetch_one, not_in
 from appliance.ledger.models import OutboxItem, new_id, webhook_target
 from appliance.ledger.payloads import rfc3339
 
@@ -76,7 +76,7 @@ class Outbox(Connection):
         busy = list(busy)
         sql = (
             "SELECT target FROM webhook_outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL "  # noqa: S608
-            f"AND next_attempt_at <= ? AND target NOT IN ({marks(busy)}) "
+            f"AND next_attempt_at <= ?{not_in('target', busy)} "
             "GROUP BY target ORDER BY max(attempts), min(id) LIMIT ?"
         )
         rows = await fetch_all(self.rdb, sql, (now, *busy, limit))
@@ -115,7 +115,7 @@ class Outbox(Connection):
         busy = list(busy)
         sql = (
             "SELECT min(next_attempt_at) AS t FROM webhook_outbox "  # noqa: S608  (placeholders only)
-            f"WHERE delivered_at IS NULL AND abandoned_at IS NULL AND target NOT IN ({marks(busy)})"
+            f"WHERE delivered_at IS NULL AND abandoned_at IS NULL{not_in('target', busy)}"
         )
         row = await fetch_one(self.rdb, sql, busy)
         return None if row is None or row["t"] is None else float(row["t"])

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import aiosqlite
 
 from appliance.ledger.connection import vital
-from appliance.ledger.dialect import SKIP_LOCKED, fetch_all, fetch_one
+from appliance.ledger.dialect import SKIP_LOCKED, fetch_all, fetch_one, notify_queued
 from appliance.ledger.errors import Conflict, NotFound
 from appliance.ledger.keys import insert_audit
 from appliance.ledger.models import Actor, Message, message_row
@@ -323,6 +323,8 @@ class Sending(Reports):
                     continue
                 await self._transition(db, msg, State.QUEUED, "due", "scheduled time reached", now)
                 changed += 1
+            if changed:
+                await notify_queued(db)  # every box of a fleet claims them, not only the promoter
             rows = await fetch_all(
                 db,
                 f"SELECT * FROM messages WHERE status IN ('queued', 'scheduled') AND expires_at <= ?{SKIP_LOCKED}",  # noqa: S608

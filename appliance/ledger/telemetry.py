@@ -82,21 +82,24 @@ class Telemetry(Connection):
 
         Plain SQL both backends run: CASE sums, no SQLite-only function; each term walks an index
         range (messages_sent_at, messages_final_at, messages_status, parts_submitted_at)."""
+        # In a fleet, this box's modems only (boxes may name theirs alike); box NULL: before fleets.
+        mine = "" if self.box is None else " AND (box = ? OR box IS NULL)"
+        box_arg: tuple[str, ...] = () if self.box is None else (self.box,)
         rows = await fetch_all(
             self.rdb,
-            "SELECT modem, "
+            "SELECT modem, "  # noqa: S608  (fixed clauses)
             "sum(CASE WHEN sent_at >= ? THEN 1 ELSE 0 END) AS sent, "
             "sum(CASE WHEN final_at >= ? AND status IN ('failed', 'undelivered') THEN 1 ELSE 0 END) AS failed, "
             "sum(CASE WHEN status = 'sending' THEN 1 ELSE 0 END) AS in_flight "
-            "FROM messages WHERE modem IS NOT NULL "
+            f"FROM messages WHERE modem IS NOT NULL{mine} "
             "AND (sent_at >= ? OR final_at >= ? OR status = 'sending') GROUP BY modem",
-            (since, since, since, since),
+            (since, since, *box_arg, since, since),
         )
         parts = await fetch_all(
             self.rdb,
-            "SELECT modem, sum(CASE WHEN submitted_at >= ? THEN 1 ELSE 0 END) AS n, max(submitted_at) AS last "
-            "FROM parts WHERE submitted_at >= ? AND modem IS NOT NULL GROUP BY modem",
-            (since, min(since, lookback)),
+            "SELECT modem, sum(CASE WHEN submitted_at >= ? THEN 1 ELSE 0 END) AS n, max(submitted_at) AS last "  # noqa: S608
+            f"FROM parts WHERE submitted_at >= ? AND modem IS NOT NULL{mine} GROUP BY modem",
+            (since, min(since, lookback), *box_arg),
         )
         counts = {str(r["modem"]): r for r in rows}
         recent = {str(r["modem"]): r for r in parts}

@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login store fleet)."""
+"""`make bench`: run every benchmark module and print its figures (or name some: engine gateway batch modems page watchdog flood recovery login store fleet pgfleet)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tests.benchmarks import (
     bench_login,
     bench_modems,
     bench_page,
+    bench_pgfleet,
     bench_recovery,
     bench_store,
     bench_watchdog,
@@ -31,6 +32,7 @@ BENCHES = {
     "recovery": bench_recovery.run,
     "store": bench_store.run,
     "fleet": bench_fleet.run,
+    "pgfleet": bench_pgfleet.run,
 }
 
 

@@ -13,6 +13,7 @@ from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
+from tests.support.postgres import PgServer
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
@@ -24,8 +25,9 @@ LEASE_S = 1
 SILENT_S = 3.0
 
 
-async def test_two_watchdogs_claim_a_silent_peer_once_and_its_claimant_resolves_it(tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.sqlite3"
+async def test_two_watchdogs_claim_a_silent_peer_once_and_its_claimant_resolves_it(ledger_url: str) -> None:
+    """On a SQLite file and on a PostgreSQL database (`ledger_url` is parametrised)."""
+    ledger = ledger_url
     peer = Store(ledger, box="c")
     await peer.open()
     try:
@@ -81,8 +83,9 @@ def test_a_ledger_without_the_fleet_schema_has_no_peers(tmp_path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fleet_box(tmp_path: Path, name: str, *, watchdog: bool) -> AsyncIterator[Box]:
-    """Box `name` of a fleet on tmp_path/ledger.sqlite3: its simulator, daemon and (maybe) watchdog."""
+async def fleet_box(tmp_path: Path, name: str, *, watchdog: bool, url: str = "") -> AsyncIterator[Box]:
+    """Box `name` of a fleet on tmp_path/ledger.sqlite3 (or the PostgreSQL ledger at `url`): its
+    simulator, daemon and (maybe) watchdog."""
     home = tmp_path / name
     home.mkdir()
     sim = Simulator(home / "sim", "quectel-ec25", **SIM_TEST_TIMING)
@@ -96,6 +99,8 @@ async def fleet_box(tmp_path: Path, name: str, *, watchdog: bool) -> AsyncIterat
     }
     raw = gateway_config(tmp_path, str(sim.primary_path), gateway={"name": name}, watchdog=wd)
     raw["fleet"] = {"box": name, "lease_s": LEASE_S}
+    if url:
+        raw["store"] = {"url": url, "directory": str(home)}
     config_path = home / "smsgw.toml"
     config_path.write_text(toml_text(raw))
     box = Box(
@@ -122,16 +127,12 @@ def about_c(text: str) -> bool:
     return "fleet box c silent" in text
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(150)
-async def test_a_killed_peer_is_texted_once_by_one_of_two_watchdogs(tmp_path: Path) -> None:
-    store = Store(tmp_path / "ledger.sqlite3")
-    await store.open()  # the schema, before three daemons race to create it
-    await store.close()
+async def _killed_peer_texted_once(tmp_path: Path, url: str = "") -> None:
+    """Boxes a and b with watchdogs, c without; c's daemon SIGKILLed: one text about c, from one of them."""
     async with (
-        fleet_box(tmp_path, "a", watchdog=True) as a,
-        fleet_box(tmp_path, "b", watchdog=True) as b,
-        fleet_box(tmp_path, "c", watchdog=False) as c,
+        fleet_box(tmp_path, "a", watchdog=True, url=url) as a,
+        fleet_box(tmp_path, "b", watchdog=True, url=url) as b,
+        fleet_box(tmp_path, "c", watchdog=False, url=url) as c,
     ):
         await c.daemon.kill9()
         watchers = (a, b)
@@ -144,3 +145,20 @@ async def test_a_killed_peer_is_texted_once_by_one_of_two_watchdogs(tmp_path: Pa
             await box.cycles(4)  # both watchdogs went round twice more after the text
         assert len(texts()) == 1, texts()
         assert "taken over by box" in texts()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_a_killed_peer_is_texted_once_by_one_of_two_watchdogs(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ledger.sqlite3")
+    await store.open()  # the schema, before three daemons race to create it
+    await store.close()
+    await _killed_peer_texted_once(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_on_postgresql_a_killed_peer_is_texted_once_by_one_of_two_watchdogs(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    await _killed_peer_texted_once(tmp_path, await pg_server.fresh_database())
