@@ -60,6 +60,7 @@ class LedgerBackend(Protocol):
     writable: asyncio.Event  # set while every write is taken
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks
     queue_changed: asyncio.Event  # PostgreSQL: set when any box committed new messages
+    reachable: asyncio.Event  # PostgreSQL: set while the server answers (always set on SQLite)
 
     # --- messages
     async def accept(
@@ -499,6 +500,15 @@ class LedgerBackend(Protocol):
         ...
 
     # --- connection
+    @property
+    def unreachable_since(self) -> float | None:
+        """PostgreSQL: when the server stopped answering (None while it answers)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the server answers now (a probe while it is unreachable); True on SQLite."""
+        ...
+
     async def open(self) -> None:
         """Open (creating and migrating as needed)."""
         ...
