@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from appliance.ledger.balance import LatestBalance
 from appliance.ledger.errors import StoreError
@@ -50,6 +50,9 @@ from appliance.ledger.models import (
 )
 from appliance.sms_templates import TemplateDraft, TemplateRecord
 
+if TYPE_CHECKING:
+    from appliance.ledger.spool import Spool
+
 
 class LedgerBackend(Protocol):
     """Everything outside appliance/ledger/ may call on the ledger."""
@@ -61,6 +64,7 @@ class LedgerBackend(Protocol):
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks
     queue_changed: asyncio.Event  # PostgreSQL: set when any box committed new messages
     reachable: asyncio.Event  # PostgreSQL: set while the server answers (always set on SQLite)
+    spool: Spool | None  # PostgreSQL in `smsgw serve`: where accepts go while the server is unreachable
 
     # --- messages
     async def accept(

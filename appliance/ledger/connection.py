@@ -9,7 +9,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import aiosqlite
 import asyncpg
@@ -26,6 +26,9 @@ from appliance.ledger.postgres import (
     is_postgres_url,
 )
 from appliance.reserve import OPEN_RESERVE_BYTES, RESERVE_STEP_BYTES, Reserve
+
+if TYPE_CHECKING:
+    from appliance.ledger.spool import Spool
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ class Connection:
         # PostgreSQL: set while the server answers (spool.py accepts locally while it does not).
         self._reach = Reach()
         self.reachable = self._reach.up
+        # PostgreSQL in `smsgw serve`: the box's local spool (the daemon opens it), else None.
+        self.spool: Spool | None = None
         self._outbox_pending = False
         self._webhooks = tuple(webhooks)
         self._write_lock = asyncio.Lock()

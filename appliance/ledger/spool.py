@@ -64,6 +64,8 @@ class Spool:
         self.active = False  # accepts go to the spool (the server is unreachable, or it holds messages)
         self.messages = 0  # messages in the spool
         self.journal = 0  # journal rows not yet written to the server
+        self.journal_written = asyncio.Event()  # set while the journal is empty
+        self.journal_written.set()
         self._lock = asyncio.Lock()  # an accept into the spool, or the drain's last look at it
 
     async def open(self) -> None:
@@ -94,6 +96,13 @@ class Spool:
         self.messages = int(row["n"]) if row is not None else 0
         row = await fetch_one(self.local.rdb, "SELECT count(*) AS n FROM spool_journal", ())
         self.journal = int(row["n"]) if row is not None else 0
+        self._journal_changed()
+
+    def _journal_changed(self) -> None:
+        if self.journal:
+            self.journal_written.clear()
+        else:
+            self.journal_written.set()
 
     # ------------------------------------------------------------ accepting
     async def accept(
@@ -166,6 +175,7 @@ class Spool:
                 (msg_id, seq, mr, modem, at),
             )
         self.journal += 1
+        self._journal_changed()
 
     async def report(self, mr: int, recipient: str, status: int, *, at: float) -> None:
         """A status report the server could not take: kept here, applied there on return."""
@@ -175,6 +185,7 @@ class Spool:
                 (mr, recipient, status, at),
             )
         self.journal += 1
+        self._journal_changed()
 
     async def _replay(self) -> int:
         """Write the journal to the server in order; each row deleted once the server has it."""
@@ -198,6 +209,7 @@ class Spool:
             async with self.local._tx(critical=True) as db:
                 await db.execute("DELETE FROM spool_journal WHERE id = ?", (r["id"],))
             self.journal -= 1
+            self._journal_changed()
         return len(rows)
 
     # ------------------------------------------------------------ draining
