@@ -165,6 +165,14 @@ class PgConnection:
         except _GONE as exc:
             self.reach.lost(exc)
             raise LedgerUnreachable(f"the ledger's server is unreachable: {type(exc).__name__}") from exc
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            # The connection broke under a statement (asyncpg: "another operation is in progress"
+            # as the server went away): unusable, opened again at the next statement.
+            if isinstance(exc, asyncpg.InterfaceError) and not self._conn.is_closed():
+                raise  # a misuse, not an outage
+            self._conn.terminate()
+            self.reach.lost(exc)
+            raise LedgerUnreachable(f"the ledger's server is unreachable: {type(exc).__name__}") from exc
         self.reach.back()
         return result
 
