@@ -636,7 +636,9 @@ async def test_status_document_shape(
         "watchdog",
         "disk",
         "history",
+        "spool",
     }
+    assert doc["spool"] is None  # only `smsgw serve` on PostgreSQL has a spool (test_postgres_outage.py)
     assert set(doc["gateway"]) == {"name", "version", "uptime_s", "started_at"}
     assert doc["gateway"]["name"] == "test-gw"
     assert 119 <= doc["gateway"]["uptime_s"] < 3600
