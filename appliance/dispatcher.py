@@ -212,6 +212,8 @@ class ModemWorker:
         self._records: set[asyncio.Task[None]] = set()
         # +CMGS the ledger could not take yet (full disk): (message, part, MR, when), retried first.
         self._unrecorded: list[tuple[str, int, int, float]] = []
+        # Claims (their `now`) the ledger's server went away under: released once it answers.
+        self._cut_off_claims: list[float] = []
 
     @property
     def available(self) -> bool:
@@ -254,6 +256,8 @@ class ModemWorker:
             return
         if self._unrecorded:
             await self._record_again()
+        if self._cut_off_claims:
+            await self._settle_cut_off_claims()
         prefetched, self._prefetch = self._prefetch, None
         try:
             if prefetched is not None:
@@ -287,6 +291,23 @@ class ModemWorker:
 
     async def _claim(self) -> Message | None:
         now = time.time()
+        try:
+            return await self._claim_at(now)
+        except LedgerUnreachable:
+            # Its COMMIT may have made it before the server went away: checked once it answers.
+            self._cut_off_claims.append(now)
+            raise
+
+    async def _settle_cut_off_claims(self) -> None:
+        while self._cut_off_claims:
+            released = await self.d.store.release_cut_off_claim(self.name, self._cut_off_claims[0])
+            self._cut_off_claims.pop(0)
+            if released:
+                _LOGGER.warning(
+                    "dispatcher on %s: claim cut off by the ledger's outage put back: %s", self.name, released
+                )
+
+    async def _claim_at(self, now: float) -> Message | None:
         return await self.d.store.claim_next(
             self.name,
             now=now,

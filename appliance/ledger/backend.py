@@ -169,6 +169,10 @@ class LedgerBackend(Protocol):
         """Put a claimed message back untouched (the modem went away before any AT)."""
         ...
 
+    async def release_cut_off_claim(self, modem: str, claimed_at: float) -> list[str]:
+        """A claim whose COMMIT the server's outage cut off: the message it took, if it made it, back to the queue."""
+        ...
+
     async def delay(self, msg_id: str, until: float, reason: str, *, move: bool = True) -> None:
         """Hold a queued message back until `until`, saying why in the timeline (once per reason)."""
         ...

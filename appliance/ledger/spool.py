@@ -19,6 +19,7 @@ reports received meanwhile are kept in the spool's journal and written to the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -354,5 +355,8 @@ class Spool:
                 if wake is not None:
                     wake()
                 continue
-            await asyncio.sleep(PROBE_DELAYS_S[min(delay_index, len(PROBE_DELAYS_S) - 1)])
+            # Until the next probe, or sooner when another statement finds the server back.
+            delay = PROBE_DELAYS_S[min(delay_index, len(PROBE_DELAYS_S) - 1)]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ledger.reachable.wait(), delay)
             delay_index += 1

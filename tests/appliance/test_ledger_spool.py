@@ -4,6 +4,7 @@ reach the server, once each, when it is started again (appliance/ledger/spool.py
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,3 +176,28 @@ async def test_a_part_submitted_and_a_report_while_the_server_is_stopped_are_rec
     assert done is not None
     assert done.status.value == "delivered"
     assert [(p.mr, p.status.value) for p in done.parts] == [(42, "delivered")]
+
+
+async def test_a_claim_whose_commit_made_it_unseen_goes_back_to_the_queue_and_no_other(box: Box) -> None:
+    ours, _ = await box.spool.accept(message("claimed unseen"), key_id=None, queue_max=100)
+    sent, _ = await box.spool.accept(message("claimed and sent"), key_id=None, queue_max=100)
+    at = time.time() + 0.123456789  # all 17 digits of a double: compared exactly
+    claimed = await box.ledger.claim_next("modem-a", now=at, mark_first_part=True)
+    assert claimed is not None
+    assert claimed.id == ours.id
+    other = await box.ledger.claim_next("modem-a", now=at + 1, mark_first_part=True)
+    assert other is not None
+    assert other.id == sent.id
+    await box.ledger.part_submitted(sent.id, 1, 7, "modem-a")
+    # Another box's modem of the same name, or another moment: not that claim.
+    assert await box.ledger.release_cut_off_claim("modem-a", at + 0.5) == []
+    assert await box.ledger.release_cut_off_claim("modem-b", at) == []
+    assert await box.ledger.release_cut_off_claim("modem-a", at) == [ours.id]
+    back = await box.ledger.get(ours.id)
+    assert back is not None
+    assert (back.status.value, back.attempts, [p.status.value for p in back.parts]) == (
+        "queued",
+        0,
+        ["pending"],
+    )
+    assert await box.ledger.release_cut_off_claim("modem-a", at + 1) == []  # its part is with the network
