@@ -105,45 +105,58 @@ async def _outage_keeps_every_message(tmp_path: Path, server: PgServer, outage_s
             await until_ready(base)
             poster = Poster(client)
             posting = asyncio.create_task(poster.run())
-            await poster.until(20)
-            await eventually(lambda: _submits(sim) >= 3, 30, interval_s=0.05)
-            before = len(poster.accepted)
-            await asyncio.to_thread(server.halt)
-            halted = True
-            stopped_at = time.monotonic()
+            try:
+                await poster.until(20)
+                await eventually(lambda: _submits(sim) >= 3, 30, interval_s=0.05)
+                before = len(poster.accepted)
+                await asyncio.to_thread(server.halt)
+                halted = True
+                stopped_at = time.monotonic()
 
-            async def spooling() -> bool:
-                status = (await client.get("/readyz")).json()
-                return "accepting into the local spool" in status["reason"]
+                async def spooling() -> bool:
+                    status = (await client.get("/readyz")).json()
+                    return "accepting into the local spool" in status["reason"]
 
-            await eventually(spooling, 15, interval_s=0.1)
-            await poster.until(before + 10)  # accepted while the server is down
-            submits_during = _submits(sim)
-            remaining = outage_s - (time.monotonic() - stopped_at)
-            if remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(poster.stop.wait(), remaining)  # the outage's length
-            assert _submits(sim) == submits_during, "nothing is sent while the server is down"
-            spooled = (await client.get("/readyz")).json()["reason"]
-            await asyncio.to_thread(server.resume)
-            halted = False
-            back_at = time.monotonic()
-            at_return = len(poster.accepted)
-            await poster.until(at_return + 10)  # accepted again after the server's return
-            poster.stop.set()
-            await posting
+                await eventually(spooling, 15, interval_s=0.1)
+                await poster.until(before + 10)  # accepted while the server is down
+                spooled_id = list(poster.accepted)[-1]
+                got = await client.get(f"/api/v1/messages/{spooled_id}")  # read from the spool
+                assert got.status_code == 200, got.text
+                assert (got.json()["id"], got.json()["status"]) == (spooled_id, "queued")
+                status = (await client.get("/api/v1/status")).json()
+                assert status["verdict"]["state"] == "degraded"
+                assert status["spool"]["sending_paused"] is True
+                assert status["spool"]["messages"] >= 10
+                assert any("accepting into the local spool" in r for r in status["verdict"]["reasons"])
+                submits_during = _submits(sim)
+                remaining = outage_s - (time.monotonic() - stopped_at)
+                if remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(poster.stop.wait(), remaining)  # the outage's length
+                assert _submits(sim) == submits_during, "nothing is sent while the server is down"
+                spooled = (await client.get("/readyz")).json()["reason"]
+                await asyncio.to_thread(server.resume)
+                halted = False
+                back_at = time.monotonic()
+                at_return = len(poster.accepted)
+                await poster.until(at_return + 10)  # accepted again after the server's return
+                poster.stop.set()
+                await posting
 
-            async def drained() -> bool:
-                status = (await client.get("/readyz")).json()
-                return "spool" not in status["reason"]
+                async def drained() -> bool:
+                    status = (await client.get("/readyz")).json()
+                    return "spool" not in status["reason"]
 
-            await eventually(drained, 60, interval_s=0.1)
-            drained_s = time.monotonic() - back_at
+                await eventually(drained, 60, interval_s=0.1)
+                drained_s = time.monotonic() - back_at
 
-            async def all_delivered() -> bool:
-                return await _delivered(url, poster.accepted) == len(poster.accepted)
+                async def all_delivered() -> bool:
+                    return await _delivered(url, poster.accepted) == len(poster.accepted)
 
-            await eventually(all_delivered, 120, interval_s=0.5)
+                await eventually(all_delivered, 120, interval_s=0.5)
+            finally:
+                poster.stop.set()
+                await posting
     finally:
         if halted:
             await asyncio.to_thread(server.resume)
