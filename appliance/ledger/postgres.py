@@ -55,7 +55,7 @@ class Reach:
             self.up.clear()
             self.since = time.time()
             _LOGGER.error(
-                "the ledger's server is unreachable (%s): accepting into the local spool, sending paused",
+                "the ledger's server is unreachable (%s): waiting for it",
                 type(exc).__name__ if not str(exc) else str(exc),
             )
 

@@ -125,7 +125,7 @@ class Spool:
             except LedgerUnreachable:
                 pass  # not written, or its commit cut off: spooled under the same id
         async with self._lock:
-            self.active = True
+            self._activate()
             result = await self.local.accept(
                 new, key_id=key_id, queue_max=queue_max, quota=quota, actor=actor
             )
@@ -152,12 +152,20 @@ class Spool:
             except LedgerUnreachable:
                 pass
         async with self._lock:
-            self.active = True
+            self._activate()
             results = await self.local.accept_many(
                 news, key_id=key_id, queue_max=queue_max, quota=quota, actor=actor
             )
             self.messages += sum(1 for r in results if isinstance(r, tuple) and r[1])
         return results
+
+    def _activate(self) -> None:
+        if not self.active:
+            self.active = True
+            _LOGGER.warning(
+                "accepting into the local spool %s while the ledger's server is unreachable; sending paused",
+                self.path,
+            )
 
     async def get(self, msg_id: str) -> Message | None:
         """A spooled message from the spool, any other from the server (LedgerUnreachable while it is down)."""
