@@ -183,7 +183,11 @@ class PgConnection:
                 conn = await self._live(sql)
                 try:
                     return await call(conn)
-                except asyncpg.ConnectionDoesNotExistError:
+                except (
+                    asyncpg.ConnectionDoesNotExistError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                ):
                     if began_in_tx or attempt == 2:
                         raise
                     # Dropped before any transaction of ours began: open again, run it once more.

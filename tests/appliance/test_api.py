@@ -881,7 +881,9 @@ async def test_queue_full_is_503_with_retry_after(
     store: Store, gateway: FakeGateway, client_for: ClientFactory, keys: Keys
 ) -> None:
     config = Config(
-        gateway=TEST_CONFIG.gateway, api=ApiConfig(max_body_bytes=16384, max_text_chars=500, queue_max=2)
+        gateway=TEST_CONFIG.gateway,
+        api=ApiConfig(max_body_bytes=16384, max_text_chars=500, queue_max=2),
+        store=TEST_CONFIG.store,
     )
     client = await client_for(create_app(store=store, config=config, gateway=as_view(gateway)))
     for i in range(2):

@@ -365,12 +365,13 @@ class PgLedgerMachine(LedgerMachine):
 
 
 PgLedgerMachine.TestCase.settings = settings(
-    max_examples=40,  # each example is a new database on the server
+    max_examples=25,  # each example is a new database on the server
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestPgLedgerModel = pytest.mark.slow(PgLedgerMachine.TestCase)
+# Its examples take ~1 s each on a loaded 2-core box (a database each, a reopen per crash).
+TestPgLedgerModel = pytest.mark.timeout(300)(pytest.mark.slow(PgLedgerMachine.TestCase))
 
 
 # ---------------------------------------------------------------- plain tests
