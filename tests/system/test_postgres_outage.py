@@ -166,6 +166,9 @@ async def _outage_keeps_every_message(tmp_path: Path, server: PgServer, outage_s
     assert not duplicates, f"sent twice: {duplicates[:5]}"
     assert set(texts) == set(poster.accepted.values()), "every accepted message sent, and nothing else"
     assert poster.refused == collections.Counter(), f"refused while the server was down: {poster.refused}"
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count("the ledger's server is unreachable (") == 1, "the outage is one log line"
+    assert "LedgerUnreachable" not in log, "never a traceback of the outage"
     print(
         f"\noutage {outage_s:g} s: {len(poster.accepted)} accepted ({at_return - before} while down: "
         f"{spooled!r}), spool drained {drained_s:.1f} s after the server's return, all delivered once"
