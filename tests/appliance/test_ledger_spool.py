@@ -201,3 +201,27 @@ async def test_a_claim_whose_commit_made_it_unseen_goes_back_to_the_queue_and_no
         ["pending"],
     )
     assert await box.ledger.release_cut_off_claim("modem-a", at + 1) == []  # its part is with the network
+
+
+async def test_a_batch_spooled_while_the_server_is_stopped_survives_a_restart_and_is_drained(
+    box: Box, tmp_path: Path
+) -> None:
+    await box.outage()
+    outcomes = await box.spool.accept_many(
+        [message(f"batch {i}", key=f"b-{i}") for i in range(5)] + [message("batch 0", key="b-0")],
+        key_id=None,
+        queue_max=100,
+    )
+    accepted = [o for o in outcomes if isinstance(o, tuple)]
+    assert [created for _m, created in accepted] == [True] * 5 + [False]
+    assert accepted[5][0].id == accepted[0][0].id  # the repeated key: the same message
+    await box.spool.close()
+    # The box restarts: the spool it finds is in use until drained.
+    again = Spool(str(tmp_path / "spool.sqlite3"), box.ledger)
+    await again.open()
+    box.spool = again
+    assert (again.active, again.messages) == (True, 5)
+    await box.back()
+    assert await again.drain() == 5
+    for i in range(5):
+        assert await rows_on_server(box.url, f"batch {i}") == [accepted[i][0].id]
