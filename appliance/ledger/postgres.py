@@ -223,7 +223,11 @@ class PgConnection:
 
 async def _open(url: str) -> Any:
     conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
-    await conn.set_type_codec("numeric", encoder=str, decoder=_number, schema="pg_catalog", format="text")
+    try:
+        await conn.set_type_codec("numeric", encoder=str, decoder=_number, schema="pg_catalog", format="text")
+    except BaseException:
+        conn.terminate()  # cancelled (a close() during a reconnect) or the server gone again: not leaked
+        raise
     return conn
 
 

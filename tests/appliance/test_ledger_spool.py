@@ -52,10 +52,11 @@ async def box(own_server: PgServer, tmp_path: Path) -> AsyncIterator[Box]:
     await ledger.open()
     spool = Spool(str(tmp_path / "spool.sqlite3"), ledger)
     await spool.open()
-    yield Box(own_server, url, ledger, spool)
+    box = Box(own_server, url, ledger, spool)
+    yield box
     if not own_server.directory.joinpath("data", "postmaster.pid").exists():
         await box_back(own_server)
-    await spool.close()
+    await box.spool.close()  # the one the test left there (a restart replaces it)
     await ledger.close()
 
 
