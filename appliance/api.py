@@ -41,6 +41,7 @@ from appliance.ledger import (
     ApiKey,
     AuditEvent,
     Conflict,
+    LedgerUnreachable,
     Message,
     NewMessage,
     NotFound,
@@ -123,6 +124,7 @@ def exception_handlers() -> dict[Any, ExceptionHandler]:
         ApiError: _api_error,
         HTTPException: _http_error,
         StorageFull: _storage_full,
+        LedgerUnreachable: _ledger_unreachable,
         BodyTooLarge: _too_large,
         BadContentLength: _bad_content_length,
     }
@@ -224,6 +226,10 @@ class _Api:
         ready, reason = self.gateway.ready()
         if problem is not None:
             ready, reason = False, problem
+        spooling = None if self.store.spool is None else self.store.spool.problem()
+        if ready and spooling is not None:
+            # Still ready: new messages are accepted (into the spool); the reason says sending waits.
+            reason = spooling
         if ready:
             return JSONResponse({"status": "ready", "reason": reason})
         return JSONResponse(
@@ -457,7 +463,7 @@ class _Api:
 
     # --------------------------------------------------------------- helpers
     async def _get(self, msg_id: str, key: ApiKey) -> Message:
-        msg = await self.store.get(msg_id)
+        msg = await (self.store.spool or self.store).get(msg_id)  # a spooled message from the spool
         if msg is None or not auth.may_see(key, msg.key_id):
             raise _not_found(msg_id)
         return msg
@@ -534,6 +540,17 @@ async def _storage_full(request: Request, exc: Exception) -> Response:
     if request.url.path in web.PAGE_PATHS:
         return web.storage_full_page(reason)
     return error_response(507, "storage_full", reason)
+
+
+async def _ledger_unreachable(request: Request, exc: Exception) -> Response:
+    """A read the ledger's server could not answer (it is down; new messages are spooled): 503."""
+    return error_response(
+        503,
+        "ledger_unreachable",
+        "the ledger's server is unreachable: new messages are accepted into this box's spool, "
+        "other reads wait for the server",
+        {"Retry-After": "5"},
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -99,6 +99,9 @@ class StoreConfig:
     url: str = ""
     # With `url`: where this box keeps its own files (signing keys, port lock, watchdog state).
     directory: str = "/var/lib/smsgw"
+    # With `url`: the local SQLite file that takes new messages while the server is unreachable
+    # (appliance/ledger/spool.py); default spool.sqlite3 in `directory`.
+    spool: str = ""
     body_retention_days: int = 30
     idempotency_retention_hours: int = 48
     webhook_retention_hours: int = 72  # a webhook target may be down this long without losing events
@@ -424,6 +427,8 @@ def _check_store_url(store: StoreConfig, section: dict[str, Any]) -> StoreConfig
     live in `directory`, where `path`'s directory holds them otherwise."""
     if "directory" in section and "url" not in section:
         raise ConfigError("store.directory: only with store.url (the box's files live beside store.path)")
+    if "spool" in section and "url" not in section:
+        raise ConfigError("store.spool: only with store.url (a SQLite ledger needs no spool)")
     if not store.url:
         return store
     if "path" in section:
@@ -448,7 +453,13 @@ def _check_store_url(store: StoreConfig, section: dict[str, Any]) -> StoreConfig
         raise ConfigError(f"{expected}: it names no database (one path segment)")
     if not store.directory.startswith("/"):
         raise ConfigError(f"store.directory: expected an absolute path, got {store.directory!r}")
-    return dataclasses.replace(store, path=str(Path(store.directory) / "ledger.sqlite3"))
+    if store.spool and not store.spool.startswith("/"):
+        raise ConfigError(f"store.spool: expected an absolute path, got {store.spool!r}")
+    return dataclasses.replace(
+        store,
+        path=str(Path(store.directory) / "ledger.sqlite3"),
+        spool=store.spool or str(Path(store.directory) / "spool.sqlite3"),
+    )
 
 
 def _fold_keywords(inbound: InboundConfig) -> InboundConfig:

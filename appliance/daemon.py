@@ -32,7 +32,16 @@ from appliance.escalation import Escalator
 from appliance.health import Notifier, Progress
 from appliance.httpguard import MAX_HEADER_BYTES, Limits, protocol_class
 from appliance.inbound import Receiver, command_sealer, join, keyword
-from appliance.ledger import Retention, StorageFull, Store, StoreError, WebhookTarget, rfc3339
+from appliance.ledger import (
+    LedgerUnreachable,
+    Retention,
+    StorageFull,
+    Store,
+    StoreError,
+    WebhookTarget,
+    rfc3339,
+)
+from appliance.ledger.spool import Spool
 from appliance.logrepeat import RepeatFilter, install
 from appliance.metrics import Metrics
 from appliance.status import MIN_FREE_BYTES, watchdog_state_path
@@ -84,6 +93,8 @@ class Gateway:
             reserve_bytes=config.store.reserve_bytes,
             box=config.fleet.box,
         )
+        if self.store.postgres:  # accepts go here while the server is unreachable (spool.py)
+            self.store.spool = Spool(config.store.spool, self.store)
         self.notifier = Notifier()
         self._taken_over_by: str | None = None  # set while another box holds this one's lease
         self.progress = Progress(PROGRESS_STALE_S)
@@ -223,7 +234,7 @@ class Gateway:
                 text=reading.text,
                 error=reading.error,
             )
-        except StorageFull:
+        except (StorageFull, LedgerUnreachable):  # said once by the ledger
             pass  # the store said so once; the next check writes again
         except StoreError as exc:
             _LOGGER.error("balance check: %s", exc)  # noqa: TRY400  (the message says it all)
@@ -250,6 +261,12 @@ class Gateway:
             await self.store.open()
         except (StoreError, OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
             raise SystemExit(f"cannot open the ledger {self.config.store.shown}: {exc}") from exc
+        if self.store.spool is not None:
+            try:
+                await self.store.spool.open()
+            except (StoreError, OSError, sqlite3.Error) as exc:
+                await self.store.close()
+                raise SystemExit(f"cannot open the spool {self.store.spool.path}: {exc}") from exc
         try:
             await self._run_open()
         finally:
@@ -268,6 +285,8 @@ class Gateway:
                     await self._sim_control_task
             if self.simulator is not None:
                 await self.simulator.stop()
+            if self.store.spool is not None:
+                await self.store.spool.close()
             await self.store.close()
             _LOGGER.info("stopped")
 
@@ -320,6 +339,11 @@ class Gateway:
                 tg.create_task(_forever("heartbeat", self._heartbeat), name="heartbeat"),
                 tg.create_task(_forever("fleet wake-ups", self._fleet_wakeups), name="fleet wake-ups"),
             ]
+            if self.store.spool is not None:
+                spool = self.store.spool
+                tasks.append(
+                    tg.create_task(_forever("spool", lambda: spool.run(self.dispatcher.wake)), name="spool")
+                )
             if self.modem_list and self.config.ussd.check_every_s > 0:
                 tasks.append(tg.create_task(_forever("balance", self._check_balance), name="balance"))
             await self._until_serving(serving)
@@ -495,7 +519,7 @@ class Gateway:
                     await self._retention()
                     await self._copy_watchdog_commands()
                     await self._sample_modems()
-            except StorageFull:
+            except (StorageFull, LedgerUnreachable):  # said once by the ledger
                 pass  # the store logs a full disk once, and again when it has room
             except StoreError as exc:
                 _LOGGER.error("maintenance: %s", exc)  # noqa: TRY400  (the message says it all)
@@ -564,7 +588,7 @@ class Gateway:
                 await self.store.heartbeat(
                     "serve", progress=parts != last_parts, detail=await self._status_line()
                 )
-            except StorageFull:
+            except (StorageFull, LedgerUnreachable):  # said once by the ledger
                 pass  # said once by the store; the watchdog sees the full disk itself
             except StoreError as exc:
                 _LOGGER.error("heartbeat: %s", exc)  # noqa: TRY400  (the message says it all)
@@ -642,6 +666,8 @@ async def _forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
     while True:
         try:
             await loop()
+        except LedgerUnreachable:
+            pass  # the ledger said so once; the loop starts again and waits for the server
         except Exception:
             _LOGGER.exception("%s failed; restarting it in 1 s", name)
         await asyncio.sleep(1.0)

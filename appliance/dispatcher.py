@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from appliance.config import DispatcherConfig, ModemConfig
-from appliance.ledger import Message, StorageFull, Store, StoreError, rfc3339
+from appliance.ledger import LedgerUnreachable, Message, StorageFull, Store, StoreError, rfc3339
 from appliance.metrics import Metrics
 from appliance.segments import plan
 from appliance.states import PartState
@@ -41,6 +41,7 @@ TURN_ERROR_PAUSE_S = 1.0
 PREFETCH_MAX_WAIT_S = 1.0
 # While the ledger's disk is full, look this often whether it has room again.
 DISK_FULL_WAIT_S = 1.0
+LEDGER_WAIT_S = 1.0  # a turn's wait for the ledger's server (each turn shows progress to systemd)
 DISK_FULL_PAUSE = "the ledger's disk is full: sending paused until space is freed"
 
 
@@ -209,9 +210,11 @@ class ModemWorker:
         self.sent_parts = 0
         dispatcher.metrics.add_modem(name)
         self._prefetch: asyncio.Task[Message | None] | None = None
-        self._records: set[asyncio.Task[Message]] = set()
+        self._records: set[asyncio.Task[None]] = set()
         # +CMGS the ledger could not take yet (full disk): (message, part, MR, when), retried first.
         self._unrecorded: list[tuple[str, int, int, float]] = []
+        # Claims (their `now`) the ledger's server went away under: released once it answers.
+        self._cut_off_claims: list[float] = []
 
     @property
     def available(self) -> bool:
@@ -226,6 +229,8 @@ class ModemWorker:
             except StorageFull as exc:
                 # Even the reserve is used up by now: the store said so once; the next turn waits for room.
                 _LOGGER.error("dispatcher on %s: %s", self.name, exc)  # noqa: TRY400  (expected fault)
+            except LedgerUnreachable:
+                await self._wait_for_ledger()  # said once by the ledger; nothing is sent meanwhile
             except Exception:
                 _LOGGER.exception(
                     "dispatcher on %s: unexpected failure; continuing in %g s", self.name, TURN_ERROR_PAUSE_S
@@ -247,8 +252,13 @@ class ModemWorker:
     async def _turn(self) -> None:
         """Claim one message (or take the prefetched one) and send it."""
         self.d.progress()
+        if self._ledger_paused():
+            await self._wait_for_ledger()
+            return
         if self._unrecorded:
             await self._record_again()
+        if self._cut_off_claims:
+            await self._settle_cut_off_claims()
         prefetched, self._prefetch = self._prefetch, None
         try:
             if prefetched is not None:
@@ -272,8 +282,8 @@ class ModemWorker:
                     await self._pause(wait)
                     return
                 msg = await self._claim()
-        except StorageFull:
-            return  # nothing was claimed, or the claim was rolled back; the next turn waits for room
+        except (StorageFull, LedgerUnreachable):
+            return  # nothing was claimed, or the claim was rolled back; the next turn waits
         if msg is None:
             await self._idle()
             return
@@ -282,6 +292,23 @@ class ModemWorker:
 
     async def _claim(self) -> Message | None:
         now = time.time()
+        try:
+            return await self._claim_at(now)
+        except LedgerUnreachable:
+            # Its COMMIT may have made it before the server went away: checked once it answers.
+            self._cut_off_claims.append(now)
+            raise
+
+    async def _settle_cut_off_claims(self) -> None:
+        while self._cut_off_claims:
+            released = await self.d.store.release_cut_off_claim(self.name, self._cut_off_claims[0])
+            self._cut_off_claims.pop(0)
+            if released:
+                _LOGGER.warning(
+                    "dispatcher on %s: claim cut off by the ledger's outage put back: %s", self.name, released
+                )
+
+    async def _claim_at(self, now: float) -> Message | None:
         return await self.d.store.claim_next(
             self.name,
             now=now,
@@ -304,11 +331,43 @@ class ModemWorker:
     def _record(self, msg_id: str, seq: int, mr: int) -> None:
         """Commit +CMGS in the background; the store's FIFO write lock keeps the order."""
         record = (msg_id, seq, mr, time.time())
-        task = asyncio.create_task(self.d.store.part_submitted(msg_id, seq, mr, self.name, at=record[3]))
+        task = asyncio.create_task(self._record_part(*record))
         self._records.add(task)
         task.add_done_callback(lambda t: self._recorded(t, record))
 
-    def _recorded(self, task: asyncio.Task[Message], record: tuple[str, int, int, float]) -> None:
+    async def _record_part(self, msg_id: str, seq: int, mr: int, at: float) -> None:
+        try:
+            await self.d.store.part_submitted(msg_id, seq, mr, self.name, at=at)
+        except LedgerUnreachable:
+            spool = self.d.store.spool
+            if spool is None:
+                raise
+            # The server went away with this part in flight: the spool's journal keeps what the
+            # network said and writes it to the server before anything else is sent.
+            await spool.part_submitted(msg_id, seq, mr, self.name, at=at)
+            _LOGGER.warning(
+                "message %s part %d (MR %d): the ledger's server is unreachable; kept in the spool's journal",
+                msg_id,
+                seq,
+                mr,
+            )
+
+    def _ledger_paused(self) -> bool:
+        """Send nothing: the ledger's server is unreachable, or what the modem did meanwhile is
+        not on it yet (the spool's journal)."""
+        spool = self.d.store.spool
+        return not self.d.store.reachable.is_set() or (spool is not None and spool.sending_paused)
+
+    async def _wait_for_ledger(self) -> None:
+        try:
+            async with asyncio.timeout(LEDGER_WAIT_S):
+                await self.d.store.reachable.wait()
+                if self.d.store.spool is not None:  # its journal is being written to the server
+                    await self.d.store.spool.journal_written.wait()
+        except TimeoutError:
+            pass
+
+    def _recorded(self, task: asyncio.Task[None], record: tuple[str, int, int, float]) -> None:
         self._records.discard(task)
         if task.cancelled() or task.exception() is None:
             return
@@ -340,7 +399,7 @@ class ModemWorker:
             msg_id, seq, mr, at = self._unrecorded[0]
             try:
                 await self.d.store.part_submitted(msg_id, seq, mr, self.name, at=at)
-            except StorageFull:
+            except (StorageFull, LedgerUnreachable):
                 return
             except Exception:
                 _LOGGER.exception("recording message %s part %d failed again; giving up", msg_id, seq)
@@ -441,6 +500,9 @@ class ModemWorker:
             if self.d.store.storage_problem is not None:
                 await self._put_back(msg)
                 return
+            while self._ledger_paused():  # the next part only once the last one's record is in
+                await self._wait_for_ledger()
+                self.d.progress()
             wait = self.bucket.wait_s()
             if wait > 0:  # a prefetched message, or the next part of a multipart one
                 if wait >= NOTABLE_DELAY_S:
@@ -452,12 +514,17 @@ class ModemWorker:
                     )
                 await asyncio.sleep(wait)
             self.bucket.take()
-            if states[seq] is not PartState.SENDING:  # the claim marked the first one already
+            while states[seq] is not PartState.SENDING:  # the claim marked the first one already
                 try:
                     await self.d.store.part_sending(msg.id, seq)
                 except StorageFull:
                     await self._put_back(msg)
                     return
+                except LedgerUnreachable:
+                    await self._wait_for_ledger()  # not a new AT+CMGS before the server has its mark
+                    self.d.progress()
+                    continue
+                break
             # Counted at the attempt, before the next claim looks (a failed send over-counts: safe).
             self.d.flood.record(msg.to, time.time())
             if i == len(todo) - 1:
@@ -465,8 +532,14 @@ class ModemWorker:
             try:
                 submitted = await self.modem.send_submit(submit)
             except (ModemError, OSError) as exc:
-                await self._failed(msg, exc)
-                return
+                while True:  # the failure is recorded once the server answers (nothing else is sent)
+                    try:
+                        await self._failed(msg, exc)
+                    except LedgerUnreachable:
+                        await self._wait_for_ledger()
+                        self.d.progress()
+                        continue
+                    return
             self._record(msg.id, seq, submitted.mr)
             self.d.metrics.sends_total.labels(result="ok").inc()
             self.d.metrics.modem_parts_sent_total.labels(modem=self.name).inc()

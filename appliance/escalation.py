@@ -30,6 +30,7 @@ from appliance.ledger import (
     Escalation,
     EscalationMail,
     EscalationSpec,
+    LedgerUnreachable,
     Message,
     OptedOut,
     StorageFull,
@@ -94,7 +95,7 @@ class Escalator:
             self._woken.clear()  # a wake during the pass below is kept for the wait after it
             try:
                 await self.tick()
-            except StorageFull:
+            except (StorageFull, LedgerUnreachable):  # said once by the ledger
                 pass  # said once by the store; steps wait for room
             except StoreError as exc:
                 _LOGGER.error("escalation: %s", exc)  # noqa: TRY400  (the message says it all)

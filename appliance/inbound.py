@@ -16,12 +16,13 @@ import contextlib
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from appliance.config import InboundConfig
 from appliance.keywords import Keyword, keyword_of
-from appliance.ledger import StorageFull, Store
+from appliance.ledger import LedgerUnreachable, StorageFull, Store
 from appliance.metrics import Metrics
 from modem import CallbackDeferred, Undecodable
 from modem.pdu import Deliver, Encoding, StatusReport
@@ -70,7 +71,7 @@ def _deferred_when_full() -> Iterator[None]:
     refuses a routed one) and logs one line, not a traceback per sweep."""
     try:
         yield
-    except StorageFull as exc:
+    except (StorageFull, LedgerUnreachable) as exc:  # the ledger's server down: kept on the SIM too
         raise CallbackDeferred(str(exc)) from None
 
 
@@ -124,7 +125,16 @@ class Receiver:
     async def on_report(self, report: StatusReport) -> None:
         """Match a status report to its part; unmatched ones are kept for a later match."""
         with _deferred_when_full():
-            outcome = await self.store.apply_report(report.mr, report.recipient.number, report.status)
+            try:
+                outcome = await self.store.apply_report(report.mr, report.recipient.number, report.status)
+            except LedgerUnreachable:
+                if self.store.spool is None:
+                    raise
+                # Journalled in the spool, applied on the server when it answers again.
+                await self.store.spool.report(
+                    report.mr, report.recipient.number, report.status, at=time.time()
+                )
+                return
         cls = "trying" if not report.is_final else ("delivered" if report.is_success else "failed")
         self.metrics.reports_total.labels(status_class=cls if outcome.matched else "unmatched").inc()
         if not outcome.matched:

@@ -19,6 +19,7 @@ from appliance.ledger import (
     Actor,
     ApiKey,
     IdempotencyMismatch,
+    LedgerUnreachable,
     Message,
     NewMessage,
     OptedOut,
@@ -63,6 +64,8 @@ def refusal(exc: StoreError, *, key: ApiKey | None, queue_max: int) -> Refusal:
     """The one table of intake refusals: store exception -> (status, code, message)."""
     if isinstance(exc, StorageFull):
         return Refusal(507, "storage_full", str(exc) or "the gateway's disk is full")
+    if isinstance(exc, LedgerUnreachable):  # only without a spool (`smsgw serve` always has one)
+        return Refusal(503, "ledger_unreachable", str(exc), {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)})
     if isinstance(exc, QueueFull):
         return Refusal(
             503,
@@ -128,7 +131,8 @@ class Intake:
         if problem is not None:
             raise StorageFull(problem)
         new = apply_window(new, key=key, template_window=template_window, now=time.time())
-        msg, created = await self.store.accept(
+        # On PostgreSQL the spool decides: the server, or the local spool while it is unreachable.
+        msg, created = await (self.store.spool or self.store).accept(
             new,
             key_id=None if key is None else key.id,
             queue_max=self.queue_max,
@@ -165,7 +169,7 @@ class Intake:
             apply_window(new, key=key, template_window=window, now=now)
             for new, window in zip(news, windows, strict=True)
         ]
-        outcomes = await self.store.accept_many(
+        outcomes = await (self.store.spool or self.store).accept_many(
             news,
             key_id=None if key is None else key.id,
             queue_max=self.queue_max,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.config import Config
-from appliance.ledger import LatestBalance, Store, rfc3339
+from appliance.ledger import LatestBalance, LedgerUnreachable, Stats, Store, rfc3339
 from appliance.ledger.telemetry import ModemTraffic
 from appliance.states import State
 from watchdog.alert import read_state, request_ack
@@ -101,10 +101,18 @@ async def build_status(
 ) -> dict[str, Any]:
     """The `/api/v1/status` document."""
     now = time.time() if now is None else now
-    stats = await store.stats()
-    backlog = await store.webhook_backlog()
-    balances = await store.latest_balances()
-    traffic = await store.per_modem(now - TRAFFIC_WINDOW_S, now - HISTORY_S)
+    try:
+        stats = await store.stats()
+        backlog = await store.webhook_backlog()
+        balances = await store.latest_balances()
+        held = await store.held_back(now)
+        traffic = await store.per_modem(now - TRAFFIC_WINDOW_S, now - HISTORY_S)
+        boxes = await store.boxes()
+        recent = await history(store, now=now)
+    except LedgerUnreachable:
+        # The server is down: the document still answers (modems, spool), its ledger figures empty.
+        stats, backlog, balances, held, recent = Stats(), 0, {}, [], _no_history()
+        traffic, boxes = {}, []
     modems = [
         {
             **m,
@@ -127,6 +135,7 @@ async def build_status(
         "verdict": judge(
             modems=modems,
             ledger_problem=ledger_problem(store, min_free_bytes=min_free_bytes),
+            spool_problem=None if store.spool is None else store.spool.problem(),
             webhook_backlog=backlog,
             oldest_queued_age_s=oldest_age_s,
         ),
@@ -143,8 +152,7 @@ async def build_status(
             "quarantined_total": stats.quarantined_total,
             # Which limit (rate, anti-flood) holds messages back, how many, and until when.
             "held_back": [
-                {"reason": reason, "messages": n, "until": rfc3339(until)}
-                for reason, n, until in await store.held_back(now)
+                {"reason": reason, "messages": n, "until": rfc3339(until)} for reason, n, until in held
             ],
         },
         "throughput": {
@@ -163,7 +171,7 @@ async def build_status(
             "reserve_bytes": store.reserve_bytes,
             "problem": store.storage_problem,
         },
-        "history": await history(store, now=now),
+        "history": recent,
         # Boxes sharing this ledger (ledger/fleet.py): this box's name, and each box's lease.
         "fleet": {
             "box": config.fleet.box,
@@ -181,8 +189,18 @@ async def build_status(
                     "taken_over_by": b.taken_over_by,
                     "taken_over_at": rfc3339(b.taken_over_at),
                 }
-                for b in await store.boxes()
+                for b in boxes
             ],
+        },
+        # PostgreSQL: this box's local spool (messages accepted while the server was unreachable,
+        # not yet moved to it), or null on a SQLite ledger.
+        "spool": None
+        if store.spool is None
+        else {
+            "messages": store.spool.messages,
+            "journal": store.spool.journal,
+            "sending_paused": store.spool.sending_paused,
+            "problem": store.spool.problem(),
         },
     }
 
@@ -200,6 +218,19 @@ def traffic_payload(traffic: ModemTraffic | None, now: float) -> dict[str, Any]:
         "in_flight": t.in_flight,
         "last_sent_at": rfc3339(last),
         "last_sent_age_s": None if last is None else round(max(0.0, now - last), 3),
+    }
+
+
+def _no_history() -> dict[str, Any]:
+    hours = HISTORY_S // 3600
+    return {
+        "window_s": HISTORY_S,
+        "sent_per_hour": [0] * hours,
+        "delivered_per_hour": [0] * hours,
+        "sent": 0,
+        "delivered": 0,
+        "delivery_ratio": None,
+        "signal": {},
     }
 
 
@@ -284,6 +315,7 @@ def judge(
     ledger_problem: str | None,
     webhook_backlog: int,
     oldest_queued_age_s: float | None,
+    spool_problem: str | None = None,
 ) -> dict[str, Any]:
     """healthy / degraded / down, with one sentence per reason."""
     down: list[str] = []
@@ -291,6 +323,8 @@ def judge(
     ready = [m for m in modems if usable(m)]
     if ledger_problem is not None:
         down.append(ledger_problem)
+    if spool_problem is not None:  # still accepting (into the spool): degraded, not down
+        degraded.append(spool_problem)
     if not modems:
         down.append("No modem is configured or detected.")
     elif not ready:

@@ -33,7 +33,7 @@ import httpx
 
 from appliance import twilio
 from appliance.addrpolicy import AddressPolicy, ForbiddenAddress, PinnedTransport
-from appliance.ledger import OutboxItem, StorageFull, Store, StoreError
+from appliance.ledger import LedgerUnreachable, OutboxItem, StorageFull, Store, StoreError
 from appliance.metrics import Metrics
 from watchdog.keyfile import load_or_make
 
@@ -180,7 +180,7 @@ class Relay:
         """Deliver the target's due webhooks in order; on a failure its whole queue waits."""
         try:
             await self._drain(target)
-        except StorageFull:
+        except (StorageFull, LedgerUnreachable):  # said once by the ledger
             pass  # said once by the store; `_dispatch` waits until the disk has room again
         except StoreError as exc:
             _LOGGER.error("webhooks to %s: %s", target, exc)  # noqa: TRY400  (the ledger said it all)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from appliance.ledger.balance import LatestBalance
 from appliance.ledger.errors import StoreError
@@ -53,6 +53,9 @@ from appliance.ledger.models import (
 from appliance.ledger.telemetry import ModemTraffic
 from appliance.sms_templates import TemplateDraft, TemplateRecord
 
+if TYPE_CHECKING:
+    from appliance.ledger.spool import Spool
+
 
 class LedgerBackend(Protocol):
     """Everything outside appliance/ledger/ may call on the ledger."""
@@ -64,6 +67,8 @@ class LedgerBackend(Protocol):
     writable: asyncio.Event  # set while every write is taken
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks
     queue_changed: asyncio.Event  # PostgreSQL: set when any box committed new messages
+    reachable: asyncio.Event  # PostgreSQL: set while the server answers (always set on SQLite)
+    spool: Spool | None  # PostgreSQL in `smsgw serve`: where accepts go while the server is unreachable
 
     # --- messages
     async def accept(
@@ -166,6 +171,10 @@ class LedgerBackend(Protocol):
 
     async def release(self, msg_id: str, reason: str) -> None:
         """Put a claimed message back untouched (the modem went away before any AT)."""
+        ...
+
+    async def release_cut_off_claim(self, modem: str, claimed_at: float) -> list[str]:
+        """A claim whose COMMIT the server's outage cut off: the message it took, if it made it, back to the queue."""
         ...
 
     async def delay(self, msg_id: str, until: float, reason: str, *, move: bool = True) -> None:
@@ -524,6 +533,15 @@ class LedgerBackend(Protocol):
         ...
 
     # --- connection
+    @property
+    def unreachable_since(self) -> float | None:
+        """PostgreSQL: when the server stopped answering (None while it answers)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the server answers now (a probe while it is unreachable); True on SQLite."""
+        ...
+
     async def open(self) -> None:
         """Open (creating and migrating as needed)."""
         ...

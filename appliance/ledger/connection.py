@@ -9,17 +9,26 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import aiosqlite
 import asyncpg
 
 from appliance.ledger import migrations
 from appliance.ledger.dialect import fetch_one, is_disk_full
-from appliance.ledger.errors import StorageFull, StoreError
+from appliance.ledger.errors import LedgerUnreachable, StorageFull, StoreError
 from appliance.ledger.models import WebhookTarget
-from appliance.ledger.postgres import QUEUE_CHANNEL, PgConnection, ensure_schema_table, is_postgres_url
+from appliance.ledger.postgres import (
+    QUEUE_CHANNEL,
+    PgConnection,
+    Reach,
+    ensure_schema_table,
+    is_postgres_url,
+)
 from appliance.reserve import OPEN_RESERVE_BYTES, RESERVE_STEP_BYTES, Reserve
+
+if TYPE_CHECKING:
+    from appliance.ledger.spool import Spool
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +93,11 @@ class Connection:
         self.outbox_changed = asyncio.Event()  # set after a commit that queued webhooks
         # PostgreSQL: set when any box (this one too) committed new messages (NOTIFY smsgw_queue).
         self.queue_changed = asyncio.Event()
+        # PostgreSQL: set while the server answers (spool.py accepts locally while it does not).
+        self._reach = Reach()
+        self.reachable = self._reach.up
+        # PostgreSQL in `smsgw serve`: the box's local spool (the daemon opens it), else None.
+        self.spool: Spool | None = None
         self._outbox_pending = False
         self._webhooks = tuple(webhooks)
         self._write_lock = asyncio.Lock()
@@ -127,7 +141,7 @@ class Connection:
 
     async def _open_postgres(self) -> None:
         # The database lives on another host: no disk reserve here (check_space is always True).
-        db = await PgConnection.connect(self.path)
+        db = await PgConnection.connect(self.path, self._reach)
         try:
             # Boxes starting together: one migrates, the others wait and find it done.
             await db.raw.execute("SELECT pg_advisory_lock(7413)")
@@ -135,13 +149,28 @@ class Connection:
             self._db = cast(aiosqlite.Connection, db)
             await self._migrate()
             await db.raw.execute("SELECT pg_advisory_unlock(7413)")
-            reader = await PgConnection.connect(self.path)
+            reader = await PgConnection.connect(self.path, self._reach)
             self._rdb = cast(aiosqlite.Connection, reader)
             await reader.listen(QUEUE_CHANNEL, lambda *_a: self.queue_changed.set())
         except BaseException:
             self._db = None
             await db.close()
             raise
+
+    @property
+    def unreachable_since(self) -> float | None:
+        """PostgreSQL: when the server stopped answering (None while it answers; always on SQLite)."""
+        return self._reach.since
+
+    async def ping(self) -> bool:
+        """Whether the server answers now (a probe while it is unreachable); True on SQLite."""
+        if not self.postgres:
+            return True
+        try:
+            await self.db.execute("SELECT 1")
+        except LedgerUnreachable:
+            return False
+        return True
 
     # ------------------------------------------------------------ disk space
     def _no_reserve(self) -> str:
@@ -307,7 +336,9 @@ class Connection:
                 await self.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
         async def _rollback(self) -> None:
-            with contextlib.suppress(sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError):
+            with contextlib.suppress(
+                sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, LedgerUnreachable
+            ):
                 await self.store.db.execute("ROLLBACK")
 
     def _tx(self, *, critical: bool = False) -> Connection._Tx:

@@ -43,3 +43,9 @@ class QuotaExceeded(StoreError):
 
 class KeyConflict(StoreError):
     """An imported key is already in the ledger as a revoked key."""
+
+
+class LedgerUnreachable(StoreError):
+    """The ledger's PostgreSQL server cannot be reached (refused, reset, timed out, shutting down):
+    nothing was written by the statement that met it, except a COMMIT cut off on its way (see
+    spool.py: ids chosen before the accept make even that one safe to write again)."""

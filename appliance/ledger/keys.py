@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 import time
@@ -12,7 +13,7 @@ import aiosqlite
 
 from appliance.ledger.connection import Connection
 from appliance.ledger.dialect import fetch_all, fetch_one
-from appliance.ledger.errors import KeyConflict
+from appliance.ledger.errors import KeyConflict, LedgerUnreachable
 from appliance.ledger.models import Actor, ApiKey, AuditEvent, KeyLimits, audit_row, hash_key, key_row
 
 _LIVE_KEY = (
@@ -201,12 +202,27 @@ class Keys(Connection):
     async def verify_key(self, plaintext: str) -> ApiKey | None:
         """The live key with this plaintext, or None (constant-time compare of digests)."""
         digest = hash_key(plaintext)
-        row = await fetch_one(
-            self.rdb, "SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", (digest,)
-        )
+        try:
+            row = await fetch_one(
+                self.rdb, "SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", (digest,)
+            )
+        except LedgerUnreachable:
+            # The server is down: a key this box verified while it answered still sends (into the
+            # spool); one it never saw cannot be checked (503), never let in.
+            if digest in self._verified_keys:
+                return self._verified_keys[digest]
+            raise
         if row is None or not hmac.compare_digest(row["hash"], digest):
+            self._verified_keys.pop(digest, None)
             return None
-        return key_row(row)
+        key = key_row(row)
+        self._verified_keys[digest] = key
+        return key
+
+    @functools.cached_property
+    def _verified_keys(self) -> dict[str, ApiKey]:
+        """Live keys as last verified on the server (by digest): answers while it is unreachable."""
+        return {}
 
     # ------------------------------------------------------------------ audit
     async def audit(

@@ -539,8 +539,9 @@ class Messages(Escalations):
             waiting += 1
             if ident is not None:
                 fresh[ident] = index
-            rows.add(index, ids[index], item, now)
-            extras.accepted(item.key_id, hour, item.actor, ids[index], new, now)
+            msg_id = new.id or ids[index]
+            rows.add(index, msg_id, item, now)
+            extras.accepted(item.key_id, hour, item.actor, msg_id, new, now)
             outcomes.append(-1)  # filled in below, once the rows are written
         written = await rows.write(db)
         if written:

@@ -93,6 +93,9 @@ class NewMessage:
     escalation: EscalationSpec | None = None
     # This message is step `[1]` of the escalation chain of message `[0]` (committed with it).
     escalation_of: tuple[str, int] | None = None
+    # The id chosen before the accept (spool.py): an accept whose COMMIT the server's outage cut
+    # off is spooled under the same id, and the drain's ON CONFLICT (id) makes it one message.
+    id: str | None = None
 
     def fingerprint(self) -> str:
         doc = {

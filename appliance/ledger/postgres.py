@@ -10,16 +10,62 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import asyncpg
 
+from appliance.ledger.errors import LedgerUnreachable
 from appliance.ledger.translate import SCHEMA_TABLE, to_postgres
 
+_LOGGER = logging.getLogger(__name__)
+
 _T = TypeVar("_T")
+
+CONNECT_TIMEOUT_S = 5.0  # a server that does not answer within this is unreachable (spool.py takes over)
+
+# What says the server is gone, not that a statement was wrong: refused, reset, timed out, dropped,
+# shutting down or starting up (class 08 and 57 but a cancelled statement).
+_GONE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+class Reach:
+    """Whether the server answered the last statement (one per ledger: writer, reader and the
+    listener share it). An outage is logged once when it begins and once when it ends."""
+
+    def __init__(self) -> None:
+        self.up = asyncio.Event()
+        self.up.set()
+        self.since: float | None = None  # when the outage began
+
+    def lost(self, exc: BaseException) -> None:
+        if self.up.is_set():
+            self.up.clear()
+            self.since = time.time()
+            _LOGGER.error(
+                "the ledger's server is unreachable (%s): waiting for it",
+                type(exc).__name__ if not str(exc) else str(exc),
+            )
+
+    def back(self) -> None:
+        if not self.up.is_set():
+            down_s = time.time() - (self.since or time.time())
+            self.up.set()
+            self.since = None
+            _LOGGER.info("the ledger's server answers again (unreachable for %.1f s)", down_s)
+
 
 QUEUE_CHANNEL = "smsgw_queue"  # NOTIFY after a commit that queued messages: other boxes claim sooner
 
@@ -51,8 +97,9 @@ class PgConnection:
     A connection the server dropped (a restart, a failover) is opened again at the next statement,
     except inside a transaction: that one fails whole (its BEGIN is gone with the connection)."""
 
-    def __init__(self, url: str, conn: Any) -> None:
+    def __init__(self, url: str, conn: Any, reach: Reach | None = None) -> None:
         self._url = url
+        self.reach = reach if reach is not None else Reach()
         self._conn = conn
         self._lock = asyncio.Lock()
         self._in_tx = False
@@ -60,8 +107,8 @@ class PgConnection:
         self._relisten: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, url: str) -> PgConnection:
-        return cls(url, await _open(url))
+    async def connect(cls, url: str, reach: Reach | None = None) -> PgConnection:
+        return cls(url, await _open(url), reach)
 
     @property
     def raw(self) -> Any:
@@ -85,7 +132,7 @@ class PgConnection:
                 async with self._lock:
                     if self._conn.is_closed() and not self._in_tx and self._listeners:
                         await self._live("SELECT 1")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await asyncio.sleep(delay)  # the server is still down: try again a little later
             else:
                 return
@@ -94,7 +141,9 @@ class PgConnection:
         """The connection for `sql` (under the lock), reopened when the server dropped it."""
         verb = sql.strip().split(None, 1)[0].upper() if sql.strip() else ""
         if self._conn.is_closed():
-            if self._in_tx and verb != "ROLLBACK":
+            if verb == "ROLLBACK":
+                self._in_tx = False  # the server ended that transaction with the connection
+            if self._in_tx:
                 raise asyncpg.ConnectionDoesNotExistError("the ledger's server closed the connection")
             self._conn = await _open(self._url)
             for channel, callback in self._listeners:
@@ -109,6 +158,25 @@ class PgConnection:
         return self._conn
 
     async def _run(self, sql: str, call: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Run `call`; the server being gone is one condition, LedgerUnreachable (Reach says when
+        it began and ended)."""
+        try:
+            result = await self._attempts(sql, call)
+        except _GONE as exc:
+            self.reach.lost(exc)
+            raise LedgerUnreachable(f"the ledger's server is unreachable: {type(exc).__name__}") from exc
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            # The connection broke under a statement (asyncpg: "another operation is in progress"
+            # as the server went away): unusable, opened again at the next statement.
+            if isinstance(exc, asyncpg.InterfaceError) and not self._conn.is_closed():
+                raise  # a misuse, not an outage
+            self._conn.terminate()
+            self.reach.lost(exc)
+            raise LedgerUnreachable(f"the ledger's server is unreachable: {type(exc).__name__}") from exc
+        self.reach.back()
+        return result
+
+    async def _attempts(self, sql: str, call: Callable[[Any], Awaitable[_T]]) -> _T:
         async with self._lock:
             for attempt in (1, 2):
                 began_in_tx = self._in_tx
@@ -154,8 +222,12 @@ class PgConnection:
 
 
 async def _open(url: str) -> Any:
-    conn = await asyncpg.connect(url)
-    await conn.set_type_codec("numeric", encoder=str, decoder=_number, schema="pg_catalog", format="text")
+    conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    try:
+        await conn.set_type_codec("numeric", encoder=str, decoder=_number, schema="pg_catalog", format="text")
+    except BaseException:
+        conn.terminate()  # cancelled (a close() during a reconnect) or the server gone again: not leaked
+        raise
     return conn
 
 

@@ -244,6 +244,23 @@ class Sending(Reports):
             await db.execute("UPDATE messages SET attempts = max(attempts - 1, 0) WHERE id = ?", (msg_id,))
             await self._transition(db, msg, State.QUEUED, "released", reason, now)
 
+    async def release_cut_off_claim(self, modem: str, claimed_at: float) -> list[str]:
+        """A claim by `modem` at `claimed_at` met the ledger's server going away (spool.py): if its
+        COMMIT made it after all, the message it took (`sending` on `modem` since exactly that
+        time, no part handed to the network) goes back to the queue. Its ids."""
+        rows = await fetch_all(
+            self.rdb,
+            "SELECT id FROM messages WHERE status = 'sending' AND modem = ? AND updated_at = ? "
+            "AND NOT EXISTS (SELECT 1 FROM parts WHERE parts.message_id = messages.id AND parts.mr IS NOT NULL)",
+            (modem, claimed_at),
+        )
+        ids = [str(r["id"]) for r in rows]
+        for msg_id in ids:
+            await self.release(
+                msg_id, f"{modem}: the ledger's server went away during the claim; nothing was sent"
+            )
+        return ids
+
     async def delay(self, msg_id: str, until: float, reason: str, *, move: bool = True) -> None:
         """Hold a queued message back until `until`, saying why in the timeline (once per reason).
 

@@ -644,9 +644,11 @@ async def test_status_document_shape(
         "disk",
         "history",
         "fleet",
+        "spool",
     }
     assert set(doc["fleet"]) == {"box", "boxes"}  # boxes sharing the ledger: none registered here
     assert doc["fleet"]["boxes"] == []
+    assert doc["spool"] is None  # only `smsgw serve` on PostgreSQL has a spool (test_postgres_outage.py)
     assert set(doc["gateway"]) == {"name", "version", "uptime_s", "started_at"}
     assert doc["gateway"]["name"] == "test-gw"
     assert 119 <= doc["gateway"]["uptime_s"] < 3600

@@ -380,6 +380,11 @@ def test_bad_fleet_values_name_the_key(raw: dict[str, Any], key: str, expected: 
             {"url": "postgresql://smsgw@db.lan/smsgw", "directory": "box"},
             r"^store\.directory: expected an absolute",
         ),
+        ({"spool": "/srv/spool.sqlite3"}, r"^store\.spool: only with store\.url"),
+        (
+            {"url": "postgresql://smsgw@db.lan/smsgw", "spool": "spool.sqlite3"},
+            r"^store\.spool: expected an absolute",
+        ),
     ],
 )
 def test_a_bad_store_url_is_refused_naming_the_key(store: dict[str, str], error: str) -> None:
@@ -392,6 +397,7 @@ def test_a_store_url_puts_the_ledger_on_postgresql_and_the_boxs_files_in_directo
     config = from_dict({"store": {"url": "postgresql://smsgw@db.lan:5433/smsgw", "directory": "/srv/smsgw"}})
     assert config.store.ledger == "postgresql://smsgw@db.lan:5433/smsgw"
     assert config.store.path == "/srv/smsgw/ledger.sqlite3"  # its directory: keys, locks, watchdog state
+    assert config.store.spool == "/srv/smsgw/spool.sqlite3"  # taking messages while the server is down
     assert from_dict({}).store.ledger == "/var/lib/smsgw/ledger.sqlite3"
     secret = from_dict({"store": {"url": "postgresql://smsgw:hunter2@db.lan/smsgw"}}).store
     assert secret.shown == "postgresql://smsgw:******@db.lan/smsgw"  # what log lines say

@@ -49,6 +49,7 @@ def _as_server_user(argv: list[str]) -> list[str]:
 class PgServer:
     directory: Path
     port: int
+    options: str = ""  # the server's start options (resume() starts it again with them)
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     def url(self, database: str = "postgres") -> str:
@@ -66,6 +67,20 @@ class PgServer:
         name = f"ledger_{os.getpid()}_{next(self._names)}"
         await self.admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return self.url(name)
+
+    def halt(self) -> None:
+        """Stop the server (its data kept: `resume` starts it again): an outage of the ledger."""
+        subprocess.run(
+            _as_server_user(
+                [str(bindir() / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop"]
+            ),
+            capture_output=True,
+            check=True,
+        )
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port (returns once it takes connections)."""
+        _pg_start(self.directory, self.options)
 
     def stop(self) -> None:
         subprocess.run(
@@ -108,12 +123,17 @@ def start_server(*, durable: bool = False) -> PgServer:
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c max_connections=200"
     if not durable:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    _pg_start(directory, options)
+    return PgServer(directory, port, options)
+
+
+def _pg_start(directory: Path, options: str) -> None:
     subprocess.run(
         _as_server_user(
             [
-                str(bins / "pg_ctl"),
+                str(bindir() / "pg_ctl"),
                 "-D",
-                str(data),
+                str(directory / "data"),
                 "-l",
                 str(directory / "log"),
                 "-w",
@@ -125,7 +145,6 @@ def start_server(*, durable: bool = False) -> PgServer:
         capture_output=True,
         check=True,
     )
-    return PgServer(directory, port)
 
 
 async def make_template(server: PgServer) -> None:
