@@ -8,7 +8,6 @@ import asyncio
 import collections
 import contextlib
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from appliance.ledger import Store
 from appliance.ledger.dialect import fetch_all
 from modem.simulator import Simulator
+from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.postgres import PgServer, running_server
 from tests.support.simulators import SIM_TEST_TIMING
@@ -26,19 +26,6 @@ from tests.support.waiting import eventually
 
 TO = "+4915112345678"
 POST_EVERY_S = 0.05  # the client's pace (a load generator's, not a wait for anything)
-
-
-def _toml(raw: dict[str, dict[str, object]]) -> str:
-    lines = []
-    for section, values in raw.items():
-        lines.append(f"[{section}]")
-        lines.extend(
-            f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
-            for key, value in values.items()
-        )
-    text = "\n".join(lines) + "\n"
-    tomllib.loads(text)
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +75,7 @@ async def _outage_keeps_every_message(tmp_path: Path, server: PgServer, outage_s
     # The modem's pace: sending lasts into the outage ("mid-drain").
     raw["modem"]["rate_per_minute"] = 600.0
     config_path = tmp_path / "smsgw.toml"
-    config_path.write_text(_toml(raw))
+    config_path.write_text(toml_text(raw))
     store = Store(url)
     await store.open()
     _rec, key = await store.create_key("fleet", ["send", "read"])

@@ -3,31 +3,18 @@ through the simulated modem to `delivered`, recorded on the server."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import httpx
 
 from appliance.ledger import Store
 from modem.simulator import Simulator
+from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.postgres import PgServer
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.smsgw_process import Proc, until_ready
 from tests.support.waiting import eventually
-
-
-def _toml(raw: dict[str, dict[str, object]]) -> str:
-    lines = []
-    for section, values in raw.items():
-        lines.append(f"[{section}]")
-        lines.extend(
-            f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
-            for key, value in values.items()
-        )
-    text = "\n".join(lines) + "\n"
-    tomllib.loads(text)
-    return text
 
 
 async def test_serve_on_postgresql_delivers_a_posted_message(tmp_path: Path, pg_server: PgServer) -> None:
@@ -37,7 +24,7 @@ async def test_serve_on_postgresql_delivers_a_posted_message(tmp_path: Path, pg_
     raw = gateway_config(tmp_path, str(sim.primary_path))
     raw["store"] = {"url": url, "directory": str(tmp_path / "box")}
     config_path = tmp_path / "smsgw.toml"
-    config_path.write_text(_toml(raw))
+    config_path.write_text(toml_text(raw))
     store = Store(url)
     await store.open()
     _rec, key = await store.create_key("fleet", ["send", "read"])
