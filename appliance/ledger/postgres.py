@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -91,6 +92,14 @@ def _number(text: str) -> int | float:
     return int(value) if value == value.to_integral_value() and "." not in text else float(value)
 
 
+@functools.lru_cache(maxsize=4096)
+def _verb(sql: str) -> str:
+    """The statement's first word, upper-cased: BEGIN, COMMIT and ROLLBACK track the transaction
+    (cached like the translation: the same few statements run on every claim and accept)."""
+    words = sql.split(None, 1)
+    return words[0].upper() if words else ""
+
+
 class PgConnection:
     """One asyncpg connection that speaks to the concept modules as aiosqlite does.
 
@@ -139,7 +148,7 @@ class PgConnection:
 
     async def _live(self, sql: str) -> Any:
         """The connection for `sql` (under the lock), reopened when the server dropped it."""
-        verb = sql.strip().split(None, 1)[0].upper() if sql.strip() else ""
+        verb = _verb(sql)
         if self._conn.is_closed():
             if verb == "ROLLBACK":
                 self._in_tx = False  # the server ended that transaction with the connection
