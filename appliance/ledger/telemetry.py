@@ -103,18 +103,17 @@ class Telemetry(Connection):
         )
         counts = {str(r["modem"]): r for r in rows}
         recent = {str(r["modem"]): r for r in parts}
-        return {
-            name: ModemTraffic(
-                sent=int((counts[name]["sent"] if name in counts else 0) or 0),
-                parts=int((recent[name]["n"] if name in recent else 0) or 0),
-                failed=int((counts[name]["failed"] if name in counts else 0) or 0),
-                in_flight=int((counts[name]["in_flight"] if name in counts else 0) or 0),
-                last_sent_at=None
-                if name not in recent or recent[name]["last"] is None
-                else float(recent[name]["last"]),
+        traffic: dict[str, ModemTraffic] = {}
+        for name in sorted(counts.keys() | recent.keys()):
+            c, p = counts.get(name), recent.get(name)
+            traffic[name] = ModemTraffic(
+                sent=int(c["sent"] or 0) if c is not None else 0,
+                parts=int(p["n"] or 0) if p is not None else 0,
+                failed=int(c["failed"] or 0) if c is not None else 0,
+                in_flight=int(c["in_flight"] or 0) if c is not None else 0,
+                last_sent_at=float(p["last"]) if p is not None and p["last"] is not None else None,
             )
-            for name in sorted(counts.keys() | recent.keys())
-        }
+        return traffic
 
     async def stats(self) -> Stats:
         stats = Stats()
