@@ -252,7 +252,7 @@ class FactsReader:
             self.unit_down_since = None
         elif self.unit_down_since is None:
             self.unit_down_since = now
-        ledger = await asyncio.to_thread(read_ledger, s.ledger_url or s.ledger_path, now, s.box)
+        ledger = await asyncio.to_thread(read_ledger, s.ledger, now, s.box)
         self.last_ledger = ledger
         free = total = None
         with contextlib.suppress(OSError):
