@@ -541,8 +541,7 @@ class ModemWorker:
                         continue
                     return
             self._record(msg.id, seq, submitted.mr)
-            self.d.metrics.sends_total.labels(result="ok").inc()
-            self.d.metrics.modem_parts_sent_total.labels(modem=self.name).inc()
+            self.d.metrics.count_send(self.name, "ok")
             self.sent_parts += 1
             self.failures = 0
             self.d.progress()
@@ -561,8 +560,7 @@ class ModemWorker:
                     msg.id, "outcome_unknown", f"{c.code}: the port went away after the PDU was written"
                 )
             await self.d.store.release(msg.id, f"{self.name} unavailable: {c.message}")
-            self.d.metrics.sends_total.labels(result="modem_down").inc()
-            self.d.metrics.modem_send_failures_total.labels(modem=self.name, result="modem_down").inc()
+            self.d.metrics.count_send(self.name, "modem_down")
             self._note_failure()
             self.d.wake()
             return
@@ -574,8 +572,7 @@ class ModemWorker:
             await self.d.store.send_failed(
                 msg.id, code=c.code, message=c.message, retry_at=None, max_attempts=self.d.cfg.max_attempts
             )
-            self.d.metrics.sends_total.labels(result="permanent").inc()
-            self.d.metrics.modem_send_failures_total.labels(modem=self.name, result="permanent").inc()
+            self.d.metrics.count_send(self.name, "permanent")
             return
         self._note_failure()
         delay = backoff_s(msg.attempts, self.d.cfg, self.d.rng)
@@ -586,8 +583,7 @@ class ModemWorker:
             retry_at=time.time() + delay,
             max_attempts=self.d.cfg.max_attempts,
         )
-        self.d.metrics.sends_total.labels(result="transient").inc()
-        self.d.metrics.modem_send_failures_total.labels(modem=self.name, result="transient").inc()
+        self.d.metrics.count_send(self.name, "transient")
 
     def _note_failure(self) -> None:
         self.failures += 1

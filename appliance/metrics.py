@@ -107,6 +107,14 @@ class Metrics:
         for result in ("transient", "permanent", "modem_down"):
             self.modem_send_failures_total.labels(modem=name, result=result)
 
+    def count_send(self, modem: str, result: str) -> None:
+        """One send attempt on `modem`: `smsgw_sends` and its per-modem series (a part sent, or a failure)."""
+        self.sends_total.labels(result=result).inc()
+        if result == "ok":
+            self.modem_parts_sent_total.labels(modem=modem).inc()
+        else:
+            self.modem_send_failures_total.labels(modem=modem, result=result).inc()
+
     def observe_status(self, status: dict[str, Any]) -> None:
         """Take ledger and modem figures from a status document (appliance.status.build_status)."""
         self._snapshot.status = status

@@ -52,7 +52,16 @@ from appliance.session import (
 from appliance.states import State
 from appliance.status import GatewayView, acknowledge_incident, build_status
 from appliance.validation import ApiError
-from appliance.web_filters import ago, bytes_size, duration, error_meaning, mask_number, threadable, when
+from appliance.web_filters import (
+    ago,
+    bytes_size,
+    duration,
+    error_meaning,
+    mask_number,
+    threadable,
+    unix,
+    when,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -157,6 +166,7 @@ class Web:
         self.env.filters["ago"] = ago
         self.env.filters["duration"] = duration
         self.env.filters["when"] = when
+        self.env.filters["unix"] = unix
         self.env.filters["bytes"] = bytes_size
         self.env.tests["threadable"] = threadable
         self.env.globals["meaning"] = error_meaning
@@ -183,9 +193,6 @@ class Web:
                 [("sent", hist["sent_per_hour"]), ("delivered", hist["delivered_per_hour"])]
             ),
             "can_reset": hasattr(self.gateway, "reset_modem"),
-            # Boxes sharing this ledger (ledger/fleet.py): the table shows once there is more than one.
-            "fleet": await self.store.boxes(),
-            "this_box": self.config.fleet.box,
         }
         return self._render(request, session, "overview.html", context)
 

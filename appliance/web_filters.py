@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 
 import phonenumbers
 
@@ -57,6 +58,11 @@ def duration(seconds: float | None) -> str:
     if s < 172800:
         return f"{s // 3600} h {s % 3600 // 60} min"
     return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def unix(stamp: str | None) -> float | None:
+    """An RFC 3339 time of the status document (`rfc3339`) as Unix time, for `ago` and `when`."""
+    return None if stamp is None else datetime.fromisoformat(stamp).timestamp()
 
 
 def when(t: float | None) -> str:

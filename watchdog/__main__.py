@@ -91,9 +91,7 @@ class Watchdog:
         self.reader.resume({i.subject: i.since for i in self.policy.incidents.values()})
         self.inbox = LedgerInbox(s.ledger_path, self.pin, now)
         self.canary = Canary(s.canary_every_s if s.canary_number else 0.0, s.canary_timeout_s)
-        self.peers = (
-            PeerWatch(s.ledger_url or s.ledger_path, s.box, s.box_name, s.peer_silent_s) if s.box else None
-        )
+        self.peers = PeerWatch(s.ledger, s.box, s.box_name, s.peer_silent_s) if s.box else None
 
     def __repr__(self) -> str:
         return f"Watchdog({self.settings.box_name!r}, {self.port!r})"

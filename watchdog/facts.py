@@ -7,7 +7,6 @@ the daemon reads the same views, so a fact such as "oldest queued" has one defin
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import shutil
@@ -22,6 +21,7 @@ import httpx
 
 from modem import Modem
 from watchdog.checks import Facts
+from watchdog.ledgerdb import on_postgres, open_readonly, run_blocking
 from watchdog.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,14 +52,12 @@ def read_ledger(path: str, now: float, box: str = "") -> Ledger | None:
     `path` may be a postgresql:// URL (the fleet's shared ledger): the same views, read over asyncpg.
     `box` ([fleet] box): in a ledger shared by a fleet every daemon writes the `serve` heartbeat,
     so this box's own daemon is judged by its own row in `peer_facts` (renewed with the heartbeat)."""
-    if path.startswith(("postgresql://", "postgres://")):
-        # Called from a worker thread (or a test's loop): asyncpg runs in a loop of its own thread.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, _read_postgres(path, now, box)).result()
+    if on_postgres(path):
+        return run_blocking(_read_postgres(path, now, box))
     if not Path(path).exists():
         return None
     try:
-        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+        db = open_readonly(path)
     except sqlite3.Error as exc:
         _LOGGER.warning("cannot open the ledger read-only: %s", exc)
         return None
@@ -254,7 +252,7 @@ class FactsReader:
             self.unit_down_since = None
         elif self.unit_down_since is None:
             self.unit_down_since = now
-        ledger = await asyncio.to_thread(read_ledger, s.ledger_url or s.ledger_path, now, s.box)
+        ledger = await asyncio.to_thread(read_ledger, s.ledger, now, s.box)
         self.last_ledger = ledger
         free = total = None
         with contextlib.suppress(OSError):

@@ -14,8 +14,6 @@ each (`?` or `$n`), over sqlite3 or asyncpg (one short connection per statement,
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import re
 import sqlite3
@@ -26,15 +24,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from watchdog.ledgerdb import on_postgres, open_readonly, run_blocking
+
 _LOGGER = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # What a cycle shrugs off with one log line: the next cycle tries again.
 LEDGER_ERRORS = (sqlite3.Error, asyncpg.PostgresError, OSError, TimeoutError)
-
-
-def _on_postgres(ledger: str) -> bool:
-    return ledger.startswith(("postgresql://", "postgres://"))
 
 
 def _pg(url: str, work: Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]) -> T:
@@ -47,8 +43,7 @@ def _pg(url: str, work: Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]) 
         finally:
             await db.close()
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, run()).result()
+    return run_blocking(run())
 
 
 def _numbered(sql: str) -> str:
@@ -111,13 +106,13 @@ _OPEN_CLAIMS = "SELECT DISTINCT peer FROM peer_incidents WHERE claimed_by = ? AN
 
 def read_peers(ledger_path: str, me: str) -> list[Peer]:
     """The other boxes (none on a ledger without the fleet schema, or one that cannot be read)."""
-    if _on_postgres(ledger_path):
+    if on_postgres(ledger_path):
         found = _pg_rows(ledger_path, _PEERS, (me,))
         return [Peer(str(r[0]), float(r[1]), r[2]) for r in found or []]
     if not Path(ledger_path).exists():
         return []
     try:
-        db = sqlite3.connect(f"{Path(ledger_path).resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+        db = open_readonly(ledger_path)
     except sqlite3.Error as exc:
         _LOGGER.warning("cannot open the ledger read-only: %s", exc)
         return []
@@ -135,7 +130,7 @@ def read_peers(ledger_path: str, me: str) -> list[Peer]:
 def _claim(ledger_path: str, peer: Peer, me: str, now: float) -> bool:
     """Claim the silence of `peer` that began at its last heartbeat; True for the one claimant."""
     args = (peer.name, peer.heartbeat_at, me, now)
-    if _on_postgres(ledger_path):
+    if on_postgres(ledger_path):
         return _pg_changed(ledger_path, _CLAIM, args) == 1
     with _Writer(ledger_path) as db:
         return db.execute(_CLAIM, args).rowcount == 1
@@ -144,7 +139,7 @@ def _claim(ledger_path: str, peer: Peer, me: str, now: float) -> bool:
 def _resolve(ledger_path: str, peer: Peer, me: str, now: float) -> bool:
     """Close this watchdog's open claims on `peer` (it beats again); True when there was one."""
     args = (now, peer.name, me, peer.heartbeat_at)
-    if _on_postgres(ledger_path):
+    if on_postgres(ledger_path):
         return _pg_changed(ledger_path, _RESOLVE, args) > 0
     with _Writer(ledger_path) as db:
         return db.execute(_RESOLVE, args).rowcount > 0
@@ -169,10 +164,10 @@ class _Writer:
 
 def _open_claims(ledger_path: str, me: str) -> set[str]:
     """Peers whose silence this watchdog claimed and has not resolved (after its restart)."""
-    if _on_postgres(ledger_path):
+    if on_postgres(ledger_path):
         return {str(r[0]) for r in _pg_rows(ledger_path, _OPEN_CLAIMS, (me,)) or []}
     try:
-        db = sqlite3.connect(f"{Path(ledger_path).resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+        db = open_readonly(ledger_path)
     except sqlite3.Error:
         return set()
     try:

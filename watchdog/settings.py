@@ -49,6 +49,11 @@ class Settings(Thresholds):
     peer_silent_s: float = 90.0  # a fleet peer's heartbeat older than this: one text (watchdog/peers.py)
 
     @property
+    def ledger(self) -> str:
+        """Where the facts and peers are read: the PostgreSQL URL, else the SQLite file."""
+        return self.ledger_url or self.ledger_path
+
+    @property
     def ledger_dir(self) -> Path:
         return Path(self.ledger_path).parent
 
