@@ -17,6 +17,7 @@ from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
+from tests.support.pg_fleet import fleet_key
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.smsgw_process import Proc, until_ready
 from tests.support.waiting import eventually
@@ -57,14 +58,6 @@ async def fleet_box(tmp_path: Path, name: str, **modem: Any) -> AsyncIterator[Bo
         await sim.stop()
 
 
-async def api_key(tmp_path: Path) -> str:
-    store = Store(tmp_path / "ledger.sqlite3")
-    await store.open()
-    _rec, key = await store.create_key("fleet", ["send", "read", "admin"])
-    await store.close()
-    return key
-
-
 def client(box: Box, key: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=box.base, headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
@@ -74,7 +67,7 @@ def client(box: Box, key: str) -> httpx.AsyncClient:
 async def test_messages_posted_to_either_box_are_all_delivered_each_by_the_box_it_names(
     tmp_path: Path,
 ) -> None:
-    key = await api_key(tmp_path)
+    key = await fleet_key(tmp_path / "ledger.sqlite3")
     async with fleet_box(tmp_path, "a") as a, fleet_box(tmp_path, "b") as b:
         ids: dict[str, str] = {}
         for box in (a, b):
@@ -106,7 +99,7 @@ async def test_messages_posted_to_either_box_are_all_delivered_each_by_the_box_i
 async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactly_once(
     tmp_path: Path,
 ) -> None:
-    key = await api_key(tmp_path)
+    key = await fleet_key(tmp_path / "ledger.sqlite3")
     # Box a's modem stops answering during the submit: its message stays `sending` until a dies.
     hung = {"submit_timeout_s": 120.0, "submit_floor_s": 120.0}
     async with fleet_box(tmp_path, "a", **hung) as a, fleet_box(tmp_path, "b") as b:
@@ -155,7 +148,7 @@ async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactl
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_paused_box_taken_over_says_so_once_then_registers_again_and_sends(tmp_path: Path) -> None:
-    key = await api_key(tmp_path)
+    key = await fleet_key(tmp_path / "ledger.sqlite3")
     ledger = Store(tmp_path / "ledger.sqlite3")
     await ledger.open()
     try:

@@ -12,6 +12,7 @@ import pytest
 from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.support.gateway import gateway_config
+from tests.support.pg_fleet import ledger_store
 from tests.support.postgres import PgServer
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.waiting import eventually
@@ -98,7 +99,7 @@ async def fleet_box(tmp_path: Path, name: str, *, watchdog: bool, url: str = "")
     raw = gateway_config(tmp_path, str(sim.primary_path), gateway={"name": name}, watchdog=wd)
     raw["fleet"] = {"box": name, "lease_s": LEASE_S}
     if url:
-        raw["store"] = {"url": url, "directory": str(home)}
+        raw["store"] = ledger_store(url, home)
     box = Box.configured(sim, raw, home)
     try:
         await box.start(watchdog=watchdog)
