@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from appliance.ledger import Store
 from modem.simulator import Simulator
+from tests.support.pg_fleet import fleet_key
 from tests.support.ports import free_port
 from tests.support.smsgw_process import Proc, until_ready
 
@@ -86,10 +86,7 @@ class Bench:
             f'[store]\npath = "{self.tmp / "ledger.sqlite3"}"\n'
             f"[dispatcher]\n{dispatcher_limits}"
         )
-        store = Store(self.tmp / "ledger.sqlite3")
-        await store.open()
-        _rec, self.key = await store.create_key("bench", ["send", "read", "admin"])
-        await store.close()
+        self.key = await fleet_key(self.tmp / "ledger.sqlite3")
         self.daemon = Proc("serve", config, self.tmp / "serve.log")
         await self.daemon.start()
         await until_ready(self.base)

@@ -27,11 +27,11 @@ from typing import Any
 
 import httpx
 
-from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.metrics_text import per_modem
+from tests.support.pg_fleet import fleet_key
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.smsgw_process import Proc, until_ready
 
@@ -78,10 +78,7 @@ class Fleet:
         raw["api"]["queue_max"] = 1_000_000
         config = self.tmp / "smsgw.toml"
         config.write_text(toml_text(raw))
-        store = Store(raw["store"]["path"])
-        await store.open()
-        _rec, self.key = await store.create_key("bench", ["send", "read", "admin"])
-        await store.close()
+        self.key = await fleet_key(raw["store"]["path"])
         self.base = f"http://{raw['api']['listen']}"
         self.daemon = Proc("serve", config, self.tmp / "serve.log")
         await self.daemon.start()

@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from appliance.ledger import Store
 from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
+from tests.support.pg_fleet import fleet_key
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
@@ -63,10 +63,7 @@ class _Rig:
         self.raw = raw
         config_path = self.directory / "smsgw.toml"
         config_path.write_text(toml_text(raw))
-        store = Store(raw["store"]["path"])
-        await store.open()
-        _rec, self.key = await store.create_key("bench", ["send", "read", "admin"])
-        await store.close()
+        self.key = await fleet_key(raw["store"]["path"])
         self.daemon = Proc("serve", config_path, self.directory / "serve.log")
         await self.daemon.start()
 

@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from modem.simulator import Simulator
-from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.simulators import SIM_TEST_TIMING
-from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
 from tests.support.watchdog_box import ONCALL, Box
 
@@ -39,20 +37,9 @@ async def _one(fault: str, directory: Path) -> float:
         str(sim.primary_path),
         watchdog={"port": str(sim.aux_path), "oncall": [ONCALL], "alive_at": ""},
     )
-    config_path = directory / "smsgw.toml"
-    config_path.write_text(toml_text(raw))
-    box = Box(
-        sim,
-        raw,
-        Proc("serve", config_path, directory / "serve.log"),
-        Proc("watchdog", config_path, directory / "watchdog.log"),
-        directory,
-    )
+    box = Box.configured(sim, raw, directory)
     try:
-        await box.daemon.start()
-        await box.daemon_ready()
-        await box.watchdog.start()
-        await box.watchdog_log("watchdog of ")
+        await box.start()
         # A whole healthy cycle behind it, so the fault lands at a random phase of the next one.
         await eventually(lambda: box.state_rows("SELECT 1") == [(1,)], 30, 0.05)
         phone = sim.network.phone(ONCALL)
@@ -64,9 +51,7 @@ async def _one(fault: str, directory: Path) -> float:
         await eventually(lambda: len(phone.inbox) > 0, 120, 0.02)
         return time.monotonic() - started
     finally:
-        await box.watchdog.stop()
-        await box.daemon.stop()
-        await sim.stop()
+        await box.stop()
 
 
 async def run() -> dict[str, Any]:

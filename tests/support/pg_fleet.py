@@ -46,15 +46,24 @@ class PgBox:
         )
 
 
-async def fleet_key(url: str) -> str:
-    """An API key in the shared ledger: every box accepts it (keys live in the ledger)."""
-    store = Store(url)
+async def fleet_key(ledger: str | Path, scopes: Sequence[str] = ("send", "read", "admin")) -> str:
+    """An API key in the shared ledger (a URL or a SQLite file): every box accepts it (keys live in
+    the ledger)."""
+    store = Store(ledger)
     await store.open()
     try:
-        _rec, key = await store.create_key("fleet", ["send", "read", "admin"])
+        _rec, key = await store.create_key("fleet", list(scopes))
     finally:
         await store.close()
     return key
+
+
+def ledger_store(ledger: str, home: Path) -> dict[str, str]:
+    """The `[store]` table of a box on `ledger`: a PostgreSQL URL (the box's own files in `home`)
+    or a SQLite file path."""
+    if ledger.startswith(("postgresql://", "postgres://")):
+        return {"url": ledger, "directory": str(home)}
+    return {"path": ledger}
 
 
 @contextlib.asynccontextmanager
@@ -79,8 +88,7 @@ async def pg_box(
     )
     for section, values in (sections or {}).items():
         raw.setdefault(section, {}).update(values)
-    postgres = url.startswith(("postgresql://", "postgres://"))
-    raw["store"] = {"url": url, "directory": str(home)} if postgres else {"path": url}
+    raw["store"] = ledger_store(url, home)
     config = home / "smsgw.toml"
     config.write_text(toml_text(raw))
     box = PgBox(name, sim, Proc("serve", config, home / "serve.log"), f"http://{raw['api']['listen']}")

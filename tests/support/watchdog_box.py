@@ -13,6 +13,7 @@ from typing import Any
 
 from modem.simulator import Simulator
 from tests.support.cli import smsgw
+from tests.support.config_files import toml_text
 from tests.support.smsgw_process import Proc, until_ready
 from tests.support.waiting import eventually
 
@@ -45,6 +46,27 @@ class Box:
     daemon: Proc
     watchdog: Proc
     tmp: Path
+
+    @classmethod
+    def configured(cls, sim: Simulator, raw: dict[str, Any], home: Path) -> Box:
+        """The box of config `raw`, written to home/smsgw.toml as on a box; its logs beside it."""
+        config_path = home / "smsgw.toml"
+        config_path.write_text(toml_text(raw))
+        serve = Proc("serve", config_path, home / "serve.log")
+        return cls(sim, raw, serve, Proc("watchdog", config_path, home / "watchdog.log"), home)
+
+    async def start(self, *, watchdog: bool = True) -> None:
+        """The daemon until ready, then (maybe) the watchdog until it has named its box."""
+        await self.daemon.start()
+        await self.daemon_ready()
+        if watchdog:
+            await self.watchdog.start()
+            await self.watchdog_log(f"watchdog of {self.raw.get('gateway', {}).get('name', '')}")
+
+    async def stop(self) -> None:
+        await self.watchdog.stop()
+        await self.daemon.stop()
+        await self.sim.stop()
 
     @property
     def base(self) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,59 +12,19 @@ import httpx
 import pytest
 
 from appliance.ledger import Store
-from modem.simulator import Simulator
-from tests.support.config_files import toml_text
-from tests.support.gateway import gateway_config
-from tests.support.simulators import SIM_TEST_TIMING
-from tests.support.smsgw_process import Proc, until_ready
+from tests.support.pg_fleet import PgBox, fleet_key, pg_box
 from tests.support.waiting import eventually
 
 LEASE_S = 2
 
 
-@dataclass
-class Box:
-    name: str
-    sim: Simulator
-    proc: Proc
-    base: str
-
-    def texts(self) -> list[str]:
-        """What the phones got through this box's modem."""
-        return [m.text for p in self.sim.network.phones.values() for m in p.inbox]
-
-
-@contextlib.asynccontextmanager
-async def fleet_box(tmp_path: Path, name: str, **modem: Any) -> AsyncIterator[Box]:
+def fleet_box(tmp_path: Path, name: str, **modem: Any) -> contextlib.AbstractAsyncContextManager[PgBox]:
     """`smsgw serve` as box `name` on the shared ledger tmp_path/ledger.sqlite3, with its own simulator."""
-    sim = Simulator(tmp_path / f"sim-{name}", **SIM_TEST_TIMING)
-    await sim.start()
-    raw = gateway_config(
-        tmp_path, str(sim.primary_path), fleet={"box": name, "lease_s": LEASE_S}, modem=modem
-    )
-    config = tmp_path / f"{name}.toml"
-    config.write_text(toml_text(raw))
-    proc = Proc("serve", config, tmp_path / f"{name}.log")
-    box = Box(name, sim, proc, f"http://{raw['api']['listen']}")
-    try:
-        await proc.start()
-        await until_ready(box.base)
-        yield box
-    finally:
-        await proc.stop()
-        await sim.stop()
+    return pg_box(tmp_path / name, str(tmp_path / "ledger.sqlite3"), name, lease_s=LEASE_S, modem=modem)
 
 
-async def api_key(tmp_path: Path) -> str:
-    store = Store(tmp_path / "ledger.sqlite3")
-    await store.open()
-    _rec, key = await store.create_key("fleet", ["send", "read", "admin"])
-    await store.close()
-    return key
-
-
-def client(box: Box, key: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=box.base, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+def client(box: PgBox, key: str) -> httpx.AsyncClient:
+    return box.client(key, timeout_s=10)
 
 
 @pytest.mark.slow
@@ -74,7 +32,7 @@ def client(box: Box, key: str) -> httpx.AsyncClient:
 async def test_messages_posted_to_either_box_are_all_delivered_each_by_the_box_it_names(
     tmp_path: Path,
 ) -> None:
-    key = await api_key(tmp_path)
+    key = await fleet_key(tmp_path / "ledger.sqlite3")
     async with fleet_box(tmp_path, "a") as a, fleet_box(tmp_path, "b") as b:
         ids: dict[str, str] = {}
         for box in (a, b):
@@ -106,7 +64,7 @@ async def test_messages_posted_to_either_box_are_all_delivered_each_by_the_box_i
 async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactly_once(
     tmp_path: Path,
 ) -> None:
-    key = await api_key(tmp_path)
+    key = await fleet_key(tmp_path / "ledger.sqlite3")
     # Box a's modem stops answering during the submit: its message stays `sending` until a dies.
     hung = {"submit_timeout_s": 120.0, "submit_floor_s": 120.0}
     async with fleet_box(tmp_path, "a", **hung) as a, fleet_box(tmp_path, "b") as b:
@@ -155,7 +113,7 @@ async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactl
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_paused_box_taken_over_says_so_once_then_registers_again_and_sends(tmp_path: Path) -> None:
-    key = await api_key(tmp_path)
+    key = await fleet_key(tmp_path / "ledger.sqlite3")
     ledger = Store(tmp_path / "ledger.sqlite3")
     await ledger.open()
     try:

@@ -19,6 +19,7 @@ from appliance.ledger.dialect import fetch_all
 from modem.simulator import Simulator
 from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
+from tests.support.pg_fleet import fleet_key, ledger_store
 from tests.support.postgres import PgServer, running_server
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.smsgw_process import Proc, until_ready
@@ -71,15 +72,12 @@ async def _outage_keeps_every_message(tmp_path: Path, server: PgServer, outage_s
     sim = Simulator(tmp_path / "sim", **SIM_TEST_TIMING)
     await sim.start()
     raw = gateway_config(tmp_path, str(sim.primary_path))
-    raw["store"] = {"url": url, "directory": str(tmp_path / "box")}
+    raw["store"] = ledger_store(url, tmp_path / "box")
     # The modem's pace: sending lasts into the outage ("mid-drain").
     raw["modem"]["rate_per_minute"] = 600.0
     config_path = tmp_path / "smsgw.toml"
     config_path.write_text(toml_text(raw))
-    store = Store(url)
-    await store.open()
-    _rec, key = await store.create_key("fleet", ["send", "read"])
-    await store.close()
+    key = await fleet_key(url, ("send", "read"))
     base = f"http://{raw['api']['listen']}"
     halted = False
     try:

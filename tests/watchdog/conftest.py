@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from modem.simulator import Simulator
-from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.simulators import SIM_TEST_TIMING
-from tests.support.smsgw_process import Proc
 from tests.support.watchdog_box import FAST_WATCHDOG, Box, BoxFactory
 
 
@@ -49,25 +47,12 @@ def box_factory(tmp_path: Path) -> BoxFactory:
             **({"smtp": smtp} if smtp else {}),
             **({"ussd": ussd} if ussd else {}),
         )
-        config_path = tmp_path / "smsgw.toml"
-        config_path.write_text(toml_text(raw))
-        box = Box(
-            sim,
-            raw,
-            Proc("serve", config_path, tmp_path / "serve.log"),
-            Proc("watchdog", config_path, tmp_path / "watchdog.log"),
-            tmp_path,
-        )
+        box = Box.configured(sim, raw, tmp_path)
         boxes.append(box)
         try:
-            await box.daemon.start()
-            await box.daemon_ready()
-            await box.watchdog.start()
-            await box.watchdog_log("watchdog of box7")
+            await box.start()
             yield box
         finally:
-            await box.watchdog.stop()
-            await box.daemon.stop()
-            await sim.stop()
+            await box.stop()
 
     return make

@@ -11,11 +11,10 @@ import pytest
 
 from appliance.ledger import Store
 from modem.simulator import Simulator
-from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
+from tests.support.pg_fleet import ledger_store
 from tests.support.postgres import PgServer
 from tests.support.simulators import SIM_TEST_TIMING
-from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
 from tests.support.watchdog_box import FAST_WATCHDOG, ONCALL, Box
 from watchdog.facts import read_ledger
@@ -100,27 +99,13 @@ async def fleet_box(tmp_path: Path, name: str, *, watchdog: bool, url: str = "")
     raw = gateway_config(tmp_path, str(sim.primary_path), gateway={"name": name}, watchdog=wd)
     raw["fleet"] = {"box": name, "lease_s": LEASE_S}
     if url:
-        raw["store"] = {"url": url, "directory": str(home)}
-    config_path = home / "smsgw.toml"
-    config_path.write_text(toml_text(raw))
-    box = Box(
-        sim,
-        raw,
-        Proc("serve", config_path, home / "serve.log"),
-        Proc("watchdog", config_path, home / "wd.log"),
-        home,
-    )
+        raw["store"] = ledger_store(url, home)
+    box = Box.configured(sim, raw, home)
     try:
-        await box.daemon.start()
-        await box.daemon_ready()
-        if watchdog:
-            await box.watchdog.start()
-            await box.watchdog_log(f"watchdog of {name}")
+        await box.start(watchdog=watchdog)
         yield box
     finally:
-        await box.watchdog.stop()
-        await box.daemon.stop()
-        await sim.stop()
+        await box.stop()
 
 
 def about_c(text: str) -> bool:
