@@ -290,10 +290,10 @@ class ModemWorker:
         self.d.work.set()  # more may be due: let other workers look too
         await self._send(msg)
 
-    async def _claim(self) -> Message | None:
+    async def _claim(self, *, mark_first_part: bool = True) -> Message | None:
         now = time.time()
         try:
-            return await self._claim_at(now)
+            return await self._claim_at(now, mark_first_part=mark_first_part)
         except LedgerUnreachable:
             # Its COMMIT may have made it before the server went away: checked once it answers.
             self._cut_off_claims.append(now)
@@ -308,25 +308,25 @@ class ModemWorker:
                     "dispatcher on %s: claim cut off by the ledger's outage put back: %s", self.name, released
                 )
 
-    async def _claim_at(self, now: float) -> Message | None:
+    async def _claim_at(self, now: float, *, mark_first_part: bool = True) -> Message | None:
         return await self.d.store.claim_next(
             self.name,
             now=now,
             delay_until=self.d.flood.blocked_until(now),
             delay_reason=f"anti-flood: at most {self.d.cfg.per_recipient_per_minute:g} messages a minute to one recipient",
-            mark_first_part=True,
+            mark_first_part=mark_first_part,
         )
 
     def _prefetch_next(self) -> None:
         """Claim the next message while the modem submits this one: no idle gap between sends.
 
-        The claim marks its first part `sending` (the crash point), so a crash in this window
-        counts that part as possibly sent: over-reporting ambiguity, never hiding it.
+        Its first part stays `pending` until its own turn marks it just before AT+CMGS: a crash
+        (or a takeover) while it waits resends it as never handed over, with no duplicate flag.
         """
         # Only when the rate limit lets the next send follow soon: a prefetched message
         # waits for its token in `sending`, which must stay short.
         if self._prefetch is None and self.available and self.bucket.wait_s() < PREFETCH_MAX_WAIT_S:
-            self._prefetch = asyncio.create_task(self._claim())
+            self._prefetch = asyncio.create_task(self._claim(mark_first_part=False))
 
     def _record(self, msg_id: str, seq: int, mr: int) -> None:
         """Commit +CMGS in the background; the store's FIFO write lock keeps the order."""

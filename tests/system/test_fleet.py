@@ -112,6 +112,59 @@ async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactl
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+async def test_the_message_claimed_next_during_a_hung_submit_is_resent_without_a_duplicate_flag(
+    tmp_path: Path,
+) -> None:
+    """Box a claims its next message while its modem is still in AT+CMGS (no gap between sends).
+    Killed then, only the part its modem had was handed over: the next one was never asked."""
+    key = await fleet_key(tmp_path / "ledger.sqlite3")
+    hung = {"submit_timeout_s": 120.0, "submit_floor_s": 120.0}
+    async with fleet_box(tmp_path, "a", **hung) as a, fleet_box(tmp_path, "b") as b:
+        a.sim.freeze(120)  # from a's first AT+CMGS with its PDU: that submit never ends
+        async with client(a, key) as ca:
+            batch = {
+                "messages": [
+                    {"to": "+4915112345670", "body": "submitted"},
+                    {"to": "+4915112345671", "body": "claimed next"},
+                ]
+            }
+            r = await ca.post("/api/v1/messages/batch", json=batch)
+            assert r.status_code == 200, r.text
+            ids = [item["message"]["id"] for item in r.json()["results"]]
+
+            async def both_sending_on_a() -> bool:
+                docs = [(await ca.get(f"/api/v1/messages/{i}")).json() for i in ids]
+                return all(d["status"] == "sending" and d["box"] == "a" for d in docs)
+
+            await eventually(both_sending_on_a, 15)
+        await a.proc.kill9()
+        async with client(b, key) as cb:
+
+            async def delivered() -> list[dict[str, Any]] | None:
+                docs = [(await cb.get(f"/api/v1/messages/{i}")).json() for i in ids]
+                return docs if all(d["status"] == "delivered" for d in docs) else None
+
+            submitted, claimed_next = await eventually(delivered, 30, interval_s=0.2)
+            status = (await cb.get("/api/v1/status")).json()
+
+    def kinds(doc: dict[str, Any]) -> list[str]:
+        return [e["type"] for e in doc["events"]]
+
+    assert kinds(submitted).count("outcome_unknown") == 1, submitted["events"]
+    assert submitted["possible_duplicate"] is True
+    assert "outcome_unknown" not in kinds(claimed_next), claimed_next["events"]
+    (recovered,) = [e for e in claimed_next["events"] if e["type"] == "recovered"]
+    assert "before the modem was asked" in recovered["detail"]
+    assert claimed_next["possible_duplicate"] is False
+    assert (submitted["box"], claimed_next["box"]) == ("b", "b")
+    assert b.texts().count("submitted") == 1
+    assert b.texts().count("claimed next") == 1
+    assert a.texts() == []  # a's modem never finished its one submit
+    assert status["queue"]["ambiguous_total"] == 1  # only the part a's modem had
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 async def test_a_paused_box_taken_over_says_so_once_then_registers_again_and_sends(tmp_path: Path) -> None:
     key = await fleet_key(tmp_path / "ledger.sqlite3")
     ledger = Store(tmp_path / "ledger.sqlite3")
