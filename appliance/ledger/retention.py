@@ -78,6 +78,7 @@ class Purge(Connection):
             "messages": 0,
             "inbound": 0,
             "audit": 0,
+            "peer_incidents": 0,
             "balance": 0,
         }
         if retention.numbers_days > 0:
@@ -144,9 +145,18 @@ class Purge(Connection):
                 (cutoff,),
             )
         if retention.audit_days > 0:
+            cutoff = now - retention.audit_days * 86400
             done["audit"] = await self._batches(
                 "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ? LIMIT ?)",
-                (now - retention.audit_days * 86400,),
+                (cutoff,),
+            )
+            # A watchdog's claim on a silent fleet peer (watchdog/peers.py) is a fact of the same
+            # kind (which watchdog texted, when): it goes as old, once resolved. An open claim stays:
+            # its watchdog still answers for that silence.
+            done["peer_incidents"] = await self._batches(
+                "DELETE FROM peer_incidents WHERE rowid IN "
+                "(SELECT rowid FROM peer_incidents WHERE resolved_at < ? LIMIT ?)",
+                (cutoff,),
             )
         if any(done.values()):
             _LOGGER.info("retention: %s", ", ".join(f"{n} {k}" for k, n in done.items() if n))
