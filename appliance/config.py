@@ -129,7 +129,7 @@ class RetentionConfig:
     metadata_days: int = 90  # callers' metadata and status_callback URLs of final messages
     events_days: int = 90  # the events timeline of final messages
     messages_days: int = 365  # final messages deleted whole (with parts and events): bounds the ledger
-    audit_days: int = 365  # audit trail rows (who did what, from where)
+    audit_days: int = 365  # audit trail rows (who did what, from where); resolved peer_incidents too
     vacuum_every_hours: float = 24.0  # give freed pages back to the file system (incremental vacuum)
 
 

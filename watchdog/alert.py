@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from watchdog.checks import Finding
+from watchdog.ledgerdb import read_file
 
 HOUR_S = 3600.0
 
@@ -282,13 +283,8 @@ class StateFile:
 def read_state(path: Path, limit: int = 20) -> dict[str, Any]:
     """The status document's `watchdog` part, read-only; empty when there is no state file yet."""
     doc: dict[str, Any] = {"incidents": [], "alerts": []}
-    if not path.exists():
-        return doc
-    try:
-        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error:
-        return doc
-    try:
+
+    def read(db: sqlite3.Connection) -> dict[str, Any]:
         doc["incidents"] = [
             {
                 "id": r[0],
@@ -313,11 +309,9 @@ def read_state(path: Path, limit: int = 20) -> dict[str, Any]:
                 (limit,),
             )
         ]
-    except sqlite3.Error:
-        pass
-    finally:
-        db.close()
-    return doc
+        return doc
+
+    return read_file(path, read, doc)  # what was read before a failing query stays
 
 
 def request_ack(path: Path, incident_id: int, *, by: str, now: float | None = None) -> bool:

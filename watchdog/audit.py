@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from watchdog.ledgerdb import read_file
+
 HOUR_S = 3600.0
 GUESS_WINDOW_S = HOUR_S
 SEEN_KEEP_S = 7 * 86400.0  # a command seen on the SIM and later in the ledger: far longer apart never
@@ -111,61 +113,36 @@ class CommandLog:
         )
 
 
+# The columns of an audit fact, as the readers below hand them on (the keys of each dict).
+_FACT = ("id", "at", "sender", "verb", "outcome", "detail", "via")
+_FACTS = f"SELECT {', '.join(_FACT)} FROM commands"  # noqa: S608  (fixed names)
+
+
+def _facts(rows: list[Any]) -> list[dict[str, Any]]:
+    return [dict(zip(_FACT, r, strict=True)) for r in rows]
+
+
 def read_commands(path: Path, *, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:
     """The audit facts, newest first, read-only (for the audit API); empty without a state file."""
-    if not path.exists():
-        return []
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error:
-        return []
-    try:
+
+    def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
         rows = db.execute(
-            "SELECT id, at, sender, verb, outcome, detail, via FROM commands WHERE id < ? ORDER BY id DESC LIMIT ?",
+            f"{_FACTS} WHERE id < ? ORDER BY id DESC LIMIT ?",
             (before_id if before_id is not None else 2**63 - 1, limit),
         ).fetchall()
-    except sqlite3.Error:
-        return []
-    finally:
-        db.close()
-    return [
-        {
-            "id": r[0],
-            "at": r[1],
-            "actor": "watchdog",
-            "sender": r[2],
-            "verb": r[3],
-            "outcome": r[4],
-            "detail": r[5],
-            "via": r[6],
-        }
-        for r in rows
-    ]
+        return [{**fact, "actor": "watchdog"} for fact in _facts(rows)]
+
+    return read_file(path, read, [])
 
 
 def commands_after(path: Path, after_id: int, *, limit: int = 500) -> list[dict[str, Any]]:
     """Audit facts with an id above `after_id`, oldest first, read-only (the daemon copies them into
     its own audit trail). A state file made anew (its newest id behind `after_id`) is read from its
     start. Empty without a state file."""
-    if not path.exists():
-        return []
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error:
-        return []
-    try:
+
+    def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
         newest = db.execute("SELECT MAX(id) FROM commands").fetchone()[0]
-        if newest is not None and newest < after_id:
-            after_id = 0
-        rows = db.execute(
-            "SELECT id, at, sender, verb, outcome, detail, via FROM commands WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
-        ).fetchall()
-    except sqlite3.Error:
-        return []
-    finally:
-        db.close()
-    return [
-        {"id": r[0], "at": r[1], "sender": r[2], "verb": r[3], "outcome": r[4], "detail": r[5], "via": r[6]}
-        for r in rows
-    ]
+        start = 0 if newest is not None and newest < after_id else after_id
+        return _facts(db.execute(f"{_FACTS} WHERE id > ? ORDER BY id LIMIT ?", (start, limit)).fetchall())
+
+    return read_file(path, read, [])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +19,27 @@ def on_postgres(ledger: str) -> bool:
 
 
 def open_readonly(path: str) -> sqlite3.Connection:
-    """The SQLite ledger opened read-only (mode=ro): the watchdog never writes the daemon's tables."""
+    """A SQLite file opened read-only (mode=ro): the ledger (the watchdog never writes the daemon's
+    tables), or the watchdog's state file as the daemon reads it. A relative path is the working
+    directory's (a file URI must be absolute)."""
     return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+
+
+def read_file(path: Path, read: Callable[[sqlite3.Connection], T], empty: T) -> T:
+    """`read` on the SQLite file at `path` opened read-only; `empty` when there is no such file,
+    it cannot be opened, or a query fails (a file from before the table it asks for)."""
+    if not path.exists():
+        return empty
+    try:
+        db = open_readonly(str(path))
+    except sqlite3.Error:
+        return empty
+    try:
+        return read(db)
+    except sqlite3.Error:
+        return empty
+    finally:
+        db.close()
 
 
 def run_blocking(work: Coroutine[Any, Any, T]) -> T:

@@ -104,11 +104,11 @@ _RESOLVE = (
 _OPEN_CLAIMS = "SELECT DISTINCT peer FROM peer_incidents WHERE claimed_by = ? AND resolved_at IS NULL"
 
 
-def read_peers(ledger_path: str, me: str) -> list[Peer]:
-    """The other boxes (none on a ledger without the fleet schema, or one that cannot be read)."""
+def _rows(ledger_path: str, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The rows of a query on the fleet's tables; none on a ledger without them (from before
+    fleets), nor on a SQLite file that cannot be read (one log line)."""
     if on_postgres(ledger_path):
-        found = _pg_rows(ledger_path, _PEERS, (me,))
-        return [Peer(str(r[0]), float(r[1]), r[2]) for r in found or []]
+        return _pg_rows(ledger_path, sql, args) or []
     if not Path(ledger_path).exists():
         return []
     try:
@@ -117,14 +117,18 @@ def read_peers(ledger_path: str, me: str) -> list[Peer]:
         _LOGGER.warning("cannot open the ledger read-only: %s", exc)
         return []
     try:
-        rows = db.execute(_PEERS, (me,)).fetchall()
+        return [tuple(r) for r in db.execute(sql, args).fetchall()]
     except sqlite3.Error as exc:
-        if "no such table" not in str(exc):  # a ledger from before fleets: no peers
-            _LOGGER.warning("reading peer_facts failed: %s", exc)
+        if "no such table" not in str(exc):
+            _LOGGER.warning("reading the fleet's tables failed: %s", exc)
         return []
     finally:
         db.close()
-    return [Peer(str(r[0]), float(r[1]), r[2]) for r in rows]
+
+
+def read_peers(ledger_path: str, me: str) -> list[Peer]:
+    """The other boxes (none on a ledger without the fleet schema, or one that cannot be read)."""
+    return [Peer(str(r[0]), float(r[1]), r[2]) for r in _rows(ledger_path, _PEERS, (me,))]
 
 
 def _claim(ledger_path: str, peer: Peer, me: str, now: float) -> bool:
@@ -164,19 +168,7 @@ class _Writer:
 
 def _open_claims(ledger_path: str, me: str) -> set[str]:
     """Peers whose silence this watchdog claimed and has not resolved (after its restart)."""
-    if on_postgres(ledger_path):
-        return {str(r[0]) for r in _pg_rows(ledger_path, _OPEN_CLAIMS, (me,)) or []}
-    try:
-        db = open_readonly(ledger_path)
-    except sqlite3.Error:
-        return set()
-    try:
-        rows = db.execute(_OPEN_CLAIMS, (me,)).fetchall()
-    except sqlite3.Error:
-        return set()  # no fleet schema yet
-    finally:
-        db.close()
-    return {str(r[0]) for r in rows}
+    return {str(r[0]) for r in _rows(ledger_path, _OPEN_CLAIMS, (me,))}
 
 
 class PeerWatch:

@@ -6,7 +6,10 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
+
+import aiosqlite
 
 from appliance.ledger.connection import Connection
 from appliance.ledger.dialect import fetch_all, fetch_one, marks
@@ -20,6 +23,19 @@ PURGE_BATCH = 500  # rows per retention transaction: accepts wait for one batch 
 # A full VACUUM writes a copy of the ledger (and as much WAL) before freeing the old pages: it
 # runs only with this many times the ledger's size free on its disk.
 VACUUM_ROOM = 1.2
+
+
+async def delete_messages(db: aiosqlite.Connection, ids: Sequence[str]) -> None:
+    """Delete the messages `ids` with every row that names them, in the caller's transaction:
+    a text answering one of them stays, no longer linked (retention, and the spool once drained)."""
+    if not ids:
+        return
+    listed = marks(ids)
+    for table in ("parts", "events", "idempotency", "escalations", "escalation_mail"):
+        await db.execute(f"DELETE FROM {table} WHERE message_id IN ({listed})", ids)  # noqa: S608  (fixed names)
+    unlink = f"UPDATE inbound SET in_reply_to = NULL, reply_key_id = NULL WHERE in_reply_to IN ({listed})"  # noqa: S608
+    await db.execute(unlink, ids)
+    await db.execute(f"DELETE FROM messages WHERE id IN ({listed})", ids)  # noqa: S608
 
 
 class Purge(Connection):
@@ -62,6 +78,7 @@ class Purge(Connection):
             "messages": 0,
             "inbound": 0,
             "audit": 0,
+            "peer_incidents": 0,
             "balance": 0,
         }
         if retention.numbers_days > 0:
@@ -128,9 +145,18 @@ class Purge(Connection):
                 (cutoff,),
             )
         if retention.audit_days > 0:
+            cutoff = now - retention.audit_days * 86400
             done["audit"] = await self._batches(
                 "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ? LIMIT ?)",
-                (now - retention.audit_days * 86400,),
+                (cutoff,),
+            )
+            # A watchdog's claim on a silent fleet peer (watchdog/peers.py) is a fact of the same
+            # kind (which watchdog texted, when): it goes as old, once resolved. An open claim stays:
+            # its watchdog still answers for that silence.
+            done["peer_incidents"] = await self._batches(
+                "DELETE FROM peer_incidents WHERE rowid IN "
+                "(SELECT rowid FROM peer_incidents WHERE resolved_at < ? LIMIT ?)",
+                (cutoff,),
             )
         if any(done.values()):
             _LOGGER.info("retention: %s", ", ".join(f"{n} {k}" for k, n in done.items() if n))
@@ -156,19 +182,7 @@ class Purge(Connection):
                     (cutoff, PURGE_BATCH),
                 )
                 ids = [r["id"] for r in rows]
-                if ids:
-                    listed = marks(ids)
-                    for table, column in (
-                        ("parts", "message_id"),
-                        ("events", "message_id"),
-                        ("idempotency", "message_id"),
-                        ("escalations", "message_id"),
-                        ("escalation_mail", "message_id"),
-                    ):
-                        await db.execute(f"DELETE FROM {table} WHERE {column} IN ({listed})", ids)  # noqa: S608  (fixed names)
-                    unlink = f"UPDATE inbound SET in_reply_to = NULL, reply_key_id = NULL WHERE in_reply_to IN ({listed})"  # noqa: S608
-                    await db.execute(unlink, ids)
-                    await db.execute(f"DELETE FROM messages WHERE id IN ({listed})", ids)  # noqa: S608
+                await delete_messages(db, ids)
             total += len(ids)
             if len(ids) < PURGE_BATCH:
                 return total

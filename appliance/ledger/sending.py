@@ -41,18 +41,20 @@ class Sending(Reports):
         now = time.time() if now is None else now
         skip_set = set(skip)
         delays = delay_until or {}
+        due = "status = 'queued' AND not_before <= ?"
+        args: list[object] = [now]
+        if self.box is not None:
+            # A box another took over (it was paused past its lease) claims nothing until it
+            # registers again (fleet.py): its in-flight messages are someone else's now. Asked in
+            # the claim itself, not by a query of its own before each claim.
+            due += " AND NOT EXISTS (SELECT 1 FROM boxes WHERE name = ? AND taken_over_by IS NOT NULL)"
+            args.append(self.box)
         async with self._tx() as db:
-            if self.box is not None:
-                # A box another took over (it was paused past its lease) claims nothing until it
-                # registers again (fleet.py): its in-flight messages are someone else's now.
-                box = await fetch_one(db, "SELECT taken_over_by FROM boxes WHERE name = ?", (self.box,))
-                if box is not None and box["taken_over_by"] is not None:
-                    return None
             rows = await fetch_all(
                 db,
-                "SELECT * FROM messages WHERE status = 'queued' AND not_before <= ? "  # noqa: S608  (fixed clause)
+                f"SELECT * FROM messages WHERE {due} "  # noqa: S608  (fixed clauses)
                 f"ORDER BY priority, not_before, seq LIMIT 64{SKIP_LOCKED}",
-                (now,),
+                args,
             )
             for row in rows:
                 if row["to_number"] in skip_set:

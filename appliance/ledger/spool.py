@@ -29,6 +29,7 @@ from typing import Any
 from appliance.ledger.dialect import fetch_all, fetch_one, marks, notify_queued
 from appliance.ledger.errors import LedgerUnreachable, StoreError
 from appliance.ledger.models import Actor, Message, NewMessage, Quota, new_id
+from appliance.ledger.retention import delete_messages
 from appliance.ledger.store import Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -239,12 +240,7 @@ class Spool:
             ids = [r["id"] for r in rows]
             await self._move(ids)
             async with self.local._tx(critical=True) as db:
-                for table in ("parts", "events", "escalations", "idempotency"):
-                    await db.execute(
-                        f"DELETE FROM {table} WHERE message_id IN ({marks(ids)})",  # noqa: S608  (fixed names)
-                        ids,
-                    )
-                await db.execute(f"DELETE FROM messages WHERE id IN ({marks(ids)})", ids)  # noqa: S608
+                await delete_messages(db, ids)
                 # Their webhooks are not delivered from the spool (the server's outbox has its own).
                 await db.execute("DELETE FROM webhook_outbox", ())
             self.messages = max(0, self.messages - len(ids))

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from appliance.ledger import Actor, NewMessage, Retention, Store, retention
+from appliance.ledger.dialect import fetch_all
 from tests.support.user_data import join_units, units
+from watchdog.peers import PeerWatch
 
 DAY = 86400.0
 TO = "+4915112345678"
@@ -168,3 +170,41 @@ async def test_audit_purge_goes_in_batches(store: Store, monkeypatch: pytest.Mon
     done = await store.purge(Retention(audit_days=365), now=time.time() + 366 * DAY)
     assert done["audit"] == 5
     assert await store.list_audit(limit=10) == []
+
+
+async def _peer_incidents(store: Store) -> list[tuple[str, bool]]:
+    rows = await fetch_all(
+        store.rdb, "SELECT peer, resolved_at FROM peer_incidents ORDER BY silent_since", ()
+    )
+    return [(str(r["peer"]), r["resolved_at"] is not None) for r in rows]
+
+
+async def test_a_resolved_peer_incident_goes_after_audit_days_and_an_open_one_stays(
+    store: Store, ledger_url: str
+) -> None:
+    """A watchdog's claims on a silent fleet box (watchdog/peers.py), on both backends."""
+    peer = Store(ledger_url, box="c")
+    await peer.open()
+    try:
+        t0 = time.time()
+        watch = PeerWatch(ledger_url, "a", "a", silent_s=3.0)
+        await peer.register_box(1.0, now=t0)
+        assert len(watch.check(t0 + 10)) == 1  # c silent: claimed and texted
+        await peer.register_box(1.0, now=t0 + 20)
+        assert [n.resolved for n in watch.check(t0 + 21)] == [True]  # c back: that incident closed
+        assert len(watch.check(t0 + 40)) == 1  # c silent again: an open incident
+
+        kept = await store.purge(Retention(audit_days=365), now=t0 + 21 + 364 * DAY)
+        assert kept["peer_incidents"] == 0
+        assert await _peer_incidents(store) == [("c", True), ("c", False)]
+
+        done = await store.purge(Retention(audit_days=365), now=t0 + 21 + 366 * DAY)
+        assert done["peer_incidents"] == 1
+        assert await _peer_incidents(store) == [("c", False)]
+
+        # The open claim still holds: a restarted watchdog texts RESOLVED when c beats again.
+        await peer.register_box(1.0, now=t0 + 50)
+        restarted = PeerWatch(ledger_url, "a", "a", silent_s=3.0)
+        assert [n.resolved for n in restarted.check(t0 + 51)] == [True]
+    finally:
+        await peer.close()

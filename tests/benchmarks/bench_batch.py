@@ -23,7 +23,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.benchmarks.bench_gateway import CONCURRENCY, DRAIN_L_S, Bench, _cpu_s, _wrk, post_script
+from tests.benchmarks.bench_gateway import CONCURRENCY, DRAIN_L_S, Bench, _wrk, post_script
+from tests.benchmarks.served import cpu_s
 
 BATCH_SIZE = 1000
 BATCHES = 20
@@ -61,11 +62,9 @@ async def _warm_up(b: Bench) -> None:
 def _daemon_cpu_s(b: Bench) -> float:
     """CPU seconds of the daemon and its children (the batch worker) so far: on a shared box the
     one figure that the other tenants' load does not divide."""
-    assert b.daemon is not None
-    assert b.daemon.proc is not None
-    pid = b.daemon.proc.pid
+    pid = b.pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return _cpu_s(pid) + sum(_cpu_s(int(child)) for child in children)
+    return cpu_s(pid) + sum(cpu_s(int(child)) for child in children)
 
 
 async def _batches(b: Bench, distinct: bool) -> tuple[float, float, float]:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import statistics
@@ -19,13 +18,11 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from modem.simulator import Simulator
-from tests.support.pg_fleet import fleet_key
+from tests.benchmarks.served import Served
 from tests.support.ports import free_port
-from tests.support.smsgw_process import Proc, until_ready
 
 CONCURRENCY = 32
 WRK_SECONDS = 10
@@ -38,73 +35,43 @@ SPORADIC_SAMPLES = 10
 SPORADIC_GAP_S = 1.0
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Bench:
-    def __init__(self, tmp: Path, latency_s: float, *, limits: str | None = None) -> None:
-        """`limits`: the [modem] and [dispatcher] rate lines to use instead of "lifted"."""
-        self.tmp = tmp
-        self.latency_s = latency_s
-        self.limits = limits
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.sim: Simulator | None = None
-        self.daemon: Proc | None = None
-        self.key = ""
-
-    async def __aenter__(self) -> Bench:
+class Bench(Served):
+    def __init__(self, tmp: Path, latency_s: float, *, limits: dict[str, Any] | None = None) -> None:
+        """`limits`: the [modem] rate keys to use instead of "lifted" (and the shipped [dispatcher])."""
         self.sim = Simulator(
-            self.tmp / "sim",
+            tmp / "sim",
             "quectel-ec25",
             prompt_delay_s=0,
-            submit_latency_s=self.latency_s,
+            submit_latency_s=latency_s,
             submit_jitter_s=0,
             report_delay_s=0.2,
             report_jitter_s=0,
             seed=1,
         )
+        super().__init__(tmp, [self.sim])
+        self.limits = limits
+
+    async def __aenter__(self) -> Bench:
         await self.sim.start()
-        config = self.tmp / "smsgw.toml"
         modem_limits, dispatcher_limits = (
-            ("rate_per_minute = 100000.0\n", "per_recipient_per_minute = 1000000.0\n")
+            ({"rate_per_minute": 100000.0}, {"per_recipient_per_minute": 1000000.0})
             if self.limits is None
-            else (self.limits, "")
+            else (self.limits, {})
         )
-        config.write_text(
-            f'[modem]\nport = "{self.sim.primary_path}"\n{modem_limits}'
-            f'[api]\nlisten = "127.0.0.1:{self.port}"\nqueue_max = 1000000\n'
-            f'[store]\npath = "{self.tmp / "ledger.sqlite3"}"\n'
-            f"[dispatcher]\n{dispatcher_limits}"
+        await self.serve(
+            {
+                "modem": {"port": str(self.sim.primary_path), **modem_limits},
+                "api": {"listen": f"127.0.0.1:{free_port()}", "queue_max": 1000000},
+                "store": {"path": str(self.directory / "ledger.sqlite3")},
+                "dispatcher": dispatcher_limits,
+            }
         )
-        self.key = await fleet_key(self.tmp / "ledger.sqlite3")
-        self.daemon = Proc("serve", config, self.tmp / "serve.log")
-        await self.daemon.start()
-        await until_ready(self.base)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.daemon is not None:
-            await self.daemon.stop()
-        if self.sim is not None:
-            await self.sim.stop()
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.base, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
-        )
+        await self.stop()
 
     def submits(self) -> int:
-        assert self.sim is not None
         return sum(1 for e in self.sim.network.log if e.kind == "submit")
 
 
@@ -153,20 +120,18 @@ async def bench_accepts(tmp: Path) -> None:
 
 
 async def bench_latency(tmp: Path) -> None:
-    async with Bench(tmp / "latency", 0.0) as b:
-        assert b.sim is not None
-        async with b.client() as c:
-            to_cmgs, round_trip = [], []
-            for i in range(LATENCY_SAMPLES):
-                before = b.submits()
-                t0 = time.perf_counter()
-                r = await c.post("/api/v1/messages", json={"to": "+4915112345678", "body": f"latency {i}"})
-                round_trip.append(time.perf_counter() - t0)
-                assert r.status_code == 202, r.text
-                while b.submits() == before:  # the simulator logs AT+CMGS's submit (L = 0)
-                    await asyncio.sleep(0.0002)
-                to_cmgs.append(time.perf_counter() - t0)
-                await asyncio.sleep(0.02)  # idle between messages: this measures an idle gateway
+    async with Bench(tmp / "latency", 0.0) as b, b.client() as c:
+        to_cmgs, round_trip = [], []
+        for i in range(LATENCY_SAMPLES):
+            before = b.submits()
+            t0 = time.perf_counter()
+            r = await c.post("/api/v1/messages", json={"to": "+4915112345678", "body": f"latency {i}"})
+            round_trip.append(time.perf_counter() - t0)
+            assert r.status_code == 202, r.text
+            while b.submits() == before:  # the simulator logs AT+CMGS's submit (L = 0)
+                await asyncio.sleep(0.0002)
+            to_cmgs.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.02)  # idle between messages: this measures an idle gateway
     q = statistics.quantiles(to_cmgs, n=100)
     rq = statistics.quantiles(round_trip, n=100)
     ok = q[49] <= 0.020 and q[98] <= 0.100
@@ -182,7 +147,7 @@ async def bench_sporadic(tmp: Path) -> None:
     6 a minute per recipient): one message at a time, a second after the previous went out,
     each to its own recipient; with a burst of 1 (before issue 10) and the shipped burst."""
     results: list[str] = []
-    for label, limits in (("burst 1", "rate_burst = 1\n"), ("shipped burst", "")):
+    for label, limits in (("burst 1", {"rate_burst": 1}), ("shipped burst", {})):
         async with Bench(tmp / f"sporadic-{len(results)}", 0.0, limits=limits) as b, b.client() as c:
             waits, ids = [], []
             for i in range(SPORADIC_SAMPLES):
@@ -210,24 +175,22 @@ async def bench_sporadic(tmp: Path) -> None:
 
 
 async def bench_drain(tmp: Path) -> None:
-    async with Bench(tmp / "drain", DRAIN_L_S) as b:
-        assert b.sim is not None
-        async with b.client() as c:
-            # Queue everything first (scheduled a moment ahead), then let the modem drain it.
-            at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
-            await asyncio.gather(
-                *(
-                    c.post("/api/v1/messages", json={"to": "+4915112345678", "body": f"d{i}", "send_at": at})
-                    for i in range(DRAIN_MESSAGES)
-                )
+    async with Bench(tmp / "drain", DRAIN_L_S) as b, b.client() as c:
+        # Queue everything first (scheduled a moment ahead), then let the modem drain it.
+        at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+        await asyncio.gather(
+            *(
+                c.post("/api/v1/messages", json={"to": "+4915112345678", "body": f"d{i}", "send_at": at})
+                for i in range(DRAIN_MESSAGES)
             )
-            start = time.perf_counter()
-            while b.submits() < DRAIN_MESSAGES:
-                await asyncio.sleep(0.005)
-            first = next(e.time for e in b.sim.network.log if e.kind == "submit")
-            last = [e.time for e in b.sim.network.log if e.kind == "submit"][-1]
-            span = (last - first).total_seconds() + DRAIN_L_S
-            wall = time.perf_counter() - start
+        )
+        start = time.perf_counter()
+        while b.submits() < DRAIN_MESSAGES:
+            await asyncio.sleep(0.005)
+        first = next(e.time for e in b.sim.network.log if e.kind == "submit")
+        last = [e.time for e in b.sim.network.log if e.kind == "submit"][-1]
+        span = (last - first).total_seconds() + DRAIN_L_S
+        wall = time.perf_counter() - start
     bound = DRAIN_MESSAGES * DRAIN_L_S
     util = bound / span
     print(
@@ -240,14 +203,11 @@ async def bench_drain(tmp: Path) -> None:
 
 async def bench_resources(tmp: Path) -> None:
     async with Bench(tmp / "rss", 0.0) as b:
-        assert b.daemon is not None
-        assert b.daemon.proc is not None
-        pid = b.daemon.proc.pid
         await asyncio.sleep(2)  # settle after start (the measurement window, not a sync)
-        rss_idle = _rss_kib(pid)
-        cpu0, t0 = _cpu_s(pid), time.monotonic()
+        rss_idle = b.rss_kib()
+        cpu0, t0 = b.cpu_s(), time.monotonic()
         await asyncio.sleep(IDLE_CPU_S)
-        idle_cpu = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+        idle_cpu = (b.cpu_s() - cpu0) / (time.monotonic() - t0)
         async with b.client() as c:
             sem = asyncio.Semaphore(CONCURRENCY)
 
@@ -258,7 +218,7 @@ async def bench_resources(tmp: Path) -> None:
             await asyncio.gather(*(post(i) for i in range(RSS_MESSAGES)))
             while b.submits() < RSS_MESSAGES:
                 await asyncio.sleep(0.1)
-        rss_after = _rss_kib(pid)
+        rss_after = b.rss_kib()
     print(
         f"memory: RSS idle {rss_idle / 1024:.1f} MiB, after {RSS_MESSAGES:,} messages sent {rss_after / 1024:.1f} MiB "
         f"(+{(rss_after - rss_idle) / 1024:.1f} MiB); CPU idle {idle_cpu:.2%} of one core over {IDLE_CPU_S:.0f} s"

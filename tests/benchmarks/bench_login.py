@@ -31,7 +31,7 @@ import httpx
 
 from appliance.session import hash_password
 from modem.simulator import Simulator
-from tests.benchmarks.bench_gateway import _cpu_s
+from tests.benchmarks.served import cpu_s
 from tests.support.ports import free_port
 
 GUESSERS = 100
@@ -165,7 +165,7 @@ async def run() -> dict[str, float]:
                     assert time.monotonic() < deadline, (tmp / "serve.log").read_text()
                     await asyncio.sleep(0.1)
             idle, idle_beat = await _probe(base, IDLE_S, ledger)
-            cpu0 = _cpu_s(proc.pid)
+            cpu0 = cpu_s(proc.pid)
             flood = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -196,7 +196,7 @@ async def run() -> dict[str, float]:
                 finally:
                     flood.send_signal(signal.SIGCONT)
             out, _ = await flood.communicate()
-            cpu = _cpu_s(proc.pid) - cpu0
+            cpu = cpu_s(proc.pid) - cpu0
             counts = json.loads(out)
         finally:
             if flood is not None and flood.returncode is None:  # the bench failed mid-flood

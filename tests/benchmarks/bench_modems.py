@@ -28,12 +28,10 @@ from typing import Any
 import httpx
 
 from modem.simulator import Simulator
-from tests.support.config_files import toml_text
+from tests.benchmarks.served import Served
 from tests.support.gateway import gateway_config
 from tests.support.metrics_text import per_modem
-from tests.support.pg_fleet import fleet_key
 from tests.support.simulators import SIM_TEST_TIMING
-from tests.support.smsgw_process import Proc, until_ready
 
 MESSAGES = int(os.environ.get("SMSGW_BENCH_MODEM_MESSAGES", "120"))
 FLEETS = (1, 2, 4)
@@ -45,12 +43,10 @@ LEAD_S = 4.0  # the messages are due this long after the first POST: all queued 
 DRAIN_DEADLINE_S = 120.0
 
 
-class Fleet:
+class Fleet(Served):
     """`smsgw serve` with k simulated modems, each behind its own pty."""
 
     def __init__(self, tmp: Path, k: int) -> None:
-        self.tmp = tmp
-        self.k = k
         timing = {
             **SIM_TEST_TIMING,
             "prompt_delay_s": PROMPT_S,
@@ -58,16 +54,14 @@ class Fleet:
             "report_delay_s": 0.5,
             "report_jitter_s": 0.5,
         }
-        self.sims = [Simulator(tmp / f"sim{i}", "quectel-ec25", **timing) for i in range(k)]
+        super().__init__(tmp, [Simulator(tmp / f"sim{i}", "quectel-ec25", **timing) for i in range(k)])
+        self.k = k
         self.names = [f"gsm{i}" for i in range(k)]
-        self.daemon: Proc | None = None
-        self.base = ""
-        self.key = ""
 
     async def __aenter__(self) -> Fleet:
         for sim in self.sims:
             await sim.start()
-        raw = gateway_config(self.tmp, "unused", dispatcher={"per_recipient_per_minute": 6.0})
+        raw = gateway_config(self.directory, "unused", dispatcher={"per_recipient_per_minute": 6.0})
         modem = raw.pop("modem")
         for key in ("command_timeout_s", "submit_timeout_s"):  # the shipped timeouts
             modem.pop(key)
@@ -76,25 +70,11 @@ class Fleet:
             for sim, name in zip(self.sims, self.names, strict=True)
         ]
         raw["api"]["queue_max"] = 1_000_000
-        config = self.tmp / "smsgw.toml"
-        config.write_text(toml_text(raw))
-        self.key = await fleet_key(raw["store"]["path"])
-        self.base = f"http://{raw['api']['listen']}"
-        self.daemon = Proc("serve", config, self.tmp / "serve.log")
-        await self.daemon.start()
-        await until_ready(self.base)
+        await self.serve(raw)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.daemon is not None:
-            await self.daemon.stop()
-        for sim in self.sims:
-            await sim.stop()
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.base, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
-        )
+        await self.stop()
 
     def submit_times(self) -> list[list[datetime]]:
         """Per modem, when the network accepted each submit."""

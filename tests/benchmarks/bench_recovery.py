@@ -24,11 +24,9 @@ from typing import Any
 import httpx
 
 from modem.simulator import Simulator
-from tests.support.config_files import toml_text
+from tests.benchmarks.served import Served
 from tests.support.gateway import gateway_config
-from tests.support.pg_fleet import fleet_key
 from tests.support.simulators import SIM_TEST_TIMING
-from tests.support.smsgw_process import Proc
 from tests.support.waiting import eventually
 
 PHONE = "+4915112345678"
@@ -41,43 +39,18 @@ TARGET_RESUME_S = 5.0
 TARGET_LINES = 20
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class _Rig:
+class _Rig(Served):
     def __init__(self, directory: Path, submit_latency_s: float = 0.15) -> None:
         timing = {**SIM_TEST_TIMING, "submit_latency_s": submit_latency_s, "report_delay_s": 0.5}
         self.sim = Simulator(directory / "sim", "quectel-ec25", **timing)
-        self.directory = directory
-        self.raw: dict[str, Any] = {}
-        self.daemon: Proc | None = None
-        self.key = ""
+        super().__init__(directory, [self.sim])
 
     async def start(self) -> None:
         await self.sim.start()
         raw = gateway_config(self.directory, str(self.sim.primary_path))
         for key in ("command_timeout_s", "submit_timeout_s"):  # the shipped timeouts
             raw["modem"].pop(key)
-        self.raw = raw
-        config_path = self.directory / "smsgw.toml"
-        config_path.write_text(toml_text(raw))
-        self.key = await fleet_key(raw["store"]["path"])
-        self.daemon = Proc("serve", config_path, self.directory / "serve.log")
-        await self.daemon.start()
-
-    async def stop(self) -> None:
-        if self.daemon is not None:
-            await self.daemon.stop()
-        await self.sim.stop()
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=f"http://{self.raw['api']['listen']}",
-            headers={"Authorization": f"Bearer {self.key}"},
-            timeout=10,
-        )
+        await self.serve(raw)
 
 
 async def _modem_state(client: httpx.AsyncClient) -> str:
@@ -98,7 +71,7 @@ async def _freeze(freeze_s: float) -> tuple[float, int]:
         rig = _Rig(Path(tmp))
         await rig.start()
         try:
-            async with rig.client() as client:
+            async with rig.client(timeout_s=10) as client:
                 await eventually(lambda: _is_ready(client), timeout_s=30)
                 ids = [
                     (await client.post("/api/v1/messages", json={"to": PHONE, "body": f"freeze {i}"})).json()[
@@ -126,7 +99,7 @@ async def _slow_network() -> tuple[int, int, int, int, int]:
         rig = _Rig(Path(tmp), submit_latency_s=SLOW_SUBMIT_S)
         await rig.start()
         try:
-            async with rig.client() as client:
+            async with rig.client(timeout_s=10) as client:
                 await eventually(lambda: _is_ready(client), timeout_s=30)
                 ids = [
                     (await client.post("/api/v1/messages", json={"to": PHONE, "body": f"slow {i}"})).json()[
@@ -154,11 +127,8 @@ async def _sim_busy() -> tuple[int, int, float, float, str]:
     with tempfile.TemporaryDirectory() as tmp:
         rig = _Rig(Path(tmp))
         await rig.start()
-        assert rig.daemon is not None
-        assert rig.daemon.proc is not None
-        pid = rig.daemon.proc.pid
         try:
-            async with rig.client() as client:
+            async with rig.client(timeout_s=10) as client:
                 await eventually(lambda: _is_ready(client), timeout_s=30)
                 rig.sim.boot_busy(init_busy_s=1.0, sim_busy_s=SIM_BUSY_S)
                 offset = rig.daemon.log.stat().st_size
@@ -167,11 +137,11 @@ async def _sim_busy() -> tuple[int, int, float, float, str]:
                 await rig.sim.replug()
                 loop_start = time.monotonic()
                 replugged = _loop_time()
-                cpu0 = _cpu_s(pid)
+                cpu0 = rig.cpu_s()
                 await eventually(
                     lambda: time.monotonic() - loop_start >= SIM_BUSY_S, timeout_s=SIM_BUSY_S + 5
                 )
-                cpu = _cpu_s(pid) - cpu0
+                cpu = rig.cpu_s() - cpu0
                 msg = (await client.post("/api/v1/messages", json={"to": PHONE, "body": "after"})).json()[
                     "id"
                 ]

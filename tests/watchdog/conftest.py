@@ -18,8 +18,6 @@ from tests.support.watchdog_box import FAST_WATCHDOG, Box, BoxFactory
 
 @pytest.fixture
 def box_factory(tmp_path: Path) -> BoxFactory:
-    boxes: list[Box] = []
-
     @contextlib.asynccontextmanager
     async def make(
         *,
@@ -48,7 +46,6 @@ def box_factory(tmp_path: Path) -> BoxFactory:
             **({"ussd": ussd} if ussd else {}),
         )
         box = Box.configured(sim, raw, tmp_path)
-        boxes.append(box)
         try:
             await box.start()
             yield box

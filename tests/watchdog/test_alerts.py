@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from watchdog.alert import Policy, StateFile, read_state, request_ack
 from watchdog.checks import Finding
 
@@ -140,6 +142,20 @@ def test_state_file_records_and_restores(tmp_path: Path) -> None:
     state.close()
     assert read_state(path)["incidents"][0]["open"] is False
     assert read_state(tmp_path / "absent.sqlite3") == {"incidents": [], "alerts": []}
+
+
+def test_the_status_page_reads_a_state_file_named_by_a_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[store] path = "ledger.sqlite3"` puts the state file at the relative "watchdog.sqlite3"."""
+    monkeypatch.chdir(tmp_path)
+    state = StateFile(tmp_path / "watchdog.sqlite3")
+    p = Policy("box1", repeat_s=600, alive_at="")
+    p.step(down(), T0)
+    state.sync_incidents(p, T0)
+    state.close()
+    doc = read_state(Path("watchdog.sqlite3"))
+    assert [i["open"] for i in doc["incidents"]] == [True]
 
 
 def test_ack_from_the_status_page_silences_repeats(tmp_path: Path) -> None:
