@@ -41,8 +41,8 @@ class Balances(Connection):
         """Keep one check (its text already redacted by the checker)."""
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO sim_balance (at, modem, ok, value, text, error) VALUES (?, ?, ?, ?, ?, ?)",
-                (at, modem, int(ok), value, text, error),
+                "INSERT INTO sim_balance (at, modem, ok, value, text, error, box) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (at, modem, int(ok), value, text, error, self.box),
             )
 
     async def latest_balances(self) -> dict[str, LatestBalance]:

@@ -46,8 +46,9 @@ class Telemetry(Connection):
         now = time.time()
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO modem_samples (at, modem, state, registered, signal_dbm, operator) VALUES (?, ?, ?, ?, ?, ?)",
-                (now, modem, state, int(registered), signal_dbm, operator),
+                "INSERT INTO modem_samples (at, modem, state, registered, signal_dbm, operator, box) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, modem, state, int(registered), signal_dbm, operator, self.box),
             )
             await db.execute("DELETE FROM modem_samples WHERE at < ?", (now - 8 * 86400,))
 
