@@ -467,7 +467,14 @@ class LedgerBackend(Protocol):
         ...
 
     async def add_modem_sample(
-        self, modem: str, state: str, registered: bool, signal_dbm: int | None, operator: str
+        self,
+        modem: str,
+        state: str,
+        registered: bool,
+        signal_dbm: int | None,
+        operator: str,
+        *,
+        at: float | None = None,
     ) -> None: ...
 
     async def per_bucket(
