@@ -231,7 +231,9 @@ async def test_a_second_start_with_a_box_name_in_use_is_refused_and_names_the_ho
     # A refused start that renews anyway learns that the name is not its own, and claims nothing.
     assert await second.renew_lease(LEASE_S, now=t0 + 3) == f"a (another start, instance {first.instance})"
     assert await first.renew_lease(LEASE_S, now=t0 + 4) is None
-    assert (await first.get(msg.id)).status is State.SENDING
+    still = await first.get(msg.id)
+    assert still is not None
+    assert still.status is State.SENDING  # nobody recovered the first start's message
 
 
 async def test_the_name_is_taken_after_a_clean_stop_after_the_lease_ran_out_or_by_the_crashed_start_named(
