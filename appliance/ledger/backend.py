@@ -16,7 +16,7 @@
   again and finds the other box's message), NOTIFY of new messages (`queue_changed`).
 Writes are serialised per box by one writer connection; across boxes PostgreSQL's row locks.
 The views of migrations.py (`queue_facts`, `heartbeat_facts`, `modem_facts`, `outcome_facts`,
-`inbound_facts`, `balance_facts`, `peer_facts`) exist on both: the watchdog reads them (and
+`inbound_facts`, `balance_facts`, `peer_facts`, `box_modem_facts`) exist on both: the watchdog reads them (and
 claims `peer_incidents`).
 The disk reserve and `storage_problem` concern a local file: on PostgreSQL the database lives on
 another host (`storage_problem` stays None, `check_space` returns True).
