@@ -44,9 +44,14 @@ class Sending(Reports):
         async with self._tx() as db:
             if self.box is not None:
                 # A box another took over (it was paused past its lease) claims nothing until it
-                # registers again (fleet.py): its in-flight messages are someone else's now.
-                box = await fetch_one(db, "SELECT taken_over_by FROM boxes WHERE name = ?", (self.box,))
-                if box is not None and box["taken_over_by"] is not None:
+                # registers again (fleet.py): its in-flight messages are someone else's now; nor
+                # does a start while another start holds the box's name (a second box so named).
+                box = await fetch_one(
+                    db, "SELECT taken_over_by, instance FROM boxes WHERE name = ?", (self.box,)
+                )
+                if box is not None and (
+                    box["taken_over_by"] is not None or box["instance"] not in (None, self.instance)
+                ):
                     return None
             rows = await fetch_all(
                 db,

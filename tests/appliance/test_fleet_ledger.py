@@ -231,6 +231,13 @@ async def test_a_second_start_with_a_box_name_in_use_is_refused_and_names_the_ho
     # A refused start that renews anyway learns that the name is not its own, and claims nothing.
     assert await second.renew_lease(LEASE_S, now=t0 + 3) == f"a (another start, instance {first.instance})"
     assert await first.renew_lease(LEASE_S, now=t0 + 4) is None
+    queued, _ = await first.accept(
+        NewMessage(to="+4915133333333", body="next", encoding="gsm7", segments=1), key_id=None, queue_max=100
+    )
+    assert await second.claim_next("modem") is None
+    claimed = await first.claim_next("modem")
+    assert claimed is not None
+    assert claimed.id == queued.id
     still = await first.get(msg.id)
     assert still is not None
     assert still.status is State.SENDING  # nobody recovered the first start's message
