@@ -1,5 +1,6 @@
-"""On-call replies in a fleet sharing a PostgreSQL ledger: each box's watchdog reads the replies its
-own modem received (judged with its own digest key), and an ACK stops that box's escalation chain."""
+"""On-call replies in a fleet sharing one ledger (PostgreSQL, or a SQLite file on one host): each
+box's watchdog reads the replies its own modem received (judged with its own digest key), and an
+ACK stops that box's escalation chain."""
 
 from __future__ import annotations
 
@@ -20,13 +21,21 @@ AFTER_S = 60.0
 BACKUP = "+4915198765432"  # the chain's second number: told AFTER_S after the first
 
 
+def own_files(home: Path, ledger: str) -> str:
+    """`[store] path` as `smsgw` sees it: with a URL, the box's own directory (its digest key, its
+    state); a SQLite ledger's directory holds them (boxes on one file share them)."""
+    return ledger if not ledger.startswith("postgresql://") else str(home / "ledger.sqlite3")
+
+
 def watchdog_of(home: Path, url: str, box: str) -> Watchdog:
-    """Box `box`'s watchdog as `smsgw watchdog` builds it: its ledger on the fleet's server, its own
-    files (the digest key, its state) in `home`, the box's port never opened here."""
+    """Box `box`'s watchdog as `smsgw watchdog` builds it: its ledger on the fleet's server (or the
+    shared file), the box's port never opened here."""
+    pg = url.startswith("postgresql://")
     return Watchdog(
         Settings(
-            ledger_path=str(home / "ledger.sqlite3"),
-            ledger_url=url,
+            ledger_path=own_files(home, url),
+            ledger_url=url if pg else "",
+            state_path=str(home / "watchdog.sqlite3"),
             box=box,
             box_name=box,
             oncall=(ONCALL, BACKUP),
@@ -46,7 +55,7 @@ def open_incident(wd: Watchdog, now: float) -> None:
 
 async def receive(store: Store, home: Path, text: str) -> None:
     """A text from the on-call phone as box `store.box`'s daemon stores it: sealed with that box's key."""
-    sealer = command_sealer(str(home / "ledger.sqlite3"), (ONCALL, BACKUP), "DE")
+    sealer = command_sealer(own_files(home, store.path), (ONCALL, BACKUP), "DE")
     await store.add_inbound_part(
         sender=ONCALL, encoding="gsm7", user_data=units(text), ref=None, total=1, seq=1, sent_at=None,
         join=join_units, keyword_of=lambda t: keyword(t, InboundConfig()), seal=sealer,
@@ -54,9 +63,11 @@ async def receive(store: Store, home: Path, text: str) -> None:
 
 
 async def test_an_ack_to_box_a_stops_as_chain_and_box_b_neither_acts_on_it_nor_counts_a_wrong_pin(
-    pg_server: PgServer, tmp_path: Path
+    ledger_url: str, tmp_path: Path
 ) -> None:
-    url = await pg_server.fresh_database()
+    """On PostgreSQL (each box its own key: b would count a wrong PIN) and on a shared SQLite file
+    (one key: b would have acknowledged its own incidents with a's ACK)."""
+    url = ledger_url
     homes = {n: tmp_path / n for n in ("a", "b")}
     for home in homes.values():
         home.mkdir()
