@@ -26,6 +26,7 @@ import uvicorn
 from appliance import heap
 from appliance.api import create_app
 from appliance.balance import BalanceChecker, BalanceReading, failure_kind
+from appliance.box_name import NameTaken, hold_name
 from appliance.config import Config, ModemConfig
 from appliance.dispatcher import Dispatcher, ModemWorker
 from appliance.escalation import Escalator
@@ -287,6 +288,8 @@ class Gateway:
                 await self.simulator.stop()
             if self.store.spool is not None:
                 await self.store.spool.close()
+            with contextlib.suppress(Exception):  # unreachable or full: the lease runs out instead
+                await self.store.release_box()
             await self.store.close()
             _LOGGER.info("stopped")
 
@@ -296,7 +299,7 @@ class Gateway:
         # with a full disk it is left to the dispatcher's task, which waits for room. The lease
         # first: once it is fresh no other box of the fleet takes this one's messages over.
         try:
-            await self.store.register_box(self.config.fleet.lease_s)
+            await self._hold_box_name()
             recovered: list[str] | None = await self.store.recover_inflight(
                 self.config.dispatcher.unknown_outcome
             )
@@ -619,6 +622,16 @@ class Gateway:
                 )
             )
 
+    async def _hold_box_name(self) -> None:
+        """This start holds the box's name in the fleet, or the start ends with one line saying
+        which other start holds it (box_name.py)."""
+        path = self.config.store.path
+        directory = None if path == ":memory:" else Path(path).parent
+        try:
+            await hold_name(self.store, self.config.fleet.lease_s, directory, self._stop)
+        except NameTaken as exc:
+            raise SystemExit(f"smsgw: {exc}") from None
+
     async def _lease(self) -> None:
         """Renew this box's lease and take over boxes of the fleet whose lease ran out.
 
@@ -627,7 +640,8 @@ class Gateway:
         messages resolved by the other box, it registers again and sends on."""
         fleet = self.config.fleet
         if self._taken_over_by is not None:
-            await self.store.register_box(fleet.lease_s)
+            if await self.store.register_box(fleet.lease_s) is not None:
+                return  # another start holds the name now (said when it was lost): claim nothing
             _LOGGER.info("box %s registered again after box %s took it over", fleet.box, self._taken_over_by)
             self._taken_over_by = None
             self.dispatcher.wake()

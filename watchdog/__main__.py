@@ -89,7 +89,7 @@ class Watchdog:
         )
         self.reader = FactsReader(s, now)
         self.reader.resume({i.subject: i.since for i in self.policy.incidents.values()})
-        self.inbox = LedgerInbox(s.ledger_path, self.pin, now)
+        self.inbox = LedgerInbox(s.ledger, self.pin, now, key_dir=s.ledger_dir, box=s.box)
         self.canary = Canary(s.canary_every_s if s.canary_number else 0.0, s.canary_timeout_s)
         self.peers = PeerWatch(s.ledger, s.box, s.box_name, s.peer_silent_s) if s.box else None
 
@@ -211,7 +211,9 @@ class Watchdog:
     async def replies(self, now: float, *, scan_sim: bool) -> None:
         """Handle new on-call replies from the ledger and, while the daemon is not reading, the SIM."""
         s = self.settings
-        found: list[tuple[Reply, StoredSms | None]] = [(r, None) for r in self.inbox.read_new()]
+        found: list[tuple[Reply, StoredSms | None]] = [
+            (r, None) for r in await asyncio.to_thread(self.inbox.read_new)
+        ]
         if scan_sim:
             for sms in await self.port.stored():
                 msg = sms.message

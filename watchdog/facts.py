@@ -64,15 +64,13 @@ def read_ledger(path: str, now: float, box: str = "") -> Ledger | None:
     try:
         hb = db.execute("SELECT at, detail FROM heartbeat_facts WHERE name = 'serve'").fetchone()
         oldest, last_sent = db.execute("SELECT oldest_queued_at, last_sent_at FROM queue_facts").fetchone()
-        modem = db.execute(
-            "SELECT sample_at, sample_state, sample_registered, first_bad_at FROM modem_facts"
-        ).fetchone()
+        modem = _modem(db, box)
         counts = dict(
             db.execute(
                 "SELECT status, COUNT(*) FROM outcome_facts WHERE final_at > ? GROUP BY status", (now - 3600,)
             ).fetchall()
         )
-        balance = _lowest_balance(db)
+        balance = _lowest_balance(db, box)
         own = _own_heartbeat(db, box) if box else None
         if own is not None:
             hb = (own, hb[1] if hb else "")
@@ -81,7 +79,7 @@ def read_ledger(path: str, now: float, box: str = "") -> Ledger | None:
         return None
     finally:
         db.close()
-    return _ledger(hb, (oldest, last_sent), modem, counts, balance)
+    return _ledger(hb, (oldest, last_sent), modem or _NO_SAMPLE, counts, balance)
 
 
 async def _read_postgres(url: str, now: float, box: str) -> Ledger | None:
@@ -94,13 +92,16 @@ async def _read_postgres(url: str, now: float, box: str) -> Ledger | None:
         async with db.transaction(readonly=True, isolation="repeatable_read"):  # one snapshot
             hb = await db.fetchrow("SELECT at, detail FROM heartbeat_facts WHERE name = 'serve'")
             queue = await db.fetchrow("SELECT oldest_queued_at, last_sent_at FROM queue_facts")
-            modem = await db.fetchrow(
-                "SELECT sample_at, sample_state, sample_registered, first_bad_at FROM modem_facts"
-            )
+            per_box = bool(box) and await db.fetchval("SELECT to_regclass('box_modem_facts') IS NOT NULL")
+            if per_box:  # this box's own samples and balances (migration 17)
+                modem = await db.fetchrow(f"{_MODEM} FROM box_modem_facts WHERE box = $1", box)
+                low = await db.fetchrow(f"{_LOW} WHERE box = $1 {_LOWEST}", box)
+            else:
+                modem = await db.fetchrow(f"{_MODEM} FROM modem_facts")
+                low = await db.fetchrow(f"{_LOW} {_LOWEST}")
             rows = await db.fetch(
                 "SELECT status, COUNT(*) FROM outcome_facts WHERE final_at > $1 GROUP BY status", now - 3600
             )
-            low = await db.fetchrow("SELECT value, at FROM balance_facts ORDER BY value LIMIT 1")
             own = (
                 await db.fetchval("SELECT heartbeat_at FROM peer_facts WHERE name = $1", box) if box else None
             )
@@ -112,7 +113,7 @@ async def _read_postgres(url: str, now: float, box: str) -> Ledger | None:
     finally:
         await db.close()
     balance = None if low is None or low[0] is None else (float(low[0]), float(low[1]))
-    return _ledger(hb, tuple(queue), tuple(modem), {r[0]: r[1] for r in rows}, balance)
+    return _ledger(hb, tuple(queue), tuple(modem or _NO_SAMPLE), {r[0]: r[1] for r in rows}, balance)
 
 
 def _ledger(
@@ -154,11 +155,41 @@ def _own_heartbeat(db: sqlite3.Connection, box: str) -> float | None:
     return None if row is None else float(row[0])
 
 
-def _lowest_balance(db: sqlite3.Connection) -> tuple[float, float] | None:
-    """(amount, read at) of the lowest latest SIM balance; None before any check, or on a ledger
-    older than the balance_facts view (the daemon migrates it at its next start)."""
+# The modem facts: over the whole ledger (modem_facts), or one box's samples (box_modem_facts).
+_MODEM = "SELECT sample_at, sample_state, sample_registered, first_bad_at"
+_NO_SAMPLE = (None, None, None, None)  # a box that never wrote a sample (or is not registered yet)
+_LOW = "SELECT value, at FROM balance_facts"
+_LOWEST = "ORDER BY value LIMIT 1"
+
+
+def _modem(db: sqlite3.Connection, box: str) -> Any:
+    """The latest sample and the first bad one since the last good: in a fleet (`box`), of this
+    box's modems only (another box's modem being down is that box's watchdog's business); on a
+    ledger older than migration 17, or without a box, of every sample in it."""
+    if box:
+        try:
+            return db.execute(f"{_MODEM} FROM box_modem_facts WHERE box = ?", (box,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+    return db.execute(f"{_MODEM} FROM modem_facts").fetchone()
+
+
+def _lowest_balance(db: sqlite3.Connection, box: str = "") -> tuple[float, float] | None:
+    """(amount, read at) of the lowest latest SIM balance (of this box's modems in a fleet); None
+    before any check, or on a ledger older than the balance_facts view (the daemon migrates it at
+    its next start)."""
     try:
-        row = db.execute("SELECT value, at FROM balance_facts ORDER BY value LIMIT 1").fetchone()
+        try:
+            row = (
+                db.execute(f"{_LOW} WHERE box = ? {_LOWEST}", (box,)).fetchone()
+                if box
+                else db.execute(f"{_LOW} {_LOWEST}").fetchone()
+            )
+        except sqlite3.OperationalError as exc:
+            if "no such column" not in str(exc):
+                raise
+            row = db.execute(f"{_LOW} {_LOWEST}").fetchone()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return None

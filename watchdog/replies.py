@@ -21,9 +21,13 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import asyncpg
 
 from watchdog.commands import KEY_BYTES, e164, load_key, pin_matches, redact, seal, valid_pin, verb_of
 from watchdog.keyfile import DamagedKey
+from watchdog.ledgerdb import on_postgres, open_readonly, run_blocking
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -98,50 +102,89 @@ def decide(reply: Reply, *, oncall: frozenset[str], region: str, pin: str, failu
 
 
 class LedgerInbox:
-    """New rows of the ledger's `inbound` table since the watchdog started."""
+    """New rows of the ledger's `inbound` table since the watchdog started (a SQLite file or the
+    fleet's PostgreSQL ledger, through `inbound_facts`).
 
-    def __init__(self, ledger_path: str, pin: str, started_at: float) -> None:
-        self.path = Path(ledger_path)
+    In a fleet (`box`) only the texts this box's modems received: each box seals the commands it
+    receives with its own key (beside its ledger, `key_dir`), so a reply that reached a peer's
+    number is that peer's to judge; read here it would count as a wrong PIN against its sender.
+    `seq` follows commit order within one box (one writer per box), so `last_seq` skips none of
+    this box's rows; across boxes on PostgreSQL it would not (a lower seq may commit later)."""
+
+    def __init__(
+        self, ledger: str, pin: str, started_at: float, *, key_dir: Path | None = None, box: str = ""
+    ) -> None:
+        self.ledger = ledger
+        self.key_dir = key_dir if key_dir is not None else Path(ledger).parent
+        self.box = box
         self.started_at = started_at
         self.last_seq: int | None = None
         self._pin = pin
         self._key: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"LedgerInbox({str(self.path)!r}, last_seq={self.last_seq})"
+        return f"LedgerInbox(box={self.box!r}, last_seq={self.last_seq})"
 
     def read_new(self) -> list[Reply]:
-        if not self.path.exists():
+        rows = run_blocking(self._read_postgres()) if on_postgres(self.ledger) else self._read_sqlite()
+        out: list[Reply] = []
+        for seq, sender, body, token_digest, sent_at in rows:
+            self.last_seq = int(seq)
+            # The daemon stored it redacted (and an older one did not: redacted here too).
+            text = redact(body or "")
+            out.append(_reply(self.key, self._pin, sender, text, token_digest, sent_at, "ledger"))
+        return out
+
+    def _read_sqlite(self) -> list[Any]:
+        if not Path(self.ledger).exists():
             return []
         try:
-            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+            db = open_readonly(self.ledger)
         except sqlite3.Error:
             return []
         try:
-            if self.last_seq is None:
-                # Only what arrived since this start: an old "RESTART" must not act again after a
-                # reboot, and one sent while the watchdog was starting must not be skipped.
-                self.last_seq = db.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM inbound_facts WHERE received_at < ?",
-                    (self.started_at,),
-                ).fetchone()[0]
-            rows = db.execute(
-                "SELECT seq, from_number, body, command_digest, sent_at FROM inbound_facts "
-                "WHERE seq > ? AND complete = 1 ORDER BY seq",
-                (self.last_seq,),
-            ).fetchall()
+            try:
+                return self._rows_sqlite(db, self.box)
+            except sqlite3.OperationalError as exc:
+                if not self.box or "no such column" not in str(exc):
+                    raise
+                return self._rows_sqlite(db, "")  # a ledger before migration 17: one box's rows only
         except sqlite3.Error as exc:
             _LOGGER.debug("reading inbound failed: %s", exc)  # every cycle while it lasts
             return []
         finally:
             db.close()
-        out: list[Reply] = []
-        for seq, sender, body, token_digest, sent_at in rows:
-            self.last_seq = seq
-            # The daemon stored it redacted (and an older one did not: redacted here too).
-            text = redact(body or "")
-            out.append(_reply(self.key, self._pin, sender, text, token_digest, sent_at, "ledger"))
-        return out
+
+    def _rows_sqlite(self, db: sqlite3.Connection, box: str) -> list[Any]:
+        mine, args = (" AND box = ?", (box,)) if box else ("", ())
+        if self.last_seq is None:
+            # Only what arrived since this start: an old "RESTART" must not act again after a
+            # reboot, and one sent while the watchdog was starting must not be skipped.
+            self.last_seq = int(
+                db.execute(
+                    f"{_LAST_BEFORE}{mine}",
+                    (self.started_at, *args),
+                ).fetchone()[0]
+            )
+        return db.execute(f"{_NEW_ROWS}{mine}{_IN_ORDER}", (self.last_seq, *args)).fetchall()
+
+    async def _read_postgres(self) -> list[Any]:
+        try:
+            db = await asyncpg.connect(self.ledger, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            _LOGGER.debug("reading inbound failed: %s", exc)  # read_ledger says so once per cycle
+            return []
+        mine, args = (" AND box = ?", (self.box,)) if self.box else ("", ())
+        try:
+            if self.last_seq is None:  # as in _rows_sqlite
+                first = _numbered(f"{_LAST_BEFORE}{mine}")
+                self.last_seq = int(await db.fetchval(first, self.started_at, *args))
+            return list(await db.fetch(_numbered(f"{_NEW_ROWS}{mine}{_IN_ORDER}"), self.last_seq, *args))
+        except (OSError, asyncpg.PostgresError) as exc:
+            _LOGGER.debug("reading inbound failed: %s", exc)
+            return []
+        finally:
+            await db.close()
 
     def sim_reply(self, sender: str, text: str, sent_at: float | None) -> Reply:
         return sim_reply(self.key, self._pin, sender, text, sent_at)
@@ -151,13 +194,27 @@ class LedgerInbox:
         """The digest key beside the ledger (made here when the daemon has not made it yet)."""
         if self._key is None:
             try:
-                self._key = load_key(self.path.parent)
+                self._key = load_key(self.key_dir)
             except DamagedKey as exc:
                 # Alerts and the canary go on; the SIM's commands are checked with a key of this
                 # run, the daemon's stored digests match none (the daemon does not start anyway).
                 _LOGGER.error("on-call commands in the ledger are refused until this restarts: %s", exc)  # noqa: TRY400
                 self._key = secrets.token_bytes(KEY_BYTES)
         return self._key
+
+
+# inbound_facts, read the same on both backends (PostgreSQL numbers the placeholders).
+_LAST_BEFORE = "SELECT COALESCE(MAX(seq), 0) FROM inbound_facts WHERE received_at < ?"
+_NEW_ROWS = (
+    "SELECT seq, from_number, body, command_digest, sent_at FROM inbound_facts WHERE seq > ? AND complete = 1"
+)
+_IN_ORDER = " ORDER BY seq"
+
+
+def _numbered(sql: str) -> str:
+    """PostgreSQL's placeholders ($1, $2, ...) for SQLite's `?` (these texts hold no literal `?`)."""
+    parts = sql.split("?")
+    return "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
 
 
 def reply_key(sender: str, redacted: str, token_digest: str | None, sent_at: float | None) -> str:

@@ -16,7 +16,7 @@
   again and finds the other box's message), NOTIFY of new messages (`queue_changed`).
 Writes are serialised per box by one writer connection; across boxes PostgreSQL's row locks.
 The views of migrations.py (`queue_facts`, `heartbeat_facts`, `modem_facts`, `outcome_facts`,
-`inbound_facts`, `balance_facts`, `peer_facts`) exist on both: the watchdog reads them (and
+`inbound_facts`, `balance_facts`, `peer_facts`, `box_modem_facts`) exist on both: the watchdog reads them (and
 claims `peer_incidents`).
 The disk reserve and `storage_problem` concern a local file: on PostgreSQL the database lives on
 another host (`storage_problem` stays None, `check_space` returns True).
@@ -63,6 +63,7 @@ class LedgerBackend(Protocol):
     path: str  # the SQLite file, or the postgresql:// URL
     postgres: bool  # the ledger is on a PostgreSQL server (no local disk to watch)
     box: str | None  # this box's name in a fleet ([fleet] box); None: a single box
+    instance: str  # this start of the box: the holder of its name's lease (fleet.py)
     storage_problem: str | None  # why only vital writes are taken now (a sentence), or None
     writable: asyncio.Event  # set while every write is taken
     outbox_changed: asyncio.Event  # set after a commit that queued webhooks
@@ -208,8 +209,15 @@ class LedgerBackend(Protocol):
         ...
 
     # --- fleet (fleet.py): leases and the takeover of a stopped box, exactly once
-    async def register_box(self, lease_s: float, *, now: float | None = None) -> None:
-        """At start: a fresh lease for this box; a takeover of its earlier life is forgotten."""
+    async def register_box(
+        self, lease_s: float, *, now: float | None = None, previous: str | None = None
+    ) -> Box | None:
+        """At start: a fresh lease for this box; a takeover of its earlier life is forgotten.
+        The name's row held by another start whose lease lives (and is not `previous`): refused."""
+        ...
+
+    async def release_box(self) -> None:
+        """At a clean stop: let the box's name go (the next start need not wait for the lease)."""
         ...
 
     async def renew_lease(self, lease_s: float, *, now: float | None = None) -> str | None:
@@ -459,7 +467,14 @@ class LedgerBackend(Protocol):
         ...
 
     async def add_modem_sample(
-        self, modem: str, state: str, registered: bool, signal_dbm: int | None, operator: str
+        self,
+        modem: str,
+        state: str,
+        registered: bool,
+        signal_dbm: int | None,
+        operator: str,
+        *,
+        at: float | None = None,
     ) -> None: ...
 
     async def per_bucket(

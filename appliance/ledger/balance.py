@@ -41,17 +41,20 @@ class Balances(Connection):
         """Keep one check (its text already redacted by the checker)."""
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO sim_balance (at, modem, ok, value, text, error) VALUES (?, ?, ?, ?, ?, ?)",
-                (at, modem, int(ok), value, text, error),
+                "INSERT INTO sim_balance (at, modem, ok, value, text, error, box) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (at, modem, int(ok), value, text, error, self.box),
             )
 
     async def latest_balances(self) -> dict[str, LatestBalance]:
-        """Per modem that was ever checked: its last check and its last check that found an amount."""
+        """Per modem that was ever checked: its last check and its last check that found an amount.
+        In a fleet, this box's modems only (boxes may name theirs alike; NULL: checks before fleets)."""
+        mine, args = ("", ()) if self.box is None else (" AND (b.box = ? OR b.box IS NULL)", (self.box,))
+        same = "s.modem = b.modem AND coalesce(s.box, '') = coalesce(b.box, '')"
         rows = await fetch_all(
             self.rdb,
-            "SELECT b.* FROM sim_balance b WHERE b.at = (SELECT max(at) FROM sim_balance WHERE modem = b.modem) "
-            "OR b.at = (SELECT max(at) FROM sim_balance WHERE modem = b.modem AND ok = 1) ORDER BY b.at",
-            (),
+            f"SELECT b.* FROM sim_balance b WHERE (b.at = (SELECT max(s.at) FROM sim_balance s WHERE {same}) "  # noqa: S608  (fixed clauses)
+            f"OR b.at = (SELECT max(s.at) FROM sim_balance s WHERE {same} AND s.ok = 1)){mine} ORDER BY b.at",
+            args,
         )
         last: dict[str, BalanceRow] = {}
         last_ok: dict[str, BalanceRow] = {}

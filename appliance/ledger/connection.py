@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import secrets
+import socket
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
@@ -78,6 +81,9 @@ class Connection:
         # This box's name in a fleet sharing the ledger ([fleet] box): recorded on claims and
         # sends; None (a single box, tests) records nothing and recovers every in-flight message.
         self.box = box
+        # This start of the box (fleet.py): the holder of the box name's lease, shown to a second
+        # start with the same name; unique per Store, so two stores in one process differ too.
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._reserve = (
             None
             if self.path == ":memory:" or self.postgres

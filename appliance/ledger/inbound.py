@@ -150,8 +150,8 @@ class Received(Outbox):
         if not complete:
             command_digest = None  # a command is one whole SMS
         await db.execute(
-            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword, command_digest, in_reply_to, reply_key_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO inbound (id, from_number, body, encoding, parts, parts_expected, complete, sent_at, received_at, keyword, command_digest, in_reply_to, reply_key_id, box) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 inbound_id,
                 sender,
@@ -166,6 +166,7 @@ class Received(Outbox):
                 command_digest,
                 in_reply_to,
                 reply_key_id,
+                self.box,  # the box whose modem got it: its watchdog reads it with its own key
             ),
         )
         if keyword == "stop":

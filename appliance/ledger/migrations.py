@@ -436,6 +436,38 @@ MIGRATIONS: list[str] = [
     CREATE VIEW peer_facts AS SELECT name, started_at, heartbeat_at, lease_until, taken_over_by, taken_over_at
         FROM boxes;
     """,
+    # 17 (issue 14, fleetwd): what the watchdog reads is per box. `box` on inbound (a reply is
+    # judged with the digest key of the box whose modem got it: keys are per box), on
+    # modem_samples (box_modem_facts: one row per box, over that box's samples only) and on
+    # sim_balance (balance_facts: the latest amount per box and modem). `instance` on boxes: the
+    # start holding the name's lease, so a second box started with the same name is refused
+    # while that lease lives (fleet.py). Rows written before stay NULL: "before fleets".
+    """
+    ALTER TABLE inbound ADD COLUMN box TEXT;
+    ALTER TABLE modem_samples ADD COLUMN box TEXT;
+    ALTER TABLE sim_balance ADD COLUMN box TEXT;
+    ALTER TABLE boxes ADD COLUMN instance TEXT;
+    CREATE INDEX inbound_box ON inbound(box, seq);
+    CREATE INDEX modem_samples_box ON modem_samples(box, at);
+    DROP VIEW inbound_facts;
+    CREATE VIEW inbound_facts AS SELECT seq, from_number, body, command_digest, sent_at, received_at, complete, box
+        FROM inbound;
+    CREATE VIEW box_modem_facts AS SELECT k.name AS box,
+        (SELECT s.at FROM modem_samples s WHERE s.box = k.name ORDER BY s.at DESC LIMIT 1) AS sample_at,
+        (SELECT s.state FROM modem_samples s WHERE s.box = k.name ORDER BY s.at DESC LIMIT 1) AS sample_state,
+        (SELECT s.registered FROM modem_samples s WHERE s.box = k.name ORDER BY s.at DESC LIMIT 1)
+            AS sample_registered,
+        (SELECT max(s.at) FROM modem_samples s WHERE s.box = k.name AND s.registered = 1 AND s.state = 'ready')
+            AS last_ok_at,
+        (SELECT min(s.at) FROM modem_samples s WHERE s.box = k.name AND s.at > coalesce(
+            (SELECT max(o.at) FROM modem_samples o WHERE o.box = k.name AND o.registered = 1 AND o.state = 'ready'),
+            0.0)) AS first_bad_at
+        FROM boxes k;
+    DROP VIEW balance_facts;
+    CREATE VIEW balance_facts AS SELECT b.modem AS modem, b.at AS at, b.value AS value, b.box AS box
+        FROM sim_balance b WHERE b.ok = 1 AND b.at = (SELECT max(s.at) FROM sim_balance s WHERE s.ok = 1
+            AND s.modem = b.modem AND coalesce(s.box, '') = coalesce(b.box, ''));
+    """,
 ]
 
 

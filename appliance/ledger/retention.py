@@ -123,12 +123,14 @@ class Purge(Connection):
                 "AND (metadata IS NOT NULL OR status_callback IS NOT NULL) LIMIT ?)",
                 (now - retention.metadata_days * 86400,),
             )
-            # Balance checks (ledger/balance.py) go too, but each modem's latest, and latest amount, stay.
+            # Balance checks (ledger/balance.py) go too, but each modem's latest, and latest amount, stay
+            # (per box: boxes of a fleet may name their modems alike, and each watchdog reads its own).
             done["balance"] = await self._batches(
                 "DELETE FROM sim_balance WHERE rowid IN (SELECT b.rowid FROM sim_balance b WHERE b.at < ? "
-                "AND b.at < (SELECT max(at) FROM sim_balance s WHERE s.modem = b.modem) "
+                "AND b.at < (SELECT max(at) FROM sim_balance s WHERE s.modem = b.modem "
+                "AND coalesce(s.box, '') = coalesce(b.box, '')) "
                 "AND NOT (b.ok = 1 AND b.at = (SELECT max(at) FROM sim_balance s "
-                "WHERE s.modem = b.modem AND s.ok = 1)) LIMIT ?)",
+                "WHERE s.modem = b.modem AND coalesce(s.box, '') = coalesce(b.box, '') AND s.ok = 1)) LIMIT ?)",
                 (now - retention.metadata_days * 86400,),
             )
         if retention.events_days > 0:

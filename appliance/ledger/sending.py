@@ -45,10 +45,14 @@ class Sending(Reports):
         args: list[object] = [now]
         if self.box is not None:
             # A box another took over (it was paused past its lease) claims nothing until it
-            # registers again (fleet.py): its in-flight messages are someone else's now. Asked in
-            # the claim itself, not by a query of its own before each claim.
-            due += " AND NOT EXISTS (SELECT 1 FROM boxes WHERE name = ? AND taken_over_by IS NOT NULL)"
-            args.append(self.box)
+            # registers again (fleet.py): its in-flight messages are someone else's now; nor does a
+            # start while another start holds the box's name (a second box so named). Asked in the
+            # claim itself, not by a query of its own before each claim.
+            due += (
+                " AND NOT EXISTS (SELECT 1 FROM boxes WHERE name = ? AND (taken_over_by IS NOT NULL"
+                " OR coalesce(instance, ?) <> ?))"
+            )
+            args.extend((self.box, self.instance, self.instance))
         async with self._tx() as db:
             rows = await fetch_all(
                 db,

@@ -41,13 +41,22 @@ class Telemetry(Connection):
             )
 
     async def add_modem_sample(
-        self, modem: str, state: str, registered: bool, signal_dbm: int | None, operator: str
+        self,
+        modem: str,
+        state: str,
+        registered: bool,
+        signal_dbm: int | None,
+        operator: str,
+        *,
+        at: float | None = None,
     ) -> None:
-        now = time.time()
+        """One sample of a modem of this box (`box`: each box's watchdog reads its own, migration 17)."""
+        now = time.time() if at is None else at
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO modem_samples (at, modem, state, registered, signal_dbm, operator) VALUES (?, ?, ?, ?, ?, ?)",
-                (now, modem, state, int(registered), signal_dbm, operator),
+                "INSERT INTO modem_samples (at, modem, state, registered, signal_dbm, operator, box) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, modem, state, int(registered), signal_dbm, operator, self.box),
             )
             await db.execute("DELETE FROM modem_samples WHERE at < ?", (now - 8 * 86400,))
 

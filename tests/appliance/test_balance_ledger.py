@@ -61,3 +61,24 @@ async def test_retention_forgets_old_checks_but_keeps_the_latest(store: Store) -
     assert latest["a"].last_ok is not None
     assert latest["a"].last_ok.value == 5.0
     assert await facts(store) == [("a", 5.0)]
+
+
+async def test_in_a_fleet_each_box_keeps_and_shows_its_own_sims_balance(ledger_url: str) -> None:
+    """Boxes name their modems alike ("modem"): a box's page shows its own SIM's balance, each box's
+    watchdog finds its own in balance_facts, and retention keeps each box's latest check."""
+    now = time.time()
+    old = now - 10 * 86400
+    a, b = Store(ledger_url, box="a"), Store(ledger_url, box="b")
+    for store in (a, b):
+        await store.open()
+    try:
+        await record(b, "modem", old, 3.0)  # b's only check: old, and still its latest
+        await record(a, "modem", old + 5, 9.0)
+        await record(a, "modem", now - 20, 40.0)
+        assert (await a.purge(Retention(metadata_days=1), now=now))["balance"] == 1  # a's older amount
+        shown = {s.box: (await s.latest_balances())["modem"].last.value for s in (a, b)}
+        assert shown == {"a": 40.0, "b": 3.0}
+        assert await facts(a) == [("modem", 3.0), ("modem", 40.0)]
+    finally:
+        for store in (a, b):
+            await store.close()

@@ -210,3 +210,55 @@ async def test_an_early_report_waits_for_the_part_of_the_box_that_received_it(op
 
     assert after_b.status is State.SENT  # a's report is not b's
     assert after_a.status is State.DELIVERED
+
+
+async def test_a_second_start_with_a_box_name_in_use_is_refused_and_names_the_holder(
+    open_box: OpenBox,
+) -> None:
+    """Two boxes given the same [fleet] box: the second start does not take the name (it would renew
+    the first's lease and recover its messages); the name's row says which start holds it."""
+    first, second = await open_box("a"), await open_box("a")
+    t0 = time.time()
+    assert await first.register_box(LEASE_S, now=t0) is None
+    msg = await in_flight(first)
+
+    holder = await second.register_box(LEASE_S, now=t0 + 1)
+
+    assert holder is not None
+    assert (holder.name, holder.instance, holder.lease_until) == ("a", first.instance, t0 + LEASE_S)
+    assert second.instance != first.instance
+    assert await first.renew_lease(LEASE_S, now=t0 + 2) is None  # the first start holds on
+    # A refused start that renews anyway learns that the name is not its own, and claims nothing.
+    assert await second.renew_lease(LEASE_S, now=t0 + 3) == f"a (another start, instance {first.instance})"
+    assert await first.renew_lease(LEASE_S, now=t0 + 4) is None
+    queued, _ = await first.accept(
+        NewMessage(to="+4915133333333", body="next", encoding="gsm7", segments=1), key_id=None, queue_max=100
+    )
+    assert await second.claim_next("modem") is None
+    claimed = await first.claim_next("modem")
+    assert claimed is not None
+    assert claimed.id == queued.id
+    still = await first.get(msg.id)
+    assert still is not None
+    assert still.status is State.SENDING  # nobody recovered the first start's message
+
+
+async def test_the_name_is_taken_after_a_clean_stop_after_the_lease_ran_out_or_by_the_crashed_start_named(
+    open_box: OpenBox,
+) -> None:
+    t0 = time.time()
+    stopped, after_stop = await open_box("a"), await open_box("a")
+    await stopped.register_box(LEASE_S, now=t0)
+    await stopped.release_box()
+    assert await after_stop.register_box(LEASE_S, now=t0 + 1) is None  # at once after a clean stop
+
+    crashed, much_later, restarted = await open_box("b"), await open_box("b"), await open_box("b")
+    await crashed.register_box(LEASE_S, now=t0)
+    assert await much_later.register_box(LEASE_S, now=t0 + LEASE_S + 1) is None  # its lease ran out
+    # The box's own next start knows its crashed predecessor (the token it left in its directory).
+    assert await restarted.register_box(LEASE_S, now=t0 + LEASE_S + 2, previous=much_later.instance) is None
+    assert [(b.name, b.instance) for b in await restarted.boxes()] == [
+        ("a", after_stop.instance),
+        ("b", restarted.instance),
+    ]
+    assert await much_later.renew_lease(LEASE_S, now=t0 + LEASE_S + 3) is not None

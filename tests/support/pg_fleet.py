@@ -67,7 +67,15 @@ def ledger_store(ledger: str, home: Path) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def pg_box(
+async def pg_box(home: Path, url: str, name: str, **options: Any) -> AsyncIterator[PgBox]:
+    """`smsgw serve` as box `name` (started_box), once ready."""
+    async with started_box(home, url, name, **options) as box:
+        await until_ready(box.base)
+        yield box
+
+
+@contextlib.asynccontextmanager
+async def started_box(
     home: Path,
     url: str,
     name: str,
@@ -78,8 +86,8 @@ async def pg_box(
     sections: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[PgBox]:
     """`smsgw serve` as box `name` on the PostgreSQL ledger at `url` (or, given a file path, on that
-    SQLite ledger), with its own simulator (EC25 profile); `timing` overrides SIM_TEST_TIMING,
-    `modem` the [modem] keys, `sections` whole config tables."""
+    SQLite ledger), with its own simulator (EC25 profile), just started (it may yet refuse to run);
+    `timing` overrides SIM_TEST_TIMING, `modem` the [modem] keys, `sections` whole config tables."""
     home.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  (once, before any loop work)
     sim = Simulator(home / "sim", "quectel-ec25", **{**SIM_TEST_TIMING, **(timing or {})})
     await sim.start()
@@ -94,7 +102,6 @@ async def pg_box(
     box = PgBox(name, sim, Proc("serve", config, home / "serve.log"), f"http://{raw['api']['listen']}")
     try:
         await box.proc.start()
-        await until_ready(box.base)
         yield box
     finally:
         await box.proc.stop()

@@ -11,8 +11,19 @@ from typing import Any
 
 import pytest
 
-from tests.support.pg_fleet import PgBox, count_status, fleet_key, pg_box, pg_fleet, post_round_robin
+from appliance.ledger import Store
+from appliance.ledger.fleet import Box
+from tests.support.pg_fleet import (
+    PgBox,
+    count_status,
+    fleet_key,
+    pg_box,
+    pg_fleet,
+    post_round_robin,
+    started_box,
+)
 from tests.support.postgres import PgServer
+from tests.support.smsgw_process import until_ready
 from tests.support.waiting import eventually
 
 NAMES = ("a", "b", "c")
@@ -180,3 +191,52 @@ async def test_a_box_killed_mid_drain_leaves_its_queue_to_the_others_and_its_par
         f"\nbox c killed with {left} messages queued or in flight; {len(posted_to_c_finished_elsewhere)} "
         f"posted to c finished on a and b; its {len(unknown)} part(s) in flight resolved once by box {taker}"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_second_box_given_a_name_in_use_refuses_in_one_line_and_the_box_itself_restarts_at_once(
+    tmp_path: Any, pg_server: PgServer
+) -> None:
+    """The lease is long (60 s): a crashed box restarting on its own files, and a box started after a
+    clean stop, take the name at once; a twin started while the name's holder lives gives up."""
+    url = await pg_server.fresh_database()
+    key = await fleet_key(url)
+    async with pg_box(tmp_path / "a", url, "a", lease_s=60) as first:
+        (holder,) = [b.instance for b in await _boxes(url)]
+        async with started_box(tmp_path / "twin", url, "a", lease_s=60) as twin:
+            assert twin.proc.proc is not None
+            assert await asyncio.wait_for(twin.proc.proc.wait(), 60) != 0
+            log = twin.proc.log.read_text(errors="replace")
+        refusals = [line for line in log.splitlines() if "refusing to start" in line]
+        assert len(refusals) == 1, log
+        assert "fleet.box a: another box runs with this name" in refusals[0]
+        assert f"start {holder}" in refusals[0]
+        assert "Traceback" not in log
+        assert [b.instance for b in await _boxes(url)] == [holder]  # the twin took nothing
+
+        await first.proc.kill9()  # a crash: its lease (60 s) lives on in the ledger
+        started = time.monotonic()
+        await first.proc.start()
+        await until_ready(first.base, 30)  # its own token: it need not wait out its lease
+        assert time.monotonic() - started < 30
+        async with first.client(key) as c:
+            r = await c.post("/api/v1/messages", json={"to": "+4915100000001", "body": "after the restart"})
+            assert r.status_code == 202, r.text
+        await eventually(lambda: "after the restart" in first.texts(), 30)
+
+    # A clean stop lets the name go: a replacement box with new files takes it at once.
+    async with pg_box(tmp_path / "replacement", url, "a", lease_s=60) as replacement:
+        (now_held,) = await _boxes(url)
+        assert now_held.instance is not None
+        assert now_held.instance != holder
+        assert replacement.name == "a"
+
+
+async def _boxes(url: str) -> list[Box]:
+    store = Store(url)
+    await store.open()
+    try:
+        return await store.boxes()
+    finally:
+        await store.close()
