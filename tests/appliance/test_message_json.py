@@ -117,10 +117,10 @@ def shapes(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def batches(draw: st.DrawFn) -> list[Message]:
     kinds = draw(st.lists(shapes(), min_size=1, max_size=3))
-    return [shaped(draw, draw(st.sampled_from(kinds))) for _ in range(draw(st.integers(1, 12)))]
+    return [shaped(draw, draw(st.sampled_from(kinds))) for _ in range(draw(st.integers(1, 8)))]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(batches())
 def test_each_message_is_what_json_dumps_writes(messages: list[Message]) -> None:
     encoder = MessageJson(message_payload)
