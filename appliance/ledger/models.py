@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import secrets
 import sqlite3
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from appliance.states import PartState, Priority, State
@@ -97,6 +98,11 @@ class NewMessage:
     # off is spooled under the same id, and the drain's ON CONFLICT (id) makes it one message.
     id: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A batch's 1,000 come back from its worker process (batch_worker.py): as one tuple of
+        # values each they pickle and load in a third of the time of the dataclass's state.
+        return (_new_message_from, (_new_message_values(self),))
+
     def fingerprint(self) -> str:
         doc = {
             "to": self.to,
@@ -118,6 +124,17 @@ class NewMessage:
         if self.escalation is not None:  # only then: fingerprints of requests without one stay as they were
             doc["escalation"] = self.escalation.as_dict()
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+_NEW_MESSAGE_FIELDS = tuple(f.name for f in fields(NewMessage))
+_new_message_values = operator.attrgetter(*_NEW_MESSAGE_FIELDS)
+
+
+def _new_message_from(values: tuple[Any, ...]) -> NewMessage:
+    """NewMessage.__reduce__'s inverse (its values were checked when it was made)."""
+    new: NewMessage = object.__new__(NewMessage)
+    new.__dict__.update(zip(_NEW_MESSAGE_FIELDS, values, strict=True))
+    return new
 
 
 @dataclass(frozen=True)
