@@ -9,7 +9,7 @@ import secrets
 import sqlite3
 import time
 import urllib.parse
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from appliance.states import PartState, Priority, State
@@ -127,7 +127,19 @@ class NewMessage:
 
 
 _NEW_MESSAGE_FIELDS = tuple(f.name for f in fields(NewMessage))
+_NEW_MESSAGE_DEFAULTS = {f.name: f.default for f in fields(NewMessage)}
+_NEW_MESSAGE_REQUIRED = {name for name, default in _NEW_MESSAGE_DEFAULTS.items() if default is MISSING}
 _new_message_values = operator.attrgetter(*_NEW_MESSAGE_FIELDS)
+
+
+def new_message_record(**values: Any) -> NewMessage:
+    """NewMessage(**values) without the frozen __init__'s object.__setattr__ for each of its 23
+    fields (~3 µs of each item of a batch): the same record, the same TypeError for a wrong field."""
+    if not _NEW_MESSAGE_REQUIRED <= values.keys() <= _NEW_MESSAGE_DEFAULTS.keys():
+        return NewMessage(**values)  # raises, naming the missing or unknown field
+    new: NewMessage = object.__new__(NewMessage)
+    new.__dict__.update(_NEW_MESSAGE_DEFAULTS | values)
+    return new
 
 
 def _new_message_from(values: tuple[Any, ...]) -> NewMessage:
