@@ -23,26 +23,27 @@ from appliance.ledger import Message, rfc3339
 dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _string: Callable[[str], str] = json.encoder.encode_basestring
 
-# The per-message fields: the payload's key, and whether its value is the field's rfc3339 time.
-_VARYING: tuple[tuple[str, bool], ...] = (
-    ("id", False),
-    ("to", False),
-    ("body", False),
-    ("created_at", True),
-    ("updated_at", True),
-    ("metadata", False),
-    ("send_at", True),
-    ("expires_at", True),
-    ("status_callback", False),
-    ("window", False),
+# The per-message fields, in the payload's order: each a payload key of the field's name (the
+# four times as rfc3339 text; `MessageJson.encode` writes them in this order).
+_VARYING = (
+    "id",
+    "to",
+    "body",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "send_at",
+    "expires_at",
+    "status_callback",
+    "window",
 )
 # Message fields that the payload does not show (the sequence, the modem's bookkeeping): they
 # would give each message a shape of its own. Every other field is part of the shape.
 _UNSHOWN = frozenset({"seq", "not_before", "concat_ref", "delay_reason", "key_id", "callback_format"})
 _shape = operator.attrgetter(
-    *(f.name for f in dataclasses.fields(Message) if f.name not in _UNSHOWN and f.name not in dict(_VARYING))
+    *(f.name for f in dataclasses.fields(Message) if f.name not in _UNSHOWN and f.name not in _VARYING)
 )
-_varying = operator.attrgetter(*(name for name, _time in _VARYING))
+_varying = operator.attrgetter(*_VARYING)
 _MARK = "\x00smsgw-field-{}\x00"  # a text a shape field holds twice makes no template (`_template`)
 
 
@@ -95,7 +96,7 @@ class MessageJson:
         (the payload lacks one of them): then messages of this shape are encoded whole."""
         doc = self._payload(msg)
         marks = [_MARK.format(i) for i in range(len(_VARYING))]
-        for (name, _time), mark in zip(_VARYING, marks, strict=True):
+        for name, mark in zip(_VARYING, marks, strict=True):
             if name not in doc:
                 return None
             doc[name] = mark
