@@ -318,7 +318,8 @@ class _Api:
                 outcomes.append(refusal(outcome, key=key, queue_max=self.config.api.queue_max).error())
             else:
                 outcomes.append(outcome)
-        body = await WORKER.results(outcomes)
+        # From one template per shape (message_json.py): ~5 ms for 1,000, in a thread all the same.
+        body = await asyncio.to_thread(send_requests.batch_results, outcomes, message_payload)
         return Response(body, media_type="application/json")
 
     async def _rendered(self, items: list[Any], key: ApiKey) -> tuple[list[Any], dict[int, TemplateRecord]]:

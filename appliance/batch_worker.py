@@ -1,9 +1,10 @@
-"""A large batch's CPU-bound halves in a worker process: validating its items, encoding its results.
+"""A large batch's CPU-bound part in a worker process: validating its items.
 
 The daemon's Python runs under one GIL, so a worker thread only keeps the event loop answering;
-it adds no CPU. A 1,000-item batch spends tens of ms validating (phonenumbers, ~50 µs a new
-number) and tens more encoding its 1,000 results: in one worker process those run on the second
-core while the event loop commits the next batch (issue 13 item 5: 10,000 messages/s).
+it adds no CPU. A 1,000-item batch spends tens of ms validating (phonenumbers, ~20 µs a new
+number): in one worker process that runs on the second core while the event loop commits the
+next batch (issue 13 item 5: 10,000 messages/s). (Its results were encoded here too, until
+message_json.py made that cheaper than sending the messages over: ~5 ms in the daemon.)
 
 The worker runs the very functions of send_requests that a thread would, on pickled copies, so
 a result is byte for byte what the in-process path gives. It starts (spawn: the daemon has
@@ -38,9 +39,7 @@ _T = TypeVar("_T")
 
 
 def _warm() -> bool:
-    """Run once in a new worker: the imports (~0.5 s) happen before the first batch needs them."""
-    from appliance import api  # noqa: F401, PLC0415  (what `_results` needs)
-
+    """Run once in a new worker: phonenumbers' metadata loads before the first batch needs it."""
     phonenumbers.parse("+4915112345678")  # loads the metadata most numbers need
     heap.tune()
     return True
@@ -48,12 +47,6 @@ def _warm() -> bool:
 
 def _parse(docs: list[Any], key: ApiKey, config: Config) -> list[NewMessage | ApiError]:
     return send_requests.parse_items(docs, key=key, config=config)
-
-
-def _results(outcomes: list[send_requests.Outcome]) -> bytes:
-    from appliance.api import message_payload  # noqa: PLC0415  (api imports this module)
-
-    return send_requests.batch_results(outcomes, message_payload)
 
 
 class BatchWorker:
@@ -135,10 +128,6 @@ class BatchWorker:
     ) -> list[NewMessage | ApiError]:
         """send_requests.parse_items, in the worker for a large batch."""
         return await self._run(len(docs), _parse, list(docs), key, config)
-
-    async def results(self, outcomes: Sequence[send_requests.Outcome]) -> bytes:
-        """send_requests.batch_results with api.message_payload, in the worker for a large batch."""
-        return await self._run(len(outcomes), _results, list(outcomes))
 
 
 WORKER = BatchWorker()  # one per process: every app of a test run shares it

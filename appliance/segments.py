@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 from appliance.ledger import NewMessage
+from appliance.ledger.models import new_message_record
 from modem.pdu import Segmentation, segment_text
 from modem.pdu.udh import Encoding
 
@@ -36,7 +37,7 @@ def new_message(to: str, body: str, **fields: Any) -> NewMessage:
     encoding, count = _shape(body)
     if count > MAX_SEGMENTS:
         raise TooManySegments(count)
-    return NewMessage(to=to, body=body, encoding=encoding, segments=count, **fields)
+    return new_message_record(to=to, body=body, encoding=encoding, segments=count, **fields)
 
 
 @functools.lru_cache(maxsize=1024)

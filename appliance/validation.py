@@ -229,8 +229,10 @@ def parse_body(value: Any, *, max_chars: int) -> str:
     return value
 
 
+# The items of a batch mostly share one send_at: each parse was ~3 µs of its validation.
+@functools.lru_cache(maxsize=1024)
 def parse_rfc3339(value: str) -> float:
-    """RFC 3339 date-time with a time zone -> Unix time; ValueError otherwise."""
+    """RFC 3339 date-time with a time zone -> Unix time; ValueError otherwise (never cached)."""
     if not _RFC3339.fullmatch(value):
         raise ValueError(f"{value!r} is not an RFC 3339 date-time with a time zone")
     text = value[:10] + "T" + value[11:]

@@ -16,8 +16,21 @@ from appliance.ledger.keys import insert_audit
 from appliance.ledger.models import Actor, Message, message_row
 from appliance.ledger.payloads import rfc3339
 from appliance.ledger.reports import Reports
-from appliance.states import PartState, State, check
+from appliance.states import PartState, Priority, State, check
 from appliance.windows import is_open, next_open, reason, window_from_json
+
+
+# One min() per partial index, each a single index seek: `status IN ('queued', 'scheduled')`
+# walked every waiting row (48 ms at 80,000 queued), on every idle wake of every dispatcher.
+_NEXT_DUE = "SELECT min(t) AS t FROM (" + " UNION ALL ".join(
+    [
+        "SELECT min(not_before) AS t FROM messages WHERE status = 'scheduled'",
+        *(
+            f"SELECT min(not_before) AS t FROM messages WHERE status = 'queued' AND priority = {int(p)}"
+            for p in Priority
+        ),
+    ]
+) + ") AS due"
 
 
 class Sending(Reports):
@@ -114,11 +127,7 @@ class Sending(Reports):
 
     async def next_due(self) -> float | None:
         """Earliest time a queued or scheduled message becomes due (None: nothing waits)."""
-        row = await fetch_one(
-            self.rdb,
-            "SELECT min(not_before) AS t FROM messages WHERE status IN ('queued', 'scheduled')",
-            (),
-        )
+        row = await fetch_one(self.rdb, _NEXT_DUE, ())
         return None if row is None or row["t"] is None else float(row["t"])
 
     async def submitted_since(self, modem: str, since: float) -> list[float]:

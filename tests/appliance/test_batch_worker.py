@@ -1,11 +1,13 @@
-"""The batch worker process (appliance/batch_worker.py): a large batch validated and encoded there
-gives exactly what the in-process functions give, and a worker killed mid-run costs no batch.
+"""The batch worker process (appliance/batch_worker.py): a large batch validated there
+gives exactly what the in-process function gives, and a worker killed mid-run costs no batch.
 
 A real spawned process; its results are compared with send_requests run in this process."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -14,9 +16,10 @@ from typing import Any
 import pytest
 
 from appliance import send_requests
-from appliance.api import message_payload
 from appliance.batch_worker import MIN_ITEMS, BatchWorker
-from appliance.ledger import Actor, ApiKey, Store
+from appliance.ledger import ApiKey, EscalationSpec, NewMessage, Store
+from appliance.segments import new_message
+from appliance.states import Priority
 from appliance.validation import ApiError
 from tests.support.api_fakes import TEST_CONFIG
 from tests.support.waiting import eventually
@@ -58,7 +61,7 @@ async def key(store: Store) -> ApiKey:
 
 
 async def test_a_large_batch_gives_in_the_worker_what_it_gives_in_process(
-    worker: BatchWorker, store: Store, key: ApiKey
+    worker: BatchWorker, key: ApiKey
 ) -> None:
     docs = requests(MIN_ITEMS + 20)
     parsed = await worker.parse_items(docs, key=key, config=TEST_CONFIG)
@@ -71,11 +74,6 @@ async def test_a_large_batch_gives_in_the_worker_what_it_gives_in_process(
         "ApiError",
         "ApiError",
     ]
-    news = [p for p in parsed if not isinstance(p, ApiError)]
-    accepted = await store.accept_many(news, key_id=key.id, queue_max=10_000, actor=Actor("t", "test"))
-    outcomes: list[send_requests.Outcome] = [o for o in accepted if isinstance(o, tuple)]
-    outcomes.insert(0, ApiError(429, "quota_exceeded", "wait", headers={"Retry-After": "5"}))
-    assert await worker.results(outcomes) == send_requests.batch_results(outcomes, message_payload)
 
 
 async def test_a_killed_worker_costs_no_batch_and_the_next_large_one_starts_another(
@@ -101,3 +99,31 @@ async def test_a_small_batch_starts_no_worker(key: ApiKey) -> None:
     assert shown(parsed) == shown(send_requests.parse_items(docs, key=key, config=TEST_CONFIG))
     assert w.pids() == []
     assert not w.ready
+
+
+def test_a_message_comes_back_from_the_worker_with_every_field() -> None:
+    """NewMessage pickles as a tuple of its values (its __reduce__): each field survives."""
+    new = dataclasses.replace(
+        new_message("+4915112345678", "gate 3 «ü»", priority=Priority.BULK, send_at=LATER),
+        validity_s=600,
+        status_callback="https://hooks.example/s",
+        metadata={"i": [1, 2.5, None]},
+        idempotency_key="k-1",
+        source="twilio",
+        callback_format="twilio",
+        window={"days": "mon-fri", "start": "08:00", "end": "20:00", "tz": "Europe/Berlin"},
+        window_source="message",
+        release_at=LATER + 60,
+        window_note="held until 08:00",
+        template_name="shift",
+        template_version=2,
+        escalation=EscalationSpec(300, "replied", ("+4915100000001", "mailto:a@b.example")),
+        escalation_of=("msg_1", 1),
+        id="msg_2",
+    )
+    defaults = {f.name: f.default for f in dataclasses.fields(NewMessage)}
+    assert all(getattr(new, name) != default for name, default in defaults.items())  # none left out
+    back = pickle.loads(pickle.dumps(new))  # noqa: S301  (our own bytes)
+    assert type(back) is NewMessage
+    assert back == new
+    assert back.fingerprint() == new.fingerprint()

@@ -2,7 +2,8 @@
 10,000/s on the 2-core box), durable: the daemon's ledger commits with synchronous=FULL as shipped.
 
 The whole daemon (`smsgw serve` as a subprocess, bench_gateway.Bench) against the simulator.
-Batches of 1,000 go over 2 connections; each result is checked to be a 202. Two recipient lists:
+Batches of 1,000 go over 2 connections; each result is checked to be a 202, and as many rows to be
+in the ledger file afterwards. Two recipient lists:
 1,000 new numbers in every batch (phonenumbers parses each), and the same 1,000-number roster
 every time (a team's list: the parsed numbers are cached). Measured in steady state: the daemon
 validates and encodes large batches in a worker process it starts on the first one
@@ -14,9 +15,11 @@ printed with the figures: the box may be shared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -31,6 +34,7 @@ BATCHES = 20
 WARMUP = 3
 CONNECTIONS = 2
 TARGET_PER_S = 10_000
+BODY_PREFIX = "Shift change: report to gate "
 
 
 def _bodies(distinct: bool, *, count: int = BATCHES, first: int = 0) -> list[bytes]:
@@ -41,7 +45,7 @@ def _bodies(distinct: bool, *, count: int = BATCHES, first: int = 0) -> list[byt
     for b in range(first, first + count):
         base = b * BATCH_SIZE if distinct else 0
         items = [
-            {"to": f"+49151{base + i:08d}", "body": f"Shift change: report to gate {i % 7}.", "send_at": at}
+            {"to": f"+49151{base + i:08d}", "body": f"{BODY_PREFIX}{i % 7}.", "send_at": at}
             for i in range(BATCH_SIZE)
         ]
         out.append(json.dumps({"messages": items}).encode())
@@ -59,17 +63,27 @@ async def _warm_up(b: Bench) -> None:
                 raise RuntimeError(f"warm-up batch refused: {r.status_code} {r.text[:300]}")
 
 
-def _daemon_cpu_s(b: Bench) -> float:
-    """CPU seconds of the daemon and its children (the batch worker) so far: on a shared box the
-    one figure that the other tenants' load does not divide."""
+def _daemon_cpu_s(b: Bench) -> tuple[float, float]:
+    """CPU seconds of the daemon and of its children (the batch worker) so far: on a shared box
+    the figures that the other tenants' load does not divide."""
     pid = b.pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return cpu_s(pid) + sum(cpu_s(int(child)) for child in children)
+    return cpu_s(pid), sum(cpu_s(int(child)) for child in children)
 
 
-async def _batches(b: Bench, distinct: bool) -> tuple[float, float, float]:
-    """(messages/s accepted, median seconds per batch, daemon CPU seconds per 1,000 messages)."""
+def _in_ledger(b: Bench) -> int:
+    """Messages of these batches committed to the daemon's ledger file (read beside it: WAL)."""
+    with contextlib.closing(
+        sqlite3.connect(f"file:{b.directory / 'ledger.sqlite3'}?mode=ro", uri=True)
+    ) as db:
+        (n,) = db.execute("SELECT count(*) FROM messages WHERE body LIKE ?", (f"{BODY_PREFIX}%",)).fetchone()
+    return int(n)
+
+
+async def _batches(b: Bench, distinct: bool) -> tuple[float, float, tuple[float, float]]:
+    """(messages/s accepted, median seconds per batch, (daemon, worker) CPU seconds per 1,000 messages)."""
     bodies = _bodies(distinct)
+    stored = _in_ledger(b)
     cpu_before = _daemon_cpu_s(b)
     took: list[float] = []
     async with b.client() as c:
@@ -95,7 +109,10 @@ async def _batches(b: Bench, distinct: bool) -> tuple[float, float, float]:
     if sum(counts) != BATCHES * BATCH_SIZE:
         raise RuntimeError(f"only {sum(counts)} of {BATCHES * BATCH_SIZE} messages were accepted")
     took.sort()
-    cpu = (_daemon_cpu_s(b) - cpu_before) / (sum(counts) / BATCH_SIZE)
+    cpu_after, batches = _daemon_cpu_s(b), sum(counts) / BATCH_SIZE
+    cpu = ((cpu_after[0] - cpu_before[0]) / batches, (cpu_after[1] - cpu_before[1]) / batches)
+    if _in_ledger(b) - stored != sum(counts):  # each 202 a committed row (synchronous=FULL)
+        raise RuntimeError(f"{sum(counts)} accepted, {_in_ledger(b) - stored} in the ledger")
     return sum(counts) / wall, took[len(took) // 2], cpu
 
 
@@ -141,7 +158,9 @@ async def run() -> None:
         f"{new_rate:7.0f} messages/s with new numbers (median {new_batch_s * 1000:.0f} ms a batch), "
         f"{roster_rate:7.0f}/s to a roster (median {roster_batch_s * 1000:.0f} ms) "
         f"({verdict} target {TARGET_PER_S:,}/s); daemon + worker CPU per 1,000 messages: "
-        f"{new_cpu * 1000:.0f} ms (new numbers), {roster_cpu * 1000:.0f} ms (roster); {baseline}; GET /healthz meanwhile: "
+        f"{sum(new_cpu) * 1000:.0f} ms (new numbers: {new_cpu[0] * 1000:.0f} + {new_cpu[1] * 1000:.0f}), "
+        f"{sum(roster_cpu) * 1000:.0f} ms (roster: {roster_cpu[0] * 1000:.0f} + {roster_cpu[1] * 1000:.0f}); "
+        f"{baseline}; GET /healthz meanwhile: "
         f"median {statistics.median(healthz) * 1000:.0f} ms, max {max(healthz) * 1000:.0f} ms "
         f"({len(healthz)} probes); "
         f"load average {load[0]:.2f} before, {after[0]:.2f} after on {os.cpu_count()} cores"
