@@ -16,21 +16,19 @@ from appliance.ledger.keys import insert_audit
 from appliance.ledger.models import Actor, Message, message_row
 from appliance.ledger.payloads import rfc3339
 from appliance.ledger.reports import Reports
-from appliance.states import PartState, Priority, State, check
+from appliance.states import PartState, State, check
 from appliance.windows import is_open, next_open, reason, window_from_json
 
-
-# One min() per partial index, each a single index seek: `status IN ('queued', 'scheduled')`
-# walked every waiting row (48 ms at 80,000 queued), on every idle wake of every dispatcher.
-_NEXT_DUE = "SELECT min(t) AS t FROM (" + " UNION ALL ".join(
-    [
-        "SELECT min(not_before) AS t FROM messages WHERE status = 'scheduled'",
-        *(
-            f"SELECT min(not_before) AS t FROM messages WHERE status = 'queued' AND priority = {int(p)}"
-            for p in Priority
-        ),
-    ]
-) + ") AS due"
+# One min() per partial index, each a single index seek (priority: 0 high, 1 normal, 2 bulk):
+# `status IN ('queued', 'scheduled')` walked every waiting row (48 ms at 80,000 queued), on
+# every idle wake of every dispatcher.
+_NEXT_DUE = (
+    "SELECT min(t) AS t FROM ("
+    "SELECT min(not_before) AS t FROM messages WHERE status = 'scheduled' UNION ALL "
+    "SELECT min(not_before) FROM messages WHERE status = 'queued' AND priority = 0 UNION ALL "
+    "SELECT min(not_before) FROM messages WHERE status = 'queued' AND priority = 1 UNION ALL "
+    "SELECT min(not_before) FROM messages WHERE status = 'queued' AND priority = 2) AS due"
+)
 
 
 class Sending(Reports):

@@ -30,7 +30,7 @@ from appliance.ledger import (
 )
 from appliance.ledger.dialect import split_sql
 from appliance.ledger.migrations import MIGRATIONS
-from appliance.states import FINAL, TRANSITIONS, PartState, State
+from appliance.states import FINAL, TRANSITIONS, PartState, Priority, State
 from modem.pdu import segment_text
 from tests.support.postgres import shared_server
 from tests.support.user_data import join_units, units
@@ -659,3 +659,23 @@ async def test_accepted_messages_are_returned_as_a_read_back_finds_them(store: S
     assert [m.segments for m in returned] == [1, 2, 1, 1]
     for msg in returned:
         assert msg == await store.get(msg.id)
+
+
+@pytest.mark.parametrize("first", list(Priority))
+async def test_next_due_is_the_earliest_waiting_message_of_any_priority(
+    store: Store, first: Priority
+) -> None:
+    """The dispatcher sleeps until this time when it finds nothing to claim: a later answer would
+    hold a due message back, an earlier one wakes it for nothing."""
+    now = time.time()
+    assert await store.next_due() is None
+    await store.accept(new_message(RECIPIENTS[0], "later", send_at=now + 7200), key_id=1, queue_max=100)
+    assert await store.next_due() == pytest.approx(now + 7200, abs=0.5)
+    for i, priority in enumerate(Priority):  # each queued and held back, `first` the soonest due
+        msg, _ = await store.accept(
+            new_message(RECIPIENTS[1], f"p{i}", priority=priority), key_id=1, queue_max=100
+        )
+        await store.delay(msg.id, now + (60 if priority is first else 600 + i), "anti-flood")
+    assert await store.next_due() == pytest.approx(now + 60, abs=0.5)
+    await store.accept(new_message(RECIPIENTS[2], "soonest", send_at=now + 30), key_id=1, queue_max=100)
+    assert await store.next_due() == pytest.approx(now + 30, abs=0.5)  # a scheduled one sooner still
