@@ -9,7 +9,7 @@ NOTHING`; scalar `max(a, b)` / `min(a, b)` to GREATEST / LEAST; `iif` to CASE; `
 to a truncating cast (SQLite truncates, PostgreSQL rounds); the column types of CREATE / ALTER
 TABLE (identity keys, BIGINT, DOUBLE PRECISION, BYTEA); `PRAGMA user_version` to the
 `smsgw_schema` table; other PRAGMAs to no-ops; the `SKIP_LOCKED` comment (dialect.py) to its
-clause. What it cannot spell (`INSERT OR REPLACE`, GLOB) is refused: write portable SQL there.
+clause; SQLite's `INDEXED BY` hint is dropped (PostgreSQL's planner keeps its own statistics). What it cannot spell (`INSERT OR REPLACE`, GLOB) is refused: write portable SQL there.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ _UNSPELLABLE = re.compile(r"\bINSERT\s+OR\s+REPLACE\b|\bGLOB\b", re.IGNORECASE)
 _ROWID = re.compile(r"\browid\b", re.IGNORECASE)
 _IS_PARAM = re.compile(r"\bIS\s+\?", re.IGNORECASE)
 _IS_NOT_PARAM = re.compile(r"\bIS\s+NOT\s+\?", re.IGNORECASE)
+_INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
 SKIP_LOCKED_MARK = "/* FOR UPDATE SKIP LOCKED */"
 
 
@@ -78,6 +79,7 @@ def to_postgres(sql: str) -> str:
             code = pattern.sub(spelling, code)
     else:
         code = _ROWID.sub("ctid", code)  # a row's own address
+        code = _INDEXED_BY.sub("", code)
     code = _IS_NOT_PARAM.sub("IS DISTINCT FROM ?", _IS_PARAM.sub("IS NOT DISTINCT FROM ?", code))
     code = _placeholders(code)
     return _MASK.sub(lambda m: literals[int(m.group(1))], code)
