@@ -17,6 +17,7 @@ from appliance.ledger.dialect import (
     KEY_RACE_RETRIES,
     fetch_all,
     fetch_one,
+    insert_rows,
     inserted_seqs,
     is_key_race,
     marks,
@@ -212,20 +213,22 @@ class _AcceptRows:
                 notes.append((msg_id, now, new.window_note))
             if new.idempotency_key is not None:
                 keyed.append((item.key_id or 0, new.idempotency_key, msg_id, new.fingerprint(), now))
-        await db.executemany(
-            """INSERT INTO messages (id, key_id, to_number, body, encoding, segments, priority, status,
-               created_at, updated_at, send_at, not_before, expires_at, status_callback, metadata, source,
-               callback_format, send_window, template_name, template_version, escalated_from)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        await insert_rows(
+            db,
+            "INSERT INTO messages (id, key_id, to_number, body, encoding, segments, priority, status, "
+            "created_at, updated_at, send_at, not_before, expires_at, status_callback, metadata, source, "
+            "callback_format, send_window, template_name, template_version, escalated_from)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             messages,
         )
         seqs = await inserted_seqs(db, [p[1] for p in planned])
-        await db.executemany(
-            "INSERT INTO parts (message_id, seq, total, status) VALUES (?, ?, ?, 'pending')", parts
+        await insert_rows(
+            db, "INSERT INTO parts (message_id, seq, total, status)", "(?, ?, ?, 'pending')", parts
         )
-        await db.executemany(
-            "INSERT INTO events (message_id, at, kind, from_status, to_status, detail) "
-            "VALUES (?, ?, 'accepted', NULL, ?, ?)",
+        await insert_rows(
+            db,
+            "INSERT INTO events (message_id, at, kind, from_status, to_status, detail)",
+            "(?, ?, 'accepted', NULL, ?, ?)",
             accepted,
         )
         if notes:  # in the same trip

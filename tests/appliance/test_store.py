@@ -679,3 +679,26 @@ async def test_next_due_is_the_earliest_waiting_message_of_any_priority(
     assert await store.next_due() == pytest.approx(now + 60, abs=0.5)
     await store.accept(new_message(RECIPIENTS[2], "soonest", send_at=now + 30), key_id=1, queue_max=100)
     assert await store.next_due() == pytest.approx(now + 30, abs=0.5)  # a scheduled one sooner still
+
+
+async def test_a_full_batch_is_returned_as_a_read_back_finds_it(store: Store) -> None:
+    """1,000 rows go in by chunks of many VALUES (dialect.insert_rows): every record returned, its
+    seq included, is the row stored, also where repeated keys leave gaps in what is inserted."""
+    news: list[NewMessage] = []
+    for i in range(1000):
+        if i % 97 == 1:
+            news.append(news[-1])  # the same request again (its key too): not inserted twice
+        else:
+            news.append(
+                new_message(f"+4915{i:09d}", f"m{i}" + "✓" * 80 * (i % 5 == 0), idempotency_key=f"k{i}")
+            )
+    outcomes = await store.accept_many(news, key_id=1, queue_max=10_000)
+    returned = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(returned) == 1000
+    created = [m for m, new in returned if new]
+    assert len(created) == 1000 - len(range(1, 1000, 97))
+    assert sorted(m.seq for m in created) == [m.seq for m in created]  # in the batch's order
+    for msg in created:
+        assert msg == await store.get(msg.id)
+    for (msg, _created), asked in zip(returned, news, strict=True):
+        assert msg.body == asked.body  # a repeat answers with its first one's message
