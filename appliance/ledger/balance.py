@@ -48,7 +48,7 @@ class Balances(Connection):
     async def latest_balances(self) -> dict[str, LatestBalance]:
         """Per modem that was ever checked: its last check and its last check that found an amount.
         In a fleet, this box's modems only (boxes may name theirs alike; NULL: checks before fleets)."""
-        mine, args = ("", ()) if self.box is None else (" AND (b.box = ? OR b.box IS NULL)", (self.box,))
+        mine, args = self.mine("b.box")
         same = "s.modem = b.modem AND coalesce(s.box, '') = coalesce(b.box, '')"
         rows = await fetch_all(
             self.rdb,

@@ -178,6 +178,20 @@ class Connection:
             return False
         return True
 
+    # ------------------------------------------------------------ fleet
+    def mine(self, column: str = "box") -> tuple[str, tuple[str, ...]]:
+        """`AND` clause and its argument for rows of this box in a fleet (`column` NULL: written
+        before fleets, so this box's too); nothing for a single box (box None)."""
+        if self.box is None:
+            return "", ()
+        return f" AND ({column} = ? OR {column} IS NULL)", (self.box,)
+
+    def holds_name(self) -> tuple[str, tuple[str, ...]]:
+        """Condition on this box's `boxes` row (and its arguments) that this start holds the name:
+        nobody took it over, and no other start registered it (NULL: let go at a clean stop).
+        One definition for the lease's renewal (fleet.py) and the claim (sending.py)."""
+        return "taken_over_by IS NULL AND coalesce(instance, ?) = ?", (self.instance, self.instance)
+
     # ------------------------------------------------------------ disk space
     def _no_reserve(self) -> str:
         size = self._reserve.target if self._reserve is not None else 0

@@ -103,10 +103,10 @@ class Fleet(Sending):
         async with self._tx(critical=True) as db:
             # Another start holding the name (it came while this one was paused past its lease)
             # is as good as a takeover: this one claims nothing.
+            holds, holds_args = self.holds_name()
             cur = await db.execute(
-                "UPDATE boxes SET heartbeat_at = ?, lease_until = ?, instance = ? "
-                "WHERE name = ? AND taken_over_by IS NULL AND coalesce(instance, ?) = ?",
-                (now, now + lease_s, self.instance, self.box, self.instance, self.instance),
+                f"UPDATE boxes SET heartbeat_at = ?, lease_until = ?, instance = ? WHERE name = ? AND {holds}",  # noqa: S608  (fixed text)
+                (now, now + lease_s, self.instance, self.box, *holds_args),
             )
             if cur.rowcount == 1:
                 return None

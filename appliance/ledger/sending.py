@@ -63,11 +63,9 @@ class Sending(Reports):
             # registers again (fleet.py): its in-flight messages are someone else's now; nor does a
             # start while another start holds the box's name (a second box so named). Asked in the
             # claim itself, not by a query of its own before each claim.
-            due += (
-                " AND NOT EXISTS (SELECT 1 FROM boxes WHERE name = ? AND (taken_over_by IS NOT NULL"
-                " OR coalesce(instance, ?) <> ?))"
-            )
-            args.extend((self.box, self.instance, self.instance))
+            holds, holds_args = self.holds_name()
+            due += f" AND NOT EXISTS (SELECT 1 FROM boxes WHERE name = ? AND NOT ({holds}))"  # noqa: S608  (fixed text)
+            args.extend((self.box, *holds_args))
         async with self._tx() as db:
             rows = await fetch_all(
                 db,
@@ -183,12 +181,11 @@ class Sending(Reports):
                     db, msg, State.SENT, "sent", f"all {msg.segments} part(s) accepted by the network", now
                 )
             # A report may have arrived before we recorded +CMGS (EC25: ~1 s after): match it now.
+            mine, box_args = self.mine()
             pending = await fetch_all(
                 db,
-                "SELECT * FROM unmatched_reports WHERE mr = ? AND received_at >= ?"  # noqa: S608  (fixed text)
-                + ("" if self.box is None else " AND (box = ? OR box IS NULL)")
-                + " ORDER BY id",
-                (mr, now - 600) if self.box is None else (mr, now - 600, self.box),
+                f"SELECT * FROM unmatched_reports WHERE mr = ? AND received_at >= ?{mine} ORDER BY id",  # noqa: S608  (fixed text)
+                (mr, now - 600, *box_args),
             )
             for rep in pending:
                 outcome = await self._apply_report(
@@ -403,14 +400,12 @@ class Sending(Reports):
         now = time.time()
         recovered: list[str] = []
         async with self._tx(critical=True) as db:
-            if self.box is None:
-                rows = await fetch_all(db, "SELECT * FROM messages WHERE status = 'sending' AND held = 0", ())
-            else:
-                rows = await fetch_all(
-                    db,
-                    "SELECT * FROM messages WHERE status = 'sending' AND held = 0 AND (box = ? OR box IS NULL)",
-                    (self.box,),
-                )
+            mine, box_args = self.mine()
+            rows = await fetch_all(
+                db,
+                f"SELECT * FROM messages WHERE status = 'sending' AND held = 0{mine}",  # noqa: S608  (fixed text)
+                box_args,
+            )
             for row in rows:
                 await self._unknown_outcome(db, message_row(row), policy, "the gateway stopped", now)
                 recovered.append(row["id"])

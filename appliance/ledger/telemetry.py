@@ -92,8 +92,7 @@ class Telemetry(Connection):
         Plain SQL both backends run: CASE sums, no SQLite-only function; each term walks an index
         range (messages_sent_at, messages_final_at, messages_status, parts_submitted_at)."""
         # In a fleet, this box's modems only (boxes may name theirs alike); box NULL: before fleets.
-        mine = "" if self.box is None else " AND (box = ? OR box IS NULL)"
-        box_arg: tuple[str, ...] = () if self.box is None else (self.box,)
+        mine, box_arg = self.mine()
         rows = await fetch_all(
             self.rdb,
             "SELECT modem, "  # noqa: S608  (fixed clauses)
