@@ -111,7 +111,9 @@ async def build_status(
         recent = await history(store, now=now)
     except LedgerUnreachable:
         # The server is down: the document still answers (modems, spool), its ledger figures empty.
-        stats, backlog, balances, held, recent = Stats(), 0, {}, [], _no_history()
+        hours = HISTORY_S // 3600
+        stats, backlog, balances, held = Stats(), 0, {}, []
+        recent = _history_payload([0] * hours, [0] * hours, {})
         traffic, boxes = {}, []
     modems = [
         {
@@ -221,19 +223,6 @@ def traffic_payload(traffic: ModemTraffic | None, now: float) -> dict[str, Any]:
     }
 
 
-def _no_history() -> dict[str, Any]:
-    hours = HISTORY_S // 3600
-    return {
-        "window_s": HISTORY_S,
-        "sent_per_hour": [0] * hours,
-        "delivered_per_hour": [0] * hours,
-        "sent": 0,
-        "delivered": 0,
-        "delivery_ratio": None,
-        "signal": {},
-    }
-
-
 def balance_payload(latest: LatestBalance | None, floor: float) -> dict[str, Any] | None:
     """A modem's SIM balance ([ussd] check): the last amount found and when, the last check's error
     (null when it found an amount), and whether the amount is below `alert_below`; null before any check."""
@@ -268,6 +257,12 @@ async def history(store: Store, *, now: float) -> dict[str, Any]:
     signal: dict[str, list[dict[str, Any]]] = {}
     for modem, t, dbm in await store.signal_buckets(start, SIGNAL_BUCKET_S):
         signal.setdefault(modem, []).append({"at": rfc3339(t), "t": t, "dbm": dbm})
+    return _history_payload(sent, delivered, signal)
+
+
+def _history_payload(
+    sent: list[int], delivered: list[int], signal: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
     total_sent, total_delivered = sum(sent), sum(delivered)
     return {
         "window_s": HISTORY_S,
