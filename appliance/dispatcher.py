@@ -12,11 +12,12 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from appliance.config import DispatcherConfig, ModemConfig
@@ -367,6 +368,17 @@ class ModemWorker:
         except TimeoutError:
             pass
 
+    async def _once_ledger_answers(self, write: Callable[[], Awaitable[None]]) -> None:
+        """`write`, tried again each time the ledger's server is unreachable, once it answers."""
+        while True:
+            try:
+                await write()
+            except LedgerUnreachable:
+                await self._wait_for_ledger()
+                self.d.progress()
+                continue
+            return
+
     def _recorded(self, task: asyncio.Task[None], record: tuple[str, int, int, float]) -> None:
         self._records.discard(task)
         if task.cancelled() or task.exception() is None:
@@ -514,17 +526,12 @@ class ModemWorker:
                     )
                 await asyncio.sleep(wait)
             self.bucket.take()
-            while states[seq] is not PartState.SENDING:  # the claim marked the first one already
-                try:
-                    await self.d.store.part_sending(msg.id, seq)
+            if states[seq] is not PartState.SENDING:  # the claim marked the first one already
+                try:  # not a new AT+CMGS before the server has its mark
+                    await self._once_ledger_answers(functools.partial(self.d.store.part_sending, msg.id, seq))
                 except StorageFull:
                     await self._put_back(msg)
                     return
-                except LedgerUnreachable:
-                    await self._wait_for_ledger()  # not a new AT+CMGS before the server has its mark
-                    self.d.progress()
-                    continue
-                break
             # Counted at the attempt, before the next claim looks (a failed send over-counts: safe).
             self.d.flood.record(msg.to, time.time())
             if i == len(todo) - 1:
@@ -532,14 +539,9 @@ class ModemWorker:
             try:
                 submitted = await self.modem.send_submit(submit)
             except (ModemError, OSError) as exc:
-                while True:  # the failure is recorded once the server answers (nothing else is sent)
-                    try:
-                        await self._failed(msg, exc)
-                    except LedgerUnreachable:
-                        await self._wait_for_ledger()
-                        self.d.progress()
-                        continue
-                    return
+                # The failure is recorded once the server answers (nothing else is sent meanwhile).
+                await self._once_ledger_answers(functools.partial(self._failed, msg, exc))
+                return
             self._record(msg.id, seq, submitted.mr)
             self.d.metrics.count_send(self.name, "ok")
             self.sent_parts += 1
