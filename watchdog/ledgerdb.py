@@ -10,7 +10,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
+
 T = TypeVar("T")
+# What a watchdog cycle shrugs off with one log line: the next cycle tries again.
+LEDGER_ERRORS = (sqlite3.Error, asyncpg.PostgresError, OSError, TimeoutError)
 
 
 def on_postgres(ledger: str) -> bool:
@@ -46,3 +50,24 @@ def run_blocking(work: Coroutine[Any, Any, T]) -> T:
     """`work` (an asyncpg coroutine) run to its end in a loop of its own thread."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, work).result()
+
+
+def on_connection(url: str, work: Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]) -> T:
+    """`work` on a PostgreSQL connection of its own (closed after), run_blocking; failures to
+    connect or to query are raised to the caller."""
+
+    async def run() -> T:
+        db = await asyncpg.connect(url, timeout=5)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return run_blocking(run())
+
+
+def numbered(sql: str) -> str:
+    """PostgreSQL's placeholders ($1, $2, ...) for SQLite's `?`: one statement text for both
+    backends (the watchdog's texts hold no literal `?`)."""
+    parts = sql.split("?")
+    return "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]

@@ -15,41 +15,16 @@ each (`?` or `$n`), over sqlite3 or asyncpg (one short connection per statement,
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
-from watchdog.ledgerdb import on_postgres, open_readonly, run_blocking
+from watchdog.ledgerdb import LEDGER_ERRORS, numbered, on_connection, on_postgres, open_readonly
 
 _LOGGER = logging.getLogger(__name__)
-
-T = TypeVar("T")
-# What a cycle shrugs off with one log line: the next cycle tries again.
-LEDGER_ERRORS = (sqlite3.Error, asyncpg.PostgresError, OSError, TimeoutError)
-
-
-def _pg(url: str, work: Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]) -> T:
-    """`work` on a connection of its own, in a loop of its own thread (the caller may be in a loop)."""
-
-    async def run() -> T:
-        db = await asyncpg.connect(url, timeout=5)
-        try:
-            return await work(db)
-        finally:
-            await db.close()
-
-    return run_blocking(run())
-
-
-def _numbered(sql: str) -> str:
-    """`?` placeholders as PostgreSQL's $1, $2, ..."""
-    count = iter(range(1, 100))
-    return re.sub(r"\?", lambda _m: f"${next(count)}", sql)
 
 
 def _pg_rows(url: str, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
@@ -57,21 +32,21 @@ def _pg_rows(url: str, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]
 
     async def work(db: asyncpg.Connection) -> list[tuple[Any, ...]] | None:
         try:
-            return [tuple(r) for r in await db.fetch(_numbered(sql), *args)]
+            return [tuple(r) for r in await db.fetch(numbered(sql), *args)]
         except asyncpg.UndefinedTableError:
             return None
 
-    return _pg(url, work)
+    return on_connection(url, work)
 
 
 def _pg_changed(url: str, sql: str, args: tuple[Any, ...]) -> int:
     """Rows an INSERT or UPDATE on PostgreSQL changed (its command tag: "INSERT 0 1", "UPDATE 2")."""
 
     async def work(db: asyncpg.Connection) -> int:
-        tag: str = await db.execute(_numbered(sql), *args)
+        tag: str = await db.execute(numbered(sql), *args)
         return int(tag.rsplit(" ", 1)[-1])
 
-    return _pg(url, work)
+    return on_connection(url, work)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import asyncpg
 
 from watchdog.commands import KEY_BYTES, e164, load_key, pin_matches, redact, seal, valid_pin, verb_of
 from watchdog.keyfile import DamagedKey
-from watchdog.ledgerdb import on_postgres, open_readonly, run_blocking
+from watchdog.ledgerdb import LEDGER_ERRORS, numbered, on_connection, on_postgres, open_readonly
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class LedgerInbox:
         return f"LedgerInbox(box={self.box!r}, last_seq={self.last_seq})"
 
     def read_new(self) -> list[Reply]:
-        rows = run_blocking(self._read_postgres()) if on_postgres(self.ledger) else self._read_sqlite()
+        rows = self._read_postgres() if on_postgres(self.ledger) else self._read_sqlite()
         out: list[Reply] = []
         for seq, sender, body, token_digest, sent_at in rows:
             self.last_seq = int(seq)
@@ -168,23 +168,20 @@ class LedgerInbox:
             )
         return db.execute(f"{_NEW_ROWS}{mine}{_IN_ORDER}", (self.last_seq, *args)).fetchall()
 
-    async def _read_postgres(self) -> list[Any]:
+    def _read_postgres(self) -> list[Any]:
+        mine, args = (" AND box = ?", (self.box,)) if self.box else ("", ())
+
+        async def rows(db: asyncpg.Connection) -> list[Any]:
+            if self.last_seq is None:  # as in _rows_sqlite
+                first = numbered(f"{_LAST_BEFORE}{mine}")
+                self.last_seq = int(await db.fetchval(first, self.started_at, *args))
+            return list(await db.fetch(numbered(f"{_NEW_ROWS}{mine}{_IN_ORDER}"), self.last_seq, *args))
+
         try:
-            db = await asyncpg.connect(self.ledger, timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            return on_connection(self.ledger, rows)
+        except LEDGER_ERRORS as exc:
             _LOGGER.debug("reading inbound failed: %s", exc)  # read_ledger says so once per cycle
             return []
-        mine, args = (" AND box = ?", (self.box,)) if self.box else ("", ())
-        try:
-            if self.last_seq is None:  # as in _rows_sqlite
-                first = _numbered(f"{_LAST_BEFORE}{mine}")
-                self.last_seq = int(await db.fetchval(first, self.started_at, *args))
-            return list(await db.fetch(_numbered(f"{_NEW_ROWS}{mine}{_IN_ORDER}"), self.last_seq, *args))
-        except (OSError, asyncpg.PostgresError) as exc:
-            _LOGGER.debug("reading inbound failed: %s", exc)
-            return []
-        finally:
-            await db.close()
 
     def sim_reply(self, sender: str, text: str, sent_at: float | None) -> Reply:
         return sim_reply(self.key, self._pin, sender, text, sent_at)
@@ -209,12 +206,6 @@ _NEW_ROWS = (
     "SELECT seq, from_number, body, command_digest, sent_at FROM inbound_facts WHERE seq > ? AND complete = 1"
 )
 _IN_ORDER = " ORDER BY seq"
-
-
-def _numbered(sql: str) -> str:
-    """PostgreSQL's placeholders ($1, $2, ...) for SQLite's `?` (these texts hold no literal `?`)."""
-    parts = sql.split("?")
-    return "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
 
 
 def reply_key(sender: str, redacted: str, token_digest: str | None, sent_at: float | None) -> str:

@@ -21,6 +21,7 @@ from tests.support.config_files import toml_text
 from tests.support.gateway import gateway_config
 from tests.support.simulators import SIM_TEST_TIMING
 from tests.support.smsgw_process import Proc, until_ready
+from tests.support.waiting import eventually
 
 
 @dataclass
@@ -147,3 +148,16 @@ async def count_status(box: PgBox, key: str, statuses: Sequence[str]) -> int:
     async with box.client(key) as c:
         by_status: dict[str, int] = (await c.get("/api/v1/status")).json()["queue"]["by_status"]
     return sum(by_status.get(s, 0) for s in statuses)
+
+
+async def until_delivered(
+    client: httpx.AsyncClient, ids: Sequence[str], timeout_s: float, interval_s: float = 0.2
+) -> list[dict[str, Any]]:
+    """Each message's document (GET /api/v1/messages/{id} through `client`), once all are delivered."""
+
+    async def delivered() -> list[dict[str, Any]] | None:
+        docs: list[dict[str, Any]] = [(await client.get(f"/api/v1/messages/{i}")).json() for i in ids]
+        return docs if all(d["status"] == "delivered" for d in docs) else None
+
+    docs: list[dict[str, Any]] = await eventually(delivered, timeout_s, interval_s)
+    return docs

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from appliance.ledger import Store
-from tests.support.pg_fleet import PgBox, fleet_key, pg_box
+from tests.support.pg_fleet import PgBox, fleet_key, pg_box, until_delivered
 from tests.support.waiting import eventually
 
 LEASE_S = 2
@@ -43,12 +43,7 @@ async def test_messages_posted_to_either_box_are_all_delivered_each_by_the_box_i
                     assert r.status_code == 202, r.text
                     ids[body] = r.json()["id"]
         async with client(a, key) as c:
-
-            async def delivered() -> list[dict[str, Any]] | None:
-                docs = [(await c.get(f"/api/v1/messages/{i}")).json() for i in ids.values()]
-                return docs if all(d["status"] == "delivered" for d in docs) else None
-
-            docs = await eventually(delivered, 30, interval_s=0.2)
+            docs = await until_delivered(c, list(ids.values()), 30)
     by_box = {box.name: box for box in (a, b)}
     for doc in docs:
         assert doc["box"] in by_box, doc
@@ -82,12 +77,7 @@ async def test_a_box_killed_mid_send_is_taken_over_and_its_message_resent_exactl
         killed_at = time.time()
         await a.proc.kill9()
         async with client(b, key) as cb:
-
-            async def delivered() -> dict[str, Any] | None:
-                doc: dict[str, Any] = (await cb.get(f"/api/v1/messages/{msg_id}")).json()
-                return doc if doc["status"] == "delivered" else None
-
-            doc = await eventually(delivered, 30, interval_s=0.2)
+            (doc,) = await until_delivered(cb, [msg_id], 30)
             resent_after = time.time() - killed_at
             status = (await cb.get("/api/v1/status")).json()
     unknown = [e for e in doc["events"] if e["type"] == "outcome_unknown"]
@@ -139,12 +129,7 @@ async def test_the_message_claimed_next_during_a_hung_submit_is_resent_without_a
             await eventually(both_sending_on_a, 15)
         await a.proc.kill9()
         async with client(b, key) as cb:
-
-            async def delivered() -> list[dict[str, Any]] | None:
-                docs = [(await cb.get(f"/api/v1/messages/{i}")).json() for i in ids]
-                return docs if all(d["status"] == "delivered" for d in docs) else None
-
-            submitted, claimed_next = await eventually(delivered, 30, interval_s=0.2)
+            submitted, claimed_next = await until_delivered(cb, ids, 30)
             status = (await cb.get("/api/v1/status")).json()
 
     def kinds(doc: dict[str, Any]) -> list[str]:
@@ -191,13 +176,7 @@ async def test_a_paused_box_taken_over_says_so_once_then_registers_again_and_sen
                     "/api/v1/messages", json={"to": "+4915112345678", "body": "after the pause"}
                 )
                 assert r.status_code == 202, r.text
-                msg_id = r.json()["id"]
-
-                async def delivered() -> dict[str, Any] | None:
-                    doc: dict[str, Any] = (await ca.get(f"/api/v1/messages/{msg_id}")).json()
-                    return doc if doc["status"] == "delivered" else None
-
-                doc = await eventually(delivered, 20, interval_s=0.1)
+                (doc,) = await until_delivered(ca, [r.json()["id"]], 20, interval_s=0.1)
             assert doc["box"] == "a"  # a claims again (its own POST woke its own dispatcher)
             (box_a,) = [x for x in await ledger.boxes() if x.name == "a"]
             assert box_a.taken_over_by is None
