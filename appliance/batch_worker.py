@@ -15,13 +15,14 @@ after it died, the same functions run in a thread. The pool is per process and e
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import Any
 
 import phonenumbers
 
@@ -35,18 +36,12 @@ _LOGGER = logging.getLogger(__name__)
 # Below this many items the pickling round trip (~5 µs an item) buys too little: a thread does it.
 MIN_ITEMS = 100
 
-_T = TypeVar("_T")
-
 
 def _warm() -> bool:
     """Run once in a new worker: phonenumbers' metadata loads before the first batch needs it."""
     phonenumbers.parse("+4915112345678")  # loads the metadata most numbers need
     heap.tune()
     return True
-
-
-def _parse(docs: list[Any], key: ApiKey, config: Config) -> list[NewMessage | ApiError]:
-    return send_requests.parse_items(docs, key=key, config=config)
 
 
 class BatchWorker:
@@ -114,20 +109,18 @@ class BatchWorker:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    async def _run(self, items: int, fn: Callable[..., _T], *args: Any) -> _T:
-        pool = self._usable(items)
-        if pool is not None:
-            try:
-                return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-            except BrokenProcessPool as exc:  # killed (OOM, an operator): this batch in a thread
-                self._lost(pool, exc)
-        return await asyncio.to_thread(fn, *args)
-
     async def parse_items(
         self, docs: Sequence[Any], *, key: ApiKey, config: Config
     ) -> list[NewMessage | ApiError]:
-        """send_requests.parse_items, in the worker for a large batch."""
-        return await self._run(len(docs), _parse, list(docs), key, config)
+        """send_requests.parse_items, in the worker for a large batch (else, or should it die, a thread)."""
+        parse = functools.partial(send_requests.parse_items, list(docs), key=key, config=config)
+        pool = self._usable(len(docs))
+        if pool is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, parse)
+            except BrokenProcessPool as exc:  # killed (OOM, an operator): this batch in a thread
+                self._lost(pool, exc)
+        return await asyncio.to_thread(parse)
 
 
 WORKER = BatchWorker()  # one per process: every app of a test run shares it

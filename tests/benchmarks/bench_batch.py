@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.benchmarks.bench_gateway import CONCURRENCY, DRAIN_L_S, Bench, _wrk, post_script
-from tests.benchmarks.served import cpu_s
 
 BATCH_SIZE = 1000
 BATCHES = 20
@@ -66,9 +65,7 @@ async def _warm_up(b: Bench) -> None:
 def _daemon_cpu_s(b: Bench) -> tuple[float, float]:
     """CPU seconds of the daemon and of its children (the batch worker) so far: on a shared box
     the figures that the other tenants' load does not divide."""
-    pid = b.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return cpu_s(pid), sum(cpu_s(int(child)) for child in children)
+    return b.cpu_s(), b.children_cpu_s()
 
 
 def _in_ledger(b: Bench) -> int:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.support.pg_fleet import PgBox, count_status, fleet_key, pg_fleet
+from tests.support.pg_fleet import PgBox, count_status, fleet_key, pg_fleet, post_round_robin
 from tests.support.postgres import make_template, start_server
 
 MESSAGES = int(os.environ.get("SMSGW_BENCH_FLEET_MESSAGES", "180"))
@@ -53,24 +53,9 @@ OPTIONS: dict[str, Any] = {
 
 async def _post_all(boxes: Sequence[PgBox], key: str, n: int, tag: str, send_at: str) -> float:
     """POST n messages round-robin, CONCURRENCY at a time; seconds taken."""
-    clients = [b.client(key) for b in boxes]
-    sem = asyncio.Semaphore(CONCURRENCY)
-
-    async def post(i: int) -> None:
-        async with sem:
-            r = await clients[i % len(clients)].post(
-                "/api/v1/messages",
-                json={"to": f"+49152{i:07d}", "body": f"{tag} message {i}", "send_at": send_at},
-            )
-        if r.status_code != 202:
-            raise RuntimeError(f"POST refused: {r.status_code} {r.text[:200]}")
-
+    bodies = [f"{tag} message {i}" for i in range(n)]
     start = time.perf_counter()
-    try:
-        await asyncio.gather(*(post(i) for i in range(n)))
-    finally:
-        for c in clients:
-            await c.aclose()
+    await post_round_robin(boxes, key, bodies, concurrency=CONCURRENCY, send_at=send_at)
     return time.perf_counter() - start
 
 

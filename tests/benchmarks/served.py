@@ -1,6 +1,6 @@
 """`smsgw serve` as a subprocess for a benchmark, with its simulators: its config written as TOML,
 an API key in its ledger, started until ready (GET /readyz) and stopped, API clients with that
-key, and the daemon's CPU time and memory (from /proc)."""
+key, and the daemon's CPU time (its own and its children's) and memory (from /proc)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,11 @@ class Served:
 
     def cpu_s(self) -> float:
         return cpu_s(self.pid)
+
+    def children_cpu_s(self) -> float:
+        """CPU time of the daemon's child processes so far (its batch worker, appliance/batch_worker.py)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return sum(cpu_s(int(child)) for child in children)
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
