@@ -41,12 +41,12 @@ class Reports(Timeline):
         # and a window (Gammu smsd: DeliveryReportDelay 600 s; we allow days for late reports).
         # In a fleet a report is about a part this box's modem submitted (each modem counts its own
         # MRs): another box's part with the same MR and recipient is not a candidate.
-        mine = "" if self.box is None else " AND (p.box = ? OR p.box IS NULL)"
+        mine, box = self.mine("p.box")
         rows = await fetch_all(
             db,
             "SELECT p.message_id, p.seq, p.status, m.to_number FROM parts p JOIN messages m ON m.id = p.message_id "  # noqa: S608  (fixed text)
             f"WHERE p.mr = ? AND p.submitted_at >= ?{mine} ORDER BY p.submitted_at DESC LIMIT 20",
-            (mr, now - 7 * 86400) if self.box is None else (mr, now - 7 * 86400, self.box),
+            (mr, now - 7 * 86400, *box),
         )
         row = next((r for r in rows if same_subscriber(r["to_number"], recipient)), None)
         if row is None:
