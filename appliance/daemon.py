@@ -587,17 +587,17 @@ class Gateway:
         last_parts = -1
         while True:
             parts = sum(m.sent_parts for _n, _c, m in self.modem_list)
+            line = ""  # the queue's counts, read once a beat for the heartbeat row and systemd
             try:
-                await self.store.heartbeat(
-                    "serve", progress=parts != last_parts, detail=await self._status_line()
-                )
+                line = await self._status_line()
+                await self.store.heartbeat("serve", progress=parts != last_parts, detail=line)
             except (StorageFull, LedgerUnreachable):  # said once by the ledger
                 pass  # said once by the store; the watchdog sees the full disk itself
             except StoreError as exc:
                 _LOGGER.error("heartbeat: %s", exc)  # noqa: TRY400  (the message says it all)
             try:  # apart: a failed heartbeat row must not also let the lease run out
                 await self._lease()
-            except StorageFull:
+            except (StorageFull, LedgerUnreachable):  # said once by the ledger
                 pass
             except StoreError as exc:
                 _LOGGER.error("fleet lease: %s", exc)  # noqa: TRY400  (the message says it all)
@@ -610,7 +610,8 @@ class Gateway:
             ]
             if self.progress.check(now - self.dispatcher.last_progress, stalled):
                 self.notifier.watchdog()
-            self.notifier.status(await self._status_line())
+            if line:
+                self.notifier.status(line)
             # systemd restarts the service when WATCHDOG=1 is later than WATCHDOG_USEC: ping at
             # the interval the notifier derived from it (half) when that is shorter.
             # The lease is renewed with the heartbeat: at least three times per lease.
