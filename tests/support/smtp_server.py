@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email
+import email.policy
 import ssl
 import threading
 from collections.abc import Iterator
@@ -44,7 +45,8 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.original_content)
+        # Read as a mail client does: folded header lines unfolded, encoded words decoded.
+        message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         with self.lock:
             self.received.append((tuple(envelope.rcpt_tos), message))
         return "250 Message accepted for delivery"
