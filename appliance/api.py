@@ -7,7 +7,6 @@ exception is logged and answered with a 500 of the same shape, never a traceback
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -32,6 +31,7 @@ from appliance import (
     validation,
     web,
 )
+from appliance.batch_accept import accept_batch
 from appliance.batch_worker import WORKER
 from appliance.bodies import BadContentLength, BodyTooLarge, read_body, read_json, require_json
 from appliance.config import Config
@@ -43,7 +43,6 @@ from appliance.ledger import (
     Conflict,
     LedgerUnreachable,
     Message,
-    NewMessage,
     NotFound,
     StorageFull,
     Store,
@@ -54,11 +53,9 @@ from appliance.ledger import (
     rfc3339,
 )
 from appliance.metrics import Metrics
-from appliance.sms_templates import TemplateRecord
 from appliance.states import State
 from appliance.status import MIN_FREE_BYTES, GatewayView, build_status, ledger_problem
 from appliance.validation import ApiError
-from appliance.windows import Window
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -279,67 +276,37 @@ class _Api:
                 "Idempotency-Key: a batch has no key of its own; give each message its idempotency_key",
             )
         raw = await read_body(request, self.config.api.max_batch_bytes)
-        # ~1 MB of JSON (a worker thread, off the event loop), then 1,000 validations (tens of ms:
-        # in the worker process for a large batch, batch_worker.py); templates render in between
-        # (a ledger read), exactly as for a single POST.
-        items = await asyncio.to_thread(send_requests.batch_items, raw)
-        docs, templates = await self._rendered(items, key)
-        parsed = await WORKER.parse_items(docs, key=key, config=self.config)
-        news: list[NewMessage] = []
-        windows: list[Window | None] = []
-        for index, item in enumerate(parsed):
-            if not isinstance(item, NewMessage):
-                continue
-            template = templates.get(index)
-            new = template_api.with_template(item, template)
-            if new.escalation is not None:
-                try:
-                    await refuse_opted_out(self.store, new.escalation)
-                except ApiError as exc:
-                    parsed[index] = exc
-                    continue
-            parsed[index] = new
-            news.append(new)
-            windows.append(None if template is None else template.window)
-        accepted = iter(
-            await self.intake.submit_many(
-                news, key=key, actor=auth.actor(key, request), template_windows=windows
+        actor = auth.actor(key, request)
+        file = self.store.file
+        # A large batch on a SQLite ledger: accepted whole in a worker process (batch_worker.py).
+        done = (
+            None
+            if file is None
+            else await WORKER.accept(
+                raw,
+                file,
+                key=key,
+                actor=actor,
+                config=self.config,
+                room_problem=self.intake.room_problem(),
+                payload=message_payload,
             )
-            if news
-            else []
         )
-        outcomes: list[send_requests.Outcome] = []
-        for item in parsed:
-            if isinstance(item, ApiError):
-                outcomes.append(item)
-                continue
-            outcome = next(accepted)
-            if isinstance(outcome, StoreError):
-                outcomes.append(refusal(outcome, key=key, queue_max=self.config.api.queue_max).error())
-            else:
-                outcomes.append(outcome)
-        # From one template per shape (message_json.py): ~5 ms for 1,000, in a thread all the same.
-        body = await asyncio.to_thread(send_requests.batch_results, outcomes, message_payload)
-        return Response(body, media_type="application/json")
-
-    async def _rendered(self, items: list[Any], key: ApiKey) -> tuple[list[Any], dict[int, TemplateRecord]]:
-        """A batch's items with each `template` + `vars` rendered to its `body` (a refusal in its
-        place when it cannot be), and the template each such item used, by index."""
-        docs: list[Any] = []
-        templates: dict[int, TemplateRecord] = {}
-        for index, item in enumerate(items):
-            if not isinstance(item, dict) or ("template" not in item and "vars" not in item):
-                docs.append(item)
-                continue
-            try:
-                doc, template = await template_api.render_send_request(item, self.store, key, self.config)
-            except ApiError as exc:
-                docs.append(exc)
-                continue
-            docs.append(doc)
-            if template is not None:
-                templates[index] = template
-        return docs, templates
+        if done is None:
+            done = await accept_batch(
+                raw,
+                store=self.store,
+                key=key,
+                actor=actor,
+                config=self.config,
+                room_problem=self.intake.room_problem,
+                payload=message_payload,
+                parse=WORKER.parse_items,
+            )
+        elif done.webhooks_queued:
+            self.store.outbox_changed.set()  # committed by the worker: wake this process's sender
+        self.intake.counted(done.count, actor=actor)
+        return Response(done.body, media_type="application/json")
 
     async def get_message(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "read")

@@ -1,25 +1,31 @@
-"""A large batch's CPU-bound part in a worker process: validating its items.
+"""Large batches' CPU in worker processes: on a SQLite ledger the whole accept (batch_accept.py).
 
-The daemon's Python runs under one GIL, so a worker thread only keeps the event loop answering;
-it adds no CPU. A 1,000-item batch spends tens of ms validating (phonenumbers, ~20 µs a new
-number): in one worker process that runs on the second core while the event loop commits the
-next batch (issue 13 item 5: 10,000 messages/s). (Its results were encoded here too, until
-message_json.py made that cheaper than sending the messages over: ~5 ms in the daemon.)
+The daemon's Python runs under one GIL, so a thread only keeps the event loop answering; it adds
+no CPU. A 1,000-item batch takes ~90 ms of CPU from body to results: in a worker process, over
+that process's own connection to the ledger file, it runs on another core while the daemon's
+event loop serves everything else (issue 13 item 5: 10,000 messages/s). SQLite (WAL) serialises
+the worker's transaction with the daemon's writes, as it does for any two writers of one file.
 
-The worker runs the very functions of send_requests that a thread would, on pickled copies, so
-a result is byte for byte what the in-process path gives. It starts (spawn: the daemon has
-threads, so fork is unsafe) on the first large batch; until it answers, for small batches, and
-after it died, the same functions run in a thread. The pool is per process and ends with it.
+The worker runs the very function the daemon would (batch_accept.accept_batch), so a result is
+byte for byte what the in-process path gives. The pool starts (spawn: the daemon has threads, so
+fork is unsafe) on the first large batch; until it answers, for small batches, on PostgreSQL
+(whose spool and wake-ups live in the daemon) and after a worker died, the daemon accepts the
+batch itself. A worker that dies during a batch cannot say whether it committed: that batch is
+refused (503) and its items' idempotency keys make the retry safe, as for a dropped connection.
+The pool is per process and ends with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import logging
 import multiprocessing
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -27,30 +33,111 @@ from typing import Any
 import phonenumbers
 
 from appliance import heap, send_requests
+from appliance.batch_accept import Accepted, accept_batch
 from appliance.config import Config
-from appliance.ledger import ApiKey, NewMessage
+from appliance.ledger import Actor, ApiKey, LedgerFile, Message, NewMessage, StorageFull, Store
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)
 
-# Below this many items the pickling round trip (~5 µs an item) buys too little: a thread does it.
+# Below this many items (parse only) or bytes (a whole accept) the round trip buys too little.
 MIN_ITEMS = 100
+MIN_BYTES = 8192  # ~100 items of a typical batch
+PROCESSES = min(2, os.cpu_count() or 1)  # two batches at once use both cores of a Pi's two
 
 
-def _warm() -> bool:
-    """Run once in a new worker: phonenumbers' metadata loads before the first batch needs it."""
+# In a worker: held by the process whose batch is in its transaction. SQLite would serialise the
+# two anyway, but its busy handler polls (sleeps of 1 ms growing to 100 ms): a waiter here wakes
+# when the lock is let go. A worker that dies holding it breaks the pool, which ends them all.
+_TURN: Any = contextlib.nullcontext()
+
+
+def _start_worker(turn: Any) -> None:
+    """Run in each new worker: phonenumbers' metadata loads before the first batch needs it."""
+    global _TURN  # noqa: PLW0603  (set once, as the process starts)
+    _TURN = turn
     phonenumbers.parse("+4915112345678")  # loads the metadata most numbers need
     heap.tune()
+
+
+def _ping() -> bool:
     return True
 
 
-class BatchWorker:
-    """One worker process for the batches of this daemon, started when the first large one comes."""
+class _Ledger:
+    """The worker process's own connection to the daemon's ledger file, on its own event loop,
+    kept between batches; opened again for another ledger (a test run's many boxes, or the file
+    replaced) and after a full disk (the refusal sticks to a connection)."""
 
     def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.store: Store | None = None
+        self.ident: tuple[Any, ...] = ()
+        # aiosqlite's connection threads are not daemons: the process would wait for them
+        # forever when the pool ends it. CPython's hook runs before its threads are joined.
+        register: Callable[[Callable[[], None]], None] = getattr(threading, "_register_atexit")  # noqa: B009
+        register(lambda: self.loop.run_until_complete(self.close()))
+
+    async def open(self, file: LedgerFile) -> Store:
+        st = await asyncio.to_thread(os.stat, file.path)
+        ident = (file, st.st_dev, st.st_ino)
+        if self.store is None or ident != self.ident:
+            await self.close()
+            store = Store(file.path, webhooks=file.webhooks, box=file.box, reserve=False)
+            await store.open()  # the daemon keeps the disk reserve; this process only writes
+            self.store, self.ident = store, ident
+        return self.store
+
+    async def close(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            await store.close()
+
+    async def accept(self, raw: bytes, file: LedgerFile, **kwargs: Any) -> Accepted:
+        store = await self.open(file)
+        store.outbox_changed.clear()
+        try:
+            done = await accept_batch(raw, store=store, turn=_TURN, **kwargs)
+        except StorageFull:
+            await self.close()
+            raise
+        return dataclasses.replace(done, webhooks_queued=store.outbox_changed.is_set())
+
+
+_LEDGER: _Ledger | None = None  # in a worker process
+
+
+def _accept_here(
+    raw: bytes,
+    file: LedgerFile,
+    *,
+    key: ApiKey,
+    actor: Actor,
+    config: Config,
+    room_problem: str | None,
+    payload: Callable[[Message], dict[str, Any]],
+) -> Accepted:
+    """In the worker: batch_accept.accept_batch over this process's ledger connection."""
+    global _LEDGER  # noqa: PLW0603  (one per worker process, made on its first batch)
+    if _LEDGER is None:
+        _LEDGER = _Ledger()
+    ledger = _LEDGER
+    return ledger.loop.run_until_complete(
+        ledger.accept(
+            raw, file, key=key, actor=actor, config=config, room_problem=lambda: room_problem, payload=payload
+        )
+    )
+
+
+class BatchWorker:
+    """The worker processes for the batches of this daemon, started when the first large one comes."""
+
+    def __init__(self, processes: int = PROCESSES) -> None:
+        self._processes = processes
         self._lock = threading.RLock()  # a future already done runs its callback at once, lock held
         self._pool: ProcessPoolExecutor | None = None
         self._ready = False
+        self.answered = 0  # batches a worker accepted or refused (tests tell where a batch ran)
 
     def _usable(self, items: int) -> ProcessPoolExecutor | None:
         """The pool when it is up and worth it for `items`; starts it when it is not there yet."""
@@ -58,10 +145,19 @@ class BatchWorker:
             return None
         with self._lock:
             if self._pool is None:
-                pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                context = multiprocessing.get_context("spawn")
+                pool = ProcessPoolExecutor(
+                    self._processes,
+                    mp_context=context,
+                    initializer=_start_worker,
+                    initargs=(context.Lock(),),
+                )
                 self._pool, self._ready = pool, False
                 try:
-                    pool.submit(_warm).add_done_callback(lambda f: self._warmed(pool, f))
+                    # One each, submitted together: the pool spawns a process per task it cannot
+                    # give an idle one, so all start now and none during a burst of batches.
+                    for _ in range(self._processes):
+                        pool.submit(_ping).add_done_callback(lambda f: self._warmed(pool, f))
                 except (OSError, RuntimeError) as exc:  # no process to be had (EAGAIN, ENOMEM)
                     self._lost(pool, exc)
                     return None
@@ -73,7 +169,8 @@ class BatchWorker:
                 self._ready = True
             elif self._pool is pool:
                 _LOGGER.warning(
-                    "the batch worker process did not start (%s); batches use a thread", done.exception()
+                    "the batch worker process did not start (%s); batches are accepted in the daemon",
+                    done.exception(),
                 )
                 self._pool = None
                 pool.shutdown(wait=False)
@@ -90,17 +187,17 @@ class BatchWorker:
 
     @property
     def ready(self) -> bool:
-        """Whether large batches go to the worker process now."""
+        """Whether large batches go to the worker processes now."""
         return self._ready
 
     def pids(self) -> list[int]:
-        """The worker process's id while it runs (for ps, and tests that kill it)."""
+        """The worker processes' ids while they run (for ps, and tests that kill one)."""
         with self._lock:
             processes = getattr(self._pool, "_processes", None) or {}
             return list(processes)
 
     def start(self) -> None:
-        """Start the worker now instead of on the first large batch."""
+        """Start the workers now instead of on the first large batch."""
         self._usable(MIN_ITEMS)
 
     def close(self) -> None:
@@ -112,7 +209,7 @@ class BatchWorker:
     async def parse_items(
         self, docs: Sequence[Any], *, key: ApiKey, config: Config
     ) -> list[NewMessage | ApiError]:
-        """send_requests.parse_items, in the worker for a large batch (else, or should it die, a thread)."""
+        """send_requests.parse_items, in a worker for a large batch (else, or should it die, a thread)."""
         parse = functools.partial(send_requests.parse_items, list(docs), key=key, config=config)
         pool = self._usable(len(docs))
         if pool is not None:
@@ -121,6 +218,56 @@ class BatchWorker:
             except BrokenProcessPool as exc:  # killed (OOM, an operator): this batch in a thread
                 self._lost(pool, exc)
         return await asyncio.to_thread(parse)
+
+    async def accept(
+        self,
+        raw: bytes,
+        file: LedgerFile,
+        *,
+        key: ApiKey,
+        actor: Actor,
+        config: Config,
+        room_problem: str | None,
+        payload: Callable[[Message], dict[str, Any]],
+    ) -> Accepted | None:
+        """The whole batch accepted in a worker (batch_accept.py); None when it is the daemon's
+        to do: a small body, or no worker up. `payload` goes by name (api.message_payload)."""
+        if len(raw) < MIN_BYTES:
+            return None
+        pool = self._usable(MIN_ITEMS)
+        if pool is None:
+            return None
+        run = functools.partial(
+            _accept_here,
+            raw,
+            file,
+            key=key,
+            actor=actor,
+            config=config,
+            room_problem=room_problem,
+            payload=payload,
+        )
+        try:
+            running = pool.submit(run)
+        except BrokenProcessPool as exc:  # found dead before this batch went to it: ours to do
+            self._lost(pool, exc)
+            return None
+        try:
+            done = await asyncio.wrap_future(running)
+        except BrokenProcessPool as exc:  # died with it, committed or not: the client must say again
+            self._lost(pool, exc)
+            raise ApiError(
+                503,
+                "batch_interrupted",
+                "the process accepting this batch ended before it answered, so some or all of its "
+                "messages may be accepted; send it again: items with an idempotency_key are not accepted twice",
+                headers={"Retry-After": "1"},
+            ) from None
+        except BaseException:
+            self.answered += 1  # its refusal (ApiError, StorageFull) came from the worker
+            raise
+        self.answered += 1
+        return done
 
 
 WORKER = BatchWorker()  # one per process: every app of a test run shares it

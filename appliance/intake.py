@@ -127,9 +127,7 @@ class Intake:
 
         Its send window (its own, else `template_window`, else the key's default) may store it
         `scheduled` until the window opens (send_windows.apply_window)."""
-        problem = self.room_problem()
-        if problem is not None:
-            raise StorageFull(problem)
+        self.check_room()
         new = apply_window(new, key=key, template_window=template_window, now=time.time())
         # On PostgreSQL the spool decides: the server, or the local spool while it is unreachable.
         msg, created = await (self.store.spool or self.store).accept(
@@ -147,50 +145,58 @@ class Intake:
             self.gateway.wake()
         return msg, created
 
-    async def submit_many(
-        self,
-        news: Sequence[NewMessage],
-        *,
-        key: ApiKey | None,
-        actor: Actor,
-        template_windows: Sequence[Window | None] | None = None,
-    ) -> list[tuple[Message, bool] | StoreError]:
-        """Commit a batch in one transaction, each item checked as `submit` checks one, in order:
-        per item (message, created) or its refusal (see `refusal`). A full disk refuses the
-        whole batch (StorageFull raised): then nothing of it is accepted.
-
-        Each item's send window applies as in `submit` (`template_windows[i]`: its template's)."""
+    def check_room(self) -> None:
+        """Raise StorageFull when the ledger cannot take a new message now."""
         problem = self.room_problem()
         if problem is not None:
             raise StorageFull(problem)
-        now = time.time()
-        windows = template_windows if template_windows is not None else [None] * len(news)
-        news = [
-            apply_window(new, key=key, template_window=window, now=now)
-            for new, window in zip(news, windows, strict=True)
-        ]
-        outcomes = await (self.store.spool or self.store).accept_many(
-            news,
-            key_id=None if key is None else key.id,
-            queue_max=self.queue_max,
-            quota=None if key is None else key.quota,
-            actor=actor,
+
+    def counted(self, count: BatchCount, *, actor: Actor) -> None:
+        """A batch committed (here or by the batch worker process): the metric, a log line, the dispatcher woken."""
+        if not count.created:
+            return
+        for source, n in count.per_source.items():
+            self.metrics.accepted_total.labels(source=source).inc(n)
+        _LOGGER.info(
+            "accepted %d of %d messages of a batch from %s (%d segment(s))",
+            count.created,
+            count.items,
+            actor.name,
+            count.segments,
         )
-        created: list[Message] = []
+        self.gateway.wake()
+
+
+@dataclass(frozen=True)
+class BatchCount:
+    """What a committed batch adds to the metrics and the log (small: it crosses from the worker)."""
+
+    items: int
+    created: int
+    segments: int
+    per_source: dict[str, int]
+
+    @classmethod
+    def of(
+        cls, news: Sequence[NewMessage], outcomes: Sequence[tuple[Message, bool] | StoreError]
+    ) -> BatchCount:
         per_source: dict[str, int] = {}
+        created = segments = 0
         for new, outcome in zip(news, outcomes, strict=True):
             if isinstance(outcome, tuple) and outcome[1]:
-                created.append(outcome[0])
+                created += 1
+                segments += outcome[0].segments
                 per_source[new.source] = per_source.get(new.source, 0) + 1
-        if created:
-            for source, n in per_source.items():
-                self.metrics.accepted_total.labels(source=source).inc(n)
-            _LOGGER.info(
-                "accepted %d of %d messages of a batch from %s (%d segment(s))",
-                len(created),
-                len(news),
-                actor.name,
-                sum(m.segments for m in created),
-            )
-            self.gateway.wake()
-        return outcomes
+        return cls(len(news), created, segments, per_source)
+
+
+def windowed(
+    news: Sequence[NewMessage], *, key: ApiKey | None, template_windows: Sequence[Window | None] | None
+) -> list[NewMessage]:
+    """Each message with its send window applied (`template_windows[i]`: its template's), as `submit` does."""
+    now = time.time()
+    windows = template_windows if template_windows is not None else [None] * len(news)
+    return [
+        apply_window(new, key=key, template_window=window, now=now)
+        for new, window in zip(news, windows, strict=True)
+    ]

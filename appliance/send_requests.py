@@ -8,13 +8,13 @@ would be (status, code, message); a batch's own faults (not a list, too many ite
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from appliance import auth, validation
 from appliance.config import Config
 from appliance.jsontypes import json_type
-from appliance.ledger import ApiKey, Message, NewMessage
+from appliance.ledger import ApiKey, Message, NewMessage, StoreError
 from appliance.message_json import MessageJson, dumps
 from appliance.validation import ApiError
 
@@ -70,6 +70,24 @@ def parse_items(items: Sequence[Any], *, key: ApiKey, config: Config) -> list[Ne
         except ApiError as exc:
             parsed.append(exc)
     return parsed
+
+
+def batch_outcomes(
+    parsed: Sequence[NewMessage | ApiError],
+    accepted: Iterable[tuple[Message, bool] | StoreError],
+    refuse: Callable[[StoreError], ApiError],
+) -> list[Outcome]:
+    """Per item, in order: its refusal from parsing, else what the commit of the parsed ones gave
+    (`accepted`, one per NewMessage of `parsed`), a store refusal worded by `refuse`."""
+    commits = iter(accepted)
+    outcomes: list[Outcome] = []
+    for item in parsed:
+        if isinstance(item, ApiError):
+            outcomes.append(item)
+            continue
+        outcome = next(commits)
+        outcomes.append(refuse(outcome) if isinstance(outcome, StoreError) else outcome)
+    return outcomes
 
 
 def batch_results(outcomes: Sequence[Outcome], payload: Callable[[Message], dict[str, Any]]) -> bytes:

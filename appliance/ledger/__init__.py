@@ -22,7 +22,7 @@ of migration 9, which the daemon reads too (one definition of each fact).
 """
 
 from appliance.ledger.balance import BalanceRow, LatestBalance
-from appliance.ledger.connection import DEFAULT_RESERVE_BYTES, DISK_FULL
+from appliance.ledger.connection import DEFAULT_RESERVE_BYTES, DISK_FULL, LedgerFile
 from appliance.ledger.errors import (
     Conflict,
     IdempotencyMismatch,
@@ -91,6 +91,7 @@ __all__ = [
     "KeyConflict",
     "KeyLimits",
     "LatestBalance",
+    "LedgerFile",
     "LedgerUnreachable",
     "Message",
     "NewMessage",

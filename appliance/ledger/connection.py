@@ -11,6 +11,7 @@ import secrets
 import socket
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
@@ -62,6 +63,16 @@ def vital(
     return wrapper
 
 
+@dataclass(frozen=True)
+class LedgerFile:
+    """What another process needs to open the same SQLite ledger (the batch worker, which
+    writes large batches beside the daemon; SQLite serialises the two writers)."""
+
+    path: str
+    webhooks: tuple[WebhookTarget, ...]
+    box: str | None
+
+
 class Connection:
     """The ledger's connections: one writer (every write serialised through it) and one reader.
 
@@ -75,6 +86,7 @@ class Connection:
         webhooks: Sequence[WebhookTarget] = (),
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         box: str | None = None,
+        reserve: bool = True,
     ) -> None:
         self.path = str(path)  # a file, or a postgresql:// URL (the ledger on a shared server)
         self.postgres = is_postgres_url(self.path)
@@ -84,9 +96,11 @@ class Connection:
         # This start of the box (fleet.py): the holder of the box name's lease, shown to a second
         # start with the same name; unique per Store, so two stores in one process differ too.
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # reserve=False: a second process writing this ledger (the batch worker) leaves the reserve
+        # file to the daemon, which alone fills and releases it.
         self._reserve = (
             None
-            if self.path == ":memory:" or self.postgres
+            if self.path == ":memory:" or self.postgres or not reserve
             else Reserve(Path(self.path + ".reserve"), reserve_bytes)
         )
         # Why the ledger takes only vital writes now (a sentence), or None; `writable` is its inverse.
@@ -107,6 +121,13 @@ class Connection:
         self._outbox_pending = False
         self._webhooks = tuple(webhooks)
         self._write_lock = asyncio.Lock()
+
+    @property
+    def file(self) -> LedgerFile | None:
+        """This ledger as another process opens it; None when it cannot (in memory, PostgreSQL)."""
+        if self.postgres or self.path == ":memory:":
+            return None
+        return LedgerFile(self.path, self._webhooks, self.box)
 
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:

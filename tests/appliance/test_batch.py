@@ -7,6 +7,10 @@ The crash test injects the fault in SQLite itself (a trigger that aborts the tra
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
 import sqlite3
 import time
 import zoneinfo
@@ -17,14 +21,25 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from appliance import batch_worker
+from appliance.api import create_app
+from appliance.batch_worker import WORKER
 from appliance.config import ConfigError, from_dict
 from appliance.ledger import KeyLimits, Message, NewMessage, Store
 from appliance.segments import new_message
 from appliance.windows import DAY_NAMES, next_open, parse_window
 from modem.simulator import Simulator
+from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, Keys, as_view
 from tests.support.gateway import Running, gateway_config, run_gateway
+from tests.support.ports import free_port
 from tests.support.user_data import join_units, units
+from tests.support.waiting import eventually
 
 BATCH = "/api/v1/messages/batch"
 LATER = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -53,6 +68,20 @@ async def waiting(gw: Running) -> int:
     return depth
 
 
+@pytest.fixture(params=["daemon", "worker"])
+async def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """Each batch of the test accepted in the daemon, or whole in the batch worker process
+    (batch_worker.py, there for large ones: here every one): the same answers either way."""
+    in_worker = request.param == "worker"
+    monkeypatch.setattr(batch_worker, "MIN_BYTES", 0 if in_worker else 2**62)
+    if in_worker:
+        WORKER.start()
+        await eventually(lambda: WORKER.ready, timeout_s=60)
+    answered = WORKER.answered
+    yield request.param
+    assert (WORKER.answered > answered) == in_worker
+
+
 @pytest.fixture
 async def small_gw(tmp_path: Path, sim: Simulator) -> AsyncIterator[Running]:
     """A gateway whose queue holds 3 messages and whose batch bodies stop at 70,000 bytes."""
@@ -61,7 +90,7 @@ async def small_gw(tmp_path: Path, sim: Simulator) -> AsyncIterator[Running]:
         yield running
 
 
-async def test_a_bad_item_among_1000_refuses_only_itself_in_order(gw: Running) -> None:
+async def test_a_bad_item_among_1000_refuses_only_itself_in_order(gw: Running, where: str) -> None:
     items: list[Any] = [item(i) for i in range(1000)]
     items[517] = {"to": "12", "body": "to a number that cannot be one", "send_at": LATER}
     results = await post_batch(gw.client, items)
@@ -83,7 +112,9 @@ async def test_a_bad_item_among_1000_refuses_only_itself_in_order(gw: Running) -
     assert (some["to"], [e["type"] for e in some["events"]]) == (number(999), ["accepted"])
 
 
-async def test_a_repeated_batch_returns_the_originals_and_queues_nothing_twice(gw: Running) -> None:
+async def test_a_repeated_batch_returns_the_originals_and_queues_nothing_twice(
+    gw: Running, where: str
+) -> None:
     items = [item(i, idempotency_key=f"roster-{i}") for i in range(50)]
     first = await post_batch(gw.client, items)
     assert [r["status"] for r in first] == [202] * 50
@@ -105,7 +136,7 @@ async def test_a_repeated_batch_returns_the_originals_and_queues_nothing_twice(g
     assert await waiting(gw) == 51
 
 
-async def test_quota_and_opt_out_refuse_only_their_items(gw: Running) -> None:
+async def test_quota_and_opt_out_refuse_only_their_items(gw: Running, where: str) -> None:
     store = gw.gateway.store
     _rec, limited = await store.create_key("roster", ["send", "read"], limits=KeyLimits(per_hour=3))
     await store.add_inbound_part(
@@ -121,14 +152,14 @@ async def test_quota_and_opt_out_refuse_only_their_items(gw: Running) -> None:
     assert "may send 3 messages per hour" in results[4]["error"]["message"]
 
 
-async def test_the_queue_cap_refuses_the_items_past_it(small_gw: Running) -> None:
+async def test_the_queue_cap_refuses_the_items_past_it(small_gw: Running, where: str) -> None:
     results = await post_batch(small_gw.client, [item(i) for i in range(5)])
     assert [r["status"] for r in results] == [202, 202, 202, 503, 503]
     assert results[3]["error"]["code"] == "queue_full"
     assert results[3]["error"]["message"] == "3 messages are already waiting; retry later"
 
 
-async def test_the_batch_itself_is_refused_naming_what_is_wrong(small_gw: Running) -> None:
+async def test_the_batch_itself_is_refused_naming_what_is_wrong(small_gw: Running, where: str) -> None:
     client = small_gw.client
     over = await client.post(BATCH, json={"messages": [item(i, body="x" * 1500) for i in range(50)]})
     assert over.status_code == 413
@@ -188,7 +219,7 @@ async def test_a_batch_whose_transaction_fails_leaves_nothing_in_the_ledger(tmp_
         await store.close()
 
 
-async def test_template_and_window_items_behave_as_single_posts(gw: Running) -> None:
+async def test_template_and_window_items_behave_as_single_posts(gw: Running, where: str) -> None:
     """A batch item with `template` + `vars` is stored rendered with the template's version, and one
     with a window closed now waits `scheduled` for its opening, exactly as the same single POSTs."""
     put = await gw.client.put("/api/v1/templates/shift", json={"body": "Shift {{ n }} starts at {{ at }}"})
@@ -219,7 +250,7 @@ async def test_template_and_window_items_behave_as_single_posts(gw: Running) -> 
 
 
 async def test_a_batch_is_one_row_of_the_audit_trail_and_each_message_keeps_its_accepted_event(
-    gw: Running,
+    gw: Running, where: str
 ) -> None:
     items: list[Any] = [item(i) for i in range(4)]
     items[2] = {"to": "12", "body": "refused before the ledger", "send_at": LATER}
@@ -237,3 +268,86 @@ async def test_a_batch_is_one_row_of_the_audit_trail_and_each_message_keeps_its_
     for msg_id in ids:
         events = (await gw.client.get(f"/api/v1/messages/{msg_id}")).json()["events"]
         assert [e["type"] for e in events] == ["accepted"]
+
+
+async def test_a_batch_announces_its_messages_to_webhooks_at_once(
+    tmp_path: Path, sim: Simulator, where: str
+) -> None:
+    """Committed in the worker process, the messages' first events still wake the daemon's webhook
+    sender (idle, it would look again only after 30 s)."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: Request) -> Response:
+        received.append(json.loads(await request.body()))
+        return Response(status_code=204)
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/hook", hook, methods=["POST"])]), port=port, log_level="warning"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        raw = gateway_config(tmp_path, str(sim.primary_path))
+        raw["webhooks"] = [{"url": f"http://127.0.0.1:{port}/hook", "secret": "whsec_" + "QUJD" * 8}]
+        async with run_gateway(raw, sim) as gw:
+            results = await post_batch(gw.client, [item(i) for i in range(3)])
+            ids = {r["message"]["id"] for r in results}
+            await eventually(lambda: len(received) >= 3, timeout_s=10)
+    finally:
+        server.should_exit = True
+        await serving
+    assert {(e["type"], e["data"]["id"], e["data"]["status"]) for e in received} == {
+        ("message.status", i, "scheduled") for i in ids
+    }
+
+
+async def test_a_worker_killed_loses_no_batch_and_a_retry_accepts_each_message_once(
+    gw: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_worker, "MIN_BYTES", 0)
+    WORKER.start()
+    await eventually(lambda: WORKER.ready, timeout_s=60)
+    before = WORKER.pids()
+    os.kill(before[0], signal.SIGKILL)
+    items = [item(i, idempotency_key=f"retry-{i}") for i in range(20)]
+    # Found dead before the batch went to it, the daemon accepts the batch itself; dead with the
+    # batch in it, the answer is 503 (it may have committed) and the same batch again is safe.
+    r = await gw.client.post(BATCH, json={"messages": items})
+    if r.status_code == 503:
+        assert r.json()["error"]["code"] == "batch_interrupted"
+        assert r.headers["retry-after"] == "1"
+        r = await gw.client.post(BATCH, json={"messages": items})
+    assert r.status_code == 200, r.text
+    assert {res["status"] for res in r.json()["results"]} <= {200, 202}
+    assert await waiting(gw) == 20
+    # The next large batch starts new workers, and the one after goes to them.
+    await post_batch(gw.client, [item(i) for i in range(30, 35)])
+    await eventually(lambda: WORKER.ready, timeout_s=60)
+    assert not set(WORKER.pids()) & set(before)
+    answered = WORKER.answered
+    await post_batch(gw.client, [item(i) for i in range(40, 45)])
+    assert WORKER.answered == answered + 1
+    assert await waiting(gw) == 30
+
+
+async def test_a_full_disk_refuses_a_worker_batch_whole_after_the_checks_of_the_request(
+    file_store: Store, file_keys: Keys, gateway: FakeGateway, client_for: ClientFactory, where: str
+) -> None:
+    """As in the daemon: a malformed batch is still 400/422 and a batch of refused items still gets
+    its results; a batch with anything to store is 507, and nothing of it is stored."""
+    app = create_app(store=file_store, config=TEST_CONFIG, gateway=as_view(gateway), min_free_bytes=1 << 62)
+    client = await client_for(app)
+    auth = file_keys.auth("send")
+    good = await client.post(BATCH, json={"messages": [item(i) for i in range(3)]}, headers=auth)
+    assert good.status_code == 507
+    assert good.json()["error"]["code"] == "storage_full"
+    malformed = await client.post(
+        BATCH, content=b'{"messages": [', headers={**auth, "Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    refused = await client.post(BATCH, json={"messages": [{"to": "12", "body": "x"}]}, headers=auth)
+    assert refused.status_code == 200
+    assert refused.json()["results"][0]["error"]["code"] == "invalid_number"
+    assert await file_store.list_messages(limit=10) == []

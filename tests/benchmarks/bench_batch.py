@@ -52,14 +52,22 @@ def _bodies(distinct: bool, *, count: int = BATCHES, first: int = 0) -> list[byt
 
 
 async def _warm_up(b: Bench) -> None:
-    """WARMUP batches to numbers neither measured list uses, one at a time, untimed."""
+    """WARMUP batches to numbers neither measured list uses, over CONNECTIONS as measured, untimed:
+    every worker process has started and answered before the clock runs."""
     async with b.client() as c:
-        for body in _bodies(True, count=WARMUP, first=10 * BATCHES):
+        bodies = _bodies(True, count=WARMUP * CONNECTIONS, first=10 * BATCHES)
+
+        async def post(body: bytes) -> None:
             r = await c.post(
                 "/api/v1/messages/batch", content=body, headers={"Content-Type": "application/json"}
             )
             if r.status_code != 200:
                 raise RuntimeError(f"warm-up batch refused: {r.status_code} {r.text[:300]}")
+
+        for round_ in range(WARMUP):
+            await asyncio.gather(
+                *(post(body) for body in bodies[round_ * CONNECTIONS : (round_ + 1) * CONNECTIONS])
+            )
 
 
 def _daemon_cpu_s(b: Bench) -> tuple[float, float]:
