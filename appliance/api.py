@@ -32,7 +32,7 @@ from appliance import (
     web,
 )
 from appliance.batch_accept import accept_batch
-from appliance.batch_worker import WORKER
+from appliance.batch_worker import WORKER, Batch
 from appliance.bodies import BadContentLength, BodyTooLarge, read_body, read_json, require_json
 from appliance.config import Config
 from appliance.escalation import refuse_opted_out
@@ -283,13 +283,7 @@ class _Api:
             None
             if file is None
             else await WORKER.accept(
-                raw,
-                file,
-                key=key,
-                actor=actor,
-                config=self.config,
-                room_problem=self.intake.room_problem(),
-                payload=message_payload,
+                Batch(raw, file, key, actor, self.config, self.intake.room_problem(), message_payload)
             )
         )
         if done is None:

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
@@ -93,11 +94,20 @@ class _Ledger:
         if store is not None:
             await store.close()
 
-    async def accept(self, raw: bytes, file: LedgerFile, **kwargs: Any) -> Accepted:
-        store = await self.open(file)
+    async def accept(self, batch: Batch) -> Accepted:
+        store = await self.open(batch.file)
         store.outbox_changed.clear()
         try:
-            done = await accept_batch(raw, store=store, turn=_TURN, **kwargs)
+            done = await accept_batch(
+                batch.raw,
+                store=store,
+                key=batch.key,
+                actor=batch.actor,
+                config=batch.config,
+                room_problem=lambda: batch.room_problem,
+                payload=batch.payload,
+                turn=_TURN,
+            )
         except StorageFull:
             await self.close()
             raise
@@ -107,26 +117,25 @@ class _Ledger:
 _LEDGER: _Ledger | None = None  # in a worker process
 
 
-def _accept_here(
-    raw: bytes,
-    file: LedgerFile,
-    *,
-    key: ApiKey,
-    actor: Actor,
-    config: Config,
-    room_problem: str | None,
-    payload: Callable[[Message], dict[str, Any]],
-) -> Accepted:
+@dataclass(frozen=True)
+class Batch:
+    """A batch for a worker: its body and all it is checked against (pickled across)."""
+
+    raw: bytes
+    file: LedgerFile  # the daemon's ledger, which the worker opens too
+    key: ApiKey
+    actor: Actor
+    config: Config
+    room_problem: str | None  # the daemon's disk check, made as the request came
+    payload: Callable[[Message], dict[str, Any]]  # a module function: it goes by name
+
+
+def _accept_here(batch: Batch) -> Accepted:
     """In the worker: batch_accept.accept_batch over this process's ledger connection."""
     global _LEDGER  # noqa: PLW0603  (one per worker process, made on its first batch)
     if _LEDGER is None:
         _LEDGER = _Ledger()
-    ledger = _LEDGER
-    return ledger.loop.run_until_complete(
-        ledger.accept(
-            raw, file, key=key, actor=actor, config=config, room_problem=lambda: room_problem, payload=payload
-        )
-    )
+    return _LEDGER.loop.run_until_complete(_LEDGER.accept(batch))
 
 
 class BatchWorker:
@@ -219,36 +228,16 @@ class BatchWorker:
                 self._lost(pool, exc)
         return await asyncio.to_thread(parse)
 
-    async def accept(
-        self,
-        raw: bytes,
-        file: LedgerFile,
-        *,
-        key: ApiKey,
-        actor: Actor,
-        config: Config,
-        room_problem: str | None,
-        payload: Callable[[Message], dict[str, Any]],
-    ) -> Accepted | None:
+    async def accept(self, batch: Batch) -> Accepted | None:
         """The whole batch accepted in a worker (batch_accept.py); None when it is the daemon's
-        to do: a small body, or no worker up. `payload` goes by name (api.message_payload)."""
-        if len(raw) < MIN_BYTES:
+        to do: a small body, or no worker up."""
+        if len(batch.raw) < MIN_BYTES:
             return None
         pool = self._usable(MIN_ITEMS)
         if pool is None:
             return None
-        run = functools.partial(
-            _accept_here,
-            raw,
-            file,
-            key=key,
-            actor=actor,
-            config=config,
-            room_problem=room_problem,
-            payload=payload,
-        )
         try:
-            running = pool.submit(run)
+            running = pool.submit(_accept_here, batch)
         except BrokenProcessPool as exc:  # found dead before this batch went to it: ours to do
             self._lost(pool, exc)
             return None

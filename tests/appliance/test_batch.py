@@ -7,7 +7,6 @@ The crash test injects the fault in SQLite itself (a trigger that aborts the tra
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -21,11 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from appliance import batch_worker
 from appliance.api import create_app
@@ -35,9 +29,9 @@ from appliance.ledger import KeyLimits, Message, NewMessage, Store
 from appliance.segments import new_message
 from appliance.windows import DAY_NAMES, next_open, parse_window
 from modem.simulator import Simulator
+from tests.integrations.receiver import receiver
 from tests.support.api_fakes import TEST_CONFIG, ClientFactory, FakeGateway, Keys, as_view
 from tests.support.gateway import Running, gateway_config, run_gateway
-from tests.support.ports import free_port
 from tests.support.user_data import join_units, units
 from tests.support.waiting import eventually
 
@@ -275,30 +269,15 @@ async def test_a_batch_announces_its_messages_to_webhooks_at_once(
 ) -> None:
     """Committed in the worker process, the messages' first events still wake the daemon's webhook
     sender (idle, it would look again only after 30 s)."""
-    received: list[dict[str, Any]] = []
-
-    async def hook(request: Request) -> Response:
-        received.append(json.loads(await request.body()))
-        return Response(status_code=204)
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=[Route("/hook", hook, methods=["POST"])]), port=port, log_level="warning"
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
+    async with receiver() as hook:
         raw = gateway_config(tmp_path, str(sim.primary_path))
-        raw["webhooks"] = [{"url": f"http://127.0.0.1:{port}/hook", "secret": "whsec_" + "QUJD" * 8}]
+        raw["webhooks"] = [{"url": hook.url, "secret": "whsec_" + "QUJD" * 8}]
         async with run_gateway(raw, sim) as gw:
             results = await post_batch(gw.client, [item(i) for i in range(3)])
             ids = {r["message"]["id"] for r in results}
-            await eventually(lambda: len(received) >= 3, timeout_s=10)
-    finally:
-        server.should_exit = True
-        await serving
-    assert {(e["type"], e["data"]["id"], e["data"]["status"]) for e in received} == {
+            await eventually(lambda: len(hook.requests) >= 3, timeout_s=10)
+    events = [json.loads(r.body) for r in hook.requests]
+    assert {(e["type"], e["data"]["id"], e["data"]["status"]) for e in events} == {
         ("message.status", i, "scheduled") for i in ids
     }
 
