@@ -6,8 +6,8 @@ Batches of 1,000 go over 2 connections; each result is checked to be a 202, and 
 in the ledger file afterwards. Two recipient lists:
 1,000 new numbers in every batch (phonenumbers parses each), and the same 1,000-number roster
 every time (a team's list: the parsed numbers are cached). Measured in steady state: the daemon
-validates and encodes large batches in a worker process it starts on the first one
-(appliance/batch_worker.py), so WARMUP batches to other numbers go first. Baseline in the same run: single
+accepts large batches whole in two worker processes it starts on the first one
+(appliance/batch_worker.py), so WARMUP rounds of batches to other numbers go first. Baseline in the same run: single
 POSTs driven by wrk at 32 connections, as bench_gateway measures them. The load average is
 printed with the figures: the box may be shared.
 """
