@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.e164_form import parse_e164
-from appliance.validation import ApiError, parse_number
+from appliance.validation import ApiError, _possible_subscriber, parse_number
 
 E164_LIKE = st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True)
 
@@ -52,3 +52,28 @@ def test_an_unknown_country_code_is_refused_in_phonenumbers_words() -> None:
         parse_number("+99912345678", "DE")
     assert refused.value.code == "invalid_number"
     assert refused.value.message.startswith("to: '+99912345678' is not a phone number")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(E164_LIKE, st.from_regex(r"0?[0-9]{1,14}", fullmatch=True)),
+    st.sampled_from(["DE", "US", "IT", "GB", "FR", "IN", "BR", "AR", "CN", "AU"]),
+)
+def test_a_length_is_possible_exactly_when_phonenumbers_says_so(candidate: str, region: str) -> None:
+    """parse_number's possible-length check, answered by country code and length (cached), is
+    phonenumbers' answer for the number itself."""
+    try:
+        number = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        return
+    kinds = (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    )
+    possible = any(
+        phonenumbers.is_possible_number_for_type_with_reason(number, kind)
+        == phonenumbers.ValidationResult.IS_POSSIBLE
+        for kind in kinds
+    )
+    assert _possible_subscriber(number) == possible
