@@ -84,14 +84,15 @@ async def test_a_killed_worker_costs_no_batch_and_the_next_large_one_starts_anot
     expected = shown(send_requests.parse_items(docs, key=key, config=TEST_CONFIG))
     before = worker.pids()
     os.kill(before[0], signal.SIGKILL)
-    # The batch sent to the dead worker is done in a thread: the same answer, no error.
+    # Sent to the dead worker, or to the live one before the pool is found broken: the same
+    # answer, no error (the batch is done in a thread when the worker died with it).
     assert shown(await worker.parse_items(docs, key=key, config=TEST_CONFIG)) == expected
-    assert not worker.ready
-    assert shown(await worker.parse_items(docs, key=key, config=TEST_CONFIG)) == expected  # starts one
-    await eventually(lambda: worker.ready, timeout_s=60)
-    assert worker.pids()
-    assert not set(worker.pids()) & set(before)
-    assert shown(await worker.parse_items(docs, key=key, config=TEST_CONFIG)) == expected
+
+    async def on_new_workers() -> bool:
+        assert shown(await worker.parse_items(docs, key=key, config=TEST_CONFIG)) == expected
+        return worker.ready and bool(worker.pids()) and not set(worker.pids()) & set(before)
+
+    await eventually(on_new_workers, timeout_s=60)  # a later large batch starts others
 
 
 async def test_a_small_batch_starts_no_worker(key: ApiKey) -> None:
