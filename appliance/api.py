@@ -31,7 +31,7 @@ from appliance import (
     validation,
     web,
 )
-from appliance.batch_accept import accept_batch
+from appliance.batch_accept import Accepted, accept_batch
 from appliance.batch_worker import WORKER, Batch
 from appliance.bodies import BadContentLength, BodyTooLarge, read_body, read_json, require_json
 from appliance.config import Config
@@ -206,6 +206,8 @@ class _Api:
         self.gateway = gateway
         self.metrics = metrics
         self.min_free_bytes = min_free_bytes
+        if store.file is not None:  # large batches may be written by worker processes: this goes first
+            store.first_flag = WORKER.daemon_first
         self.intake = Intake(
             store,
             queue_max=config.api.queue_max,
@@ -279,13 +281,9 @@ class _Api:
         actor = auth.actor(key, request)
         file = self.store.file
         # A large batch on a SQLite ledger: accepted whole in a worker process (batch_worker.py).
-        done = (
-            None
-            if file is None
-            else await WORKER.accept(
-                Batch(raw, file, key, actor, self.config, self.intake.room_problem(), message_payload)
-            )
-        )
+        done = None if file is None else await self._in_worker(Batch(
+            raw, file, key, actor, self.config, self.intake.room_problem(), message_payload
+        ))  # fmt: skip
         if done is None:
             done = await accept_batch(
                 raw,
@@ -301,6 +299,20 @@ class _Api:
             self.store.outbox_changed.set()  # committed by the worker: wake this process's sender
         self.intake.counted(done.count, actor=actor)
         return Response(done.body, media_type="application/json")
+
+    async def _in_worker(self, batch: Batch) -> Accepted | None:
+        """WORKER.accept, with what only the daemon can do when the worker did not answer."""
+        try:
+            return await WORKER.accept(batch)
+        except StorageFull:
+            if batch.room_problem is None:  # its commit met the full disk, not the daemon's check
+                self.store.full_elsewhere()
+            raise
+        except BaseException:
+            # Interrupted (503) or its client gone: it may have committed all the same.
+            self.intake.gateway.wake()
+            self.store.outbox_changed.set()
+            raise
 
     async def get_message(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "read")

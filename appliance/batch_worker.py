@@ -24,7 +24,9 @@ import functools
 import logging
 import multiprocessing
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,7 +38,7 @@ import phonenumbers
 from appliance import heap, send_requests
 from appliance.batch_accept import Accepted, accept_batch
 from appliance.config import Config
-from appliance.ledger import Actor, ApiKey, LedgerFile, Message, NewMessage, StorageFull, Store
+from appliance.ledger import Actor, ApiKey, LedgerFile, Message, NewMessage, StorageFull, Store, migrations
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)
@@ -47,13 +49,36 @@ MIN_BYTES = 8192  # ~100 items of a typical batch
 PROCESSES = min(2, os.cpu_count() or 1)  # two batches at once use both cores of a Pi's two
 
 
-# In a worker: held by the process whose batch is in its transaction. SQLite would serialise the
-# two anyway, but its busy handler polls (sleeps of 1 ms growing to 100 ms): a waiter here wakes
-# when the lock is let go. A worker that dies holding it breaks the pool, which ends them all.
-_TURN: Any = contextlib.nullcontext()
+# The daemon's ledger connection goes first (Connection.first_flag): a worker ready to begin its
+# transaction waits while the daemon waits to begin one, at most this long.
+DAEMON_FIRST_S = 0.5
 
 
-def _start_worker(turn: Any) -> None:
+class _Turn:
+    """Held by the worker whose batch is in its transaction. SQLite would serialise the workers
+    anyway, but its busy handler polls (sleeps of 1 ms growing to 100 ms): a worker waiting here
+    wakes as soon as the other lets go. A worker that dies holding it breaks the pool, which ends
+    them all. The daemon is not in this lock (a dead holder could stop its writes): it raises
+    `daemon_first` while it waits, and the worker holding the turn lets it in before beginning."""
+
+    def __init__(self, lock: Any, daemon_first: Any) -> None:
+        self.lock = lock
+        self.daemon_first = daemon_first
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        deadline = time.monotonic() + DAEMON_FIRST_S
+        while self.daemon_first.value and time.monotonic() < deadline:
+            time.sleep(0.002)  # the daemon's next try at SQLite's lock: within 100 ms
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+_TURN: Any = contextlib.nullcontext()  # in a worker: its _Turn
+
+
+def _start_worker(turn: _Turn) -> None:
     """Run in each new worker: phonenumbers' metadata loads before the first batch needs it."""
     global _TURN  # noqa: PLW0603  (set once, as the process starts)
     _TURN = turn
@@ -63,6 +88,11 @@ def _start_worker(turn: Any) -> None:
 
 def _ping() -> bool:
     return True
+
+
+def _schema_of(path: str) -> int:
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 class _Ledger:
@@ -79,11 +109,20 @@ class _Ledger:
         register: Callable[[Callable[[], None]], None] = getattr(threading, "_register_atexit")  # noqa: B009
         register(lambda: self.loop.run_until_complete(self.close()))
 
-    async def open(self, file: LedgerFile) -> Store:
+    async def open(self, file: LedgerFile) -> Store | str:
+        """The ledger's Store, or why this process must not write it (its code is not the daemon's)."""
         st = await asyncio.to_thread(os.stat, file.path)
         ident = (file, st.st_dev, st.st_ino)
         if self.store is None or ident != self.ident:
             await self.close()
+            # Never a migration from here: code upgraded on disk under a running daemon would
+            # change its ledger's schema under it. Only the same code on the same schema writes.
+            schema = await asyncio.to_thread(_schema_of, file.path)
+            if not file.schema == schema == migrations.SCHEMA_VERSION:
+                return (
+                    f"the batch worker's code has ledger schema {migrations.SCHEMA_VERSION}, the daemon's "
+                    f"{file.schema} and the ledger {schema}: restart the daemon"
+                )
             store = Store(file.path, webhooks=file.webhooks, box=file.box, reserve=False)
             await store.open()  # the daemon keeps the disk reserve; this process only writes
             self.store, self.ident = store, ident
@@ -94,8 +133,10 @@ class _Ledger:
         if store is not None:
             await store.close()
 
-    async def accept(self, batch: Batch) -> Accepted:
+    async def accept(self, batch: Batch) -> Accepted | str:
         store = await self.open(batch.file)
+        if isinstance(store, str):
+            return store
         store.outbox_changed.clear()
         try:
             done = await accept_batch(
@@ -130,8 +171,9 @@ class Batch:
     payload: Callable[[Message], dict[str, Any]]  # a module function: it goes by name
 
 
-def _accept_here(batch: Batch) -> Accepted:
-    """In the worker: batch_accept.accept_batch over this process's ledger connection."""
+def _accept_here(batch: Batch) -> Accepted | str:
+    """In the worker: batch_accept.accept_batch over this process's ledger connection (or why
+    it must not write that ledger)."""
     global _LEDGER  # noqa: PLW0603  (one per worker process, made on its first batch)
     if _LEDGER is None:
         _LEDGER = _Ledger()
@@ -146,20 +188,23 @@ class BatchWorker:
         self._lock = threading.RLock()  # a future already done runs its callback at once, lock held
         self._pool: ProcessPoolExecutor | None = None
         self._ready = False
+        self._context = multiprocessing.get_context("spawn")
+        # Raised while the daemon's ledger connection waits to begin a transaction (_Turn).
+        self.daemon_first = self._context.RawValue("b", 0)
+        self._refused: str | None = None  # why workers must not write this daemon's ledger
         self.answered = 0  # batches a worker accepted or refused (tests tell where a batch ran)
 
     def _usable(self, items: int) -> ProcessPoolExecutor | None:
         """The pool when it is up and worth it for `items`; starts it when it is not there yet."""
-        if items < MIN_ITEMS:
+        if items < MIN_ITEMS or self._refused is not None:
             return None
         with self._lock:
             if self._pool is None:
-                context = multiprocessing.get_context("spawn")
                 pool = ProcessPoolExecutor(
                     self._processes,
-                    mp_context=context,
+                    mp_context=self._context,
                     initializer=_start_worker,
-                    initargs=(context.Lock(),),
+                    initargs=(_Turn(self._context.Lock(), self.daemon_first),),
                 )
                 self._pool, self._ready = pool, False
                 try:
@@ -181,7 +226,7 @@ class BatchWorker:
                     "the batch worker process did not start (%s); batches are accepted in the daemon",
                     done.exception(),
                 )
-                self._pool = None
+                self._pool, self._ready = None, False
                 pool.shutdown(wait=False)
 
     def _lost(self, pool: ProcessPoolExecutor, exc: BaseException) -> None:
@@ -224,8 +269,8 @@ class BatchWorker:
         if pool is not None:
             try:
                 return await asyncio.get_running_loop().run_in_executor(pool, parse)
-            except BrokenProcessPool as exc:  # killed (OOM, an operator): this batch in a thread
-                self._lost(pool, exc)
+            except (BrokenProcessPool, RuntimeError) as exc:  # killed (OOM, an operator), or
+                self._lost(pool, exc)  # shut down as it was handed over: this batch in a thread
         return await asyncio.to_thread(parse)
 
     async def accept(self, batch: Batch) -> Accepted | None:
@@ -238,8 +283,8 @@ class BatchWorker:
             return None
         try:
             running = pool.submit(_accept_here, batch)
-        except BrokenProcessPool as exc:  # found dead before this batch went to it: ours to do
-            self._lost(pool, exc)
+        except (BrokenProcessPool, RuntimeError) as exc:  # found dead (or shut down) before this
+            self._lost(pool, exc)  # batch went to it: ours to do
             return None
         try:
             done = await asyncio.wrap_future(running)
@@ -256,7 +301,18 @@ class BatchWorker:
             self.answered += 1  # its refusal (ApiError, StorageFull) came from the worker
             raise
         self.answered += 1
+        if isinstance(done, str):  # its code is not this daemon's (upgraded on disk meanwhile)
+            self._refuse(done)
+            return None
         return done
+
+    def _refuse(self, why: str) -> None:
+        with self._lock:
+            if self._refused is None:
+                _LOGGER.warning("%s; until then batches are accepted in the daemon", why)
+            pool, self._pool, self._ready, self._refused = self._pool, None, False, why
+        if pool is not None:
+            pool.shutdown(wait=False)
 
 
 WORKER = BatchWorker()  # one per process: every app of a test run shares it

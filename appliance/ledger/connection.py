@@ -71,6 +71,7 @@ class LedgerFile:
     path: str
     webhooks: tuple[WebhookTarget, ...]
     box: str | None
+    schema: int  # the daemon's schema version: a process running other code must not write
 
 
 class Connection:
@@ -119,6 +120,11 @@ class Connection:
         # PostgreSQL in `smsgw serve`: the box's local spool (the daemon opens it), else None.
         self.spool: Spool | None = None
         self._outbox_pending = False
+        # Other processes that write this file (the batch workers, batch_worker.py) let this
+        # connection go first: a shared byte, set while it waits to begin a transaction. SQLite's
+        # busy handler polls with sleeps up to 100 ms; without this, workers handing the file
+        # from one to the other could keep the daemon's writes waiting past busy_timeout.
+        self.first_flag: Any | None = None
         self._webhooks = tuple(webhooks)
         self._write_lock = asyncio.Lock()
 
@@ -127,7 +133,7 @@ class Connection:
         """This ledger as another process opens it; None when it cannot (in memory, PostgreSQL)."""
         if self.postgres or self.path == ":memory:":
             return None
-        return LedgerFile(self.path, self._webhooks, self.box)
+        return LedgerFile(self.path, self._webhooks, self.box, migrations.SCHEMA_VERSION)
 
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -220,6 +226,11 @@ class Connection:
             f"The ledger's disk has no room for the {size / 2**20:g} MiB kept in reserve for recording sends: "
             "new messages are refused and sending is paused until space is freed."
         )
+
+    def full_elsewhere(self) -> None:
+        """Another process writing this file (a batch worker) met a full disk: take only vital
+        writes until check_space finds room again, as when this connection meets it."""
+        self._set_full(DISK_FULL)
 
     def _set_full(self, why: str) -> None:
         if self.storage_problem is None:
@@ -323,6 +334,9 @@ class Connection:
             # Shielded: a cancelled caller must not leave a BEGIN running in the database
             # thread with nobody to end it (every later write would then fail).
             begin = asyncio.ensure_future(self.store.db.execute("BEGIN IMMEDIATE"))
+            first = self.store.first_flag
+            if first is not None:
+                first.value = 1
             try:
                 await asyncio.shield(begin)
             except asyncio.CancelledError:
@@ -334,6 +348,9 @@ class Connection:
             except BaseException:
                 self.store._write_lock.release()
                 raise
+            finally:
+                if first is not None:
+                    first.value = 0
             return self.store.db
 
         async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:

@@ -333,3 +333,23 @@ async def test_a_full_disk_refuses_a_worker_batch_whole_after_the_checks_of_the_
     assert refused.status_code == 200
     assert refused.json()["results"][0]["error"]["code"] == "invalid_number"
     assert await file_store.list_messages(limit=10) == []
+
+
+async def test_a_full_disk_met_by_the_commit_puts_the_daemon_in_its_full_disk_state(
+    file_store: Store, file_keys: Keys, gateway: FakeGateway, client_for: ClientFactory, where: str
+) -> None:
+    """The worker's commit meets ENOSPC (here SQLite aborting as on a full disk): 507, nothing
+    stored, and the daemon itself now refuses writes and says why, as if its own commit had."""
+    with sqlite3.connect(file_store.path) as raw:
+        raw.execute(
+            "CREATE TRIGGER disk_full AFTER INSERT ON messages WHEN NEW.body = 'the last straw' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    client = await client_for(create_app(store=file_store, config=TEST_CONFIG, gateway=as_view(gateway)))
+    auth = file_keys.auth("send")
+    items = [item(i) for i in range(3)] + [item(3, body="the last straw")]
+    r = await client.post(BATCH, json={"messages": items}, headers=auth)
+    assert (r.status_code, r.json()["error"]["code"]) == (507, "storage_full")
+    assert file_store.storage_problem is not None
+    assert "full" in (await client.get("/readyz")).json()["reason"]
+    assert await file_store.list_messages(limit=10) == []

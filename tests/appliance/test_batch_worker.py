@@ -7,6 +7,7 @@ A real spawned process; its results are compared with send_requests run in this 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import signal
@@ -17,8 +18,9 @@ from typing import Any
 import pytest
 
 from appliance import send_requests
-from appliance.batch_worker import MIN_ITEMS, BatchWorker
-from appliance.ledger import ApiKey, EscalationSpec, NewMessage, Store
+from appliance.api import message_payload
+from appliance.batch_worker import MIN_ITEMS, Batch, BatchWorker
+from appliance.ledger import Actor, ApiKey, EscalationSpec, NewMessage, Store
 from appliance.segments import new_message
 from appliance.states import Priority
 from appliance.validation import ApiError
@@ -130,3 +132,28 @@ def test_a_message_comes_back_from_the_worker_with_every_field() -> None:
     assert type(back) is NewMessage
     assert back == new
     assert back.fingerprint() == new.fingerprint()
+
+
+async def test_a_worker_whose_code_is_not_the_daemons_leaves_the_ledger_alone(
+    file_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Code upgraded on disk under a running daemon: a worker spawned then has another schema.
+    It neither migrates nor writes the ledger; the daemon accepts the batches itself."""
+    record, _secret = await file_store.create_key("batcher", ["send"])
+    file = file_store.file
+    assert file is not None
+    w = BatchWorker()
+    w.start()
+    await eventually(lambda: w.ready, timeout_s=60)
+    try:
+        raw = json.dumps({"messages": [{"to": "+4915112345678", "body": "x" * 100}] * 100}).encode()
+        older = Batch(raw, dataclasses.replace(file, schema=file.schema - 1), record, Actor("batcher", "test"),
+                      TEST_CONFIG, None, message_payload)  # fmt: skip
+        assert await w.accept(older) is None
+        assert "restart the daemon" in caplog.text
+        assert not w.ready
+        assert w.pids() == []
+        assert await w.accept(dataclasses.replace(older, file=file)) is None  # not until a restart
+        assert await file_store.list_messages(limit=10) == []
+    finally:
+        w.close()

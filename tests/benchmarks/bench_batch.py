@@ -8,8 +8,10 @@ in the ledger file afterwards. Two recipient lists:
 every time (a team's list: the parsed numbers are cached). Measured in steady state: the daemon
 accepts large batches whole in two worker processes it starts on the first one
 (appliance/batch_worker.py), so WARMUP rounds of batches to other numbers go first. Baseline in the same run: single
-POSTs driven by wrk at 32 connections, as bench_gateway measures them. The load average is
-printed with the figures: the box may be shared.
+POSTs driven by wrk at 32 connections, as bench_gateway measures them. While the batches run, a
+probe measures the event loop (GET /healthz, new numbers) and the daemon's own writes beside the
+workers' (a single POST every 50 ms, roster). The load average is printed with the figures: the
+box may be shared.
 """
 
 from __future__ import annotations
@@ -121,16 +123,27 @@ async def _batches(b: Bench, distinct: bool) -> tuple[float, float, tuple[float,
     return sum(counts) / wall, took[len(took) // 2], cpu
 
 
-async def _probe(b: Bench) -> list[float]:
-    """GET /healthz every 20 ms while batches run: a batch must not hold the event loop."""
+async def _probe(b: Bench, *, post: bool = False) -> list[float]:
+    """GET /healthz every 20 ms while batches run: a batch must not hold the event loop. With
+    `post`, a single POST every 50 ms instead: the daemon's own writes must not wait on the batch
+    workers' transactions (they go first)."""
     took: list[float] = []
+    at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    single = json.dumps({"to": "+4915199999999", "body": "single beside batches", "send_at": at}).encode()
     async with b.client() as c:
         try:
             while True:
                 t0 = time.perf_counter()
-                await c.get("/healthz")
+                if post:
+                    r = await c.post(
+                        "/api/v1/messages", content=single, headers={"Content-Type": "application/json"}
+                    )
+                    if r.status_code != 202:
+                        raise RuntimeError(f"single POST refused: {r.status_code} {r.text[:300]}")
+                else:
+                    await c.get("/healthz")
                 took.append(time.perf_counter() - t0)
-                await asyncio.sleep(0.02)  # the probe's pace, not a synchronisation
+                await asyncio.sleep(0.05 if post else 0.02)  # the probe's pace, not a synchronisation
         except asyncio.CancelledError:
             return took
 
@@ -149,7 +162,10 @@ async def run() -> None:
             new_rate, new_batch_s, new_cpu = await _batches(b, distinct=True)
             probe.cancel()
             healthz = await probe
+            probe = asyncio.create_task(_probe(b, post=True))
             roster_rate, roster_batch_s, roster_cpu = await _batches(b, distinct=False)
+            probe.cancel()
+            singles = await probe
     after = os.getloadavg()
     verdict = "meets" if min(new_rate, roster_rate) >= TARGET_PER_S else "MISSES"
     baseline = (
@@ -167,6 +183,7 @@ async def run() -> None:
         f"{sum(roster_cpu) * 1000:.0f} ms (roster: {roster_cpu[0] * 1000:.0f} + {roster_cpu[1] * 1000:.0f}); "
         f"{baseline}; GET /healthz meanwhile: "
         f"median {statistics.median(healthz) * 1000:.0f} ms, max {max(healthz) * 1000:.0f} ms "
-        f"({len(healthz)} probes); "
+        f"({len(healthz)} probes); a single POST meanwhile (roster): median "
+        f"{statistics.median(singles) * 1000:.0f} ms, max {max(singles) * 1000:.0f} ms ({len(singles)}); "
         f"load average {load[0]:.2f} before, {after[0]:.2f} after on {os.cpu_count()} cores"
     )
