@@ -206,8 +206,8 @@ class _Api:
         self.gateway = gateway
         self.metrics = metrics
         self.min_free_bytes = min_free_bytes
-        if store.file is not None:  # large batches may be written by worker processes: this goes first
-            store.first_flag = WORKER.daemon_first
+        if store.file is not None:  # large batches are written by worker processes: take turns
+            store.turns = WORKER
         self.intake = Intake(
             store,
             queue_max=config.api.queue_max,

@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +38,7 @@ from appliance import heap, send_requests
 from appliance.batch_accept import Accepted, accept_batch
 from appliance.config import Config
 from appliance.ledger import Actor, ApiKey, LedgerFile, Message, NewMessage, StorageFull, Store, migrations
+from appliance.ledger.connection import TURN_WAIT_S
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,30 +49,24 @@ MIN_BYTES = 8192  # ~100 items of a typical batch
 PROCESSES = min(2, os.cpu_count() or 1)  # two batches at once use both cores of a Pi's two
 
 
-# The daemon's ledger connection goes first (Connection.first_flag): a worker ready to begin its
-# transaction waits while the daemon waits to begin one, at most this long.
-DAEMON_FIRST_S = 0.5
-
-
 class _Turn:
-    """Held by the worker whose batch is in its transaction. SQLite would serialise the workers
-    anyway, but its busy handler polls (sleeps of 1 ms growing to 100 ms): a worker waiting here
-    wakes as soon as the other lets go. A worker that dies holding it breaks the pool, which ends
-    them all. The daemon is not in this lock (a dead holder could stop its writes): it raises
-    `daemon_first` while it waits, and the worker holding the turn lets it in before beginning."""
+    """Held by the process whose transaction is in the ledger: the workers and the daemon's
+    connection (Connection.turns) take turns through one lock, so that a waiter starts as soon
+    as the holder lets go, where SQLite's busy handler would poll. A worker that dies holding it
+    breaks the pool, which ends them all and the next pool has a new lock; meanwhile nobody waits
+    for it longer than TURN_WAIT_S (SQLite serialises the writers regardless)."""
 
-    def __init__(self, lock: Any, daemon_first: Any) -> None:
+    def __init__(self, lock: Any) -> None:
         self.lock = lock
-        self.daemon_first = daemon_first
+        self.held = False
 
     def __enter__(self) -> None:
-        self.lock.acquire()
-        deadline = time.monotonic() + DAEMON_FIRST_S
-        while self.daemon_first.value and time.monotonic() < deadline:
-            time.sleep(0.002)  # the daemon's next try at SQLite's lock: within 100 ms
+        self.held = bool(self.lock.acquire(timeout=TURN_WAIT_S))
 
     def __exit__(self, *exc: object) -> None:
-        self.lock.release()
+        if self.held:
+            self.held = False
+            self.lock.release()
 
 
 _TURN: Any = contextlib.nullcontext()  # in a worker: its _Turn
@@ -189,8 +183,7 @@ class BatchWorker:
         self._pool: ProcessPoolExecutor | None = None
         self._ready = False
         self._context = multiprocessing.get_context("spawn")
-        # Raised while the daemon's ledger connection waits to begin a transaction (_Turn).
-        self.daemon_first = self._context.RawValue("b", 0)
+        self._turn: Any | None = None  # the pool's _Turn lock (a new pool, a new lock)
         self._refused: str | None = None  # why workers must not write this daemon's ledger
         self.answered = 0  # batches a worker accepted or refused (tests tell where a batch ran)
 
@@ -200,13 +193,14 @@ class BatchWorker:
             return None
         with self._lock:
             if self._pool is None:
+                turn = self._context.Lock()
                 pool = ProcessPoolExecutor(
                     self._processes,
                     mp_context=self._context,
                     initializer=_start_worker,
-                    initargs=(_Turn(self._context.Lock(), self.daemon_first),),
+                    initargs=(_Turn(turn),),
                 )
-                self._pool, self._ready = pool, False
+                self._pool, self._ready, self._turn = pool, False, turn
                 try:
                     # One each, submitted together: the pool spawns a process per task it cannot
                     # give an idle one, so all start now and none during a burst of batches.
@@ -238,6 +232,21 @@ class BatchWorker:
                 self._pool = None
                 self._ready = False
         pool.shutdown(wait=False)
+
+    # The daemon's side of the turns (ledger/connection.py Turns):
+    def lock(self) -> Any | None:
+        """The lock the daemon's ledger connection takes turns with, while workers are up."""
+        with self._lock:
+            return self._turn if self._pool is not None else None
+
+    def stuck(self, lock: Any) -> None:
+        """The turn was not had in TURN_WAIT_S: a worker that died holding it ends the pool."""
+        with self._lock:
+            pool = self._pool if lock is self._turn else None
+            processes = getattr(pool, "_processes", None) or {}
+            dead = [pid for pid, process in processes.items() if not process.is_alive()]
+        if pool is not None and dead:
+            self._lost(pool, RuntimeError(f"worker {dead[0]} died holding the ledger's turn"))
 
     @property
     def ready(self) -> bool:

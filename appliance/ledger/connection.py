@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 import aiosqlite
 import asyncpg
@@ -61,6 +61,46 @@ def vital(
 
     functools.update_wrapper(wrapper, method)
     return wrapper
+
+
+class Turns(Protocol):
+    """How the processes that write one ledger file take turns at transactions (batch_worker.py)."""
+
+    def lock(self) -> Any | None:
+        """The lock they share now (multiprocessing), or None while no other process writes."""
+
+    def stuck(self, lock: Any) -> None:
+        """`lock` was not had within TURN_WAIT_S: its holder may have died holding it."""
+
+
+# The turns' lock only orders writers (SQLite serialises them regardless), so nobody waits for it
+# longer than this: a holder that died must not stop the ledger.
+TURN_WAIT_S = 1.0
+
+
+async def _take_turn(turns: Turns | None) -> Any | None:
+    """The turns' lock, held; None when there is none, or it was not had in TURN_WAIT_S."""
+    lock = None if turns is None else turns.lock()
+    if turns is None or lock is None:
+        return None
+    if lock.acquire(False):  # nobody else in a transaction: no thread needed
+        return lock
+    waiting = asyncio.ensure_future(asyncio.to_thread(lock.acquire, True, TURN_WAIT_S))
+    try:
+        got = await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        waiting.add_done_callback(functools.partial(_give_back, lock))  # the thread waits on
+        raise
+    if got:
+        return lock
+    turns.stuck(lock)
+    return None
+
+
+def _give_back(lock: Any, waited: asyncio.Future[bool]) -> None:
+    """A wait for the turn whose caller went away: what it took goes back."""
+    if not waited.cancelled() and waited.exception() is None and waited.result():
+        lock.release()
 
 
 @dataclass(frozen=True)
@@ -120,11 +160,11 @@ class Connection:
         # PostgreSQL in `smsgw serve`: the box's local spool (the daemon opens it), else None.
         self.spool: Spool | None = None
         self._outbox_pending = False
-        # Other processes that write this file (the batch workers, batch_worker.py) let this
-        # connection go first: a shared byte, set while it waits to begin a transaction. SQLite's
-        # busy handler polls with sleeps up to 100 ms; without this, workers handing the file
-        # from one to the other could keep the daemon's writes waiting past busy_timeout.
-        self.first_flag: Any | None = None
+        # Other processes that write this file (the batch workers, batch_worker.py) and this
+        # connection take turns at transactions through their lock. SQLite would serialise them
+        # anyway, but its busy handler polls with sleeps up to 100 ms: workers handing the file
+        # to each other could keep this connection's writes waiting past busy_timeout.
+        self.turns: Turns | None = None
         self._webhooks = tuple(webhooks)
         self._write_lock = asyncio.Lock()
 
@@ -324,6 +364,7 @@ class Connection:
         def __init__(self, store: Connection, critical: bool) -> None:
             self.store = store
             self.critical = critical
+            self.turn: Any | None = None  # the turns' lock while this transaction holds it
 
         async def __aenter__(self) -> aiosqlite.Connection:
             # On a full disk what room is left goes to vital writes; the rest fail at once.
@@ -333,25 +374,30 @@ class Connection:
             self.store._outbox_pending = False
             # Shielded: a cancelled caller must not leave a BEGIN running in the database
             # thread with nobody to end it (every later write would then fail).
+            try:
+                self.turn = await _take_turn(self.store.turns)
+            except BaseException:
+                self.store._write_lock.release()
+                raise
             begin = asyncio.ensure_future(self.store.db.execute("BEGIN IMMEDIATE"))
-            first = self.store.first_flag
-            if first is not None:
-                first.value = 1
             try:
                 await asyncio.shield(begin)
             except asyncio.CancelledError:
                 with contextlib.suppress(BaseException):
                     await begin
                     await self._rollback()
-                self.store._write_lock.release()
+                self._release()
                 raise
             except BaseException:
-                self.store._write_lock.release()
+                self._release()
                 raise
-            finally:
-                if first is not None:
-                    first.value = 0
             return self.store.db
+
+        def _release(self) -> None:
+            turn, self.turn = self.turn, None
+            if turn is not None:
+                turn.release()
+            self.store._write_lock.release()
 
         async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
             try:
@@ -383,7 +429,7 @@ class Connection:
                         self.store._set_full(DISK_FULL)
                         raise StorageFull(DISK_FULL) from exc
             finally:
-                self.store._write_lock.release()
+                self._release()
 
         async def _checkpoint(self) -> None:
             # On a full disk the WAL must not grow (~5 KiB a heartbeat, up to 1000 pages before

@@ -6,8 +6,10 @@ A real spawned process; its results are compared with send_requests run in this 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import multiprocessing
 import os
 import pickle
 import signal
@@ -20,7 +22,7 @@ import pytest
 from appliance import send_requests
 from appliance.api import message_payload
 from appliance.batch_worker import MIN_ITEMS, Batch, BatchWorker
-from appliance.ledger import Actor, ApiKey, EscalationSpec, NewMessage, Store
+from appliance.ledger import Actor, ApiKey, EscalationSpec, NewMessage, Store, connection
 from appliance.segments import new_message
 from appliance.states import Priority
 from appliance.validation import ApiError
@@ -157,3 +159,38 @@ async def test_a_worker_whose_code_is_not_the_daemons_leaves_the_ledger_alone(
         assert await file_store.list_messages(limit=10) == []
     finally:
         w.close()
+
+
+class HeldTurns:
+    """Turns whose lock a process that died holding it left taken (ledger/connection.py Turns)."""
+
+    def __init__(self) -> None:
+        self.turn = multiprocessing.get_context("spawn").Lock()
+        self.turn.acquire()
+        self.stuck_with: list[Any] = []
+
+    def lock(self) -> Any:
+        return self.turn
+
+    def stuck(self, lock: Any) -> None:
+        self.stuck_with.append(lock)
+
+
+async def test_a_turn_nobody_gives_back_does_not_stop_the_ledger(
+    file_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon waits for the writers' turn at most TURN_WAIT_S, then writes all the same
+    (SQLite still serialises) and says the turn is stuck, so that the pool is looked at."""
+    monkeypatch.setattr(connection, "TURN_WAIT_S", 0.05)
+    turns = HeldTurns()
+    file_store.turns = turns
+    async with asyncio.timeout(10):  # not for ever
+        msg, created = await file_store.accept(
+            new_message("+4915112345678", "still written"), key_id=None, queue_max=10
+        )
+    assert created
+    stored = await file_store.get(msg.id)
+    assert stored is not None
+    assert stored.body == "still written"
+    assert turns.stuck_with == [turns.turn]
+    file_store.turns = None
