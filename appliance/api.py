@@ -206,6 +206,7 @@ class _Api:
         self.gateway = gateway
         self.metrics = metrics
         self.min_free_bytes = min_free_bytes
+        WORKER.configure(config.api.batch_workers)
         if store.file is not None:  # large batches are written by worker processes: take turns
             store.turns = WORKER
         self.intake = Intake(

@@ -46,7 +46,7 @@ _LOGGER = logging.getLogger(__name__)
 # Below this many items (parse only) or bytes (a whole accept) the round trip buys too little.
 MIN_ITEMS = 100
 MIN_BYTES = 8192  # ~100 items of a typical batch
-PROCESSES = min(2, os.cpu_count() or 1)  # two batches at once use both cores of a Pi's two
+PROCESSES = 2  # [api] batch_workers by default: two batches at once use two cores
 
 
 class _Turn:
@@ -189,7 +189,7 @@ class BatchWorker:
 
     def _usable(self, items: int) -> ProcessPoolExecutor | None:
         """The pool when it is up and worth it for `items`; starts it when it is not there yet."""
-        if items < MIN_ITEMS or self._refused is not None:
+        if items < MIN_ITEMS or self._refused is not None or not self._processes:
             return None
         with self._lock:
             if self._pool is None:
@@ -247,6 +247,15 @@ class BatchWorker:
             dead = [pid for pid, process in processes.items() if not process.is_alive()]
         if pool is not None and dead:
             self._lost(pool, RuntimeError(f"worker {dead[0]} died holding the ledger's turn"))
+
+    def configure(self, processes: int) -> None:
+        """How many workers to run ([api] batch_workers; 0: none). A pool of another size ends."""
+        with self._lock:
+            if processes == self._processes:
+                return
+            pool, self._pool, self._ready, self._processes = self._pool, None, False, processes
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     @property
     def ready(self) -> bool:

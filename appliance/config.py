@@ -64,6 +64,7 @@ class ModemConfig:
     submit_floor_s: float = 10.0
 
 
+MAX_BATCH_WORKERS = 8  # more than a Pi's cores buys nothing: SQLite commits one at a time
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # a batch body is held in memory whole, parsed and validated
 
 
@@ -73,6 +74,9 @@ class ApiConfig:
     max_body_bytes: int = 65536
     # POST /api/v1/messages/batch: 1,000 message requests of ~2 KB each (a 1,600-character text).
     max_batch_bytes: int = 2 * 1024 * 1024
+    # Processes that accept large batches beside the daemon (appliance/batch_worker.py), ~50 MB of
+    # memory each once the first large batch comes; 0: the daemon accepts every batch itself.
+    batch_workers: int = 2
     max_text_chars: int = 1600  # about 10 UCS-2 / 10 GSM-7 segments
     queue_max: int = 100000
     status_page_public: bool = True
@@ -612,6 +616,11 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"api.max_batch_bytes: must be api.max_body_bytes ({config.api.max_body_bytes}) to "
             f"{MAX_BATCH_BYTES} (64 MiB), got {config.api.max_batch_bytes}"
+        )
+    if not 0 <= config.api.batch_workers <= MAX_BATCH_WORKERS:
+        raise ConfigError(
+            f"api.batch_workers: must be 0 (batches in the daemon) to {MAX_BATCH_WORKERS}, "
+            f"got {config.api.batch_workers}"
         )
     for f in dataclasses.fields(RetentionConfig):
         if getattr(config.retention, f.name) < 0:

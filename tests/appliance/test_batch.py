@@ -179,6 +179,26 @@ def test_max_batch_bytes_is_checked_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"api\.max_batch_bytes: must be api\.max_body_bytes \(65536\)"):
         from_dict({"api": {"max_batch_bytes": 1000}})
     assert from_dict({}).api.max_batch_bytes == 2 * 1024 * 1024
+    for bad in (-1, 9):
+        with pytest.raises(
+            ConfigError, match=r"api\.batch_workers: must be 0 \(batches in the daemon\) to 8"
+        ):
+            from_dict({"api": {"batch_workers": bad}})
+    assert from_dict({}).api.batch_workers == 2
+
+
+async def test_with_no_batch_workers_the_daemon_accepts_large_batches_itself(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """[api] batch_workers = 0 (a Pi with 512 MB): no process is started, nothing is refused."""
+    raw = gateway_config(tmp_path, str(sim.primary_path), api={"batch_workers": 0})
+    answered = WORKER.answered
+    async with run_gateway(raw, sim) as gw:
+        results = await post_batch(gw.client, [item(i) for i in range(1000)])
+        assert {r["status"] for r in results} == {202}
+        assert WORKER.pids() == []
+        assert await waiting(gw) == 1000
+    assert WORKER.answered == answered
 
 
 async def test_a_batch_whose_transaction_fails_leaves_nothing_in_the_ledger(tmp_path: Path) -> None:
