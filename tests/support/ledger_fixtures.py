@@ -3,6 +3,7 @@ and on PostgreSQL (a fresh database on the throwaway server of tests/support/pos
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,12 @@ def pg_server() -> PgServer:
 
 
 @pytest.fixture(params=BACKENDS)
-async def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a test's ledger lives: a file path (SQLite) or a postgresql:// URL."""
+async def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Where a test's ledger lives: a file path (SQLite) or a postgresql:// URL (dropped after)."""
     if request.param == "sqlite":
-        return str(tmp_path / "ledger.sqlite3")
+        yield str(tmp_path / "ledger.sqlite3")
+        return
     server: PgServer = request.getfixturevalue("pg_server")
-    return await server.fresh_database()
+    url = await server.fresh_database()
+    yield url
+    await server.drop(url)
