@@ -13,7 +13,6 @@ dispatcher (Intake.counted), so an item is refused or accepted alike wherever it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,8 +25,6 @@ from appliance.ledger import Actor, ApiKey, Message, NewMessage, StorageFull, St
 from appliance.sms_templates import TemplateRecord
 from appliance.validation import ApiError
 from appliance.windows import Window
-
-_ANY_TIME = contextlib.nullcontext()  # the daemon's own commits need no turn: one writer connection
 
 
 @dataclass(frozen=True)
@@ -61,12 +58,10 @@ async def accept_batch(
     room_problem: Callable[[], str | None],
     payload: Callable[[Message], dict[str, Any]],
     parse: Parse = parse_here,
-    turn: contextlib.AbstractContextManager[Any] = _ANY_TIME,
 ) -> Accepted:
     """Check every item of `raw` as a single POST would be, commit the good ones in one
     transaction, and encode a result per item. Raises ApiError for the batch as a whole (not a
-    list, too many items) and StorageFull (nothing of it accepted) when `room_problem` says why.
-    `turn` is held around the transaction (the worker processes take turns with it)."""
+    list, too many items) and StorageFull (nothing of it accepted) when `room_problem` says why."""
     # ~1 MB of JSON off the event loop; templates render next (a ledger read) as for a single POST.
     items = await asyncio.to_thread(send_requests.batch_items, raw)
     docs, templates = await _rendered(items, store, key, config)
@@ -94,10 +89,9 @@ async def accept_batch(
             raise StorageFull(problem)
         news = windowed(news, key=key, template_windows=windows)
         # On PostgreSQL the spool decides: the server, or the local spool while it is unreachable.
-        with turn:
-            accepted = await (store.spool or store).accept_many(
-                news, key_id=key.id, queue_max=config.api.queue_max, quota=key.quota, actor=actor
-            )
+        accepted = await (store.spool or store).accept_many(
+            news, key_id=key.id, queue_max=config.api.queue_max, quota=key.quota, actor=actor
+        )
     outcomes = send_requests.batch_outcomes(
         parsed, accepted, lambda exc: refusal(exc, key=key, queue_max=config.api.queue_max).error()
     )

@@ -38,7 +38,6 @@ from appliance import heap, send_requests
 from appliance.batch_accept import Accepted, accept_batch
 from appliance.config import Config
 from appliance.ledger import Actor, ApiKey, LedgerFile, Message, NewMessage, StorageFull, Store, migrations
-from appliance.ledger.connection import TURN_WAIT_S
 from appliance.validation import ApiError
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,33 +48,28 @@ MIN_BYTES = 8192  # ~100 items of a typical batch
 PROCESSES = 2  # [api] batch_workers by default: two batches at once use two cores
 
 
-class _Turn:
-    """Held by the process whose transaction is in the ledger: the workers and the daemon's
-    connection (Connection.turns) take turns through one lock, so that a waiter starts as soon
-    as the holder lets go, where SQLite's busy handler would poll. A worker that dies holding it
-    breaks the pool, which ends them all and the next pool has a new lock; meanwhile nobody waits
-    for it longer than TURN_WAIT_S (SQLite serialises the writers regardless)."""
+class _PoolTurns:
+    """A worker's side of the turns at the ledger's transactions (ledger/connection.py Turns):
+    its pool's lock, which the daemon's connection takes too. A worker that dies holding it
+    breaks the pool, which ends them all, and the next pool has a new lock."""
 
     def __init__(self, lock: Any) -> None:
-        self.lock = lock
-        self.held = False
+        self._turn = lock
 
-    def __enter__(self) -> None:
-        self.held = bool(self.lock.acquire(timeout=TURN_WAIT_S))
+    def lock(self) -> Any:
+        return self._turn
 
-    def __exit__(self, *exc: object) -> None:
-        if self.held:
-            self.held = False
-            self.lock.release()
+    def stuck(self, lock: Any) -> None:
+        """Nothing to do here: the daemon looks at the pool (BatchWorker.stuck)."""
 
 
-_TURN: Any = contextlib.nullcontext()  # in a worker: its _Turn
+_TURNS: _PoolTurns | None = None  # in a worker: set as it starts
 
 
-def _start_worker(turn: _Turn) -> None:
+def _start_worker(turn: Any) -> None:
     """Run in each new worker: phonenumbers' metadata loads before the first batch needs it."""
-    global _TURN  # noqa: PLW0603  (set once, as the process starts)
-    _TURN = turn
+    global _TURNS  # noqa: PLW0603  (set once, as the process starts)
+    _TURNS = _PoolTurns(turn)
     phonenumbers.parse("+4915112345678")  # loads the metadata most numbers need
     heap.tune()
 
@@ -118,6 +112,7 @@ class _Ledger:
                     f"{file.schema} and the ledger {schema}: restart the daemon"
                 )
             store = Store(file.path, webhooks=file.webhooks, box=file.box, reserve=False)
+            store.turns = _TURNS  # its transactions take turns with the daemon's and the other worker's
             await store.open()  # the daemon keeps the disk reserve; this process only writes
             self.store, self.ident = store, ident
         return self.store
@@ -141,7 +136,6 @@ class _Ledger:
                 config=batch.config,
                 room_problem=lambda: batch.room_problem,
                 payload=batch.payload,
-                turn=_TURN,
             )
         except StorageFull:
             await self.close()
@@ -183,7 +177,7 @@ class BatchWorker:
         self._pool: ProcessPoolExecutor | None = None
         self._ready = False
         self._context = multiprocessing.get_context("spawn")
-        self._turn: Any | None = None  # the pool's _Turn lock (a new pool, a new lock)
+        self._turn: Any | None = None  # the pool's turn lock (a new pool, a new lock)
         self._refused: str | None = None  # why workers must not write this daemon's ledger
         self.answered = 0  # batches a worker accepted or refused (tests tell where a batch ran)
 
@@ -198,7 +192,7 @@ class BatchWorker:
                     self._processes,
                     mp_context=self._context,
                     initializer=_start_worker,
-                    initargs=(_Turn(turn),),
+                    initargs=(turn,),
                 )
                 self._pool, self._ready, self._turn = pool, False, turn
                 try:
