@@ -7,10 +7,15 @@ prefix. This runs only what is left, phonenumbers' own functions in parse's orde
 code, the national prefix, the Italian leading zero. It answers None (the caller runs the full
 parse) for anything else, an unknown country code included, so that parse words the refusal.
 tests/appliance/test_e164_form.py checks it against parse on random numbers.
+
+Most such numbers are their own E.164 form: no national prefix to drop, so the answer is the text
+itself. `split_e164` finds that with a dict and one cached pattern per country code (~1.5 µs, where
+the steps above are ~10 µs: a new number's share of a 1,000-item batch).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 from phonenumbers import PhoneMetadata, PhoneNumber, ValidationResult
@@ -23,6 +28,41 @@ _KEEPS_PREFIX = (
     ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
     ValidationResult.INVALID_LENGTH,
 )
+# Country codes as their digits: the one to three digits after "+" that name one (none is a prefix
+# of another), as _extract_country_code finds them.
+_COUNTRY_CODES = {str(code): code for code in _util.COUNTRY_CODE_TO_REGION_CODE}
+
+
+def split_e164(candidate: str) -> tuple[int, int] | None:
+    """(country code, digits after it) when phonenumbers.parse would keep `candidate`'s digits as
+    they are ("+" and 7 to 15 digits, a known country code, no national prefix to drop): its E.164
+    form is then `candidate` itself. None: parse_e164 or parse must decide."""
+    match = _E164_FORM.fullmatch(candidate)
+    if match is None:
+        return None
+    digits = match[1]
+    for length in (1, 2, 3):
+        country_code = _COUNTRY_CODES.get(digits[:length])
+        if country_code is not None:
+            break
+    else:
+        return None
+    national = digits[length:]
+    known, prefix = _national_prefix(country_code)
+    if not known or (prefix is not None and prefix.match(national) is not None):
+        return None
+    return country_code, len(national)
+
+
+@functools.lru_cache(maxsize=512)
+def _national_prefix(country_code: int) -> tuple[bool, re.Pattern[str] | None]:
+    """(whether phonenumbers has metadata for the code, its national prefix for parsing)."""
+    region = _util.region_code_for_country_code(country_code)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    if metadata is None:
+        return False, None
+    pattern = metadata.national_prefix_for_parsing
+    return True, re.compile(pattern) if pattern else None
 
 
 def parse_e164(candidate: str) -> PhoneNumber | None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.e164_form import parse_e164
+from appliance.e164_form import parse_e164, split_e164
 from appliance.validation import ApiError, _possible_subscriber, parse_number
 
 E164_LIKE = st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True)
@@ -24,6 +24,29 @@ def test_it_parses_as_phonenumbers_does(candidate: str, region: str) -> None:
         assert fast is None  # parse refuses it: the caller runs parse, which words why
         return
     assert fast is None or fast == full
+
+
+@settings(max_examples=3000, deadline=None)
+@given(E164_LIKE, st.sampled_from(["DE", "US", "IT", "GB", "FR"]))
+def test_a_number_split_as_its_own_form_is_what_phonenumbers_makes_of_it(candidate: str, region: str) -> None:
+    """split_e164 says "keep the text": parse agrees, and formats it back to the same text with
+    the country code and national number length split_e164 gave."""
+    split = split_e164(candidate)
+    if split is None:
+        return
+    full = phonenumbers.parse(candidate, region)  # raises, failing the test, if parse refuses it
+    assert phonenumbers.format_number(full, phonenumbers.PhoneNumberFormat.E164) == candidate
+    assert split == (full.country_code, len(phonenumbers.national_significant_number(full)))
+
+
+def test_most_numbers_are_split_without_parse() -> None:
+    """The shortcut takes what batches send (a mobile in E.164) and leaves what parse must decide."""
+    assert split_e164("+4915112345678") == (49, 11)
+    assert split_e164("+12025550123") == (1, 10)
+    assert split_e164("+390612345678") == (39, 10)  # Italy: the leading 0 stays, as parse keeps it
+    assert split_e164("+3530871234567") is None  # Ireland's national prefix 0: parse drops it
+    assert split_e164("+99912345678") is None  # no such country code: parse words the refusal
+    assert split_e164("0151 1234 5678") is None
 
 
 @pytest.mark.parametrize(
