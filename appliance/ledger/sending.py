@@ -25,10 +25,11 @@ from appliance.windows import is_open, next_open, reason, window_from_json
 #
 # One min() per partial index, each a single index seek (priority: 0 high, 1 normal, 2 bulk):
 # `status IN ('queued', 'scheduled')` walked every waiting row (48 ms at 80,000 queued), on
-# every idle wake of every dispatcher.
+# every idle wake of every dispatcher. Unnamed, SQLite took messages_status for the scheduled
+# one and read every scheduled row: 7 ms at 25,000, on every wake (each accept wakes it).
 _NEXT_DUE = (
     "SELECT min(t) AS t FROM ("
-    "SELECT min(not_before) AS t FROM messages WHERE status = 'scheduled' UNION ALL "
+    "SELECT min(not_before) AS t FROM messages INDEXED BY messages_scheduled WHERE status = 'scheduled' UNION ALL "
     "SELECT min(not_before) FROM messages WHERE status = 'queued' AND priority = 0 UNION ALL "
     "SELECT min(not_before) FROM messages WHERE status = 'queued' AND priority = 1 UNION ALL "
     "SELECT min(not_before) FROM messages WHERE status = 'queued' AND priority = 2) AS due"
@@ -346,7 +347,8 @@ class Sending(Reports):
         async with self._tx() as db:
             rows = await fetch_all(
                 db,
-                f"SELECT * FROM messages WHERE status = 'scheduled' AND not_before <= ?{SKIP_LOCKED}",  # noqa: S608
+                f"SELECT * FROM messages INDEXED BY messages_scheduled WHERE status = 'scheduled' "  # noqa: S608
+                f"AND not_before <= ?{SKIP_LOCKED}",
                 (now,),
             )
             for row in rows:
