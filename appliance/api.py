@@ -309,11 +309,17 @@ class _Api:
             if batch.room_problem is None:  # its commit met the full disk, not the daemon's check
                 self.store.full_elsewhere()
             raise
+        except ApiError as exc:
+            if exc.code == "batch_interrupted":  # it may have committed: wake who sends
+                self._committed_elsewhere()
+            raise  # else refused whole (400, 422): nothing of it was committed
         except BaseException:
-            # Interrupted (503) or its client gone: it may have committed all the same.
-            self.intake.gateway.wake()
-            self.store.outbox_changed.set()
+            self._committed_elsewhere()  # cancelled (shutdown): the worker may commit all the same
             raise
+
+    def _committed_elsewhere(self) -> None:
+        self.intake.gateway.wake()
+        self.store.outbox_changed.set()
 
     async def get_message(self, request: Request) -> Response:
         key = await auth.require(request, self.store, "read")

@@ -20,8 +20,8 @@ from typing import Any, Protocol, TypeVar
 from appliance import send_requests, template_api
 from appliance.config import Config
 from appliance.escalation import refuse_opted_out
-from appliance.intake import BatchCount, refusal, windowed
-from appliance.ledger import Actor, ApiKey, Message, NewMessage, StorageFull, Store, StoreError
+from appliance.intake import BatchCount, refusal, refuse_without_room, windowed
+from appliance.ledger import Actor, ApiKey, Message, NewMessage, Store, StoreError
 from appliance.sms_templates import TemplateRecord
 from appliance.validation import ApiError
 from appliance.windows import Window
@@ -100,9 +100,7 @@ async def accept_batch(
         windows.append(None if template is None else template.window)
     accepted: list[tuple[Message, bool] | StoreError] = []
     if news:
-        problem = room_problem()
-        if problem is not None:
-            raise StorageFull(problem)
+        refuse_without_room(room_problem())
         news = windowed(news, key=key, template_windows=windows)
         # On PostgreSQL the spool decides: the server, or the local spool while it is unreachable.
         accepted = await (store.spool or store).accept_many(

@@ -178,6 +178,7 @@ class Dispatcher:
         self.cfg = cfg
         self.metrics = metrics
         self.work = asyncio.Event()
+        self.wakes = 0  # wake() calls so far: a worker's pause sees one that came during its turn
         self.flood = RecipientFlood(cfg.per_recipient_per_minute)
         self.last_progress = time.monotonic()
         self.rng = random.Random()  # noqa: S311  (jitter, not security)
@@ -185,6 +186,7 @@ class Dispatcher:
 
     def wake(self) -> None:
         """A message was committed: start now (no polling gap)."""
+        self.wakes += 1
         self.work.set()
 
     def progress(self) -> None:
@@ -207,6 +209,7 @@ class ModemWorker:
         self.name = name
         self.bucket = TokenBucket(cfg.rate_per_minute, burst=cfg.rate_burst)
         self.failures = 0
+        self._wakes_seen = 0
         self.set_aside_until = 0.0
         self.sent_parts = 0
         dispatcher.metrics.add_modem(name)
@@ -252,6 +255,7 @@ class ModemWorker:
 
     async def _turn(self) -> None:
         """Claim one message (or take the prefetched one) and send it."""
+        self._wakes_seen = self.d.wakes  # a wake from here on is for what this look may miss
         self.d.progress()
         if self._ledger_paused():
             await self._wait_for_ledger()
@@ -288,7 +292,7 @@ class ModemWorker:
         if msg is None:
             await self._idle()
             return
-        self.d.work.set()  # more may be due: let other workers look too
+        self.d.wake()  # more may be due: let other workers look too
         await self._send(msg)
 
     async def _claim(self, *, mark_first_part: bool = True) -> Message | None:
@@ -473,7 +477,11 @@ class ModemWorker:
         await self._pause(IDLE_WAIT_S if due is None else max(0.0, min(IDLE_WAIT_S, due - time.time())))
 
     async def _pause(self, seconds: float) -> None:
-        """Until `seconds` pass or a message is committed."""
+        """Until `seconds` pass or a message is committed. One committed while this turn looked
+        (its claim and next_due are awaits) ends the pause at once: cleared here, that wake was
+        lost, and the message waited IDLE_WAIT_S (seen as a flaky 5 s in tests under load)."""
+        if self.d.wakes != self._wakes_seen:
+            return
         self.d.work.clear()
         try:
             async with asyncio.timeout(seconds):

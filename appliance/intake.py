@@ -147,9 +147,7 @@ class Intake:
 
     def check_room(self) -> None:
         """Raise StorageFull when the ledger cannot take a new message now."""
-        problem = self.room_problem()
-        if problem is not None:
-            raise StorageFull(problem)
+        refuse_without_room(self.room_problem())
 
     def counted(self, count: BatchCount, *, actor: Actor) -> None:
         """A batch committed (here or by the batch worker process): the metric, a log line, the dispatcher woken."""
@@ -165,6 +163,13 @@ class Intake:
             count.segments,
         )
         self.gateway.wake()
+
+
+def refuse_without_room(problem: str | None) -> None:
+    """StorageFull naming `problem` (Intake.room_problem's answer, made here or in the daemon
+    for the batch worker process), when there is one."""
+    if problem is not None:
+        raise StorageFull(problem)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from appliance import dispatcher
 from appliance.ledger import Store
 from modem.simulator import NetworkEvent, Simulator
 from tests.support.config_files import toml_text
@@ -171,6 +172,35 @@ async def test_rate_limit_per_modem_spaces_submits_and_says_why(tmp_path: Path, 
     delayed = [e["detail"] for d in docs for e in events(d, "delayed")]
     assert delayed, "a message held back by the rate limit says so in its timeline"
     assert all("rate limit" in d and "60 a minute" in d for d in delayed), delayed
+
+
+async def test_a_message_committed_while_an_idle_dispatcher_looks_is_sent_at_once(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker asks the ledger when the next message is due before it sleeps: a message
+    committed during that question (its wake-up comes while the worker is not yet waiting) goes
+    now, not after the idle sleep (60 s here; 5 s shipped, which tests under load once hit)."""
+    monkeypatch.setattr(dispatcher, "IDLE_WAIT_S", 60.0)
+    async with run_gateway(gateway_config(tmp_path, str(sim.primary_path)), sim) as gw:
+        await gw.gateway.modem_list[0][2].wait_ready(10)
+        store = gw.gateway.store
+        asked, answer = asyncio.Event(), asyncio.Event()
+        next_due = store.next_due
+
+        async def next_due_answered_late() -> float | None:
+            due = await next_due()  # the ledger's answer: nothing due, the queue is empty
+            asked.set()
+            await answer.wait()  # ...handed back after the message below was committed
+            return due
+
+        monkeypatch.setattr(store, "next_due", next_due_answered_late)
+        gw.gateway.wake()  # an idle turn: nothing to claim, so it asks next_due
+        await asyncio.wait_for(asked.wait(), 10)
+        r = await gw.send(to="+4915100000470", body="committed meanwhile")
+        assert r.status_code == 202
+        monkeypatch.setattr(store, "next_due", next_due)
+        answer.set()
+        await eventually(lambda: submits(sim, "+4915100000470"), 20)
 
 
 @pytest.mark.slow
