@@ -120,13 +120,14 @@ def parse_send_request(
         raise ApiError(
             400, "invalid_request", f"the request body must be a JSON object, not {_json_type(doc)}"
         )
-    for name in doc:
-        if name not in SEND_FIELDS:
-            raise ApiError(
-                422,
-                "unknown_field",
-                f"{name}: unknown field (allowed: {', '.join(sorted(SEND_FIELDS))})",
-            )
+    if not SEND_FIELDS.issuperset(doc):  # one set operation: a batch asks this 1,000 times
+        for name in doc:
+            if name not in SEND_FIELDS:
+                raise ApiError(
+                    422,
+                    "unknown_field",
+                    f"{name}: unknown field (allowed: {', '.join(sorted(SEND_FIELDS))})",
+                )
     for name in ("to", "body"):
         if name not in doc:
             raise ApiError(422, "missing_field", f"{name}: this field is required")
@@ -135,13 +136,14 @@ def parse_send_request(
         raise invalid("to", f"expected a phone number as a string, got {_json_type(to_raw)}")
     to = parse_number(to_raw, config.gateway.default_region, field="to")
     body = parse_body(doc["body"], max_chars=config.api.max_text_chars)
-    send_at = _optional(doc, "send_at")
-    validity_s = _optional(doc, "validity_s")
-    priority = _optional(doc, "priority")
-    callback = _optional(doc, "status_callback")
-    metadata = _optional(doc, "metadata")
-    window = _optional(doc, "window")
-    escalation = _optional(doc, "escalation")
+    optional = doc.get  # a field absent or JSON null: None
+    send_at = optional("send_at")
+    validity_s = optional("validity_s")
+    priority = optional("priority")
+    callback = optional("status_callback")
+    metadata = optional("metadata")
+    window = optional("window")
+    escalation = optional("escalation")
     return sized_message(
         to,
         body,
@@ -150,7 +152,7 @@ def parse_send_request(
         validity_s=config.dispatcher.default_validity_s if validity_s is None else parse_validity(validity_s),
         status_callback=None if callback is None else parse_callback(callback, config.webhook_policy.allow),
         metadata=None if metadata is None else parse_metadata(metadata),
-        idempotency_key=merge_idempotency_keys(_optional(doc, "idempotency_key"), header_key),
+        idempotency_key=merge_idempotency_keys(optional("idempotency_key"), header_key),
         # Its own send window; send_windows.apply_window adds a template's or key's (intake).
         window=None if window is None else parse_send_window(window).to_json(),
         window_source=None if window is None else "message",
@@ -485,8 +487,3 @@ def check_query(params: Iterable[str], allowed: Iterable[str]) -> None:
                 "unknown_parameter",
                 f"{name}: unknown query parameter (allowed: {', '.join(sorted(known))})",
             )
-
-
-def _optional(doc: dict[str, Any], name: str) -> Any:
-    """A field's value, None when absent or JSON null."""
-    return doc.get(name)
