@@ -184,9 +184,11 @@ class Gateway:
             return False, f"no modem ready and registered ({states})"
         return True, f"{len(ready)} modem(s) ready"
 
-    def wake(self) -> None:
+    def wake(self, *, chains: bool = True) -> None:
         self.dispatcher.wake()
-        if self.escalator is not None:
+        # Only a message with an escalation starts a chain: an idle escalator is not asked its
+        # four queries on each of the hundreds of accepts a second that carry none.
+        if chains and self.escalator is not None:
             self.escalator.wake()
 
     def started_at(self) -> float:

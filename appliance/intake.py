@@ -142,7 +142,7 @@ class Intake:
             _LOGGER.info(
                 "accepted %s from %s (%d segment(s), %s)", msg.id, actor.name, msg.segments, new.source
             )
-            self.gateway.wake()
+            self.gateway.wake(chains=msg.escalation is not None)
         return msg, created
 
     def check_room(self) -> None:
@@ -162,7 +162,7 @@ class Intake:
             actor.name,
             count.segments,
         )
-        self.gateway.wake()
+        self.gateway.wake(chains=count.chains > 0)
 
 
 def refuse_without_room(problem: str | None) -> None:
@@ -180,19 +180,21 @@ class BatchCount:
     created: int
     segments: int
     per_source: dict[str, int]
+    chains: int = 0  # created with an escalation: the escalator is woken for them
 
     @classmethod
     def of(
         cls, news: Sequence[NewMessage], outcomes: Sequence[tuple[Message, bool] | StoreError]
     ) -> BatchCount:
         per_source: dict[str, int] = {}
-        created = segments = 0
+        created = segments = chains = 0
         for new, outcome in zip(news, outcomes, strict=True):
             if isinstance(outcome, tuple) and outcome[1]:
                 created += 1
                 segments += outcome[0].segments
                 per_source[new.source] = per_source.get(new.source, 0) + 1
-        return cls(len(news), created, segments, per_source)
+                chains += new.escalation is not None
+        return cls(len(news), created, segments, per_source, chains)
 
 
 def windowed(

@@ -43,8 +43,9 @@ class GatewayView(Protocol):
         """(ready, reason) for /readyz: a modem ready (registered) and the ledger writable."""
         ...
 
-    def wake(self) -> None:
-        """A message was committed: start the dispatcher now."""
+    def wake(self, *, chains: bool = True) -> None:
+        """A message was committed: start the dispatcher now (and the escalator when `chains`:
+        what was committed may start an escalation chain)."""
         ...
 
     def started_at(self) -> float:

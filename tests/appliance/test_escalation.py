@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -135,6 +136,39 @@ async def test_an_unconfirmed_message_goes_to_the_next_number_then_to_e_mail(
         (original["id"], 1, "sms", escalated_id),
         (original["id"], 2, "email", None),
     ]
+
+
+async def test_only_a_message_with_an_escalation_wakes_an_idle_escalator(
+    egw: Running, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pass of the escalator is four ledger queries: it ran after every accept, hundreds a
+    second under load. Idle (no chain), it now looks again only when a chain may have begun."""
+    escalator = egw.gateway.escalator
+    assert escalator is not None
+    passes: list[float | None] = []
+    tick = escalator.tick
+
+    async def counted(now: float | None = None) -> None:
+        passes.append(now)
+        await tick(now)
+
+    monkeypatch.setattr(escalator, "tick", counted)
+    plain = [(await egw.send(to=FIRST, body=f"plain {i}")).json()["id"] for i in range(3)]
+    r = await egw.client.post(
+        "/api/v1/messages/batch", json={"messages": [{"to": SECOND, "body": f"b{i}"} for i in range(3)]}
+    )
+    assert r.status_code == 200, r.text
+    for msg_id in plain:  # sent, and their reports in: the escalator had every chance to run
+        await eventually(functools.partial(_status, egw, msg_id, "delivered"), 15, 0.05)
+    assert passes == []
+    r = await egw.send(to=FIRST, body="Door open", escalation={"after_s": 30, "then": [SECOND]})
+    assert r.status_code == 202, r.text
+    await eventually(lambda: passes, 10, 0.02)
+
+
+async def _status(gw: Running, msg_id: str, status: str) -> bool:
+    doc = await gw.message(msg_id)
+    return bool(doc["status"] == status)
 
 
 async def test_a_delivery_report_stops_the_chain(egw: Running, sim: Simulator, hooks: Receiver) -> None:

@@ -74,7 +74,7 @@ class FakeGateway:
     def ready(self) -> tuple[bool, str]:
         return self.is_ready
 
-    def wake(self) -> None:
+    def wake(self, *, chains: bool = True) -> None:
         self.wakes += 1
 
     def started_at(self) -> float:
