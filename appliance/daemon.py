@@ -347,7 +347,8 @@ class Gateway:
             if self.store.spool is not None:
                 spool = self.store.spool
                 tasks.append(
-                    tg.create_task(_forever("spool", lambda: spool.run(self.dispatcher.wake)), name="spool")
+                    # Drained messages may carry escalations: the escalator is woken with the dispatcher.
+                    tg.create_task(_forever("spool", lambda: spool.run(self.wake)), name="spool")
                 )
             if self.modem_list and self.config.ussd.check_every_s > 0:
                 tasks.append(tg.create_task(_forever("balance", self._check_balance), name="balance"))
@@ -583,7 +584,7 @@ class Gateway:
         while True:
             await self.store.queue_changed.wait()
             self.store.queue_changed.clear()
-            self.dispatcher.wake()
+            self.wake()  # with the escalator: what the other box committed may start a chain
 
     async def _heartbeat(self) -> None:
         last_parts = -1
@@ -668,8 +669,7 @@ class Gateway:
                 len(takeover.messages),
                 self.config.dispatcher.unknown_outcome,
             )
-            if takeover.messages:
-                self.dispatcher.wake()
+            self.wake()  # its queue, and the chains its escalator was taking
 
     async def _status_line(self) -> str:
         stats = await self.store.stats()

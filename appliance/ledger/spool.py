@@ -336,7 +336,7 @@ class Spool:
 
     async def run(self, wake: Callable[[], None] | None = None) -> None:
         """Forever: while the server is unreachable or the spool in use, probe the server (with
-        backoff) and drain into it; `wake` (the dispatcher's) once drained."""
+        backoff) and drain into it; `wake` (the gateway's: dispatcher and escalator) once drained."""
         delay_index = 0
         while True:
             if self.ledger.reachable.is_set() and not self.active and not self.journal:
