@@ -241,3 +241,36 @@ async def _boxes(url: str) -> list[Box]:
         return await store.boxes()
     finally:
         await store.close()
+
+
+@pytest.mark.timeout(180)
+async def test_a_chain_begun_on_a_box_that_dies_is_taken_on_by_another(
+    tmp_path: Any, pg_server: PgServer
+) -> None:
+    """Box a accepts a message with an escalation, sends it, and is killed before the chain's first
+    step is due. Box b, which never accepted a message with an escalation itself, takes the step:
+    a's commit woke b's escalator too (NOTIFY), not only b's dispatcher."""
+    url = await pg_server.fresh_database()
+    key = await fleet_key(url)
+    first, second = "+4915111111111", "+4915122222222"
+    quick = {"escalation": {"min_after_s": 1}}
+    async with (
+        pg_box(tmp_path / "a", url, "a", sections=quick) as a,
+        pg_box(tmp_path / "b", url, "b", sections=quick) as b,
+    ):
+        for box in (a, b):  # no status report, whichever box sends it: nothing ends the chain
+            box.sim.network.set_policy(first, outcome="lost")
+        async with a.client(key) as c:
+            r = await c.post(
+                "/api/v1/messages",
+                json={
+                    "to": first,
+                    "body": "Pump 3 pressure low",
+                    "escalation": {"after_s": 4, "then": [second]},
+                },
+            )
+            assert r.status_code == 202, r.text
+        await eventually(lambda: a.texts() + b.texts(), 30, 0.02)  # sent by either box
+        await a.proc.kill9()
+        await eventually(lambda: b.sim.network.phone(second).texts(), 60, 0.1)
+        assert b.sim.network.phone(second).texts() == ["Pump 3 pressure low"]
