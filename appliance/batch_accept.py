@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from appliance import send_requests, template_api
 from appliance.config import Config
@@ -35,18 +35,6 @@ class Accepted:
     body: bytes
     count: BatchCount
     webhooks_queued: bool = False
-
-
-T = TypeVar("T")
-
-
-class Offload(Protocol):
-    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
-
-
-async def run_here(fn: Callable[..., T], /, *args: Any) -> T:
-    """`fn(*args)` on this thread: the batch worker process, where no event loop waits on it."""
-    return fn(*args)
 
 
 class Parse(Protocol):
@@ -70,16 +58,12 @@ async def accept_batch(
     room_problem: Callable[[], str | None],
     payload: Callable[[Message], dict[str, Any]],
     parse: Parse = parse_here,
-    offload: Offload = asyncio.to_thread,
 ) -> Accepted:
     """Check every item of `raw` as a single POST would be, commit the good ones in one
     transaction, and encode a result per item. Raises ApiError for the batch as a whole (not a
-    list, too many items) and StorageFull (nothing of it accepted) when `room_problem` says why.
-
-    `offload` runs the JSON work: in the daemon a thread, off its event loop; in the batch worker
-    process `run_here` (two thread hand-offs a batch that bought nothing there)."""
+    list, too many items) and StorageFull (nothing of it accepted) when `room_problem` says why."""
     # ~1 MB of JSON off the event loop; templates render next (a ledger read) as for a single POST.
-    items = await offload(send_requests.batch_items, raw)
+    items = await asyncio.to_thread(send_requests.batch_items, raw)
     docs, templates = await _rendered(items, store, key, config)
     parsed = await parse(docs, key=key, config=config)
     news: list[NewMessage] = []
@@ -109,8 +93,8 @@ async def accept_batch(
     outcomes = send_requests.batch_outcomes(
         parsed, accepted, lambda exc: refusal(exc, key=key, queue_max=config.api.queue_max).error()
     )
-    # From one template per shape (message_json.py): ~10 ms for 1,000.
-    body = await offload(send_requests.batch_results, outcomes, payload)
+    # From one template per shape (message_json.py): ~10 ms for 1,000, in a thread all the same.
+    body = await asyncio.to_thread(send_requests.batch_results, outcomes, payload)
     return Accepted(body, BatchCount.of(news, accepted))
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import phonenumbers
 
 from appliance import heap, send_requests
-from appliance.batch_accept import Accepted, accept_batch, run_here
+from appliance.batch_accept import Accepted, accept_batch
 from appliance.config import Config
 from appliance.ledger import Actor, ApiKey, LedgerFile, Message, NewMessage, StorageFull, Store, migrations
 from appliance.validation import ApiError
@@ -136,7 +136,6 @@ class _Ledger:
                 config=batch.config,
                 room_problem=lambda: batch.room_problem,
                 payload=batch.payload,
-                offload=run_here,
             )
         except StorageFull:
             await self.close()

@@ -80,7 +80,7 @@ def ledger_problem(store: Store, *, min_free_bytes: int = MIN_FREE_BYTES) -> str
     if store.storage_problem is not None:
         return store.storage_problem
     if store.path != ":memory:" and not store.postgres:  # a PostgreSQL server minds its own disk
-        return _filesystem_problem(str(store.path), min_free_bytes)
+        return _filesystem_problem(store, min_free_bytes)
     return None
 
 
@@ -92,17 +92,18 @@ FILESYSTEM_CHECK_S = 0.5
 _FILESYSTEM_ANSWERS: dict[tuple[str, int], tuple[float, str | None]] = {}
 
 
-def _filesystem_problem(ledger: str, min_free_bytes: int) -> str | None:
+def _filesystem_problem(store: Store, min_free_bytes: int) -> str | None:
     now = time.monotonic()
-    known = _FILESYSTEM_ANSWERS.get((ledger, min_free_bytes))
+    ident = (str(store.path), min_free_bytes)
+    known = _FILESYSTEM_ANSWERS.get(ident)
     if known is not None and now - known[0] < FILESYSTEM_CHECK_S:
         return known[1]
-    path = Path(ledger)
+    path = Path(store.path)
     answer = None
     if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
         answer = f"The ledger {path} is not writable by this process."
     else:
-        free = shutil.disk_usage(path.parent).free
+        free, _total = disk_usage(store)
         if free < min_free_bytes:
             answer = (
                 f"Only {free // 1024} KiB are free on the ledger's disk: new messages are refused "
@@ -110,7 +111,7 @@ def _filesystem_problem(ledger: str, min_free_bytes: int) -> str | None:
             )
     if len(_FILESYSTEM_ANSWERS) > 64:  # a ledger or two per process (many in a test run)
         _FILESYSTEM_ANSWERS.clear()
-    _FILESYSTEM_ANSWERS[ledger, min_free_bytes] = (now, answer)
+    _FILESYSTEM_ANSWERS[ident] = (now, answer)
     return answer
 
 
